@@ -1,0 +1,1 @@
+"""lmstudio-queue producers: enqueue jobs, await results, the `lmq` CLI."""

@@ -1,0 +1,264 @@
+"""Job and result contracts shared by producers and workers.
+
+Both sides import this module; it imports neither Celery tasks nor the LM Studio SDK.
+Jobs travel as JSON dicts (`model_dump(mode="json")`) in the first task argument, results
+come back the same way. Task and queue names here are product decisions: keep them stable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASK_CHAT = "lmq.chat"
+TASK_COMPLETE = "lmq.complete"
+TASK_EMBED = "lmq.embed"
+TASK_NAMES = (TASK_CHAT, TASK_COMPLETE, TASK_EMBED)
+
+QUEUE_PREFIX = "lmq."
+KEY_PREFIX = "lmq:"  # every Redis key we own starts with this
+
+# Custom task state reported while a job runs (Celery's own states cover the rest).
+PROGRESS = "PROGRESS"
+
+_MODEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+
+
+def queue_name(model_key: str) -> str:
+    """The queue that the workers pinned to `model_key` consume."""
+    return f"{QUEUE_PREFIX}{model_key}"
+
+
+def model_from_queue(queue: str) -> str | None:
+    return queue[len(QUEUE_PREFIX) :] if queue.startswith(QUEUE_PREFIX) else None
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------
+# Jobs
+# --------------------------------------------------------------------------------------
+
+
+class PredictionConfig(_Contract):
+    """Per-job sampling settings (mapped onto LM Studio's prediction config)."""
+
+    temperature: float | None = Field(None, ge=0, le=5)
+    max_tokens: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = Field(
+        None, description="Structured output: the reply is JSON valid against this schema."
+    )
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_an_object(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None and not isinstance(schema.get("type", "object"), str | list):
+            raise ValueError("json_schema must be a JSON Schema object, e.g. {'type': 'object'}")
+        return schema
+
+
+class ChatMessage(_Contract):
+    """One OpenAI-style chat message."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolFunction(_Contract):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class Tool(_Contract):
+    """A tool in OpenAI function format: {"type": "function", "function": {...}}."""
+
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class _JobBase(_Contract):
+    model: str = Field(description="Model key; selects the queue lmq.<model>.")
+    submitted_at: float | None = Field(None, description="Epoch seconds when enqueued.")
+    batch_id: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_key(cls, key: str) -> str:
+        if not _MODEL_KEY.match(key):
+            raise ValueError(f"{key!r} is not a model key (see `lmq models`)")
+        return key
+
+
+class ChatJob(_JobBase):
+    kind: Literal["chat"] = "chat"
+    messages: str | list[ChatMessage] | dict[str, Any] = Field(
+        description="A prompt string, OpenAI-style messages, or an SDK chat-history dict."
+    )
+    system_prompt: str | None = None
+    tools: list[Tool] | None = None
+    config: PredictionConfig = Field(default_factory=PredictionConfig)
+
+    @field_validator("messages")
+    @classmethod
+    def _history_shape(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not isinstance(value.get("messages"), list):
+            raise ValueError("a chat-history dict needs a 'messages' list")
+        if isinstance(value, list | str) and not value:
+            raise ValueError("messages must not be empty")
+        return value
+
+
+class CompletionJob(_JobBase):
+    kind: Literal["completion"] = "completion"
+    prompt: str = Field(min_length=1)
+    config: PredictionConfig = Field(default_factory=PredictionConfig)
+
+
+class EmbeddingJob(_JobBase):
+    kind: Literal["embedding"] = "embedding"
+    texts: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_empty_texts(self) -> EmbeddingJob:
+        empty = [i for i, text in enumerate(self.texts) if not text.strip()]
+        if empty:
+            raise ValueError(f"texts at positions {empty[:10]} are empty")
+        return self
+
+
+Job = ChatJob | CompletionJob | EmbeddingJob
+
+TASK_FOR_KIND = {"chat": TASK_CHAT, "completion": TASK_COMPLETE, "embedding": TASK_EMBED}
+JOB_FOR_TASK: dict[str, type[_JobBase]] = {
+    TASK_CHAT: ChatJob,
+    TASK_COMPLETE: CompletionJob,
+    TASK_EMBED: EmbeddingJob,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+class PredictionStats(_Contract):
+    """Every stat LM Studio returns with a prediction (names in snake_case)."""
+
+    stop_reason: str
+    tokens_per_second: float | None = None
+    time_to_first_token_s: float | None = None
+    prompt_tokens_count: int | None = None
+    predicted_tokens_count: int | None = None
+    total_tokens_count: int | None = None
+    num_gpu_layers: float | None = None
+    used_draft_model_key: str | None = None
+    total_draft_tokens_count: int | None = None
+    accepted_draft_tokens_count: int | None = None
+    rejected_draft_tokens_count: int | None = None
+    ignored_draft_tokens_count: int | None = None
+
+
+class ModelIdentity(_Contract):
+    model_key: str
+    identifier: str | None = None
+    display_name: str | None = None
+    architecture: str | None = None
+    format: str | None = None
+    path: str | None = None
+    size_bytes: int | None = None
+    context_length: int | None = None
+
+
+class JobTiming(_Contract):
+    enqueued_at: float | None = None
+    started_at: float
+    finished_at: float
+    queue_wait_s: float | None = None
+    run_s: float
+
+
+class ToolCallFunction(_Contract):
+    name: str
+    arguments: str = Field(description="The arguments as a JSON string (OpenAI format).")
+
+
+class ToolCall(_Contract):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class _ResultBase(_Contract):
+    job_id: str
+    model: ModelIdentity
+    timing: JobTiming
+    worker: str
+    attempt: int = 1
+    cancelled: bool = False
+
+
+class ChatResult(_ResultBase):
+    kind: Literal["chat"] = "chat"
+    content: str
+    parsed: Any = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    stats: PredictionStats
+
+
+class CompletionResult(_ResultBase):
+    kind: Literal["completion"] = "completion"
+    content: str
+    stats: PredictionStats
+
+
+class EmbeddingResult(_ResultBase):
+    kind: Literal["embedding"] = "embedding"
+    vectors: list[list[float]]
+    dimension: int
+    token_counts: list[int]
+    total_tokens: int
+    completed: int = Field(description="Texts embedded (fewer than sent if cancelled).")
+
+
+Result = ChatResult | CompletionResult | EmbeddingResult
+
+RESULT_FOR_KIND: dict[str, type[_ResultBase]] = {
+    "chat": ChatResult,
+    "completion": CompletionResult,
+    "embedding": EmbeddingResult,
+}
+
+
+def parse_result(data: dict[str, Any]) -> _ResultBase:
+    """Rebuild a result dict (as stored by the backend) into its contract class."""
+    kind = data.get("kind")
+    if kind not in RESULT_FOR_KIND:
+        raise ValueError(f"not a job result: kind={kind!r}")
+    return RESULT_FOR_KIND[kind].model_validate(data)
+
+
+class JobProgress(_Contract):
+    """The meta of the PROGRESS state while a job runs."""
+
+    phase: Literal["admission", "prefill", "generating", "embedding"]
+    prompt_progress: float = 0.0
+    time_to_first_token_s: float | None = None
+    tokens_so_far: int = 0
+    items_done: int = 0
+    items_total: int = 0
+    worker: str | None = None

@@ -1,0 +1,150 @@
+"""Every setting of lmstudio-queue, read from `LMQ_*` environment variables and `.env`.
+
+This is the only module that reads the environment. Each field carries a description: the
+README's settings table and `lmq config show` are generated from them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GpuOffload = float | Literal["max", "off"]
+
+
+class Settings(BaseSettings):
+    """lmstudio-queue settings (environment prefix `LMQ_`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LMQ_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- Redis and Celery -------------------------------------------------------------
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker URL (redis://, rediss:// or amqp://).",
+    )
+    result_backend: str | None = Field(
+        None, description="Celery result backend URL; defaults to the broker URL when it is Redis."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for progress streams, admission leases and batch counters; "
+        "defaults to the result backend.",
+    )
+    result_expires_s: int = Field(7 * 24 * 3600, description="How long job results are kept.")
+    visibility_timeout_s: int = Field(
+        4 * 3600,
+        description="Redis redelivers an unacknowledged job after this long: keep it above "
+        "the longest job.",
+    )
+
+    # --- LM Studio ----------------------------------------------------------------------
+    lmstudio_host: str = Field(
+        "localhost:1234", description="LM Studio API host:port (the SDK never probes 1234)."
+    )
+    model: str | None = Field(
+        None, description="The model key a worker is pinned to (one worker process per model)."
+    )
+    context_length: int | None = Field(
+        None, description="Context length to load the model with (LM Studio default if unset)."
+    )
+    gpu_offload: GpuOffload | None = Field(
+        None, description="GPU offload ratio 0..1, or 'max' / 'off' (LM Studio default if unset)."
+    )
+    unload_on_shutdown: bool = Field(
+        False, description="Unload the pinned model when the worker shuts down."
+    )
+    sdk_timeout_s: float = Field(
+        120.0, description="Max wait for the next message from LM Studio (SDK, process-wide)."
+    )
+    connect_backoff_max_s: float = Field(
+        30.0, description="Longest pause between attempts to reach LM Studio at worker start."
+    )
+
+    # --- Jobs ---------------------------------------------------------------------------
+    job_max_retries: int = Field(
+        3, description="Retries of a job after a transient LM Studio failure (dropped socket)."
+    )
+    job_retry_backoff_s: float = Field(1.0, description="First retry delay; doubles each time.")
+    max_prompt_chars: int = Field(
+        2_000_000, description="Largest prompt (characters, all messages) a job may carry."
+    )
+    max_embed_texts: int = Field(4096, description="Most texts one embedding job may carry.")
+    embed_concurrency: int = Field(
+        8, description="Embedding requests a worker keeps in flight for one job."
+    )
+    concurrency: int | None = Field(
+        None, description="Worker threads; derived from slots and the GPU budget when unset."
+    )
+
+    # --- GPU-memory-aware admission ------------------------------------------------------
+    admission: bool = Field(True, description="Admit predictions only when their KV cache fits.")
+    gpu_memory: ByteSize | None = Field(
+        None, description="GPU memory of the LM Studio host (e.g. 24GiB); NVML when unset."
+    )
+    gpu_reserve: ByteSize | None = Field(
+        None, description="GPU memory kept free; default the larger of 1 GiB and 10%."
+    )
+    slots: int = Field(
+        4, ge=1, description="Concurrent predictions per model (LM Studio's Max Concurrent "
+        "Predictions)."
+    )
+    kv_bytes_per_token: int | None = Field(
+        None, description="KV-cache bytes per token when the model's GGUF file is unreadable."
+    )
+    admission_group: str | None = Field(
+        None, description="Workers sharing one GPU budget; defaults to the LM Studio host."
+    )
+    lease_ttl_s: float = Field(
+        15.0, description="Admission leases of a dead worker expire after this long."
+    )
+    wait_for_fit_on_load: bool = Field(
+        False, description="Wait (instead of failing) when loading a model would not fit."
+    )
+
+    # --- Cancellation and Flower ---------------------------------------------------------
+    cancel_poll_s: float = Field(
+        0.02, description="How often running jobs are checked against the revoked set."
+    )
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="Flower basic auth, user:password[,user2:password2]."
+    )
+    flower_max_tasks: int = Field(10_000, description="Tasks Flower keeps in memory.")
+    flower_port: int = Field(5555, description="Port Flower listens on.")
+
+    @field_validator("lmstudio_host")
+    @classmethod
+    def _strip_scheme(cls, host: str) -> str:
+        # Users paste URLs; the SDK wants host:port.
+        for prefix in ("http://", "https://", "ws://"):
+            host = host.removeprefix(prefix)
+        return host.rstrip("/")
+
+    @property
+    def backend_url(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return "redis://127.0.0.1:6379/0"
+
+    @property
+    def store_url(self) -> str:
+        """Redis URL for our own keys (progress, admission, batches)."""
+        return self.redis_url or self.backend_url
+
+    @property
+    def group(self) -> str:
+        return self.admission_group or self.lmstudio_host
+
+
+SECRET_FIELDS = ("broker_url", "result_backend", "redis_url", "flower_basic_auth")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
