@@ -1,0 +1,148 @@
+"""Simulator configuration: a TOML file (or dict) parsed into pydantic models.
+
+Every field has a default that keeps tests fast but not instant. A dict passed to
+`load_config` is deep-merged over the defaults, so `{"timing": {"parallel_slots": 1}}`
+changes one knob and keeps the rest. Models are keyed by model key; an override for a
+default key merges into that model, a new key adds a model. `default_models = false`
+drops the built-in catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GIB = 1024**3
+KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    type: Literal["llm", "embedding"] = Field("llm", description="Model domain.")
+    display_name: str = Field("", description="Shown in ModelInfo; defaults to the key.")
+    publisher: str = Field("lmstudio-community", description="Folder under models_dir.")
+    size_bytes: int = Field(800_000_000, description="Reported file size; VRAM weight.")
+    params_string: str = Field("1B", description="ModelInfo.paramsString.")
+    architecture: str = Field("llama", description="GGUF general.architecture.")
+    context_length: int = Field(4096, description="Default loaded context length.")
+    max_context_length: int = Field(131072, description="ModelInfo.maxContextLength.")
+    embedding_length: int = Field(2048, description="Hidden size; embedding dimension.")
+    layers: int = Field(16, description="GGUF block_count.")
+    heads: int = Field(32, description="GGUF attention.head_count.")
+    kv_heads: int | list[int] = Field(8, description="KV heads, or one per layer.")
+    head_dim: int = Field(64, description="GGUF attention.key_length/value_length.")
+    kv_type: Literal["f32", "f16", "q8_0", "q4_0"] = Field("f16", description="KV dtype.")
+    loaded: bool = Field(False, description="Loaded when the simulator starts.")
+    vision: bool = False
+    trained_for_tool_use: bool = True
+
+    def kv_bytes_per_token(self) -> float:
+        """2 (K and V) x sum of KV heads over layers x head dim x bytes per element."""
+        heads = self.kv_heads
+        total_kv_heads = sum(heads) if isinstance(heads, list) else heads * self.layers
+        return 2 * total_kv_heads * self.head_dim * KV_BYTES_PER_ELEMENT[self.kv_type]
+
+
+class TimingConfig(_Strict):
+    prefill_tokens_per_s: float = Field(5000.0, description="0 = instant prefill.")
+    decode_tokens_per_s: float = Field(200.0, description="Per slot; 0 = instant.")
+    parallel_slots: int = Field(4, description="Concurrent predictions per model instance.")
+    embedding_latency_s: float = Field(0.002, description="Per embedString call.")
+    embedding_parallel: int = Field(4, description="Concurrent embeddings per instance.")
+    load_delay_s: float = Field(0.2, description="Time to load a model on request.")
+    reply_min_tokens: int = Field(8, description="Shortest default reply.")
+    reply_max_tokens: int = Field(40, description="Longest default reply.")
+
+
+class GpuConfig(_Strict):
+    vram_bytes: int = Field(24 * GIB, description="Simulated VRAM size.")
+    offload_ratio: float = Field(1.0, description="Default fraction of weights on GPU.")
+
+
+class FailRule(_Strict):
+    endpoint: str = Field(description="Endpoint name, e.g. predict, embedString.")
+    nth: int = Field(1, description="Fail the nth request to it (counted from set/reset).")
+    title: str = Field("Simulated failure", description="Error title sent.")
+
+
+class FaultConfig(_Strict):
+    delay_s: float = Field(0.0, description="Extra delay before handling a request.")
+    delay_endpoints: list[str] = Field(default_factory=list, description="[] = all.")
+    fail: list[FailRule] = Field(default_factory=list, description="Fail-the-nth rules.")
+    drop_after_fragments: int | None = Field(None, description="Abort socket after K.")
+    drop_times: int | None = Field(None, description="Predictions to drop; None = all.")
+    slow_prefill_s: float = Field(0.0, description="Extra prefill time per prediction.")
+    reply_tokens: int | None = Field(None, description="Force reply length (long reply).")
+
+
+class ServerConfig(_Strict):
+    models_dir: str = Field("", description="Where GGUF files go; '' = a temp dir.")
+    log_max_entries: int = Field(200_000, description="Message log ring size.")
+    error_style: Literal["errorPacket", "channelError"] = Field(
+        "errorPacket", description="How predict failures (OOM, context) are sent."
+    )
+
+
+class SimConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+    default_models: bool = Field(True, description="Include the built-in catalog.")
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+
+DEFAULT_MODELS: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b-instruct": dict(
+        type="llm", display_name="Llama 3.2 1B Instruct", size_bytes=807_694_464,
+        params_string="1B", architecture="llama", context_length=4096,
+        max_context_length=131072, embedding_length=2048, layers=16, heads=32,
+        kv_heads=8, head_dim=64, loaded=True,
+    ),
+    "qwen2.5-7b-instruct": dict(
+        type="llm", display_name="Qwen2.5 7B Instruct", size_bytes=4_683_073_952,
+        params_string="7B", architecture="qwen2", context_length=4096,
+        max_context_length=32768, embedding_length=3584, layers=28, heads=28,
+        kv_heads=[4] * 28, head_dim=128, loaded=False,
+    ),
+    "text-embedding-nomic-embed-text-v1.5": dict(
+        type="embedding", display_name="Nomic Embed Text v1.5", size_bytes=84_106_624,
+        publisher="nomic-ai", params_string="137M", architecture="nomic-bert",
+        context_length=2048, max_context_length=2048, embedding_length=768, layers=12,
+        heads=12, kv_heads=12, head_dim=64, loaded=True, trained_for_tool_use=False,
+    ),
+}
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_file(path: str | Path) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if str(path).endswith(".json"):
+        return dict(json.loads(text))
+    return tomllib.loads(text)
+
+
+def load_config(source: SimConfig | dict[str, Any] | str | Path | None = None) -> SimConfig:
+    """Build a config from None (defaults), a dict of overrides, or a TOML/JSON path."""
+    if isinstance(source, SimConfig):
+        return source
+    raw = _read_file(source) if isinstance(source, (str, Path)) else dict(source or {})
+    if raw.get("default_models", True):
+        raw["models"] = _deep_merge(DEFAULT_MODELS, raw.get("models") or {})
+    return SimConfig.model_validate(raw)
