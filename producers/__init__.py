@@ -1,1 +1,43 @@
-"""lmstudio-queue producers: enqueue jobs, await results, the `lmq` CLI."""
+"""lmstudio-queue producers: enqueue jobs, await results, the `lmq` CLI.
+
+    from producers import JobQueue
+    queue = JobQueue()
+    print(queue.chat("llama-3.2-1b-instruct", "Hello").result(timeout=60).content)
+"""
+
+from producers.cancellation import BulkCancel, CancelOutcome
+from producers.job_handle import JobHandle
+from producers.job_queue import JobQueue
+from workers.error import (
+    BadJobError,
+    ContextOverflowError,
+    DoesNotFitError,
+    InvalidJobError,
+    JobCancelledError,
+    JobFailedError,
+    JobTimeoutError,
+    LmqError,
+    LMStudioUnavailableError,
+    ModelNotAvailableError,
+    ModelNotServedError,
+    TransientError,
+)
+
+__all__ = [
+    "BadJobError",
+    "BulkCancel",
+    "CancelOutcome",
+    "ContextOverflowError",
+    "DoesNotFitError",
+    "InvalidJobError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobHandle",
+    "JobQueue",
+    "JobTimeoutError",
+    "LMStudioUnavailableError",
+    "LmqError",
+    "ModelNotAvailableError",
+    "ModelNotServedError",
+    "TransientError",
+]

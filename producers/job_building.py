@@ -1,0 +1,86 @@
+"""Build and validate jobs before anything is sent.
+
+Every user mistake becomes an `InvalidJobError` whose message says what was wrong, so the
+CLI can print it as one line and the Python API fails before touching the broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
+from workers.error import InvalidJobError
+from workers.settings import Settings
+
+JOB_FOR_KIND: dict[str, type[ChatJob] | type[CompletionJob] | type[EmbeddingJob]] = {
+    "chat": ChatJob,
+    "completion": CompletionJob,
+    "embedding": EmbeddingJob,
+}
+
+
+def readable(exc: ValidationError, what: str) -> str:
+    """One line naming each bad field and why, e.g. `config.temperature: must be <= 5`."""
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(part) for part in error["loc"]) or what
+        problems.append(f"{where}: {error['msg']}")
+    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
+    return f"invalid {what}: " + "; ".join(problems) + more
+
+
+def make_config(config: PredictionConfig | dict[str, Any] | None) -> PredictionConfig:
+    if config is None:
+        return PredictionConfig()
+    if isinstance(config, PredictionConfig):
+        return config
+    try:
+        return PredictionConfig.model_validate(config)
+    except ValidationError as exc:
+        raise InvalidJobError(readable(exc, "prediction config")) from None
+
+
+def make_job(kind: str, fields: dict[str, Any]) -> Job:
+    """Validate `fields` as a job of `kind` (chat, completion, embedding)."""
+    cls = JOB_FOR_KIND.get(kind)
+    if cls is None:
+        raise InvalidJobError(f"unknown job kind {kind!r}: use one of {sorted(JOB_FOR_KIND)}")
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidJobError(readable(exc, f"{kind} job")) from None
+
+
+def coerce_job(job: Job | dict[str, Any]) -> Job:
+    """Accept a contract object or a plain dict with a `kind` (default chat)."""
+    if isinstance(job, ChatJob | CompletionJob | EmbeddingJob):
+        return job
+    if not isinstance(job, dict):
+        raise InvalidJobError(f"a job must be a ChatJob, CompletionJob, EmbeddingJob or dict, "
+                              f"not {type(job).__name__}")
+    return make_job(str(job.get("kind", "chat")), job)
+
+
+def prompt_chars(job: Job) -> int:
+    if isinstance(job, CompletionJob):
+        return len(job.prompt)
+    if isinstance(job, EmbeddingJob):
+        return sum(len(text) for text in job.texts)
+    if isinstance(job.messages, str):
+        return len(job.messages) + len(job.system_prompt or "")
+    return len(str(job.messages)) + len(job.system_prompt or "")
+
+
+def check_limits(job: Job, settings: Settings) -> None:
+    """Size limits from settings, checked before sending (the worker checks them again)."""
+    if isinstance(job, EmbeddingJob) and len(job.texts) > settings.max_embed_texts:
+        raise InvalidJobError(
+            f"an embedding job may carry at most {settings.max_embed_texts} texts, got "
+            f"{len(job.texts)}: split it (or raise LMQ_MAX_EMBED_TEXTS)")
+    chars = prompt_chars(job)
+    if chars > settings.max_prompt_chars:
+        raise InvalidJobError(
+            f"the prompt has {chars} characters, more than the limit of "
+            f"{settings.max_prompt_chars} (LMQ_MAX_PROMPT_CHARS)")

@@ -1,0 +1,101 @@
+"""`JobHandle`: one submitted job — its state, progress, result, text stream, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+
+from producers import fragment_reader, result_wait
+from producers.cancellation import CancelOutcome
+from producers.outcome import FINISHED_STATES, result_or_raise
+from workers.contract import PROGRESS, JobProgress
+
+if TYPE_CHECKING:
+    from producers.job_queue import JobQueue
+
+
+class JobHandle:
+    """A job by id. Cheap to create: it holds no Celery AsyncResult."""
+
+    def __init__(self, job_id: str, queue: JobQueue) -> None:
+        self._id = job_id
+        self._queue = queue
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self._id!r})"
+
+    def _meta(self) -> dict[str, Any]:
+        return self._queue.job_meta(self._id)
+
+    def status(self) -> str:
+        """The Celery state: PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED, ..."""
+        return str(self._meta().get("status", states.PENDING))
+
+    def progress(self) -> JobProgress | None:
+        """The job's progress while it runs (state PROGRESS), else None."""
+        meta = self._meta()
+        if meta.get("status") != PROGRESS or not isinstance(meta.get("result"), dict):
+            return None
+        return JobProgress.model_validate(meta["result"])
+
+    def finished(self) -> bool:
+        return self.status() in FINISHED_STATES
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The result contract object; raises JobCancelledError (with .partial), the job's
+        BadJobError, JobFailedError, or JobTimeoutError after `timeout` seconds."""
+        meta = result_wait.wait_meta(self._queue.app, self._queue.backend_client, self._id,
+                                     timeout)
+        return result_or_raise(self._id, meta["status"], meta.get("result"))
+
+    def cancel(self) -> CancelOutcome:
+        """Revoke the job: a queued job never runs, a running prediction is cancelled."""
+        return self._queue.cancel(self._id)
+
+    def stream(self, timeout: float | None = None) -> Iterator[str]:
+        """The generated text as it arrives; ends when the job ends."""
+        seen_any = False
+        for text in fragment_reader.read_fragments(self._queue.store_client, self._id,
+                                                   self.finished, timeout):
+            seen_any = True
+            yield text
+        if not seen_any:
+            yield from self._text_of_finished_job()
+
+    def _text_of_finished_job(self) -> Iterator[str]:
+        """The stream expired (or was never written): fall back to the stored content."""
+        meta = self._meta()
+        result = meta.get("result")
+        if meta.get("status") == states.SUCCESS and isinstance(result, dict) \
+                and result.get("content"):
+            yield str(result["content"])
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        """`result()` for event-loop code; if the awaiting task is cancelled, so is the job."""
+        try:
+            meta = await result_wait.await_meta(self._queue.app, self._queue.settings.backend_url,
+                                                self._id, timeout)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        return result_or_raise(self._id, meta["status"], meta.get("result"))
+
+    async def astream(self, timeout: float | None = None) -> AsyncIterator[str]:
+        async def finished() -> bool:
+            return await asyncio.to_thread(self.finished)
+
+        seen_any = False
+        async for text in fragment_reader.aread_fragments(self._queue.settings.store_url,
+                                                          self._id, finished, timeout):
+            seen_any = True
+            yield text
+        if not seen_any:
+            for text in await asyncio.to_thread(lambda: list(self._text_of_finished_job())):
+                yield text

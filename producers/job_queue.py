@@ -1,0 +1,179 @@
+"""`JobQueue`: validate jobs, send them by task name to their model's queue, read results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+from celery import states
+
+from producers import cancellation, job_registry
+from producers.cancellation import BulkCancel, CancelOutcome
+from producers.celery_app import producer_app
+from producers.job_building import check_limits, coerce_job, make_config, make_job
+from producers.job_handle import JobHandle
+from producers.outcome import payload_of
+from producers.publisher import Publisher
+from producers.result_wait import decode_meta, result_key
+from producers.served_models import ServedModels
+from workers.contract import Job, PredictionConfig, queue_name
+from workers.error import InvalidJobError, ModelNotServedError
+from workers.settings import Settings, get_settings
+
+Config = PredictionConfig | dict[str, Any] | None
+
+
+class JobQueue:
+    """The producer API: `JobQueue().chat(model, prompt).result()`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.app = producer_app(self.settings)
+        self.backend_client = redis.Redis.from_url(self.settings.backend_url)
+        self.store_client = redis.Redis.from_url(self.settings.store_url)
+        self._served = ServedModels(self.app)
+        self._publisher: Publisher | None = None
+
+    # --- submitting ---------------------------------------------------------------------
+
+    def chat(self, model: str, prompt_or_messages: Any, *, system_prompt: str | None = None,
+             tools: list[dict[str, Any]] | None = None, config: Config = None,
+             enqueue_anyway: bool = False, job_id: str | None = None,
+             batch_id: str | None = None) -> JobHandle:
+        job = make_job("chat", {"model": model, "messages": prompt_or_messages,
+                                "system_prompt": system_prompt, "tools": tools,
+                                "config": make_config(config), "batch_id": batch_id})
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+
+    def complete(self, model: str, prompt: str, *, config: Config = None,
+                 enqueue_anyway: bool = False, job_id: str | None = None,
+                 batch_id: str | None = None) -> JobHandle:
+        job = make_job("completion", {"model": model, "prompt": prompt,
+                                      "config": make_config(config), "batch_id": batch_id})
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+
+    def embed(self, model: str, texts: str | Sequence[str], *, enqueue_anyway: bool = False,
+              job_id: str | None = None, batch_id: str | None = None) -> JobHandle:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        job = make_job("embedding", {"model": model, "texts": texts, "batch_id": batch_id})
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+
+    def submit(self, job: Job | dict[str, Any], *, enqueue_anyway: bool = False,
+               job_id: str | None = None) -> JobHandle:
+        ids = [job_id] if job_id else None
+        return self.submit_many([job], enqueue_anyway=enqueue_anyway, job_ids=ids)[0]
+
+    def submit_many(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,
+                    batch_id: str | None = None,
+                    job_ids: Sequence[str] | None = None) -> list[JobHandle]:
+        """Validate every job, then publish them all in pipelined round trips."""
+        valid = [coerce_job(job) for job in jobs]
+        if job_ids is not None and len(job_ids) != len(valid):
+            raise InvalidJobError(f"{len(job_ids)} job ids for {len(valid)} jobs")
+        for job in valid:
+            check_limits(job, self.settings)
+        if not enqueue_anyway:
+            self._check_served({job.model for job in valid})
+        now = time.time()
+        update: dict[str, Any] = {"submitted_at": now}
+        if batch_id:
+            update["batch_id"] = batch_id
+        ids = list(job_ids) if job_ids is not None else [str(uuid.uuid4()) for _ in valid]
+        pairs = [(job_id, job.model_copy(update=update)) for job_id, job in zip(ids, valid,
+                                                                                 strict=True)]
+        self.publisher.publish(pairs)
+        return [JobHandle(job_id, self) for job_id in ids]
+
+    def _check_served(self, models: set[str]) -> None:
+        for model in sorted(models):
+            if not self._served.serves(model):
+                served = sorted(self._served.get())
+                raise ModelNotServedError(
+                    f"no live worker serves model {model!r} (queue {queue_name(model)}); "
+                    f"served models: {', '.join(served) or 'none'}. Start one with "
+                    f"`LMQ_MODEL={model} celery -A workers worker`, or enqueue anyway")
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            self._publisher = Publisher(self.app, self.settings)
+        return self._publisher
+
+    # --- reading --------------------------------------------------------------------------
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(job_id, self)
+
+    def served_models(self, *, refresh: bool = False) -> dict[str, list[str]]:
+        """model -> live workers consuming its queue (cached for a few seconds)."""
+        return self._served.get(refresh=refresh)
+
+    def job_meta(self, job_id: str) -> dict[str, Any]:
+        raw = self.backend_client.get(result_key(self.app, job_id))
+        return decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
+
+    def fetch_results(self, job_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
+        """Non-blocking: id -> (state, payload) for many jobs, one MGET per 1000 ids.
+
+        payload: the result dict (SUCCESS), the error (FAILURE, REVOKED: JobCancelledError
+        with .partial), the progress meta dict (PROGRESS), else None.
+        """
+        found: dict[str, tuple[str, Any]] = {}
+        for start in range(0, len(job_ids), 1000):
+            chunk = list(job_ids[start : start + 1000])
+            raws = self.backend_client.mget([result_key(self.app, job_id) for job_id in chunk])
+            for job_id, raw in zip(chunk, raws, strict=True):
+                meta = decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
+                found[job_id] = (meta["status"], payload_of(job_id, meta["status"],
+                                                            meta.get("result")))
+        return found
+
+    def job_record(self, job_id: str) -> dict[str, Any] | None:
+        """What the registry knows of a submitted job (model, kind, batch_id)."""
+        return job_registry.lookup(self.store_client, job_id)
+
+    # --- cancelling -----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> CancelOutcome:
+        return cancellation.cancel_job(self.app, self.store_client, job_id)
+
+    def cancel_model(self, model: str) -> BulkCancel:
+        """Revoke every queued and running job of `model`."""
+        workers = self.served_models(refresh=True).get(model, [])
+        return cancellation.cancel_model(self.app, self.publisher.broker, model, workers)
+
+    def cancel_batch(self, batch_id: str) -> BulkCancel | None:
+        return cancellation.cancel_batch(self.app, self.store_client, batch_id)
+
+    # --- asyncio --------------------------------------------------------------------------
+
+    async def achat(self, model: str, prompt_or_messages: Any, **kwargs: Any) -> JobHandle:
+        return await asyncio.to_thread(self.chat, model, prompt_or_messages, **kwargs)
+
+    async def acomplete(self, model: str, prompt: str, **kwargs: Any) -> JobHandle:
+        return await asyncio.to_thread(self.complete, model, prompt, **kwargs)
+
+    async def aembed(self, model: str, texts: str | Sequence[str], **kwargs: Any) -> JobHandle:
+        return await asyncio.to_thread(self.embed, model, texts, **kwargs)
+
+    async def asubmit(self, job: Job | dict[str, Any], **kwargs: Any) -> JobHandle:
+        return await asyncio.to_thread(self.submit, job, **kwargs)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+        self.backend_client.close()
+        self.store_client.close()
+        self.app.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

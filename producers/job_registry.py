@@ -1,0 +1,33 @@
+"""A tiny registry of submitted job ids: `lmq:job:<id>` -> {"model", "kind", "batch_id"}.
+
+It lets `lmq cancel ID` tell an unknown id from a queued one (Celery reports both as
+PENDING), and knows which queue a job went to. Entries expire with the results.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from workers.contract import KEY_PREFIX, Job
+
+
+def job_key(job_id: str) -> str:
+    """Registry entry of one submitted job (kept here until workers.keys has it)."""
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def record(job: Job) -> str:
+    return json.dumps({"model": job.model, "kind": job.kind, "batch_id": job.batch_id,
+                       "submitted_at": job.submitted_at})
+
+
+def add_to_pipeline(pipe: Any, job_id: str, job: Job, ttl_s: int) -> None:
+    pipe.set(job_key(job_id), record(job), ex=ttl_s)
+
+
+def lookup(client: redis.Redis, job_id: str) -> dict[str, Any] | None:
+    raw = client.get(job_key(job_id))
+    return json.loads(raw) if raw else None

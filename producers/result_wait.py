@@ -1,0 +1,73 @@
+"""Wait for a job's stored state without polling hard: subscribe, then read.
+
+Celery's Redis result backend publishes every stored state on a channel named like the
+result key, so a waiter subscribes first and then reads the key (no lost update), and
+re-reads at least every `RECHECK_S` in case a message was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+
+from producers.outcome import FINISHED_STATES
+from workers.error import JobTimeoutError
+
+RECHECK_S = 1.0
+
+
+def result_key(app: Celery, job_id: str) -> str:
+    key = app.backend.get_key_for_task(job_id)
+    return key.decode() if isinstance(key, bytes) else str(key)
+
+
+def decode_meta(app: Celery, raw: bytes | None) -> dict[str, Any] | None:
+    """Celery's own decoding (JSON, exceptions rebuilt from cls(*args))."""
+    return None if raw is None else app.backend.decode_result(raw)
+
+
+def _timeout_error(job_id: str, timeout_s: float | None, state: str) -> JobTimeoutError:
+    return JobTimeoutError(f"job {job_id} did not finish within {timeout_s:g}s (state {state}); "
+                           "it may still be running")
+
+
+def wait_meta(app: Celery, client: redis.Redis, job_id: str,
+              timeout_s: float | None) -> dict[str, Any]:
+    key = result_key(app, job_id)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+        pubsub.subscribe(key)
+        while True:
+            meta = decode_meta(app, client.get(key))
+            if meta and meta.get("status") in FINISHED_STATES:
+                return meta
+            remaining = RECHECK_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timeout_error(job_id, timeout_s, (meta or {}).get("status", "PENDING"))
+            pubsub.get_message(timeout=min(remaining, RECHECK_S))
+
+
+async def await_meta(app: Celery, url: str, job_id: str,
+                     timeout_s: float | None) -> dict[str, Any]:
+    key = result_key(app, job_id)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    client = aioredis.Redis.from_url(url)
+    try:
+        async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(key)
+            while True:
+                meta = decode_meta(app, await client.get(key))
+                if meta and meta.get("status") in FINISHED_STATES:
+                    return meta
+                remaining = RECHECK_S if deadline is None else deadline - loop.time()
+                if remaining <= 0:
+                    raise _timeout_error(job_id, timeout_s, (meta or {}).get("status", "PENDING"))
+                await pubsub.get_message(timeout=min(remaining, RECHECK_S))
+    finally:
+        await client.aclose()
