@@ -1,0 +1,110 @@
+"""Streaming, cancellation, slots and concurrency (synchronised on the server log)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import lmstudio as lms
+import pytest
+
+from simulator.testing import RunningSimulator
+from tests.simulator.conftest import LLM_KEY
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _channel(sim: RunningSimulator, endpoint: str = "predict") -> dict:
+    return sim.admin.wait_until(
+        lambda: next((c for c in sim.admin.channels() if c["endpoint"] == endpoint), None))
+
+
+def test_streaming_fragments(client: lms.Client) -> None:
+    model = client.llm.model(LLM_KEY)
+    progress: list[float] = []
+    stream = model.respond_stream("Stream please", on_prompt_processing_progress=progress.append)
+    fragments = [f.content for f in stream]
+    result = stream.result()
+    assert len(fragments) == result.stats.predicted_tokens_count > 1
+    assert "".join(fragments) == result.content
+    assert progress and progress[-1] == 1.0
+
+
+def test_cancel_mid_stream(simulator: RunningSimulator, client: lms.Client) -> None:
+    simulator.admin.set_faults(reply_tokens=2000)  # ~10 s at 200 tok/s
+    model = client.llm.model(LLM_KEY)
+    stream = model.respond_stream("A very long story")
+    received = []
+    started = time.monotonic()
+    for fragment in stream:
+        received.append(fragment.content)
+        if len(received) == 3:
+            stream.cancel()
+    result = stream.result()
+    assert time.monotonic() - started < 5
+    assert result.stats.stop_reason == "userStopped"
+    assert result.content == "".join(received[:3])
+    channel = _channel(simulator)
+    assert channel["cancel_t"] is not None
+    assert channel["fragments_after_cancel"] == 0
+    assert channel["stop_reason"] == "userStopped"
+    cancels = simulator.admin.log(type="channelSend:cancel")
+    assert len(cancels) == 1 and cancels[0]["t"] == pytest.approx(channel["cancel_t"], abs=0.5)
+
+
+def test_cancel_during_prefill(simulator: RunningSimulator, client: lms.Client) -> None:
+    simulator.admin.set_faults(slow_prefill_s=20)
+    model = client.llm.model(LLM_KEY)
+    stream = model.respond_stream("Slow to start")
+    stream.start()
+    _channel(simulator)
+    started = time.monotonic()
+    stream.cancel()
+    assert list(stream) == []
+    result = stream.result()
+    assert time.monotonic() - started < 5
+    assert result.stats.stop_reason == "userStopped"
+    assert result.content == ""
+    assert simulator.admin.channels()[0]["fragments"] == 0
+
+
+def test_sixteen_threads_share_one_client(client: lms.Client) -> None:
+    client.llm.list_loaded()  # warm the namespace from one thread (SDK connect race)
+    model = client.llm.model(LLM_KEY)
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            results[i] = model.respond(f"Thread {i} asks").content
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(25)
+    assert not errors and len(results) == 16
+    assert results[5] == model.respond("Thread 5 asks").content
+
+
+def test_predictions_beyond_slots_wait(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator_factory({"timing": {"parallel_slots": 2}, "faults": {"reply_tokens": 20}})
+    with lms.Client(sim.host) as client:
+        client.llm.list_loaded()
+        model = client.llm.model(LLM_KEY)
+        threads = [threading.Thread(target=model.respond, args=(f"p{i}",)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    channels = sorted((c for c in sim.admin.channels() if c["endpoint"] == "predict"),
+                      key=lambda c: c["slot_acquired_t"])
+    assert len(channels) == 3
+    first_done = min(c["last_fragment_t"] for c in channels[:2])
+    late = channels[2]
+    assert late["slot_acquired_t"] >= first_done
+    assert late["slot_acquired_t"] - late["slot_wait_start_t"] > 0.05
+    for early in channels[:2]:
+        assert early["slot_acquired_t"] - early["slot_wait_start_t"] < 0.05
