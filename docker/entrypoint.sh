@@ -1,0 +1,29 @@
+#!/bin/sh
+# Entrypoint of the lmstudio-queue image.
+#   worker [celery worker options]   a worker pinned to $LMQ_MODEL (the default command)
+#   flower [flower options]          the Flower dashboard, basic auth from $LMQ_FLOWER_BASIC_AUTH
+#   anything else                    run as given (e.g. `lmq doctor`, `lmq config show`)
+# Each branch execs, so Celery receives the stop signal directly (compose adds `init: true`
+# for zombie reaping): SIGTERM is Celery's warm shutdown.
+set -eu
+# shellcheck source=SCRIPTDIR/node-name.sh
+. /usr/local/lib/lmq/node-name.sh
+
+command="${1:-worker}"
+if [ "$#" -gt 0 ]; then
+    shift
+fi
+
+case "$command" in
+    worker)
+        : "${LMQ_MODEL:?set LMQ_MODEL to the LM Studio model key this worker serves}"
+        exec celery -A workers worker --hostname "$(lmq_node_name)" --loglevel INFO "$@"
+        ;;
+    flower)
+        : "${LMQ_FLOWER_BASIC_AUTH:?set LMQ_FLOWER_BASIC_AUTH (user:password): Flower ships with auth on}"
+        exec celery -A workers flower --address=0.0.0.0 "$@"
+        ;;
+    *)
+        exec "$command" "$@"
+        ;;
+esac

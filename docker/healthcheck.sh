@@ -1,0 +1,23 @@
+#!/bin/sh
+# Container health check.
+#   lmq-healthcheck [worker]   the worker answers a Celery ping addressed to its node name
+#   lmq-healthcheck flower     Flower answers GET /healthcheck (no auth needed for that path)
+set -eu
+# shellcheck source=SCRIPTDIR/node-name.sh
+. /usr/local/lib/lmq/node-name.sh
+
+case "${1:-worker}" in
+    worker)
+        exec celery -A workers inspect ping --destination "$(lmq_node_name)" --timeout 10
+        ;;
+    flower)
+        exec python -c 'import sys, urllib.request
+url = "http://127.0.0.1:%s/healthcheck" % sys.argv[1]
+sys.exit(0 if urllib.request.urlopen(url, timeout=5).read() == b"OK" else 1)' \
+            "${LMQ_FLOWER_PORT:-5555}"
+        ;;
+    *)
+        echo "usage: lmq-healthcheck [worker|flower]" >&2
+        exit 2
+        ;;
+esac
