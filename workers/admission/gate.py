@@ -1,0 +1,95 @@
+"""AdmissionGate: the Gate of `workers.gate`, backed by the group's Redis semaphore.
+
+A job reserves KV for `prompt_tokens + max_output_tokens` tokens. When the job sets no
+max_tokens, the worker passes `max_output_tokens <= 0` and the gate reserves up to the
+model's context length (`context_length - prompt_tokens` output tokens): LM Studio may
+generate until the context is full. Reservations are capped at the context length when it
+is known (a prediction cannot hold more KV than its context).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from workers.admission.estimate import ModelCost
+from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.error import DoesNotFitError
+
+log = logging.getLogger(__name__)
+
+
+def reserved_tokens(prompt_tokens: int, max_output_tokens: int, context_length: int | None) -> int:
+    """Tokens of KV a job reserves (rule in the module docstring)."""
+    prompt_tokens = max(0, prompt_tokens)
+    if max_output_tokens <= 0:
+        if context_length is None:
+            raise ValueError("max_output_tokens unset and the context length is unknown")
+        return max(prompt_tokens, context_length)
+    total = prompt_tokens + max_output_tokens
+    return total if context_length is None else min(total, max(context_length, prompt_tokens))
+
+
+class AdmissionGate:
+    """GPU-memory-aware admission for one worker's pinned model."""
+
+    def __init__(
+        self,
+        semaphore: GroupSemaphore,
+        cost: ModelCost,
+        slots: int,
+        *,
+        wait_for_fit_on_load: bool = False,
+    ) -> None:
+        self.semaphore = semaphore
+        self.cost = cost
+        self.slots = slots
+        self.wait_for_fit_on_load = wait_for_fit_on_load
+        self._load: Ticket | None = None
+
+    def job_bytes(self, prompt_tokens: int, max_output_tokens: int) -> int:
+        tokens = reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
+        return tokens * self.cost.kv_bytes_per_token
+
+    def before_load(self) -> None:
+        """Hold the model's weights in the group budget (DoesNotFitError or wait)."""
+        if self._load is not None:
+            return
+        weights = self.cost.weights_bytes
+        label = f"model {self.cost.model_key!r} ({weights:,} bytes of weights on GPU)"
+        if weights > self.semaphore.budget_bytes:
+            raise DoesNotFitError(
+                f"{label} can never fit GPU group {self.semaphore.group!r}: budget "
+                f"{self.semaphore.budget_bytes:,} bytes; lower LMQ_GPU_OFFLOAD or raise "
+                "LMQ_GPU_MEMORY"
+            )
+        ticket = Ticket("load", self.cost.model_key, weights, label=label)
+        self._load = self.semaphore.acquire(ticket, wait=self.wait_for_fit_on_load)
+        log.info("admission: %s held in group %r", label, self.semaphore.group)
+
+    def admit(
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+    ) -> AbstractContextManager[None]:
+        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
+
+    @contextmanager
+    def _admitted(
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+    ) -> Iterator[None]:
+        if self._load is None:
+            self.before_load()
+        tokens = reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
+        nbytes = tokens * self.cost.kv_bytes_per_token
+        label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
+        ticket = Ticket("job", self.cost.model_key, nbytes, self.slots, label)
+        held = self.semaphore.acquire(ticket, cancelled)
+        try:
+            yield
+        finally:
+            self.semaphore.release(held.id)
+
+    def close(self) -> None:
+        """Release the weights and any job leases still held; stop the heartbeat."""
+        self.semaphore.close()
+        self._load = None
