@@ -1,19 +1,46 @@
-"""The `lmq` command line. Each area registers its commands from its own module."""
+"""The `lmq` command line. Each area registers its commands from its own module.
+
+Options fill one `CliConfig` (producers.cli._context); settings come from `LMQ_*` and the
+group's options override them. User mistakes and unreachable services end in one line on
+stderr and a non-zero exit, never a traceback (see `LmqGroup`).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
+from producers.cli._context import CliConfig, one_line_error
+
 # Modules that define click commands on `main`; each adds itself with @main.command().
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("jobs", "control", "cluster", "config", "sim", "demo")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LmqGroup(click.Group):
+    """Turns known failures (bad job, unknown model, Redis down, ...) into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            message = one_line_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=LmqGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lmstudio-queue")
-def main() -> None:
+@click.option("--broker-url", default=None, help="Override LMQ_BROKER_URL.")
+@click.option("--lmstudio-host", default=None, help="Override LMQ_LMSTUDIO_HOST.")
+@click.pass_context
+def main(ctx: click.Context, broker_url: str | None, lmstudio_host: str | None) -> None:
     """lmstudio-queue: a Celery + Redis worker pool for batch inference on LM Studio."""
+    ctx.obj = CliConfig(broker_url=broker_url, lmstudio_host=lmstudio_host)
 
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,131 @@
+"""`lmq models`, `lmq workers`, `lmq doctor`: what the LM Studio host and the pool look like."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from producers.celery_app import producer_app
+from producers.cli import main
+from producers.cli._context import cli_settings, echo_json
+from producers.lmstudio_host import HostModel, host_models, lmstudio_answers
+from producers.redis_server import redis_answers
+from producers.served_models import models_from_queues
+from producers.settings_view import mask_url
+from workers.contract import model_from_queue
+from workers.settings import Settings
+
+REPLY_TIMEOUT_S = 1.0
+
+
+def live_workers(settings: Settings) -> dict[str, dict[str, Any]]:
+    """worker -> {"models": [...], "active": [job ids]} from control inspect."""
+    app = producer_app(settings)
+    try:
+        inspector = app.control.inspect(timeout=REPLY_TIMEOUT_S)
+        queues = inspector.active_queues() or {}
+        active = inspector.active() or {}
+    finally:
+        app.close()
+    return {worker: {"models": [m for q in worker_queues or []
+                                if (m := model_from_queue(str(q.get("name", ""))))],
+                     "queues": [str(q.get("name")) for q in worker_queues or []],
+                     "active": [request.get("id") for request in active.get(worker) or []]}
+            for worker, worker_queues in sorted(queues.items())}
+
+
+def _lmstudio_models_or_fail(settings: Settings) -> list[HostModel]:
+    if not lmstudio_answers(settings.lmstudio_host):
+        raise click.ClickException(f"LM Studio does not answer at {settings.lmstudio_host} "
+                                   "(LMQ_LMSTUDIO_HOST); is its server running?")
+    return host_models(settings.lmstudio_host)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """Models downloaded and loaded on the LM Studio host, and which workers serve them."""
+    settings = cli_settings()
+    found = _lmstudio_models_or_fail(settings)
+    served: dict[str, list[str]] = {}
+    if redis_answers(settings.broker_url):
+        app = producer_app(settings)
+        try:
+            served = models_from_queues(
+                app.control.inspect(timeout=REPLY_TIMEOUT_S).active_queues())
+        finally:
+            app.close()
+    if as_json:
+        echo_json([{**asdict(model), "served_by": served.get(model.key, [])} for model in found])
+        return
+    click.echo(f"{'MODEL':45} {'TYPE':10} {'LOADED':7} SERVED BY")
+    for model in found:
+        workers = ", ".join(served.get(model.key, [])) or "-"
+        click.echo(f"{model.key:45} {model.type:10} {'yes' if model.loaded else 'no':7} {workers}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workers(as_json: bool) -> None:
+    """Live workers: their model, queue and active jobs."""
+    found = live_workers(cli_settings())
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no live workers (start one: LMQ_MODEL=<model> celery -A workers worker)")
+        return
+    click.echo(f"{'WORKER':40} {'MODEL':35} ACTIVE JOBS")
+    for worker, info in found.items():
+        jobs = ", ".join(info["active"]) or "-"
+        click.echo(f"{worker:40} {','.join(info['models']) or '-':35} {jobs}")
+
+
+def _verdict(ok: bool, what: str) -> bool:
+    click.echo(f"{'ok  ' if ok else 'FAIL'}  {what}")
+    return ok
+
+
+@main.command()
+def doctor() -> None:
+    """Check Redis, LM Studio and the workers; exit non-zero if something is wrong."""
+    settings = cli_settings()
+    results = [_check_redis(settings), _check_lmstudio(settings)]
+    if results[0]:
+        results.append(_check_workers(settings))
+    else:
+        _verdict(False, "workers: cannot be asked while Redis is down")
+        results.append(False)
+    if not all(results):
+        raise click.exceptions.Exit(1)
+
+
+def _check_redis(settings: Settings) -> bool:
+    ok = _verdict(redis_answers(settings.broker_url),
+                  f"Redis broker at {mask_url(settings.broker_url)}")
+    if settings.backend_url != settings.broker_url:
+        ok &= _verdict(redis_answers(settings.backend_url),
+                       f"result backend at {mask_url(settings.backend_url)}")
+    return ok
+
+
+def _check_lmstudio(settings: Settings) -> bool:
+    host = settings.lmstudio_host
+    if not lmstudio_answers(host):
+        return _verdict(False, f"LM Studio at {host}: no answer to GET /lmstudio-greeting "
+                        "(start its server, or set LMQ_LMSTUDIO_HOST)")
+    found = host_models(host)
+    loaded = [model.key for model in found if model.loaded]
+    return _verdict(True, f"LM Studio at {host}: {len(found)} models downloaded, "
+                    f"loaded: {', '.join(loaded) or 'none'}")
+
+
+def _check_workers(settings: Settings) -> bool:
+    found = live_workers(settings)
+    if not found:
+        return _verdict(False, "workers: none alive (start one: "
+                        "LMQ_MODEL=<model> celery -A workers worker)")
+    served = sorted({model for info in found.values() for model in info["models"]})
+    return _verdict(True, f"workers: {len(found)} alive, serving {', '.join(served) or 'nothing'}")
