@@ -1,0 +1,53 @@
+"""The Celery app: `celery -A workers worker` finds `workers.celery.app`.
+
+Configured from `workers.celery_config` (shared with producers) plus worker settings:
+
+* pool: `workers.pool:TaskPool` (Celery's threads pool whose terminate triggers our cancel
+  path), selected through `worker_pool`, so `celery -A workers worker` needs no `-P`;
+* concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions);
+* queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
+  `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
+  with a clear message (`workers.lifecycle`);
+* task events on; `worker_deduplicate_successful_tasks` on (see `workers.result_store`).
+
+Importing the app does not import the LM Studio SDK: task modules (`workers.tasks`) are
+imported by the worker only (`include`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from workers import metrics, result_store
+from workers.celery_config import celery_config
+from workers.contract import queue_name
+from workers.settings import Settings, get_settings
+
+
+def worker_config(settings: Settings) -> dict[str, object]:
+    config: dict[str, object] = {
+        "worker_pool": "workers.pool:TaskPool",
+        "worker_concurrency": settings.concurrency or settings.slots,
+        "worker_deduplicate_successful_tasks": True,
+        "worker_send_task_events": True,
+    }
+    if settings.model:
+        config["task_queues"] = [Queue(queue_name(settings.model))]
+        config["task_default_queue"] = queue_name(settings.model)
+    return config
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery_app = Celery("lmq", include=["workers.tasks"])
+    celery_app.conf.update(celery_config(settings))
+    celery_app.conf.update(worker_config(settings))
+    # By name: the step (and the SDK) is imported only when a worker starts.
+    celery_app.steps["worker"].add("workers.lifecycle:LMStudioStep")
+    result_store.connect(celery_app)
+    metrics.connect(celery_app)
+    return celery_app
+
+
+app = create_app()

@@ -1,0 +1,121 @@
+"""Chat and completion jobs: count the prompt, admit, stream the prediction, build the result.
+
+Order of a prediction job:
+1. build the request (chat history or prompt) and the SDK config; bad input -> InvalidJobError;
+2. count the prompt tokens through LM Studio (template applied for chats); prompt plus
+   max output over the loaded context length -> ContextOverflowError at once;
+3. `with gate.admit(job_id, prompt_tokens, max_tokens, cancelled):`
+4. start the prediction stream, attach its `cancel()` to the job's cancel token, forward
+   fragments to the progress reporter; a dropped connection restarts it (bounded retries).
+A cancelled prediction returns normally with the partial text (stop reason userStopped):
+`execution` turns that into the REVOKED state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from workers.chat_history import build_history, prompt_chars, raw_tools, tool_definitions
+from workers.context import JobContext, with_retries
+from workers.contract import ChatJob, CompletionJob, PredictionConfig
+from workers.error import ContextOverflowError, InvalidJobError, JobCancelledError
+from workers.predict_config import sdk_prediction_config, seed_note
+from workers.prediction import Outcome, Prediction, chat_stream, completion_stream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionRequest:
+    """Everything needed to (re)start one prediction."""
+
+    kind: str  # "chat" | "completion"
+    payload: Any  # lms.Chat for chats, the prompt string for completions
+    config: dict[str, Any]
+    max_tokens: int | None
+    count_tokens: Callable[[], int]
+
+
+def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
+    history = build_history(job)
+    _check_size(ctx, prompt_chars(history))
+    chat = ctx.session.chat(history)
+    tools = raw_tools(job.tools)
+    request = PredictionRequest(
+        "chat", chat, sdk_prediction_config(job.config, tools), job.config.max_tokens,
+        lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)))
+    outcome = _predict(ctx, request, job.config)
+    return {**ctx.result_fields(ctx.token.is_requested()), "kind": "chat",
+            "content": outcome.content, "parsed": outcome.parsed,
+            "tool_calls": outcome.tool_calls, "stats": outcome.stats}
+
+
+def run_completion(ctx: JobContext, job: CompletionJob) -> dict[str, Any]:
+    _check_size(ctx, len(job.prompt))
+    request = PredictionRequest(
+        "completion", job.prompt, sdk_prediction_config(job.config), job.config.max_tokens,
+        lambda: ctx.session.count_tokens(job.prompt))
+    outcome = _predict(ctx, request, job.config)
+    return {**ctx.result_fields(ctx.token.is_requested()), "kind": "completion",
+            "content": outcome.content, "stats": outcome.stats}
+
+
+def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConfig) -> Outcome:
+    if ctx.session.model is None or ctx.session.model.kind != "llm":
+        raise InvalidJobError(f"{request.kind} jobs need an LLM; this worker serves an "
+                              "embedding model: send them to the LLM's queue")
+    note = seed_note(config)
+    if note:
+        log.info("job %s: %s", ctx.job_id, note)
+    ctx.progress.phase("prefill")
+    prompt_tokens = with_retries(ctx, request.count_tokens)
+    max_output = _check_context(ctx, prompt_tokens, request.max_tokens)
+    ctx.progress.phase("admission")
+    with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested):
+        ctx.progress.phase("prefill")
+        return with_retries(ctx, lambda: _stream_once(ctx, request),
+                            on_retry=ctx.progress.restart)
+
+
+def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
+    if ctx.token.is_requested():
+        raise JobCancelledError(f"job {ctx.job_id} was cancelled", None)
+    start = chat_stream if request.kind == "chat" else completion_stream
+    prediction: Prediction = start(ctx.session, request.payload, request.config,
+                                   on_prompt=ctx.progress.prompt,
+                                   on_first_token=ctx.progress.first_token)
+    with prediction:
+        prediction.start()
+        ctx.token.attach(prediction.cancel)
+        try:
+            for text, tokens in prediction.fragments():
+                ctx.progress.fragment(text, tokens)
+        finally:
+            ctx.token.detach()
+        return prediction.outcome()
+
+
+def _check_size(ctx: JobContext, chars: int) -> None:
+    if chars > ctx.settings.max_prompt_chars:
+        raise InvalidJobError(
+            f"prompt has {chars} characters, more than LMQ_MAX_PROMPT_CHARS="
+            f"{ctx.settings.max_prompt_chars}: shorten it or raise the limit"
+        )
+
+
+def _check_context(ctx: JobContext, prompt_tokens: int, max_tokens: int | None) -> int:
+    """Fail at once when the job cannot fit; return the output tokens to reserve."""
+    assert ctx.session.model is not None
+    context = ctx.session.model.context_length
+    wanted = prompt_tokens + (max_tokens or 0)
+    if wanted > context or prompt_tokens >= context:
+        raise ContextOverflowError(
+            f"prompt of {prompt_tokens} tokens plus max_tokens={max_tokens or 0} needs "
+            f"{wanted} tokens, but {ctx.session.model.key} is loaded with a context length "
+            f"of {context}: shorten the prompt, lower max_tokens, or load the model with a "
+            "larger LMQ_CONTEXT_LENGTH"
+        )
+    return max_tokens if max_tokens is not None else context - prompt_tokens

@@ -1,0 +1,108 @@
+"""Run one job inside a Celery task: parse, dedupe, run, and end in the right state.
+
+End states:
+* SUCCESS: the task returns the result dict (validated by the contract's result model).
+* REVOKED: the job was revoked while it ran (cancel token fired, or its id is in the
+  revoked set when it ends). The REVOKED state is stored with result
+  `JobCancelledError("job <id> was cancelled", partial_result_dict_or_None)`, a
+  `task-revoked` event is sent for Flower, and `celery.exceptions.Ignore` is raised so
+  Celery neither overwrites the state nor retries; the message is acknowledged.
+* FAILURE: any other error (bad job, LM Studio error, retries exhausted); never retried by
+  Celery. Bad jobs fail before anything reaches a prediction.
+The fragment stream always gets its `{"end": state}` entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pydantic
+from celery import states
+from celery.exceptions import Ignore
+from celery.worker import state as worker_state
+
+from workers.context import JobContext
+from workers.contract import RESULT_FOR_KIND
+from workers.error import InvalidJobError, JobCancelledError
+from workers.lifecycle import runtime
+from workers.progress import ProgressReporter
+from workers.result_store import next_attempt, take_stored
+
+log = logging.getLogger(__name__)
+J = TypeVar("J", bound=pydantic.BaseModel)
+
+
+def execute(task: Any, payload: Any, job_cls: type[J],
+            run: Callable[[JobContext, J], dict[str, Any]]) -> dict[str, Any]:
+    """The body of every lmq task."""
+    job_id: str = task.request.id
+    stored = take_stored(job_id)
+    if stored is not None:
+        return stored
+    job = parse_job(job_cls, payload)
+    rt = runtime()
+    ctx_started = time.time()
+    with rt.watcher.watch(job_id) as token:
+        ctx = JobContext(
+            job_id=job_id, worker=task.request.hostname or rt.hostname,
+            attempt=next_attempt(rt.redis, job_id, rt.settings.result_expires_s),
+            enqueued_at=getattr(job, "submitted_at", None), started_at=ctx_started,
+            token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
+            session=rt.session, gate=rt.gate, settings=rt.settings)
+        return _run(task, ctx, job, run)
+
+
+def parse_job(job_cls: type[J], payload: Any) -> J:
+    """The job contract, or InvalidJobError saying what is wrong with it."""
+    if not isinstance(payload, dict):
+        raise InvalidJobError(f"a job must be a JSON object ({job_cls.__name__}), "
+                              f"got {type(payload).__name__}")
+    try:
+        return job_cls.model_validate(payload)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'job'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise InvalidJobError(f"invalid {job_cls.__name__}: {problems}") from None
+
+
+def _run(task: Any, ctx: JobContext, job: Any,
+         run: Callable[[JobContext, Any], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        result = run(ctx, job)
+    except JobCancelledError as exc:
+        _revoked(task, ctx, exc.partial)
+    except Exception:
+        if _was_revoked(ctx):
+            _revoked(task, ctx, None)
+        ctx.progress.stream.end(states.FAILURE)
+        raise
+    checked = RESULT_FOR_KIND[result["kind"]].model_validate(result).model_dump(mode="json")
+    if _was_revoked(ctx):
+        _revoked(task, ctx, checked)
+    ctx.progress.stream.end(states.SUCCESS)
+    return checked
+
+
+def _was_revoked(ctx: JobContext) -> bool:
+    return ctx.token.is_requested() or ctx.job_id in worker_state.revoked
+
+
+def _revoked(task: Any, ctx: JobContext, partial: dict[str, Any] | None) -> None:
+    """Store REVOKED with the partial result, tell Flower, and stop Celery touching it."""
+    if partial is not None:
+        partial = {**partial, "cancelled": True}
+    error = JobCancelledError(f"job {ctx.job_id} was cancelled", partial)
+    task.backend.store_result(ctx.job_id, error, states.REVOKED, request=task.request)
+    ctx.progress.stream.end(states.REVOKED)
+    try:
+        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+    except Exception as exc:  # noqa: BLE001 - the state is stored; the event is a nicety
+        log.warning("task-revoked event for %s not sent: %s", ctx.job_id, exc)
+    latency = (f" {time.time() - ctx.token.requested_at:.3f}s after the revoke"
+               if ctx.token.requested_at else "")
+    log.info("job %s cancelled%s; partial result stored", ctx.job_id, latency)
+    raise Ignore()
+

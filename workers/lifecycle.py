@@ -1,0 +1,185 @@
+"""Worker start-up and shutdown: the LM Studio session, admission gate and cancel watcher.
+
+`LMStudioStep` is a worker bootstep that starts after the pool and before the consumer, so
+the worker consumes no job until LM Studio serves its model. At start it:
+
+1. requires LMQ_MODEL (exit 78 with a clear message otherwise);
+2. sets the SDK timeout (`lms.set_sync_api_timeout(LMQ_SDK_TIMEOUT_S)`);
+3. opens one scoped `lms.Client(LMQ_LMSTUDIO_HOST)`. LM Studio unreachable: one clear
+   ERROR line, then retries with doubling backoff capped at LMQ_CONNECT_BACKOFF_MAX_S;
+   SIGTERM/SIGINT still stop the worker while it waits;
+4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
+   available models;
+5. builds the admission gate (`workers.admission.build_gate`) and calls `before_load()`;
+6. gets or loads the model with the load settings (context length, GPU offload), warms the
+   llm, embedding and system namespaces from this one thread, and logs what it serves.
+
+At shutdown (`worker_shutdown`, after the pool finished its jobs) it stops the watcher,
+closes the client (unloading the model if LMQ_UNLOAD_ON_SHUTDOWN) and closes the gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import bootsteps
+from celery.signals import worker_shutdown
+from celery.worker import state as worker_state
+
+from workers import cancel
+from workers.admission import build_gate
+from workers.error import BadJobError, LMStudioUnavailableError
+from workers.gate import Gate, ModelFacts
+from workers.session import DownloadedModel, Session, load_config
+from workers.settings import Settings, get_settings
+
+log = logging.getLogger("workers.lifecycle")
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: fix the configuration, restarting will not help
+_POLL_S = 0.1
+
+
+@dataclass
+class Runtime:
+    """The per-process parts every job uses."""
+
+    settings: Settings
+    session: Session
+    gate: Gate
+    redis: redis.Redis | None
+    watcher: cancel.CancelWatcher
+    hostname: str
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        raise LMStudioUnavailableError("this worker is not connected to LM Studio yet")
+    return _runtime
+
+
+class LMStudioStep(bootsteps.StartStopStep):
+    """Connect to LM Studio before the consumer starts taking jobs."""
+
+    requires = ("celery.worker.components:Pool",)
+    label = "LM Studio"
+
+    def start(self, parent: Any) -> None:
+        start_runtime(parent.hostname)
+
+
+def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
+    global _runtime
+    settings = settings or get_settings()
+    if not settings.model:
+        _exit("LMQ_MODEL is not set: set it to the model key this worker serves "
+              "(see `lmq models`), e.g. LMQ_MODEL=llama-3.2-1b-instruct")
+    Session.set_timeout(settings.sdk_timeout_s)
+    session = connect_with_backoff(settings)
+    model = _find_model(session, settings.model)  # type: ignore[arg-type]
+    gate = build_gate(settings, _facts(settings, model))
+    try:
+        gate.before_load()
+        loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))
+        session.warm()
+    except BadJobError as exc:
+        session.close()
+        _exit(f"cannot serve {model.key}: {exc}")
+    _runtime = Runtime(settings=settings, session=session, gate=gate,
+                       redis=_redis(settings), watcher=cancel.watcher(settings.cancel_poll_s),
+                       hostname=hostname)
+    log.info("serving %s model %s as %r (context length %d) from LM Studio at %s",
+             loaded.kind, loaded.key, loaded.identifier, loaded.context_length, session.host)
+    return _runtime
+
+
+def connect_with_backoff(settings: Settings) -> Session:
+    """Open the session; while LM Studio is down, wait and retry (stop on shutdown)."""
+    delay_s, down_since = 1.0, None
+    while True:
+        session = Session(settings.lmstudio_host)
+        try:
+            session.open()
+        except LMStudioUnavailableError as exc:
+            if down_since is None:
+                down_since = time.monotonic()
+                log.error("LM Studio is not reachable at %s (%s); retrying every <= %.0fs, "
+                          "no jobs are taken meanwhile", settings.lmstudio_host, exc,
+                          settings.connect_backoff_max_s)
+            _sleep_unless_shutdown(delay_s)
+            delay_s = min(delay_s * 2, settings.connect_backoff_max_s)
+            continue
+        if down_since is not None:
+            log.info("LM Studio at %s is reachable after %.1fs", settings.lmstudio_host,
+                     time.monotonic() - down_since)
+        return session
+
+
+def stop_runtime(**_: Any) -> None:
+    """Close everything start_runtime opened (idempotent)."""
+    global _runtime
+    rt, _runtime = _runtime, None
+    if rt is None:
+        return
+    rt.watcher.stop()
+    try:
+        rt.session.close(unload=rt.settings.unload_on_shutdown)
+    finally:
+        rt.gate.close()
+        if rt.redis is not None:
+            rt.redis.close()
+    log.info("closed the LM Studio session")
+
+
+worker_shutdown.connect(stop_runtime, weak=False, dispatch_uid="lmq-lifecycle-stop")
+
+
+def _find_model(session: Session, key: str) -> DownloadedModel:
+    models = session.downloaded()
+    for model in models:
+        if model.key == key:
+            return model
+    available = ", ".join(sorted(m.key for m in models)) or "none"
+    session.close()
+    _exit(f"model {key!r} is not downloaded on LM Studio at {session.host}; "
+          f"available models: {available}. Set LMQ_MODEL to one of them.")
+    raise AssertionError("unreachable")
+
+
+def _facts(settings: Settings, model: DownloadedModel) -> ModelFacts:
+    offload = settings.gpu_offload
+    ratio = {"max": 1.0, "off": 0.0}.get(offload, offload) if isinstance(offload, str) \
+        else offload
+    return ModelFacts(model_key=model.key, size_bytes=model.size_bytes, path=model.path,
+                      architecture=model.architecture,
+                      context_length=settings.context_length or model.max_context_length,
+                      offload_ratio=ratio, is_embedding=model.kind == "embedding")
+
+
+def _redis(settings: Settings) -> redis.Redis | None:
+    try:
+        return redis.Redis.from_url(settings.store_url, socket_timeout=10,
+                                    health_check_interval=30)
+    except (ValueError, redis.RedisError) as exc:
+        log.warning("no Redis for progress streams (%s): %s", settings.store_url, exc)
+        return None
+
+
+def _sleep_unless_shutdown(delay_s: float) -> None:
+    deadline = time.monotonic() + delay_s
+    while time.monotonic() < deadline:
+        if worker_state.should_stop is not None or worker_state.should_terminate is not None:
+            log.info("shutdown requested while waiting for LM Studio")
+            raise SystemExit(0)
+        time.sleep(_POLL_S)
+
+
+def _exit(message: str) -> None:
+    log.error(message)
+    raise SystemExit(EXIT_CONFIG)

@@ -1,0 +1,35 @@
+"""Celery's threads pool, made to support `revoke(terminate=True)`.
+
+Celery's threads pool raises NotImplementedError from `terminate_job`, and its apply
+results have no `terminate()`, so `revoke(id, terminate=True)` (Flower's Terminate button)
+would surface errors in the worker. Threads cannot be killed, and need not be: before
+terminating, Celery has already added the id to the revoked set, so `terminate_job` only
+wakes the cancel watcher, which cancels the job's prediction; the job then ends as REVOKED
+with its partial result. Selected with `worker_pool = "workers.pool:TaskPool"`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.concurrency import thread
+
+from workers import cancel
+
+
+class ApplyResult(thread.ApplyResult):
+    def terminate(self, signal: Any = None) -> None:
+        cancel.wake()
+
+
+class TaskPool(thread.TaskPool):
+    """Threads pool whose terminate triggers the cancel path instead of failing."""
+
+    def terminate_job(self, pid: Any, signal: Any = None) -> None:
+        cancel.wake()
+
+    def on_apply(self, target: Any, args: Any = None, kwargs: Any = None,
+                 callback: Any = None, accept_callback: Any = None, **_: Any) -> ApplyResult:
+        future = self.executor.submit(thread.apply_target, target, args, kwargs,
+                                      callback, accept_callback)
+        return ApplyResult(future)

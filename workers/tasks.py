@@ -1,0 +1,38 @@
+"""The lmq tasks: thin wrappers that parse the job contract and run it (`workers.execution`).
+
+A task returns the result as a JSON dict (ChatResult / CompletionResult / EmbeddingResult).
+Bad jobs raise BadJobError subclasses and are never retried; a revoked job ends in REVOKED
+with its partial result (see `workers.execution`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.celery import app
+from workers.chat import run_chat, run_completion
+from workers.contract import (
+    TASK_CHAT,
+    TASK_COMPLETE,
+    TASK_EMBED,
+    ChatJob,
+    CompletionJob,
+    EmbeddingJob,
+)
+from workers.embedding import run_embedding
+from workers.execution import execute
+
+
+@app.task(name=TASK_CHAT, bind=True)
+def chat(self: Any, job: Any) -> dict[str, Any]:
+    return execute(self, job, ChatJob, run_chat)
+
+
+@app.task(name=TASK_COMPLETE, bind=True)
+def complete(self: Any, job: Any) -> dict[str, Any]:
+    return execute(self, job, CompletionJob, run_completion)
+
+
+@app.task(name=TASK_EMBED, bind=True)
+def embed(self: Any, job: Any) -> dict[str, Any]:
+    return execute(self, job, EmbeddingJob, run_embedding)
