@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from celery import states
@@ -59,11 +59,16 @@ class JobHandle:
         """Revoke the job: a queued job never runs, a running prediction is cancelled."""
         return self._queue.cancel(self._id)
 
-    def stream(self, timeout: float | None = None) -> Iterator[str]:
-        """The generated text as it arrives; ends when the job ends."""
+    def stream(self, timeout: float | None = None,
+               on_reset: Callable[[], None] | None = None) -> Iterator[str]:
+        """The generated text as it arrives; ends when the job ends.
+
+        If the worker lost LM Studio and restarted the prediction, `on_reset()` is called:
+        the text yielded so far is void and the new text starts from the beginning.
+        """
         seen_any = False
         for text in fragment_reader.read_fragments(self._queue.store_client, self._id,
-                                                   self.finished, timeout):
+                                                   self.finished, timeout, on_reset):
             seen_any = True
             yield text
         if not seen_any:
@@ -87,13 +92,15 @@ class JobHandle:
             raise
         return result_or_raise(self._id, meta["status"], meta.get("result"))
 
-    async def astream(self, timeout: float | None = None) -> AsyncIterator[str]:
+    async def astream(self, timeout: float | None = None,
+                      on_reset: Callable[[], None] | None = None) -> AsyncIterator[str]:
         async def finished() -> bool:
             return await asyncio.to_thread(self.finished)
 
         seen_any = False
         async for text in fragment_reader.aread_fragments(self._queue.settings.store_url,
-                                                          self._id, finished, timeout):
+                                                          self._id, finished, timeout,
+                                                          on_reset):
             seen_any = True
             yield text
         if not seen_any:

@@ -74,7 +74,10 @@ def finish(handle: JobHandle, *, wait: bool, stream: bool, as_json: bool,
         click.echo(json.dumps({"job_id": handle.id}) if as_json else handle.id)
         return
     if stream and not as_json:
-        for text in handle.stream(timeout=timeout_s):
+        def restarted() -> None:
+            click.echo("\n[the connection to LM Studio dropped; the text restarts]")
+
+        for text in handle.stream(timeout=timeout_s, on_reset=restarted):
             sys.stdout.write(text)
             sys.stdout.flush()
         click.echo()
