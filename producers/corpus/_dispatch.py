@@ -1,0 +1,171 @@
+"""Send planned jobs with a bounded number in flight; collect results by id.
+
+No chords and no per-task result handles: the in-flight ids are read with one pipelined
+`fetch_results` per poll, a finished job's rows go to its part file and its stored result
+is deleted. A failed or cancelled job is retried; a job still unfinished after
+`job_timeout_s` (its worker died, for one) is revoked and sent again. Chunks still failing
+after the retries are reported, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import states
+
+from producers.corpus._plan import JobPlan
+from producers.corpus._progress import Progress
+from producers.corpus._state import RunState, signature
+from producers.corpus._writer import rows_table, write_part
+from producers.result_wait import result_key
+from workers.contract import EmbeddingJob
+
+POLL_MIN_S = 0.02
+POLL_MAX_S = 0.5
+
+
+@dataclass
+class Flight:
+    plan: JobPlan
+    part: Any
+    job_id: str = ""
+    attempt: int = 0
+    sent_at: float = 0.0
+
+
+@dataclass
+class DispatchResult:
+    embedded_chunks: int = 0
+    embedded_tokens: int = 0
+    resumed_chunks: int = 0
+    retried_jobs: int = 0
+    failed: list[tuple[JobPlan, str]] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class DispatchOptions:
+    model: str
+    max_in_flight: int = 8
+    retries: int = 2
+    job_timeout_s: float = 300.0
+    enqueue_anyway: bool = False
+    batch_id: str | None = None
+
+
+class Dispatcher:
+    def __init__(self, queue: Any, state: RunState, options: DispatchOptions,
+                 progress: Progress) -> None:
+        self.queue = queue
+        self.state = state
+        self.options = options
+        self.progress = progress
+        self.flights: dict[str, Flight] = {}
+        self.retry: deque[Flight] = deque()
+        self.result = DispatchResult()
+        self._poll_s = POLL_MIN_S
+
+    def run(self, next_plan: Callable[[float], JobPlan | None], exhausted: Callable[[], bool]
+            ) -> DispatchResult:
+        """Drive jobs until the plan is exhausted and nothing is in flight."""
+        try:
+            while True:
+                self._fill(next_plan)
+                if not self.flights and not self.retry:
+                    if exhausted():
+                        return self.result
+                    self._fill(next_plan, wait_s=0.2)
+                    continue
+                self._poll()
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _fill(self, next_plan: Callable[[float], JobPlan | None], wait_s: float = 0.0) -> None:
+        batch: list[Flight] = []
+        while len(self.flights) + len(batch) < self.options.max_in_flight:
+            flight = self.retry.popleft() if self.retry else self._new_flight(next_plan, wait_s)
+            if flight is None:
+                break
+            wait_s = 0.0
+            batch.append(flight)
+        if batch:
+            self._send(batch)
+
+    def _new_flight(self, next_plan: Callable[[float], JobPlan | None],
+                    wait_s: float) -> Flight | None:
+        while (plan := next_plan(wait_s)) is not None:
+            part = self.state.part(plan.index, signature([(i, s) for i, s, _ in plan.items]))
+            self.result.parts.append(part)
+            if not part.exists():
+                return Flight(plan, part)
+            self.result.resumed_chunks += len(plan.items)
+            self.progress.advance(len(plan.items), 0)
+        return None
+
+    def _send(self, batch: list[Flight]) -> None:
+        jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
+                             texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
+        ids = [uuid.uuid4().hex for _ in batch]
+        self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=self.options.enqueue_anyway)
+        now = time.monotonic()
+        for flight, job_id in zip(batch, ids, strict=True):
+            flight.job_id, flight.sent_at, flight.attempt = job_id, now, flight.attempt + 1
+            self.flights[job_id] = flight
+
+    def _poll(self) -> None:
+        found = self.queue.fetch_results(list(self.flights))
+        finished = 0
+        now = time.monotonic()
+        for job_id, (state, payload) in found.items():
+            flight = self.flights[job_id]
+            if state == states.SUCCESS:
+                finished += self._complete(flight, payload)
+            elif state in (states.FAILURE, states.REVOKED):
+                finished += self._failed(flight, f"{state}: {payload}")
+            elif now - flight.sent_at > self.options.job_timeout_s:
+                self._revoke([job_id])
+                finished += self._failed(flight, f"no result after {self.options.job_timeout_s:g}s")
+        self._poll_s = POLL_MIN_S if finished else min(self._poll_s * 1.5, POLL_MAX_S)
+        if not finished:
+            time.sleep(self._poll_s)
+
+    def _complete(self, flight: Flight, payload: dict[str, Any]) -> int:
+        vectors = payload.get("vectors") or []
+        if payload.get("cancelled") or len(vectors) != len(flight.plan.items):
+            return self._failed(flight, f"incomplete result ({len(vectors)} vectors)")
+        write_part(flight.part, rows_table(flight.plan.items, self.options.model, vectors))
+        self._forget(flight.job_id)
+        del self.flights[flight.job_id]
+        self.result.embedded_chunks += len(flight.plan.items)
+        self.result.embedded_tokens += flight.plan.tokens
+        self.progress.advance(len(flight.plan.items), flight.plan.tokens)
+        return 1
+
+    def _failed(self, flight: Flight, error: str) -> int:
+        self._forget(flight.job_id)
+        del self.flights[flight.job_id]
+        if flight.attempt <= self.options.retries:
+            self.result.retried_jobs += 1
+            self.retry.append(flight)
+        else:
+            self.result.failed.append((flight.plan, error))
+        return 1
+
+    def _forget(self, job_id: str) -> None:
+        self.queue.backend_client.delete(result_key(self.queue.app, job_id))
+
+    def _revoke(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.queue.app.control.revoke(job_ids)
+
+    def _abandon(self) -> None:
+        """Interrupted: revoke what is in flight (best effort); parts written are kept."""
+        with contextlib.suppress(Exception):  # the broker may be what failed
+            self._revoke(list(self.flights))

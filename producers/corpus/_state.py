@@ -1,0 +1,86 @@
+"""The sidecar state directory that makes a run resumable.
+
+    <out>.lmq-state/
+        manifest.json          the run's parameters; a resume must match them
+        parts/part-<k>-<sig>.arrow   the rows of embedding job k, written atomically
+        duplicates.jsonl       rebuilt by every run (planning is deterministic)
+
+Job k's signature hashes its chunk ids and texts, so a part is reused only for exactly the
+chunks it holds. Parts are merged in job order at the end: an interrupted and resumed run
+writes the same output as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST_VERSION = 1
+
+
+class StateMismatchError(ValueError):
+    """--resume with parameters other than the interrupted run's."""
+
+
+class StateExistsError(FileExistsError):
+    """A previous run's state exists and neither --resume nor --restart was given."""
+
+
+def state_dir_for(out: Path) -> Path:
+    return out.with_name(out.name + ".lmq-state")
+
+
+def signature(items: list[tuple[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for chunk_id, sha in items:
+        digest.update(f"{chunk_id}:{sha};".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class RunState:
+    root: Path
+
+    @property
+    def parts(self) -> Path:
+        return self.root / "parts"
+
+    @property
+    def duplicates(self) -> Path:
+        return self.root / "duplicates.jsonl"
+
+    def part(self, job_index: int, sig: str) -> Path:
+        return self.parts / f"part-{job_index:08d}-{sig}.arrow"
+
+    def open(self, params: dict[str, Any], *, resume: bool, restart: bool) -> bool:
+        """Prepare the directory; True when resuming an earlier run."""
+        manifest = self.root / "manifest.json"
+        if self.root.exists() and restart:
+            shutil.rmtree(self.root)
+        if manifest.exists():
+            if not resume:
+                raise StateExistsError(
+                    f"an unfinished run left {self.root}: pass --resume to continue it or "
+                    "--restart to discard it")
+            old = json.loads(manifest.read_text())
+            if old.get("params") != params:
+                raise StateMismatchError(_mismatch(old.get("params", {}), params))
+            return True
+        self.parts.mkdir(parents=True, exist_ok=True)
+        body = {"version": MANIFEST_VERSION, "params": params}
+        manifest.write_text(json.dumps(body, indent=2, sort_keys=True))
+        return False
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+    return f"--resume needs the same parameters as the interrupted run ({details}); " \
+           "use --restart to start over"

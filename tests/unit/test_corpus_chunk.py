@@ -1,0 +1,88 @@
+"""Chunking: exact spans, token limits, boundaries, overlap, few count calls."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import pytest
+
+from producers.corpus._chunk import Chunker, ChunkSpec
+from producers.corpus._reader import split_paragraphs
+
+TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+
+
+class WordCounter:
+    """A deterministic tokenizer: words and punctuation (like the simulator's)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.texts = 0
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        self.calls += 1
+        self.texts += len(texts)
+        return [len(TOKEN_RE.findall(t)) for t in texts]
+
+
+def chunks_of(text: str, limit: int, overlap: int = 0, context: int | None = None):
+    counter = WordCounter()
+    chunker = Chunker(counter, ChunkSpec(limit, overlap), context)
+    return list(chunker.chunks("doc", split_paragraphs(text))), counter
+
+
+def test_spans_are_exact_and_under_the_limit() -> None:
+    text = "Título ünïcode. Second sentence here!\n\n" + "Long paragraph. " * 80 + "\n\nEnd.\n"
+    chunks, _ = chunks_of(text, 30)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for chunk in chunks:
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert chunk.tokens == len(TOKEN_RE.findall(chunk.text)) <= 30
+    covered = "".join(c.text for c in chunks)
+    assert covered.replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
+
+
+def test_short_paragraphs_pack_and_split_on_paragraph_boundaries() -> None:
+    text = "One two three.\n\nFour five six.\n\nSeven eight nine.\n"
+    chunks, _ = chunks_of(text, 8)
+    assert [c.text for c in chunks] == ["One two three.\n\nFour five six.", "Seven eight nine."]
+
+
+def test_sentence_boundaries_inside_a_long_paragraph() -> None:
+    text = "Alpha beta gamma. Delta epsilon zeta. Eta theta iota. Kappa lambda mu."
+    chunks, _ = chunks_of(text, 9)
+    assert all(c.text.endswith(".") for c in chunks)
+    assert chunks[0].text == "Alpha beta gamma. Delta epsilon zeta."
+
+
+def test_never_over_the_context_even_when_chunk_tokens_is_larger() -> None:
+    text = " ".join(f"w{i}" for i in range(500))
+    chunks, _ = chunks_of(text, 10_000, context=64)
+    assert len(chunks) > 1
+    assert max(c.tokens for c in chunks) <= 64
+
+
+def test_overlap_repeats_trailing_sentences() -> None:
+    text = "A a. B b. C c. D d. E e. F f."
+    chunks, _ = chunks_of(text, 9, overlap=3)
+    assert len(chunks) >= 2
+    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+        assert nxt.start < prev.end  # the next chunk starts inside the previous one
+
+
+def test_empty_and_whitespace_documents_have_no_chunks() -> None:
+    assert chunks_of("", 10)[0] == []
+    assert chunks_of("\n\n   \n", 10)[0] == []
+
+
+def test_counts_go_out_in_windows_not_one_call_per_sentence() -> None:
+    text = "\n\n".join(f"Sentence {i} one. Sentence {i} two." for i in range(300))
+    chunks, counter = chunks_of(text, 40)
+    assert len(chunks) > 20
+    assert counter.calls < len(chunks) / 2
+
+
+def test_bad_spec() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        ChunkSpec(10, 10)
