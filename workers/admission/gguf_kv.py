@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from gguf.constants import GGUF_MAGIC, GGUFValueType
 
@@ -59,6 +60,7 @@ _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.INT64: "<q",
     GGUFValueType.FLOAT64: "<d",
 }
+_HEADER_BYTES = 24  # magic, version, tensor count, KV count
 # Arrays longer than this are skipped, not decoded (tokenizer vocabularies, merges).
 _MAX_DECODED_ARRAY = 4096
 
@@ -135,7 +137,14 @@ class _Cursor:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The KV metadata of a GGUF file; long arrays (vocabularies) come back as None."""
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_size < _HEADER_BYTES:
+            raise GgufFormatError(f"{path}: too short for a GGUF header")
+        return _read_open(file, path)
+
+
+def _read_open(file: BinaryIO, path: str | Path) -> dict[str, Any]:
+    with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         cursor = _Cursor(buf)
         magic = cursor.unpack("<I")
         if magic != GGUF_MAGIC:
@@ -195,5 +204,7 @@ def read_kv_shape(path: str | Path) -> KvShape:
     """Read a GGUF file's header and return its attention shape."""
     try:
         return kv_shape(read_metadata(path))
-    except (KeyError, TypeError) as exc:
-        raise GgufFormatError(f"{path}: missing attention metadata ({exc})") from exc
+    except GgufFormatError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:  # missing keys, unknown value types
+        raise GgufFormatError(f"{path}: unreadable attention metadata ({exc!r})") from exc
