@@ -53,7 +53,8 @@ class SimulatorAdmin:
                          drop_after_fragments=drop_after_fragments, drop_times=drop_times,
                          slow_prefill_s=slow_prefill_s, reply_tokens=reply_tokens)
 
-    def fail_nth(self, endpoint: str, nth: int = 1, title: str = "Simulated failure") -> dict[str, Any]:
+    def fail_nth(self, endpoint: str, nth: int = 1,
+                 title: str = "Simulated failure") -> dict[str, Any]:
         """Fail the nth request to endpoint, counting from now."""
         return self._get("faults/set", fail_endpoint=endpoint, fail_nth=nth, fail_title=title)
 

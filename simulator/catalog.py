@@ -88,8 +88,9 @@ class Catalog:
             return key
         return next(f"{key}:{n}" for n in itertools.count(2) if f"{key}:{n}" not in self.instances)
 
-    def new_instance(self, key: str, identifier: str, *, context_length: int, offload_ratio: float,
-                     seed: int, slots: int, embed_slots: int, load_fields: dict[str, Any]) -> Instance:
+    def new_instance(self, key: str, identifier: str, *, context_length: int,
+                     offload_ratio: float, seed: int, slots: int, embed_slots: int,
+                     load_fields: dict[str, Any]) -> Instance:
         return Instance(
             identifier=identifier, reference=f"sim-inst-{next(self._refs)}", key=key,
             model=self.models[key], path=self.paths[key], context_length=context_length,

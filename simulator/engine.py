@@ -55,7 +55,8 @@ class Engine(Protocol):
     def count_tokens(self, model: ModelConfig, text: str) -> int: ...
     def format_prompt(self, model: ModelConfig, request: PredictRequest) -> str: ...
     def expected_reply_tokens(self, model: ModelConfig, request: PredictRequest) -> int: ...
-    def generate(self, model: ModelConfig, request: PredictRequest) -> AsyncIterator[GenEvent]: ...
+    def generate(self, model: ModelConfig,
+                 request: PredictRequest) -> AsyncIterator[GenEvent]: ...
     def embed(self, model: ModelConfig, text: str) -> list[float]: ...
 
 
@@ -104,7 +105,8 @@ class DeterministicEngine:
         lo, hi = self.timing.reply_min_tokens, self.timing.reply_max_tokens
         return _rng(request).randint(lo, max(lo, hi))
 
-    async def generate(self, model: ModelConfig, request: PredictRequest) -> AsyncIterator[GenEvent]:
+    async def generate(self, model: ModelConfig,
+                       request: PredictRequest) -> AsyncIterator[GenEvent]:
         for event in self._plan(model, request):
             yield event
 

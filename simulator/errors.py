@@ -23,7 +23,7 @@ def model_not_found(query: Any) -> SimError:
 def kv_cache_oom(needed_bytes: int, free_bytes: int) -> SimError:
     return SimError({
         "title": "Failed to allocate KV cache: out of memory",
-        "cause": f"KV cache needs {needed_bytes} bytes but only {free_bytes} bytes of VRAM are free.",
+        "cause": f"KV cache needs {needed_bytes} bytes; {free_bytes} bytes of VRAM are free.",
         "suggestion": "Use a shorter prompt or maxTokens, or unload other models.",
         "errorData": {"neededBytes": needed_bytes, "freeBytes": free_bytes},
     })
@@ -32,7 +32,7 @@ def kv_cache_oom(needed_bytes: int, free_bytes: int) -> SimError:
 def load_oom(key: str, needed_bytes: int, free_bytes: int) -> SimError:
     return SimError({
         "title": f"Failed to load model \"{key}\": out of memory",
-        "cause": f"Model weights need {needed_bytes} bytes but only {free_bytes} bytes of VRAM are free.",
+        "cause": f"Model weights need {needed_bytes} bytes; {free_bytes} bytes of VRAM are free.",
         "suggestion": "Unload other models or lower the GPU offload ratio.",
         "errorData": {"neededBytes": needed_bytes, "freeBytes": free_bytes},
     })

@@ -81,7 +81,8 @@ async def _shared_load(channel: Channel, key: str) -> Instance:
         future.set_result(inst)
         return inst
     except BaseException as exc:
-        future.set_exception(exc if isinstance(exc, Exception) else errors.simulated("Load aborted"))
+        aborted = exc if isinstance(exc, Exception) else errors.simulated("Load aborted")
+        future.set_exception(aborted)
         future.exception()  # mark retrieved: waiters may not exist
         raise
     finally:

@@ -58,7 +58,7 @@ class MessageLog:
                 continue
             if type_ is not None and _msg_type(entry[5]) != type_:
                 continue
-            out.append(dict(zip(_FIELDS, entry)))
+            out.append(dict(zip(_FIELDS, entry, strict=True)))
             if limit is not None and len(out) >= limit:
                 break
         return out

@@ -8,6 +8,7 @@ requires. OOM and context overflow fail like LM Studio (see errors.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
@@ -61,9 +62,14 @@ def parse_request(channel: Channel) -> tuple[Instance, PredictRequest, dict[str,
         tools=tools.get("tools", []) if tools.get("type") == "toolArray" else [],
         force_tool=bool(tools.get("force")),
         json_schema=structured.get("jsonSchema") if structured.get("type") == "json" else None,
-        max_tokens=int(max_tokens) if isinstance(max_tokens, (int, float)) and max_tokens >= 0 else None,
+        max_tokens=_non_negative_int(max_tokens),
         stop_strings=list(fields.get("llm.prediction.stopStrings") or []), seed=inst.seed)
     return inst, request, fields
+
+
+def _non_negative_int(value: Any) -> int | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return int(value) if ok else None
 
 
 async def predict(channel: Channel) -> None:
@@ -135,10 +141,8 @@ async def _run_with_kv(run: Run) -> None:
 async def _sleep_or_cancel(channel: Channel, delay_s: float) -> bool:
     """Sleep; return True as soon as the channel is cancelled."""
     if delay_s > 0:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(channel.cancelled.wait(), delay_s)
-        except TimeoutError:
-            pass
     return channel.cancelled.is_set()
 
 

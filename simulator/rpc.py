@@ -85,7 +85,8 @@ async def version(conn: Connection, param: Any) -> Any:
 async def upload_file(conn: Connection, param: Any) -> Any:
     data = (param or {}).get("contentBase64", "")
     digest = hashlib.sha256(data.encode()).hexdigest()[:16]
-    return {"identifier": f"sim-file-{digest}", "fileType": "image", "sizeBytes": len(data) * 3 // 4}
+    size_bytes = len(data) * 3 // 4
+    return {"identifier": f"sim-file-{digest}", "fileType": "image", "sizeBytes": size_bytes}
 
 
 async def empty_results(conn: Connection, param: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from http import HTTPStatus
 from typing import Any
@@ -92,7 +93,5 @@ async def run_forever(host: str, port: int, config: SimConfig | dict[str, Any] |
 
 def serve_forever(host: str, port: int, config_path: str | None) -> None:
     """Run a simulator until interrupted (what `lmq sim` calls)."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_forever(host, port, config_path))
-    except KeyboardInterrupt:
-        pass

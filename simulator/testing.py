@@ -102,10 +102,10 @@ def _read_ready_line(proc: subprocess.Popen[str]) -> str:
 def _config_file(config: dict[str, Any] | str | None) -> str | None:
     if config is None or isinstance(config, str):
         return config
-    handle = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, prefix="lmq-sim-")
-    with handle:
+    fd, path = tempfile.mkstemp(suffix=".json", prefix="lmq-sim-")
+    with os.fdopen(fd, "w") as handle:
         json.dump(config, handle)
-    return handle.name
+    return path
 
 
 class RunningSimulator:

@@ -19,13 +19,14 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-WORDS = (
+_TEXT = (
     "the model answers every question with calm and simulated care while tokens flow "
     "through a quiet queue of patient workers who measure latency and memory as the "
     "graphics card hums softly under steady load so each reply stays short clear and "
     "deterministic for tests that check streaming cancellation embeddings tools and "
     "structured output across many parallel slots in the simulated server room today"
-).split()
+)
+WORDS = _TEXT.split()
 _NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 _QUOTED_RE = re.compile(r"\"([^\"]*)\"|'([^']*)'")
 
