@@ -69,8 +69,10 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         if LOCK_PATH.exists() and LOCK_PATH.read_text() == text:
             return 0
-        print("docker/requirements.lock is stale: run .venv/bin/python docker/lock.py",
-              file=sys.stderr)
+        print(
+            "docker/requirements.lock is stale: run .venv/bin/python docker/lock.py",
+            file=sys.stderr,
+        )
         return 1
     LOCK_PATH.write_text(text)
     print(f"wrote {LOCK_PATH.relative_to(ROOT)} ({text.count('==')} pins)")
