@@ -95,8 +95,8 @@ def worker_env(settings: Settings, on_simulator: bool) -> dict[str, str]:
 
 
 def start_workers(settings: Settings, models: list[str], env: dict[str, str],
-                  stack: ExitStack, say: Say) -> list[WorkerProcess]:
-    workers = [WorkerProcess(model, env, name=f"demo-{index}").start()
+                  stack: ExitStack, say: Say, name_prefix: str = "demo") -> list[WorkerProcess]:
+    workers = [WorkerProcess(model, env, name=f"{name_prefix}-{index}").start()
                for index, model in enumerate(models)]
     for worker in workers:
         stack.callback(worker.stop)
