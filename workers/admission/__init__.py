@@ -74,7 +74,11 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         settings.slots,
     )
     return AdmissionGate(
-        semaphore, cost, settings.slots, wait_for_fit_on_load=settings.wait_for_fit_on_load
+        semaphore,
+        cost,
+        settings.slots,
+        wait_for_fit_on_load=settings.wait_for_fit_on_load,
+        is_embedding=facts.is_embedding,
     )
 
 

@@ -5,6 +5,9 @@ max_tokens, the worker passes `max_output_tokens <= 0` and the gate reserves up 
 model's context length (`context_length - prompt_tokens` output tokens): LM Studio may
 generate until the context is full. Reservations are capped at the context length when it
 is known (a prediction cannot hold more KV than its context).
+
+Embedding models keep no KV cache between requests: an embedding job reserves only a slot
+(plus `prompt_tokens` of KV if the worker passes any; max_output_tokens is ignored).
 """
 
 from __future__ import annotations
@@ -41,16 +44,20 @@ class AdmissionGate:
         slots: int,
         *,
         wait_for_fit_on_load: bool = False,
+        is_embedding: bool = False,
     ) -> None:
         self.semaphore = semaphore
         self.cost = cost
         self.slots = slots
         self.wait_for_fit_on_load = wait_for_fit_on_load
+        self.is_embedding = is_embedding
         self._load: Ticket | None = None
 
-    def job_bytes(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        tokens = reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
-        return tokens * self.cost.kv_bytes_per_token
+    def job_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
+        """Tokens of KV the job reserves (rules in the module docstring)."""
+        if self.is_embedding:
+            return max(0, prompt_tokens)
+        return reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
 
     def before_load(self) -> None:
         """Hold the model's weights in the group budget (DoesNotFitError or wait)."""
@@ -79,7 +86,7 @@ class AdmissionGate:
     ) -> Iterator[None]:
         if self._load is None:
             self.before_load()
-        tokens = reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
+        tokens = self.job_tokens(prompt_tokens, max_output_tokens)
         nbytes = tokens * self.cost.kv_bytes_per_token
         label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
         ticket = Ticket("job", self.cost.model_key, nbytes, self.slots, label)

@@ -1,0 +1,51 @@
+"""`lmq gpu`: per LM Studio host group, the GPU budget and what admission holds of it."""
+
+from __future__ import annotations
+
+import click
+
+from producers.cli import main
+from producers.cli._context import cli_settings, echo_json
+from workers.admission.status import GroupStatus, all_status, group_status
+
+GIB = 1024**3
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / GIB:.2f} GiB"
+
+
+def _per_model(counts: dict[str, int]) -> str:
+    return ", ".join(f"{model}={n}" for model, n in sorted(counts.items())) or "-"
+
+
+def render(status: GroupStatus) -> list[str]:
+    return [
+        f"group {status.group}",
+        f"  budget        {_gib(status.budget_bytes)}  ({status.budget_bytes:,} bytes)",
+        f"  reserved      {_gib(status.reserved_bytes)}  (weights "
+        f"{_gib(status.weights_bytes)}, KV {_gib(status.kv_bytes)})",
+        f"  free          {_gib(status.free_bytes)}",
+        f"  models        {_per_model({m: b // 2**20 for m, b in status.models.items()})}"
+        + (" (MiB)" if status.models else ""),
+        f"  slots in use  {sum(status.slots_in_use.values())}  "
+        f"({_per_model(status.slots_in_use)})",
+        f"  waiting jobs  {status.waiting_jobs}  ({_per_model(status.waiting)})",
+    ]
+
+
+@main.command()
+@click.option("--group", default=None, help="Only this host group (default: every group).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gpu(group: str | None, as_json: bool) -> None:
+    """GPU budget, reserved and free memory, slots in use and waiting jobs per host group."""
+    url = cli_settings().store_url
+    found = [group_status(url, group)] if group else all_status(url)
+    if as_json:
+        echo_json([status.to_dict() for status in found])
+        return
+    if not found:
+        click.echo("no admission groups yet: no worker with LMQ_ADMISSION on has started")
+        return
+    for status in found:
+        click.echo("\n".join(render(status)))
