@@ -1,0 +1,147 @@
+"""Each job kind end to end: real worker processes, real Redis, the SDK against the simulator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.test_worker_support import (
+    EMBED,
+    LLM,
+    client_app,
+    final,
+    fragment_entries,
+    rpc_calls,
+    send,
+)
+from tests.support.wait import wait_until
+from workers.contract import (
+    PROGRESS,
+    ChatJob,
+    ChatResult,
+    CompletionJob,
+    CompletionResult,
+    EmbeddingJob,
+    EmbeddingResult,
+    JobProgress,
+)
+
+pytestmark = [pytest.mark.timeout(180)]
+
+ADD_TOOL = {"type": "function", "function": {
+    "name": "add", "description": "Add two numbers.",
+    "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
+                                                     "b": {"type": "integer"}},
+                   "required": ["a", "b"]}}}
+
+
+@pytest.fixture()
+def llm_worker(worker_factory, lmq_env):  # type: ignore[no-untyped-def]
+    return worker_factory(LLM, lmq_env)
+
+
+def test_chat_returns_content_stats_identity_and_timing(llm_worker, redis_url, simulator):  # type: ignore[no-untyped-def]
+    app = client_app(redis_url)
+    job = ChatJob(model=LLM, system_prompt="You are terse.", config={"max_tokens": 12,
+                  "temperature": 0.2, "top_p": 0.9, "top_k": 40, "stop": ["\n\n"]},
+                  messages=[{"role": "user", "content": "Say hello"}])
+    result = ChatResult.model_validate(final(send(app, job)).get(timeout=5))
+    assert result.content and result.stats.predicted_tokens_count == 12
+    assert result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.prompt_tokens_count and result.stats.prompt_tokens_count > 0
+    assert result.stats.time_to_first_token_s is not None
+    assert result.model.model_key == LLM and result.model.context_length == 4096
+    assert result.worker == llm_worker.hostname and result.attempt == 1
+    assert result.timing.queue_wait_s is not None and result.timing.run_s > 0
+    assert result.timing.started_at <= result.timing.finished_at
+    create = [e for e in simulator.admin.log(type="channelCreate")
+              if e["msg"]["endpoint"] == "predict"][-1]["msg"]["creationParameter"]
+    fields = {f["key"]: f["value"] for f in
+              create["predictionConfigStack"]["layers"][0]["config"]["fields"]}
+    assert fields["llm.prediction.maxPredictedTokens"] == {"checked": True, "value": 12}
+    assert fields["llm.prediction.temperature"] == 0.2
+    assert fields["llm.prediction.stopStrings"] == ["\n\n"]
+    roles = [m["role"] for m in create["history"]["messages"]]
+    assert roles == ["system", "user"]
+
+
+def test_chat_with_tool_history_and_tools_returns_openai_tool_calls(llm_worker, redis_url):  # type: ignore[no-untyped-def]
+    app = client_app(redis_url)
+    history = [
+        {"role": "user", "content": "Please add 1 and 1"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_9", "type": "function",
+             "function": {"name": "add", "arguments": "{\"a\": 1, \"b\": 1}"}}]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "2"},
+        {"role": "assistant", "content": "It is 2."},
+        {"role": "user", "content": "Please add 2 and 3"},
+    ]
+    job = ChatJob(model=LLM, messages=history, tools=[ADD_TOOL])
+    result = ChatResult.model_validate(final(send(app, job)).get(timeout=5))
+    assert result.tool_calls, result
+    call = result.tool_calls[0]
+    assert call.function.name == "add" and json.loads(call.function.arguments) == {"a": 2, "b": 3}
+    assert result.stats.stop_reason == "toolCalls"
+
+
+def test_structured_output_is_parsed(llm_worker, redis_url):  # type: ignore[no-untyped-def]
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "born": {"type": "integer"}},
+              "required": ["name", "born"]}
+    job = ChatJob(model=LLM, messages="Describe an author", config={"json_schema": schema})
+    result = ChatResult.model_validate(final(send(client_app(redis_url), job)).get(timeout=5))
+    assert isinstance(result.parsed, dict) and set(result.parsed) >= {"name", "born"}
+    assert json.loads(result.content) == result.parsed
+
+
+def test_completion(llm_worker, redis_url):  # type: ignore[no-untyped-def]
+    job = CompletionJob(model=LLM, prompt="Once upon a time", config={"max_tokens": 8})
+    result = CompletionResult.model_validate(final(send(client_app(redis_url), job)).get(5))
+    assert result.content and result.stats.predicted_tokens_count == 8
+    assert result.stats.prompt_tokens_count and result.stats.prompt_tokens_count > 0
+
+
+def test_embedding_sends_texts_concurrently(worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    worker_factory(EMBED, lmq_env)
+    simulator.admin.set_faults(delay_s=0.05, delay_endpoints=["embedString"])
+    texts = [f"document number {i} about queues" for i in range(24)]
+    result = EmbeddingResult.model_validate(
+        final(send(client_app(redis_url), EmbeddingJob(model=EMBED, texts=texts))).get(5))
+    assert result.completed == 24 and len(result.vectors) == 24 and result.dimension == 768
+    assert all(len(v) == 768 for v in result.vectors) and not result.cancelled
+    assert len(result.token_counts) == 24 and result.total_tokens == sum(result.token_counts)
+    assert _max_in_flight(simulator, "embedString") > 1
+
+
+def test_progress_state_and_fragment_stream(llm_worker, redis_url, simulator):  # type: ignore[no-untyped-def]
+    simulator.admin.set_timing(decode_tokens_per_s=40)
+    simulator.admin.set_faults(reply_tokens=60)
+    app = client_app(redis_url)
+    handle = send(app, ChatJob(model=LLM, messages="Tell me a long story"))
+    seen = wait_until(lambda: handle.state == PROGRESS and handle.info.get("tokens_so_far"),
+                      timeout=30, message="PROGRESS with tokens")
+    progress = JobProgress.model_validate(handle.info)
+    assert seen and progress.phase == "generating" and progress.worker == llm_worker.hostname
+    assert progress.time_to_first_token_s is not None and progress.prompt_progress == 1.0
+    wait_until(lambda: fragment_entries(redis_url, handle.id), timeout=10,
+               message="first fragment entry")
+    result = ChatResult.model_validate(final(handle).get(timeout=5))
+    entries = fragment_entries(redis_url, handle.id)
+    assert entries[-1] == {"end": "SUCCESS"}
+    assert "".join(e.get("t", "") for e in entries) == result.content
+    assert 1 < len(entries) < 60  # batched: fewer entries than tokens
+    assert len(rpc_calls(simulator, "countTokens")) >= 1
+
+
+def _max_in_flight(sim, endpoint: str) -> int:  # type: ignore[no-untyped-def]
+    open_calls, peak = set(), 0
+    for entry in sim.admin.log():
+        msg = entry["msg"] if isinstance(entry["msg"], dict) else {}
+        key = (entry["conn"], msg.get("callId"))
+        if entry["dir"] == "in" and msg.get("type") == "rpcCall" and msg.get("endpoint") == endpoint:
+            open_calls.add(key)
+            peak = max(peak, len(open_calls))
+        elif entry["dir"] == "out" and msg.get("type") in ("rpcResult", "rpcError"):
+            open_calls.discard(key)
+    return peak
