@@ -26,6 +26,7 @@ class Instance:
     slots: SlotPool
     embed_slots: SlotPool
     load_fields: dict[str, Any] = field(default_factory=dict)
+    channels: set[Any] = field(default_factory=set)  # predictions running on it
 
     @property
     def weight_bytes(self) -> int:

@@ -38,6 +38,7 @@ class Channel:
         self.endpoint = endpoint
         self.param = param or {}
         self.cancelled = asyncio.Event()
+        self.cancel_reason = "userStopped"
         self.stats: ChannelStats = conn.state.log.open_channel(
             conn.id, conn.ns, channel_id, endpoint)
 
@@ -63,9 +64,12 @@ class Channel:
         self.stats.error = str(error.get("title"))
         await self.conn.send({"type": "channelError", "channelId": self.id, "error": error})
 
-    def cancel(self) -> None:
-        if self.stats.cancel_t is None:
+    def cancel(self, reason: str = "userStopped") -> None:
+        """Client cancel (userStopped) or server-side stop, e.g. modelUnloaded."""
+        if reason == "userStopped" and self.stats.cancel_t is None:
             self.stats.cancel_t = time.time()
+        if not self.cancelled.is_set():
+            self.cancel_reason = reason
         self.cancelled.set()
 
 

@@ -77,12 +77,14 @@ async def predict(channel: Channel) -> None:
     try:
         run = _start(channel, inst, request, fields)
         if await _wait_for_slot(run):
+            run.inst.channels.add(channel)
             try:
                 await _run_with_kv(run)
             finally:
+                run.inst.channels.discard(channel)
                 run.inst.slots.release()
         else:
-            run.stop_reason = "userStopped"
+            run.stop_reason = run.channel.cancel_reason
         await _finish(run)
     except SimError as exc:
         await _fail(channel, exc.error)
@@ -156,7 +158,7 @@ async def _prefill(run: Run) -> bool:
     steps = max(1, math.ceil(duration_s / _PROGRESS_EVERY_S))
     for step in range(1, steps + 1):
         if await _sleep_or_cancel(run.channel, duration_s / steps):
-            run.stop_reason = "userStopped"
+            run.stop_reason = run.channel.cancel_reason
             return False
         await run.channel.send({"type": "promptProcessingProgress", "progress": step / steps})
     return True
@@ -193,7 +195,7 @@ class _Decoder:
             delay_s = t0 + (run.generated + 1) * self.dt_s - loop.time()
             await (asyncio.sleep(delay_s) if delay_s > 0 else asyncio.sleep(0))
             if channel.cancelled.is_set():
-                run.stop_reason = "userStopped"
+                run.stop_reason = run.channel.cancel_reason
                 return
             if isinstance(event, ToolCall):
                 await self._tool_call(event)

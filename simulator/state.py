@@ -48,6 +48,8 @@ class SimState:
         return inst
 
     def unload(self, inst: Instance) -> None:
+        for channel in list(inst.channels):
+            channel.cancel("modelUnloaded")
         self.catalog.instances.pop(inst.identifier, None)
         self.vram.release(f"weights:{inst.reference}")
 

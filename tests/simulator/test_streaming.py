@@ -108,3 +108,31 @@ def test_predictions_beyond_slots_wait(simulator_factory) -> None:  # type: igno
     assert late["slot_acquired_t"] - late["slot_wait_start_t"] > 0.05
     for early in channels[:2]:
         assert early["slot_acquired_t"] - early["slot_wait_start_t"] < 0.05
+
+
+def test_closing_the_socket_stops_in_flight_work(simulator: RunningSimulator) -> None:
+    simulator.admin.set_faults(reply_tokens=5000)
+    client = lms.Client(simulator.host)
+    stream = client.llm.model(LLM_KEY).respond_stream("never finished")
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    client.close()
+    closed = simulator.admin.wait_until(
+        lambda: simulator.admin.log(type="connectionClosed"))[0]
+    simulator.admin.wait_until(
+        lambda: all(i["slotsInUse"] == 0 for i in simulator.admin.state()["instances"]))
+    channel = _channel(simulator)
+    assert channel["last_fragment_t"] <= closed["t"]
+    assert channel["fragments"] < 5000 and channel["stop_reason"] is None
+
+
+def test_unloading_a_model_stops_its_predictions(simulator: RunningSimulator,
+                                                 client: lms.Client) -> None:
+    simulator.admin.set_faults(reply_tokens=5000)
+    model = client.llm.load_new_instance(LLM_KEY, "doomed")
+    stream = model.respond_stream("long")
+    for i, _ in enumerate(stream):
+        if i == 1:
+            client.llm.unload("doomed")
+    assert stream.result().stats.stop_reason == "modelUnloaded"
