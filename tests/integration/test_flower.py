@@ -1,0 +1,132 @@
+"""`celery -A workers flower` with nothing else typed, against real workers and the simulator.
+
+Flower's HTTP API with basic auth from LMQ_FLOWER_BASIC_AUTH; job arguments shortened and
+safe; results with the stats; revoke (and terminate) through the API cancel the prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import (
+    AUTH,
+    MODEL,
+    cancels_sent,
+    flower_env,
+    job_queue,
+    long_replies,
+    start_flower,
+    wait_backend_state,
+    wait_flower_state,
+)
+from tests.support.wait import wait_until
+from workers.flower_process import FlowerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def flowers(request: pytest.FixtureRequest) -> Iterator[list[FlowerProcess]]:
+    started: list[FlowerProcess] = []
+    yield started
+    failed = getattr(request.node, "rep_call", None)
+    for flower in started:
+        flower.stop()
+        if failed is not None and failed.failed:
+            print(f"\n--- Flower log tail ---\n{flower.log_tail()}")
+
+
+def test_api_needs_the_basic_auth_from_settings(lmq_env, flowers):
+    flower = start_flower(flower_env(lmq_env), flowers)
+    assert httpx.get(f"{flower.url}/api/workers").status_code == 401
+    assert httpx.get(f"{flower.url}/tasks").status_code == 401
+    assert httpx.get(f"{flower.url}/api/tasks", auth=("admin", "wrong")).status_code == 401
+    assert httpx.get(f"{flower.url}/api/tasks", auth=AUTH).status_code == 200
+
+
+def test_without_auth_flower_binds_localhost_and_keeps_the_api_off(lmq_env, flowers):
+    flower = start_flower(lmq_env, flowers)
+    assert "LMQ_FLOWER_BASIC_AUTH is not set" in flower.log_tail()
+    assert _listen_addresses(flower.port) == {"127.0.0.1"}
+    response = httpx.post(f"{flower.url}/api/task/revoke/some-id")
+    assert response.status_code == 401
+
+
+def test_a_job_shows_with_short_safe_args_and_its_stats(lmq_env, worker_factory, flowers):
+    env = flower_env(lmq_env)
+    worker_factory(MODEL, env)
+    flower = start_flower(env, flowers)
+    prompt = "Summarise this. " + "x" * 300_000 + " key sk-abcdefghijklmnop1234"
+    handle = job_queue(env).chat(MODEL, prompt)
+    result = handle.result(timeout=60)
+
+    task = wait_flower_state(flower, handle.id, {"SUCCESS"})
+    assert task["name"] == "lmq.chat"
+    assert len(task["args"]) < 1200
+    page = httpx.get(f"{flower.url}/task/{handle.id}", auth=AUTH).text
+    assert "sk-abcdefghijklmnop1234" not in page
+    assert "lmq.chat" in page and "SUCCESS" in page
+    assert f"predicted tokens {result.stats.predicted_tokens_count}" in page
+    assert "ttft " in page and f"stop {result.stats.stop_reason}" in page
+
+
+def test_max_tasks_comes_from_settings(lmq_env, worker_factory, flowers):
+    env = flower_env(lmq_env, LMQ_FLOWER_MAX_TASKS="3")
+    worker_factory(MODEL, env)
+    flower = start_flower(env, flowers)
+    queue = job_queue(env)
+    handles = [queue.complete(MODEL, f"count {i}", config={"max_tokens": 4}) for i in range(6)]
+    for handle in handles:
+        handle.result(timeout=60)
+    wait_flower_state(flower, handles[-1].id, {"SUCCESS"})
+    tasks = httpx.get(f"{flower.url}/api/tasks", auth=AUTH).json()
+    assert 0 < len(tasks) <= 3
+
+
+@pytest.mark.parametrize("terminate", [False, True], ids=["revoke", "terminate"])
+def test_api_revoke_cancels_the_prediction(lmq_env, simulator, worker_factory, flowers,
+                                           terminate):
+    env = flower_env(lmq_env)
+    worker_factory(MODEL, env)
+    flower = start_flower(env, flowers)
+    long_replies(simulator)
+    handle = job_queue(env).chat(MODEL, "Tell me a long story")
+    wait_backend_state(handle, {"PROGRESS"})
+    wait_until(lambda: _fragments_streamed(simulator), timeout=20)
+
+    response = httpx.post(f"{flower.url}/api/task/revoke/{handle.id}",
+                          params={"terminate": str(terminate).lower()}, auth=AUTH)
+    assert response.status_code == 200, response.text
+
+    wait_until(lambda: cancels_sent(simulator), timeout=20, message="cancel at the simulator")
+    assert wait_backend_state(handle, {"REVOKED"}) == "REVOKED"
+    wait_flower_state(flower, handle.id, {"REVOKED"})
+    page = httpx.get(f"{flower.url}/task/{handle.id}", auth=AUTH).text
+    assert "CANCELLED, partial result" in page
+    assert "stop userStopped" in page
+
+
+def _fragments_streamed(simulator) -> bool:
+    return any(c.get("fragments", 0) > 2 for c in simulator.admin.channels())
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """Local addresses listening on `port` (from /proc/net/tcp and tcp6)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.rpartition(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(_address(address))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    if len(hex_address) == 8:
+        return ".".join(str(int(hex_address[i : i + 2], 16)) for i in (6, 4, 2, 0))
+    return "::" if set(hex_address) == {"0"} else hex_address
