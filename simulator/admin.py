@@ -14,11 +14,12 @@ class SimulatorAdmin:
         self.base_url = f"http://{host}/__sim/"
         self.timeout_s = timeout_s
 
-    def _get(self, route: str, **params: Any) -> Any:
+    def _get(self, route: str, **params: Any) -> dict[str, Any]:
         query = {k: _fmt(v) for k, v in params.items() if v is not None}
         response = httpx.get(self.base_url + route, params=query, timeout=self.timeout_s)
         response.raise_for_status()
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
     # -- observation --------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -31,7 +32,9 @@ class SimulatorAdmin:
             type: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Entries {seq, t, conn, ns, dir: in/out/event, msg}; type e.g. 'rpcCall',
         'channelSend:fragment', 'channelSend:cancel'."""
-        return self._get("log", since=since, since_seq=since_seq, type=type, limit=limit)["entries"]
+        body = self._get("log", since=since, since_seq=since_seq, type=type, limit=limit)
+        entries: list[dict[str, Any]] = body["entries"]
+        return entries
 
     def clear_log(self) -> float:
         """Clear the log and channel stats; returns the server's time."""
@@ -39,7 +42,8 @@ class SimulatorAdmin:
 
     def channels(self) -> list[dict[str, Any]]:
         """Per-channel stats: fragments, cancel_t, fragments_after_cancel, slot times..."""
-        return self._get("channels")["channels"]
+        channels: list[dict[str, Any]] = self._get("channels")["channels"]
+        return channels
 
     # -- faults and knobs ---------------------------------------------------------
     def faults(self) -> dict[str, Any]:

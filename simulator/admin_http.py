@@ -7,6 +7,7 @@ a query string, answered with JSON. Routes are listed in README.md.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -63,8 +64,23 @@ def _log(sim: Simulator, q: dict[str, str]) -> Any:
 
 
 def _now() -> float:
-    import time
     return time.time()
+
+
+def _health(sim: Simulator, q: dict[str, str]) -> Any:
+    return {"ok": True, "host": sim.host, "port": sim.port}
+
+
+def _state(sim: Simulator, q: dict[str, str]) -> Any:
+    return sim.state.snapshot()
+
+
+def _channels(sim: Simulator, q: dict[str, str]) -> Any:
+    return {"channels": sim.state.log.channel_list(), "now": _now()}
+
+
+def _faults(sim: Simulator, q: dict[str, str]) -> Any:
+    return sim.state.faults.snapshot()
 
 
 def _clear_log(sim: Simulator, q: dict[str, str]) -> Any:
@@ -121,12 +137,12 @@ def _reset(sim: Simulator, q: dict[str, str]) -> Any:
 
 
 ROUTES: dict[str, Callable[[Simulator, dict[str, str]], Any]] = {
-    "health": lambda sim, q: {"ok": True, "host": sim.host, "port": sim.port},
-    "state": lambda sim, q: sim.state.snapshot(),
+    "health": _health,
+    "state": _state,
     "log": _log,
     "log/clear": _clear_log,
-    "channels": lambda sim, q: {"channels": sim.state.log.channel_list(), "now": _now()},
-    "faults": lambda sim, q: sim.state.faults.snapshot(),
+    "channels": _channels,
+    "faults": _faults,
     "faults/set": _set_faults,
     "faults/clear": _clear_faults,
     "timing": _set_timing,

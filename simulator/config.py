@@ -25,21 +25,21 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    type: Literal["llm", "embedding"] = Field("llm", description="Model domain.")
-    display_name: str = Field("", description="Shown in ModelInfo; defaults to the key.")
-    publisher: str = Field("lmstudio-community", description="Folder under models_dir.")
-    size_bytes: int = Field(800_000_000, description="Reported file size; VRAM weight.")
-    params_string: str = Field("1B", description="ModelInfo.paramsString.")
-    architecture: str = Field("llama", description="GGUF general.architecture.")
-    context_length: int = Field(4096, description="Default loaded context length.")
-    max_context_length: int = Field(131072, description="ModelInfo.maxContextLength.")
-    embedding_length: int = Field(2048, description="Hidden size; embedding dimension.")
-    layers: int = Field(16, description="GGUF block_count.")
-    heads: int = Field(32, description="GGUF attention.head_count.")
-    kv_heads: int | list[int] = Field(8, description="KV heads, or one per layer.")
-    head_dim: int = Field(64, description="GGUF attention.key_length/value_length.")
-    kv_type: Literal["f32", "f16", "q8_0", "q4_0"] = Field("f16", description="KV dtype.")
-    loaded: bool = Field(False, description="Loaded when the simulator starts.")
+    type: Literal["llm", "embedding"] = Field(default="llm", description="Model domain.")
+    display_name: str = Field(default="", description="Shown in ModelInfo; defaults to the key.")
+    publisher: str = Field(default="lmstudio-community", description="Folder under models_dir.")
+    size_bytes: int = Field(default=800_000_000, description="Reported file size; VRAM weight.")
+    params_string: str = Field(default="1B", description="ModelInfo.paramsString.")
+    architecture: str = Field(default="llama", description="GGUF general.architecture.")
+    context_length: int = Field(default=4096, description="Default loaded context length.")
+    max_context_length: int = Field(default=131072, description="ModelInfo.maxContextLength.")
+    embedding_length: int = Field(default=2048, description="Hidden size; embedding dimension.")
+    layers: int = Field(default=16, description="GGUF block_count.")
+    heads: int = Field(default=32, description="GGUF attention.head_count.")
+    kv_heads: int | list[int] = Field(default=8, description="KV heads, or one per layer.")
+    head_dim: int = Field(default=64, description="GGUF attention.key_length/value_length.")
+    kv_type: Literal["f32", "f16", "q8_0", "q4_0"] = Field(default="f16", description="KV dtype.")
+    loaded: bool = Field(default=False, description="Loaded when the simulator starts.")
     vision: bool = False
     trained_for_tool_use: bool = True
 
@@ -51,51 +51,51 @@ class ModelConfig(_Strict):
 
 
 class TimingConfig(_Strict):
-    prefill_tokens_per_s: float = Field(5000.0, description="0 = instant prefill.")
-    decode_tokens_per_s: float = Field(200.0, description="Per slot; 0 = instant.")
-    parallel_slots: int = Field(4, description="Concurrent predictions per model instance.")
-    embedding_latency_s: float = Field(0.002, description="Per embedString call.")
-    embedding_parallel: int = Field(4, description="Concurrent embeddings per instance.")
-    load_delay_s: float = Field(0.2, description="Time to load a model on request.")
-    reply_min_tokens: int = Field(8, description="Shortest default reply.")
-    reply_max_tokens: int = Field(40, description="Longest default reply.")
+    prefill_tokens_per_s: float = Field(default=5000.0, description="0 = instant prefill.")
+    decode_tokens_per_s: float = Field(default=200.0, description="Per slot; 0 = instant.")
+    parallel_slots: int = Field(default=4, description="Concurrent predictions per model instance.")
+    embedding_latency_s: float = Field(default=0.002, description="Per embedString call.")
+    embedding_parallel: int = Field(default=4, description="Concurrent embeddings per instance.")
+    load_delay_s: float = Field(default=0.2, description="Time to load a model on request.")
+    reply_min_tokens: int = Field(default=8, description="Shortest default reply.")
+    reply_max_tokens: int = Field(default=40, description="Longest default reply.")
 
 
 class GpuConfig(_Strict):
-    vram_bytes: int = Field(24 * GIB, description="Simulated VRAM size.")
-    offload_ratio: float = Field(1.0, description="Default fraction of weights on GPU.")
+    vram_bytes: int = Field(default=24 * GIB, description="Simulated VRAM size.")
+    offload_ratio: float = Field(default=1.0, description="Default fraction of weights on GPU.")
 
 
 class FailRule(_Strict):
     endpoint: str = Field(description="Endpoint name, e.g. predict, embedString.")
-    nth: int = Field(1, description="Fail the nth request to it (counted from set/reset).")
-    title: str = Field("Simulated failure", description="Error title sent.")
+    nth: int = Field(default=1, description="Fail the nth request to it (counted from set/reset).")
+    title: str = Field(default="Simulated failure", description="Error title sent.")
 
 
 class FaultConfig(_Strict):
-    delay_s: float = Field(0.0, description="Extra delay before handling a request.")
+    delay_s: float = Field(default=0.0, description="Extra delay before handling a request.")
     delay_endpoints: list[str] = Field(default_factory=list, description="[] = all.")
     fail: list[FailRule] = Field(default_factory=list, description="Fail-the-nth rules.")
-    drop_after_fragments: int | None = Field(None, description="Abort socket after K.")
-    drop_times: int | None = Field(None, description="Predictions to drop; None = all.")
-    slow_prefill_s: float = Field(0.0, description="Extra prefill time per prediction.")
-    reply_tokens: int | None = Field(None, description="Force reply length (long reply).")
+    drop_after_fragments: int | None = Field(default=None, description="Abort socket after K.")
+    drop_times: int | None = Field(default=None, description="Predictions to drop; None = all.")
+    slow_prefill_s: float = Field(default=0.0, description="Extra prefill time per prediction.")
+    reply_tokens: int | None = Field(default=None, description="Force reply length (long reply).")
 
 
 class ServerConfig(_Strict):
-    models_dir: str = Field("", description="Where GGUF files go; '' = a temp dir.")
-    log_max_entries: int = Field(200_000, description="Message log ring size.")
+    models_dir: str = Field(default="", description="Where GGUF files go; '' = a temp dir.")
+    log_max_entries: int = Field(default=200_000, description="Message log ring size.")
     error_style: Literal["errorPacket", "channelError"] = Field(
-        "errorPacket", description="How predict failures (OOM, context) are sent."
+        default="errorPacket", description="How predict failures (OOM, context) are sent."
     )
 
 
 class SimConfig(_Strict):
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    timing: TimingConfig = Field(default_factory=TimingConfig)
-    gpu: GpuConfig = Field(default_factory=GpuConfig)
-    faults: FaultConfig = Field(default_factory=FaultConfig)
-    default_models: bool = Field(True, description="Include the built-in catalog.")
+    server: ServerConfig = Field(default_factory=lambda: ServerConfig())
+    timing: TimingConfig = Field(default_factory=lambda: TimingConfig())
+    gpu: GpuConfig = Field(default_factory=lambda: GpuConfig())
+    faults: FaultConfig = Field(default_factory=lambda: FaultConfig())
+    default_models: bool = Field(default=True, description="Include the built-in catalog.")
     models: dict[str, ModelConfig] = Field(default_factory=dict)
 
 

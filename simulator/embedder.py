@@ -37,4 +37,5 @@ class HashEmbedder:
         for word in words:
             total += self._word_vector(word, dim)
         norm = float(np.linalg.norm(total)) or 1.0
-        return (total / norm).tolist()
+        vector: list[float] = (total / norm).tolist()
+        return vector

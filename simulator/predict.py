@@ -247,8 +247,9 @@ async def _finish(run: Run) -> None:
     state, inst = run.channel.conn.state, run.inst
     now = time.time()
     decode_s = now - run.decode_start_t if run.decode_start_t else 0.0
-    stats = {
-        "stopReason": run.stop_reason or "eosFound",
+    stop_reason = run.stop_reason or "eosFound"
+    stats: dict[str, Any] = {
+        "stopReason": stop_reason,
         "tokensPerSecond": run.generated / decode_s if decode_s > 0 else 0.0,
         "numGpuLayers": float(round(inst.model.layers * inst.offload_ratio)),
         "timeToFirstTokenSec": (run.first_token_t - run.started_t) if run.first_token_t else 0.0,
@@ -256,7 +257,7 @@ async def _finish(run: Run) -> None:
         "predictedTokensCount": run.generated,
         "totalTokensCount": run.prompt_tokens + run.generated,
     }
-    run.channel.stats.stop_reason = stats["stopReason"]
+    run.channel.stats.stop_reason = stop_reason
     await run.channel.send({
         "type": "success", "stats": stats, "modelInfo": state.catalog.instance_info(inst),
         "loadModelConfig": state.catalog.load_config_kv(inst), "predictionConfig": kv(run.fields)})

@@ -37,7 +37,7 @@ async def get_load_config(conn: Connection, param: Any) -> Any:
 
 
 async def unload_model(conn: Connection, param: Any) -> Any:
-    ident = (param or {}).get("identifier")
+    ident = str((param or {}).get("identifier"))
     inst = conn.state.catalog.instances.get(ident)
     if inst is None or inst.model.type != _DOMAIN.get(conn.ns):
         raise errors.model_not_found({"identifier": ident})
