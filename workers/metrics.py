@@ -301,7 +301,13 @@ def model_snapshot(client: redis.Redis, model: str) -> dict[str, Any]:
 
 
 def known_models(client: redis.Redis) -> list[str]:
-    return sorted(m.decode() for m in client.smembers(MODELS_KEY))
+    """Models some worker served, plus models with jobs waiting but no worker yet."""
+    models = {m.decode() for m in client.smembers(MODELS_KEY)}
+    for queue in client.scan_iter(match=f"{queue_name('')}*", count=1000, _type="list"):
+        model = model_from_queue(queue.decode().split("\x06", 1)[0])
+        if model and model != "default":  # lmq.default: Celery's default queue, no model
+            models.add(model)
+    return sorted(models)
 
 
 def read_model_metrics(redis_url: str) -> dict[str, dict[str, Any]]:
