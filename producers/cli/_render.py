@@ -8,7 +8,7 @@ from workers.contract import EmbeddingResult
 
 
 def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
-    return "?" if value is None else f"{value:.{digits}f}{unit}"
+    return f"?{unit}" if value is None else f"{value:.{digits}f}{unit}"
 
 
 def stats_line(result: Any) -> str:
