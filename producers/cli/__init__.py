@@ -15,7 +15,18 @@ import click
 from producers.cli._context import CliConfig, one_line_error
 
 # Modules that define click commands on `main`; each adds itself with @main.command().
-COMMAND_MODULES: tuple[str, ...] = ("jobs", "control", "cluster", "config", "sim", "demo", "gpu", "corpus", "batch", "metrics")
+COMMAND_MODULES: tuple[str, ...] = (
+    "jobs",
+    "control",
+    "cluster",
+    "config",
+    "sim",
+    "demo",
+    "gpu",
+    "corpus",
+    "batch",
+    "metrics",
+)
 
 
 class LmqGroup(click.Group):

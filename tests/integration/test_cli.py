@@ -36,7 +36,8 @@ def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
         yield started
 
 
-def lmq(env: dict[str, str], *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def lmq(env: dict[str, str], *args: str,
+        timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env}
     full.pop("LMQ_MODEL", None)
     return subprocess.run([LMQ, *args], env=full, capture_output=True, text=True,
@@ -90,7 +91,8 @@ def test_user_mistakes_are_one_line(pool: LocalPool) -> None:
         assert done.returncode != 0, args
         assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") <= 3, done.stderr
     unknown = lmq(pool.env, "chat", "no-such-model", "hi")
-    assert CHAT in unknown.stderr and "no live worker serves model 'no-such-model'" in unknown.stderr
+    assert "no live worker serves model 'no-such-model'" in unknown.stderr
+    assert CHAT in unknown.stderr
 
 
 def test_models_workers_doctor(pool: LocalPool) -> None:
