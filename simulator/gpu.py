@@ -54,6 +54,27 @@ class SlotPool:
     def in_use(self) -> int:
         return self.size - self._sem._value  # noqa: SLF001 - cheap, read-only peek
 
+    async def acquire_unless(self, cancelled: asyncio.Event) -> bool:
+        """Take a slot, or give up (False) if `cancelled` is set while queued."""
+        if not self._sem.locked():
+            await self._sem.acquire()  # uncontended: returns without suspending
+            return True
+        acquire = asyncio.ensure_future(self.acquire())
+        waiter = asyncio.ensure_future(cancelled.wait())
+        try:
+            await asyncio.wait({acquire, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the socket closed while queued: leak no slot
+            waiter.cancel()
+            if acquire.done() and not acquire.cancelled():
+                self.release()
+            acquire.cancel()
+            raise
+        waiter.cancel()
+        if acquire.done():
+            return True
+        acquire.cancel()
+        return False
+
     async def acquire(self) -> None:
         self.waiting += 1
         try:

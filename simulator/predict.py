@@ -105,14 +105,8 @@ async def _wait_for_slot(run: Run) -> bool:
     """Take a slot (FIFO); False if cancelled while waiting."""
     stats, slots, cancelled = run.channel.stats, run.inst.slots, run.channel.cancelled
     stats.slot_wait_start_t = time.time()
-    acquire = asyncio.ensure_future(slots.acquire())
-    if not acquire.done():
-        waiter = asyncio.ensure_future(cancelled.wait())
-        await asyncio.wait({acquire, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if not acquire.done():
-            acquire.cancel()
-            return False
+    if not await slots.acquire_unless(cancelled):
+        return False
     stats.slot_acquired_t = run.started_t = time.time()
     run.channel.conn.state.log.record(run.channel.conn.id, run.channel.conn.ns, "event",
                                       {"type": "slotAcquired", "channelId": run.channel.id})

@@ -136,3 +136,22 @@ def test_unloading_a_model_stops_its_predictions(simulator: RunningSimulator,
         if i == 1:
             client.llm.unload("doomed")
     assert stream.result().stats.stop_reason == "modelUnloaded"
+
+
+# The SDK complains when the abandoned streams' generators are collected after close().
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_queued_prediction_of_a_closed_socket_frees_its_place(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator_factory({"timing": {"parallel_slots": 1}, "faults": {"reply_tokens": 5000}})
+    busy = lms.Client(sim.host)
+    first = busy.llm.model(LLM_KEY).respond_stream("hog the slot")
+    next(iter(first))
+    queued = lms.Client(sim.host)
+    second = queued.llm.model(LLM_KEY).respond_stream("wait in line")
+    second.start()
+    sim.admin.wait_until(lambda: sim.admin.state()["instances"][0]["slotsWaiting"] == 1)
+    queued.close()
+    busy.close()
+    sim.admin.wait_until(lambda: sim.admin.state()["instances"][0]["slotsInUse"] == 0)
+    with lms.Client(sim.host) as client:
+        sim.admin.set_faults(reply_tokens=3)
+        assert client.llm.model(LLM_KEY).respond("free again").stats.predicted_tokens_count == 3
