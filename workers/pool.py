@@ -6,6 +6,13 @@ would surface errors in the worker. Threads cannot be killed, and need not be: b
 terminating, Celery has already added the id to the revoked set, so `terminate_job` only
 wakes the cancel watcher, which cancels the job's prediction; the job then ends as REVOKED
 with its partial result. Selected with `worker_pool = "workers.pool:TaskPool"`.
+
+`CancellingRequest` (the `Request` class of every lmq task) goes one step further: Celery's
+own `Request.terminate` would also store REVOKED with `TaskRevokedError('terminated')` and
+acknowledge the message at once, racing with the job's own REVOKED + partial result (a
+producer polling in between would see the wrong result, and the job would still be running
+on an acked message). Ours only wakes the watcher: the job stores its REVOKED state with the
+partial result, sends `task-revoked`, and is acknowledged when it returns (`Ignore`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery.concurrency import thread
+from celery.worker.request import Request
 
 from workers import cancel
 
@@ -33,3 +41,11 @@ class TaskPool(thread.TaskPool):
         future = self.executor.submit(thread.apply_target, target, args, kwargs,
                                       callback, accept_callback)
         return ApplyResult(future)
+
+
+class CancellingRequest(Request):
+    """A task request whose terminate (revoke with terminate=True) is a cancel."""
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        cancel.wake()
+

@@ -22,17 +22,19 @@ from workers.contract import (
 from workers.embedding import run_embedding
 from workers.execution import execute
 
+REQUEST = "workers.pool:CancellingRequest"  # revoke(terminate=True) -> cancel path
 
-@app.task(name=TASK_CHAT, bind=True)
+
+@app.task(name=TASK_CHAT, bind=True, Request=REQUEST)
 def chat(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, ChatJob, run_chat)
 
 
-@app.task(name=TASK_COMPLETE, bind=True)
+@app.task(name=TASK_COMPLETE, bind=True, Request=REQUEST)
 def complete(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, CompletionJob, run_completion)
 
 
-@app.task(name=TASK_EMBED, bind=True)
+@app.task(name=TASK_EMBED, bind=True, Request=REQUEST)
 def embed(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, EmbeddingJob, run_embedding)

@@ -139,7 +139,8 @@ def _max_in_flight(sim, endpoint: str) -> int:  # type: ignore[no-untyped-def]
     for entry in sim.admin.log():
         msg = entry["msg"] if isinstance(entry["msg"], dict) else {}
         key = (entry["conn"], msg.get("callId"))
-        if entry["dir"] == "in" and msg.get("type") == "rpcCall" and msg.get("endpoint") == endpoint:
+        is_call = msg.get("type") == "rpcCall" and msg.get("endpoint") == endpoint
+        if entry["dir"] == "in" and is_call:
             open_calls.add(key)
             peak = max(peak, len(open_calls))
         elif entry["dir"] == "out" and msg.get("type") in ("rpcResult", "rpcError"):
