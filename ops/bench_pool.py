@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Pool benchmark: the worker pool against its peers, measured in the same run.
+
+    .venv/bin/python ops/bench_pool.py [--jobs 500] [--concurrency 4]
+
+Starts a private redis-server and the simulator (timing delays reduced: fast prefill and
+decode, short replies) and prints:
+
+(a) throughput of N short chat jobs through the pool (one worker, `concurrency` threads)
+    vs the same jobs as direct SDK calls from one process at the same concurrency
+    (goal: pool / direct >= 0.9);
+(b) enqueue rate of one bulk `submit_many` (goal >= 1,000 jobs/s from one producer), vs a
+    naive `send_task` loop;
+(c) queue overhead per job at low load: enqueue to start, from the results' timing
+    (goal: median < 5 ms), one job at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from producers.job_queue import JobQueue  # noqa: E402
+from producers.local_pool import local_pool  # noqa: E402
+from producers.redis_server import RedisServer  # noqa: E402
+from workers.contract import TASK_CHAT, ChatJob, queue_name  # noqa: E402
+
+CHAT = "llama-3.2-1b-instruct"
+SIM_CONFIG = {"timing": {"prefill_tokens_per_s": 0, "decode_tokens_per_s": 1000.0,
+                         "reply_min_tokens": 16, "reply_max_tokens": 16,
+                         "embedding_latency_s": 0.0}}
+MAX_TOKENS = 16
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Short question number {i}?" for i in range(n)]
+
+
+def direct_sdk(host: str, texts: list[str], concurrency: int) -> float:
+    """Jobs/s of respond() calls from `concurrency` threads sharing one scoped client."""
+    import lmstudio as lms
+
+    with lms.Client(host) as client:
+        model = client.llm.model(CHAT)
+        model.respond("warm up", config={"maxTokens": MAX_TOKENS})
+        started = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(lambda text: model.respond(text, config={"maxTokens": MAX_TOKENS}),
+                          texts))
+        return len(texts) / (time.perf_counter() - started)
+
+
+def through_pool(queue: JobQueue, texts: list[str]) -> tuple[float, float]:
+    """(jobs/s, mean worker run_s). Waits on each handle in order: a pub/sub wait that
+    costs the producer next to nothing, so it does not steal CPU from the pool."""
+    queue.chat(CHAT, "warm up", config={"max_tokens": MAX_TOKENS}).result(timeout=60)
+    started = time.perf_counter()
+    handles = queue.submit_many([{"model": CHAT, "messages": text,
+                                  "config": {"max_tokens": MAX_TOKENS}} for text in texts])
+    results = [handle.result(timeout=600) for handle in handles]
+    elapsed = time.perf_counter() - started
+    return len(texts) / elapsed, statistics.mean(r.timing.run_s for r in results)
+
+
+def enqueue_rates(queue: JobQueue, n: int) -> tuple[float, float]:
+    """(bulk submit_many jobs/s, naive send_task jobs/s) into a queue no worker consumes."""
+    model = "bench-unserved-model"
+    jobs = [{"model": model, "messages": text, "config": {"max_tokens": 8}}
+            for text in prompts(n)]
+    started = time.perf_counter()
+    queue.submit_many(jobs, enqueue_anyway=True)
+    bulk = n / (time.perf_counter() - started)
+    naive_n = max(200, n // 5)
+    started = time.perf_counter()
+    for text in prompts(naive_n):
+        job = ChatJob(model=model, messages=text, submitted_at=time.time())
+        queue.app.send_task(TASK_CHAT, args=(job.model_dump(mode="json"),),
+                            queue=queue_name(model))
+    naive = naive_n / (time.perf_counter() - started)
+    queue.backend_client.delete(queue_name(model))
+    return bulk, naive
+
+
+def queue_overhead_ms(queue: JobQueue, n: int) -> list[float]:
+    """Enqueue-to-start of jobs sent one at a time (each after the previous finished)."""
+    waits = []
+    for text in prompts(n):
+        result = queue.chat(CHAT, text, config={"max_tokens": 4}).result(timeout=60)
+        waits.append(1000 * (result.timing.started_at - result.timing.enqueued_at))
+    return waits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    args = parser.parse_args()
+    from simulator.testing import running_simulator
+
+    config = {**SIM_CONFIG, "timing": {**SIM_CONFIG["timing"],
+                                       "parallel_slots": args.concurrency}}
+    with RedisServer() as redis_server, running_simulator(config, in_process=False) as sim:
+        env = {"LMQ_CONCURRENCY": str(args.concurrency), "LMQ_SLOTS": str(args.concurrency)}
+        with local_pool(redis_server.url, sim.host, [CHAT], extra_env=env) as pool:
+            report(pool.queue, sim.host, args)
+
+
+def report(queue: JobQueue, host: str, args: argparse.Namespace) -> None:
+    texts = prompts(args.jobs)
+    direct = direct_sdk(host, texts, args.concurrency)
+    pooled, run_s = through_pool(queue, texts)
+    print(f"(a) {args.jobs} chat jobs at concurrency {args.concurrency}: pool {pooled:.1f} "
+          f"jobs/s, direct SDK {direct:.1f} jobs/s, ratio {pooled / direct:.2f} (goal >= 0.9)")
+    slot_ms = 1000 * args.concurrency / pooled
+    print(f"    per job and worker thread: {slot_ms:.1f} ms, of which the task body (run_s) "
+          f"{1000 * run_s:.1f} ms; direct SDK call {1000 * args.concurrency / direct:.1f} ms")
+    bulk, naive = enqueue_rates(queue, args.enqueue_jobs)
+    print(f"(b) enqueue: submit_many {bulk:.0f} jobs/s ({args.enqueue_jobs} jobs), naive "
+          f"send_task {naive:.0f} jobs/s, ratio {bulk / naive:.1f}x (goal >= 1000 jobs/s)")
+    waits = queue_overhead_ms(queue, 50)
+    median = statistics.median(waits)
+    print(f"(c) queue overhead, enqueue to start, 50 jobs one at a time: median {median:.2f} "
+          f"ms, p90 {statistics.quantiles(waits, n=10)[-1]:.2f} ms (goal: median < 5 ms)")
+
+
+if __name__ == "__main__":
+    main()
