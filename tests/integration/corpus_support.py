@@ -1,0 +1,64 @@
+"""Helpers for the corpus and batch integration tests (no tests here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+EMBED = "text-embedding-nomic-embed-text-v1.5"
+LLM = "llama-3.2-1b-instruct"
+ROOT = Path(__file__).resolve().parents[2]
+LMQ = [sys.executable, "-c", "from producers.cli import main; main(prog_name='lmq')"]
+
+UNICODE_DOC = ("Ünïcödé tëxt: 日本語の文章です。Это русский текст. Emoji 🚀 rockets fly.\n\n"
+               "Second paragraph with ñ and ß and Ελληνικά words.\n")
+SHARED = "Shared boilerplate paragraph: this notice appears in several files verbatim."
+
+
+def make_corpus(root: Path, long_paragraphs: int = 60) -> Path:
+    """A corpus with duplicates, a long document, unicode, HTML, JSONL and an empty file."""
+    corpus = root / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "empty.txt").write_text("")
+    (corpus / "unicode.md").write_text(UNICODE_DOC, encoding="utf-8")
+    (corpus / "dup_a.txt").write_text(f"{SHARED}\n")
+    (corpus / "dup_b.txt").write_text(f"\n{SHARED}\n\n")  # the same chunk text
+    long_text = "\n\n".join(
+        f"Paragraph {i} of the long document talks about topic {i % 7}. "
+        f"It has a second sentence, number {i}, with more words in it. And a third one."
+        for i in range(long_paragraphs))
+    (corpus / "sub" / "long.rst").write_text(long_text)
+    (corpus / "sub" / "page.html").write_text(
+        "<html><head><style>.x{}</style><script>alert(1)</script></head><body>"
+        "<h1>Zebra migration</h1><p>Zebras cross the savanna river every year.</p></body></html>")
+    records = [{"text": "Quantum lattice cryptography resists attacks."}, {"title": "no text"},
+               {"text": SHARED}]
+    (corpus / "sub" / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    return corpus
+
+
+def lmq(*args: str, env: dict[str, str], timeout_s: float = 120.0,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI as a subprocess."""
+    done = subprocess.run([*LMQ, *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout_s)
+    if check and done.returncode != 0:
+        raise AssertionError(f"lmq {' '.join(args)} exited {done.returncode}\n"
+                             f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+    return done
+
+
+def lmq_popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([*LMQ, *args], cwd=ROOT,
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def rows(path: Path) -> list[dict[str, object]]:
+    return pq.read_table(path).to_pylist()

@@ -1,0 +1,125 @@
+"""`lmq embed-corpus` and `lmq search` end to end: real Redis, real workers, the simulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.integration.corpus_support import (
+    EMBED,
+    SHARED,
+    UNICODE_DOC,
+    lmq,
+    lmq_popen,
+    make_corpus,
+    rows,
+)
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.timeout(240)]
+
+
+@pytest.fixture()
+def embed_worker(worker_factory, lmq_env):  # type: ignore[no-untyped-def]
+    return worker_factory(EMBED, lmq_env)
+
+
+def embed_args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["embed-corpus", str(corpus), "--model", EMBED, "--out", str(out),
+            "--chunk-tokens", "48", "--overlap", "8", "--job-tokens", "200", *extra]
+
+
+def test_corpus_to_parquet_with_duplicates_unicode_and_empty_file(
+        embed_worker, lmq_env, tmp_path):  # type: ignore[no-untyped-def]
+    corpus = make_corpus(tmp_path)
+    out = tmp_path / "corpus.parquet"
+    done = lmq(*embed_args(corpus, out), "--no-progress", env=lmq_env)
+    assert "duplicates skipped" in done.stdout and "failures: 0 chunks" in done.stdout
+    table = rows(out)
+    assert len({r["id"] for r in table}) == len(table) > 10
+    for row in table:
+        text = _source_text(Path(str(row["source"]).split("#L")[0]), str(row["source"]))
+        assert text[row["start"] : row["end"]] == row["text"]  # type: ignore[misc]
+        assert row["model"] == EMBED and len(row["vector"]) == 768  # type: ignore[arg-type]
+        assert 0 < row["tokens"] <= 48  # type: ignore[operator]
+    sources = {Path(str(r["source"]).split("#")[0]).name for r in table}
+    assert "empty.txt" not in sources and {"unicode.md", "long.rst", "page.html"} <= sources
+    assert [r["text"] for r in table if r["text"] == SHARED] == [SHARED]  # kept once
+    dups = [json.loads(line) for line in Path(f"{out}.duplicates.jsonl").read_text().splitlines()]
+    assert len(dups) == 2 and all(d["sha256"] == dups[0]["sha256"] for d in dups)
+    assert "skipped" in done.stderr and "--text-field" in done.stderr  # the jsonl record
+    assert not Path(f"{out}.lmq-state").exists()
+    html = [r["text"] for r in table if str(r["source"]).endswith("page.html")]
+    assert "alert" not in " ".join(html) and "Zebras cross" in " ".join(html)
+
+
+def _source_text(path: Path, source: str) -> str:
+    if "#L" in source:
+        number = int(source.rsplit("#L", 1)[1])
+        return json.loads(path.read_text().splitlines()[number - 1])["text"]
+    if path.suffix == ".html":
+        from producers.corpus._discover import SourceFile
+        from producers.corpus._reader import read_documents
+
+        (doc,) = read_documents(SourceFile(path, "html"))
+        return "".join(doc.blocks)  # type: ignore[union-attr]
+    return path.read_text(encoding="utf-8")
+
+
+def test_search_returns_the_chunk_sharing_the_query_words_first(
+        embed_worker, lmq_env, tmp_path):  # type: ignore[no-untyped-def]
+    corpus = make_corpus(tmp_path, long_paragraphs=10)
+    out = tmp_path / "c.parquet"
+    lmq(*embed_args(corpus, out), "--no-progress", env=lmq_env)
+    found = lmq("search", str(out), "zebras savanna river migration", "--model", EMBED,
+                "-k", "3", "--json", env=lmq_env)
+    hits = json.loads(found.stdout)
+    assert len(hits) == 3 and "Zebra" in hits[0]["text"]
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+    plain = lmq("search", str(out), "quantum lattice cryptography", "--model", EMBED, "-k", "1",
+                env=lmq_env)
+    assert "records.jsonl#L1" in plain.stdout and "Quantum" in plain.stdout
+
+
+def test_jsonl_output_and_unicode_offsets(embed_worker, lmq_env, tmp_path):  # type: ignore[no-untyped-def]
+    (tmp_path / "u.md").write_text(UNICODE_DOC, encoding="utf-8")
+    out = tmp_path / "u.jsonl"
+    lmq(*embed_args(tmp_path / "u.md", out), "--no-progress", env=lmq_env)
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert lines and all(UNICODE_DOC[r["start"] : r["end"]] == r["text"] for r in lines)
+    assert abs(np.linalg.norm(lines[0]["vector"]) - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+def test_interrupted_run_resumes_to_the_same_output(
+        embed_worker, lmq_env, tmp_path, sig):  # type: ignore[no-untyped-def]
+    corpus = make_corpus(tmp_path, long_paragraphs=150)
+    small_jobs = ("--job-tokens", "60", "--max-in-flight", "1")
+    whole = tmp_path / "whole.parquet"
+    lmq(*embed_args(corpus, whole, *small_jobs), "--no-progress", env=lmq_env)
+
+    out = tmp_path / "resumed.parquet"
+    parts = Path(f"{out}.lmq-state") / "parts"
+    run = lmq_popen(*embed_args(corpus, out, *small_jobs), "--no-progress", env=lmq_env)
+    wait_until(lambda: parts.exists() and len(list(parts.glob("*.arrow"))) >= 3, timeout=60,
+               message="three part files")
+    run.send_signal(sig)
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode != 0 and not out.exists()
+    if sig == signal.SIGINT:
+        assert run.returncode == 130 and "--resume" in stderr
+    finished_before = len(list(parts.glob("*.arrow")))
+
+    refused = lmq(*embed_args(corpus, out, *small_jobs), env=lmq_env, check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    done = lmq(*embed_args(corpus, out, *small_jobs), "--resume", "--no-progress",
+               env=lmq_env)
+    reused = int(done.stdout.split("embedded now, ")[1].split(" from")[0])
+    assert reused >= finished_before  # at least one chunk per part file written before
+    embedded_now = int(done.stdout.split("chunks: ")[1].split("(")[1].split(" embedded")[0])
+    assert embedded_now > 0  # only the unfinished rest was sent again
+    assert rows(out) == rows(whole)  # row by row, vectors included
