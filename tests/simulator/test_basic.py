@@ -122,3 +122,11 @@ def test_convenience_api_in_fresh_process(simulator: RunningSimulator) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=25, check=True).stdout.split()
     assert out == ["eosFound", "768", "2"]
+
+
+def test_image_upload_and_chat_with_image(client: lms.Client) -> None:
+    handle = client.prepare_image(b"\x89PNG\r\n\x1a\n" + b"0" * 100, name="x.png")
+    assert handle.identifier.startswith("sim-file-")
+    chat = lms.Chat()
+    chat.add_user_message("What is in this picture?", images=[handle])
+    assert client.llm.model(LLM_KEY).respond(chat).stats.stop_reason == "eosFound"
