@@ -70,10 +70,11 @@ class LMStudioLLMBase(LLM):  # type: ignore[misc]
             return
         values = openmanus_llm_values(config_name, llm_config)
         self.settings = settings or get_settings()
-        self.model = model or values.model or self.settings.model
-        if not self.model:
+        chosen = model or values.model or self.settings.model
+        if not chosen:
             raise ValueError("no model: pass model=..., set [llm] model in OpenManus' "
                              "config.toml, or set LMQ_MODEL")
+        self.model: str = chosen
         self.max_tokens = int(max_tokens or values.max_tokens)
         self.temperature = float(values.temperature if temperature is None else temperature)
         self.max_input_tokens = values.max_input_tokens

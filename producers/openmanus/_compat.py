@@ -16,6 +16,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+__all__ = ["LLM", "UPSTREAM_HEAD", "Message", "TokenLimitExceeded", "choice_value",
+           "format_messages"]
+
 try:
     import app.exceptions as _om_exceptions
     from app.llm import LLM
@@ -38,7 +41,7 @@ else:
     _TokenLimitExceededStandIn.__name__ = "TokenLimitExceeded"
     _TokenLimitExceededStandIn.__qualname__ = "TokenLimitExceeded"
     TokenLimitExceeded = _TokenLimitExceededStandIn
-    _om_exceptions.TokenLimitExceeded = TokenLimitExceeded  # type: ignore[attr-defined]
+    _om_exceptions.TokenLimitExceeded = TokenLimitExceeded
 
 _FORMAT_TAKES_IMAGES = "supports_images" in inspect.signature(LLM.format_messages).parameters
 UPSTREAM_HEAD = _FORMAT_TAKES_IMAGES  # a cheap, reliable marker of post-0.1.0 OpenManus

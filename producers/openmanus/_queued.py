@@ -51,8 +51,8 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
     async def asubmit(self, request: Request) -> str:
         """Enqueue the call as a chat job; returns the job id (a plain string)."""
         system, rest = split_system(request.messages)
-        config = PredictionConfig(temperature=min(request.temperature, 5.0),
-                                  max_tokens=request.max_tokens)
+        config = PredictionConfig.model_validate(
+            {"temperature": min(request.temperature, 5.0), "max_tokens": request.max_tokens})
         handle = await self.queue.achat(
             self.model, rest or [{"role": "user", "content": ""}], system_prompt=system,
             tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway)
