@@ -49,7 +49,8 @@ def test_parts_merge_in_the_given_order(tmp_path: Path) -> None:
     assert merge(paths, out, "parquet") == 5
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["id0", "id1", "id2", "id3", "id4"]
-    assert str(table.schema.field("vector").type) == "fixed_size_list<item: float>[3]"
+    vector_type = table.schema.field("vector").type
+    assert vector_type.list_size == 3 and str(vector_type.value_type) == "float"
     jsonl = tmp_path / "out.jsonl"
     merge(paths, jsonl, "jsonl")
     first_row = json.loads(jsonl.read_text().splitlines()[0])
