@@ -38,7 +38,10 @@ class Catalog:
 
     def __init__(self, config: SimConfig) -> None:
         self.models = dict(config.models)
-        root = config.server.models_dir or tempfile.mkdtemp(prefix="lmq-sim-models-")
+        # A temp dir we create is ours to delete (close(), or at interpreter exit).
+        self._tmp = None if config.server.models_dir else tempfile.TemporaryDirectory(
+            prefix="lmq-sim-models-")
+        root = config.server.models_dir or (self._tmp.name if self._tmp else "")
         self.models_dir = Path(root).resolve()
         self.paths = {key: self._write(key, m) for key, m in self.models.items()}
         self.instances: dict[str, Instance] = {}
@@ -49,6 +52,10 @@ class Catalog:
         if not path.exists():
             write_gguf(path, key, model)
         return str(path)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     # -- lookups -------------------------------------------------------------------
     def model_key_for(self, name: str) -> str | None:

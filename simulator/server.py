@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from http import HTTPStatus
 from typing import Any
@@ -55,6 +56,11 @@ class Simulator:
         await self.start(self.host, self.port)
         self.state.log.record(0, "", "event", {"type": "serverStarted"})
 
+    async def close(self) -> None:
+        """Stop and delete the GGUF files if they live in a temp dir we made."""
+        await self.stop()
+        self.state.catalog.close()
+
     @property
     def running(self) -> bool:
         return self._server is not None
@@ -88,7 +94,15 @@ async def run_forever(host: str, port: int, config: SimConfig | dict[str, Any] |
     await sim.start(host, port)
     print(f"SIMULATOR_READY {sim.host}:{sim.port} models_dir={sim.state.catalog.models_dir}",
           flush=True, file=sys.stdout)
-    await asyncio.Future()  # until cancelled (Ctrl-C / SIGTERM)
+    stop = asyncio.get_running_loop().create_future()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.cancel)
+    try:
+        await stop  # until Ctrl-C / SIGTERM
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await sim.close()
 
 
 def serve_forever(host: str, port: int, config_path: str | None) -> None:

@@ -52,7 +52,7 @@ class _ThreadRunner:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.stop()
+            self._call(self.simulator.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
