@@ -84,7 +84,7 @@ class FaultConfig(_Strict):
 
 class ServerConfig(_Strict):
     models_dir: str = Field(default="", description="Where GGUF files go; '' = a temp dir.")
-    log_max_entries: int = Field(default=200_000, description="Message log ring size.")
+    log_max_entries: int = Field(default=100_000, description="Message log ring size.")
     error_style: Literal["errorPacket", "channelError"] = Field(
         default="errorPacket", description="How predict failures (OOM, context) are sent."
     )

@@ -25,6 +25,7 @@ from simulator.state import SimState
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _conn_ids = itertools.count(1)
+_LOGGED_DIMS = 8
 VOID = object()  # rpc handlers return this for endpoints with no result
 
 RpcHandler = Callable[["Connection", Any], Awaitable[Any]]
@@ -73,6 +74,13 @@ class Channel:
         self.cancelled.set()
 
 
+def _compact(reply: dict[str, Any]) -> dict[str, Any]:
+    """Log only a vector's head: full embeddings would make the log huge."""
+    vector = reply["result"]["embedding"]
+    head = {"embedding": vector[:_LOGGED_DIMS], "embeddingDims": len(vector)}
+    return {**reply, "result": head}
+
+
 class Connection:
     def __init__(self, state: SimState, ws: ServerConnection, ns: str,
                  rpcs: dict[str, RpcHandler], channels: dict[str, ChannelHandler]) -> None:
@@ -85,8 +93,8 @@ class Connection:
         self._channels: dict[int, Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        self.state.log.record(self.id, self.ns, "out", msg)
+    async def send(self, msg: dict[str, Any], log_msg: dict[str, Any] | None = None) -> None:
+        self.state.log.record(self.id, self.ns, "out", msg if log_msg is None else log_msg)
         await self.ws.send(_encode(msg), text=True)
 
     def abort(self) -> None:
@@ -100,7 +108,15 @@ class Connection:
             self.state.log.record(self.id, self.ns, "in", auth)
             await self.send({"success": True})
             async for raw in self.ws:
-                self._dispatch(_decode(raw))
+                try:
+                    msg = _decode(raw)
+                    if not isinstance(msg, dict):
+                        raise msgspec.DecodeError("not an object")
+                except msgspec.DecodeError:
+                    await self.send({"type": "communicationWarning",
+                                     "warning": "Received a frame that is not a JSON object"})
+                    continue
+                self._dispatch(msg)
         except ConnectionClosed:
             pass
         finally:
@@ -147,7 +163,7 @@ class Connection:
         reply: dict[str, Any] = {"type": "rpcResult", "callId": call_id}
         if result is not VOID:
             reply["result"] = result
-        await self.send(reply)
+        await self.send(reply, _compact(reply) if endpoint == "embedString" else None)
 
     async def _channel(self, msg: dict[str, Any]) -> None:
         endpoint = msg.get("endpoint", "")

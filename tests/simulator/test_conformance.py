@@ -129,3 +129,5 @@ def test_raw_websocket_frames_are_text_json(simulator: RunningSimulator) -> None
         reply = json.loads(frame)
         assert reply["type"] == "rpcResult" and reply["callId"] == 1
         msgspec.convert(reply["result"], sdk.LlmRpcListLoadedReturns)
+        ws.send("not json")
+        assert json.loads(ws.recv())["type"] == "communicationWarning"
