@@ -109,9 +109,9 @@ def connect_with_backoff(settings: Settings) -> Session:
         except LMStudioUnavailableError as exc:
             if down_since is None:
                 down_since = time.monotonic()
-                log.error("LM Studio is not reachable at %s (%s); retrying every <= %.0fs, "
-                          "no jobs are taken meanwhile", settings.lmstudio_host, exc,
-                          settings.connect_backoff_max_s)
+                log.error("LM Studio is not reachable at %s: waiting for it, retrying with "
+                          "backoff up to %.1fs and taking no jobs meanwhile (cause: %s)",
+                          settings.lmstudio_host, settings.connect_backoff_max_s, exc)
             _sleep_unless_shutdown(delay_s)
             delay_s = min(delay_s * 2, settings.connect_backoff_max_s)
             continue
