@@ -6,9 +6,8 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from simulator.engine import ENGINE_NAMES
 from simulator.server import serve_forever
-
-ENGINES = ("deterministic",)  # issue 10 adds "real"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -17,16 +16,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1234, help="0 picks a free port.")
     parser.add_argument("--config", default=None, help="TOML (or .json) config file.")
-    parser.add_argument("--engine", default="deterministic", choices=ENGINES)
+    parser.add_argument("--engine", default="deterministic", choices=ENGINE_NAMES)
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
-def run(host: str, port: int, config_path: str | None) -> None:
-    serve_forever(host, port, config_path)
+def run(host: str, port: int, config_path: str | None,
+        engine: str = "deterministic") -> None:
+    serve_forever(host, port, config_path, engine)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    run(args.host, args.port, args.config)
+    run(args.host, args.port, args.config, args.engine)

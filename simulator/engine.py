@@ -60,6 +60,16 @@ class Engine(Protocol):
     def embed(self, model: ModelConfig, text: str) -> list[float]: ...
 
 
+ENGINE_NAMES = ("deterministic",)  # issue 10 adds "real"
+
+
+def make_engine(name: str, timing: TimingConfig) -> Engine | None:
+    """The engine for `--engine NAME`; None means the state's default deterministic one."""
+    if name == "deterministic":
+        return None
+    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
+
+
 def message_text(message: dict[str, Any]) -> str:
     parts = message.get("content", [])
     if isinstance(parts, str):

@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 from simulator import admin_http, loading, predict
 from simulator.config import SimConfig, load_config
 from simulator.connection import ChannelHandler, Connection
-from simulator.engine import Engine
+from simulator.engine import Engine, make_engine
 from simulator.gpu import SlotPool
 from simulator.rpc import NAMESPACE_RPCS
 from simulator.state import SimState
@@ -105,7 +105,9 @@ async def run_forever(host: str, port: int, config: SimConfig | dict[str, Any] |
         await sim.close()
 
 
-def serve_forever(host: str, port: int, config_path: str | None) -> None:
-    """Run a simulator until interrupted (what `lmq sim` calls)."""
+def serve_forever(host: str, port: int, config_path: str | None,
+                  engine: str = "deterministic") -> None:
+    """Run a simulator until interrupted or SIGTERM (what `lmq sim` calls)."""
+    config = load_config(config_path)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_forever(host, port, config_path))
+        asyncio.run(run_forever(host, port, config, make_engine(engine, config.timing)))
