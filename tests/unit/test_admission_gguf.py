@@ -137,3 +137,22 @@ def test_empty_file(tmp_path: Path) -> None:
     path.write_bytes(b"")
     with pytest.raises(GgufFormatError):
         read_kv_shape(path)
+
+
+def test_hyperparameters_after_the_tokenizer_are_still_found(tmp_path: Path) -> None:
+    writer = gguf.GGUFWriter(str(tmp_path / "late.gguf"), "llama")
+    writer.add_token_list([f"t{i}" for i in range(5000)])
+    writer.add_block_count(2)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(2)
+    writer.add_embedding_length(256)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    assert read_kv_shape(tmp_path / "late.gguf").kv_bytes_per_token() == 2 * 2 * 64 * 2 * 2
+
+
+def test_kv_shape_reading_stops_at_the_tokenizer(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "v.gguf", vocab=5000)
+    assert "tokenizer.ggml.tokens" in read_metadata(path)
+    assert "tokenizer.ggml.tokens" not in read_metadata(path, stop_at_tokenizer=True)
