@@ -18,6 +18,7 @@ __all__ = [
     "CallRecord",
     "LMStudioProvider",
     "QueuedLMStudioProvider",
+    "TokenLimitError",
     "TokenLimitExceeded",
     "collect_step",
     "config_snippet",
@@ -35,6 +36,7 @@ _LAZY = {
     "finish_step": "producers.openmanus._step",
     "step_ready": "producers.openmanus._step",
     "submit_step": "producers.openmanus._step",
+    "TokenLimitError": "producers.openmanus._base",
     "TokenLimitExceeded": "producers.openmanus._compat",
     "use_lmstudio": "producers.openmanus._setup",
 }

@@ -2,9 +2,9 @@
 
 A provider subclasses OpenManus' `app.llm.LLM` (agents' pydantic field is typed `LLM`) but
 never runs `LLM.__init__` (no OpenAI client, no tiktoken download) and has no tenacity
-retries: an error reaches the agent at once, and a context overflow is raised so that its
-`__cause__` is a `TokenLimitExceeded`, which upstream's `ToolCallAgent.think` handles by
-finishing the run gracefully.
+retries: an error reaches the agent at once, and a context overflow is raised as a
+`TokenLimitError` whose `__cause__` is a `TokenLimitExceeded`, which upstream's
+`ToolCallAgent.think` handles by finishing the run gracefully.
 """
 
 from __future__ import annotations
@@ -22,10 +22,20 @@ from producers.openmanus._compat import LLM, TokenLimitExceeded, choice_value, f
 from producers.openmanus._config import openmanus_llm_values
 from producers.openmanus._messages import Reply, completion_message, text_of
 from workers.contract import PredictionStats
-from workers.error import ContextOverflowError
+from workers.error import ContextOverflowError, LmqError
 from workers.settings import Settings, get_settings
 
 DEFAULT_ASK_TIMEOUT_S = 600.0  # openai's read timeout, what stock `ask` effectively had
+
+
+class TokenLimitError(LmqError):
+    """The agent's prompt no longer fits: the model's context or OpenManus' input budget.
+
+    Its `__cause__` is OpenManus' `TokenLimitExceeded` (whose own cause is the original
+    ContextOverflowError, if any). Deliberately not a ValueError: upstream's
+    `ToolCallAgent.think` re-raises ValueErrors but ends the run gracefully on an error
+    caused by TokenLimitExceeded.
+    """
 
 
 @dataclass(frozen=True)
@@ -201,7 +211,7 @@ class LMStudioLLMBase(LLM):  # type: ignore[misc]
         try:
             reply = await self._predict(request)
         except ContextOverflowError as exc:
-            raise ContextOverflowError(str(exc)) from _token_limit(str(exc), exc)
+            raise TokenLimitError(str(exc)) from _token_limit(str(exc), exc)
         self._record(reply)
         return reply
 
@@ -214,7 +224,7 @@ class LMStudioLLMBase(LLM):  # type: ignore[misc]
         needed += sum(self.count_tokens(json.dumps(tool)) for tool in tools or [])
         if not self.check_token_limit(needed):
             message = self.get_limit_error_message(needed)
-            raise ContextOverflowError(message) from _token_limit(message, None)
+            raise TokenLimitError(message) from _token_limit(message, None)
 
     def _record(self, reply: Reply) -> None:
         stats = reply.stats

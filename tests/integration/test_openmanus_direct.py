@@ -19,7 +19,7 @@ except Exception as exc:  # noqa: BLE001
 
 from app.llm import LLM  # noqa: E402
 
-from producers.openmanus import TokenLimitExceeded, use_lmstudio  # noqa: E402
+from producers.openmanus import TokenLimitError, TokenLimitExceeded, use_lmstudio  # noqa: E402
 from producers.openmanus.example_agent import echo_agent, echo_tool  # noqa: E402
 from workers.error import (  # noqa: E402
     ContextOverflowError,
@@ -107,10 +107,11 @@ def test_context_overflow_is_a_token_limit_and_not_retried(simulator) -> None:
     agent = echo_agent()
     huge = "word " * 5000  # the simulator's default context is 4096 tokens
 
-    with pytest.raises(ContextOverflowError) as info:
+    with pytest.raises(TokenLimitError) as info:
         asyncio.run(agent.run(huge))
 
     assert isinstance(info.value.__cause__, TokenLimitExceeded)
+    assert isinstance(info.value.__cause__.__cause__, ContextOverflowError)
     assert len(predict_channels(simulator)) == 1  # one attempt, no retry storm
     assert provider.stats_log == type(provider.stats_log)()  # nothing recorded
 

@@ -24,6 +24,7 @@ from app.llm import LLM  # noqa: E402
 from app.schema import Memory  # noqa: E402
 
 from producers.openmanus import (  # noqa: E402
+    TokenLimitError,
     TokenLimitExceeded,
     collect_step,
     finish_step,
@@ -137,9 +138,10 @@ def test_per_call_timeout_revokes_the_job(pool, simulator) -> None:
 
 def test_context_overflow_is_a_token_limit(pool) -> None:
     use_lmstudio(MODEL, queued=True, settings=pool)
-    with pytest.raises(ContextOverflowError) as info:
+    with pytest.raises(TokenLimitError) as info:
         asyncio.run(echo_agent().run("word " * 5000))
     assert isinstance(info.value.__cause__, TokenLimitExceeded)
+    assert isinstance(info.value.__cause__.__cause__, ContextOverflowError)
 
 
 def test_model_not_served_is_a_clear_error(redis_url, simulator) -> None:

@@ -18,7 +18,7 @@ except Exception as exc:  # noqa: BLE001
 from app.llm import LLM  # noqa: E402
 from app.schema import Message  # noqa: E402
 
-from producers.openmanus import TokenLimitExceeded, use_lmstudio  # noqa: E402
+from producers.openmanus import TokenLimitError, TokenLimitExceeded, use_lmstudio  # noqa: E402
 from producers.openmanus._base import LMStudioLLMBase, Request  # noqa: E402
 from producers.openmanus._messages import Reply, openai_tool_call  # noqa: E402
 from producers.openmanus._queued import QueuedLMStudioProvider, reply_of  # noqa: E402
@@ -93,16 +93,18 @@ def test_real_agent_runs_on_scripted_replies(fake: FakeProvider) -> None:
 
 def test_context_overflow_has_token_limit_exceeded_as_cause(fake: FakeProvider) -> None:
     fake.replies = [ContextOverflowError("n_keep: 5000 >= n_ctx: 4096")]
-    with pytest.raises(ContextOverflowError) as info:
+    with pytest.raises(TokenLimitError) as info:
         asyncio.run(fake.ask_tool([Message.user_message("x")], tools=[]))
+    assert not isinstance(info.value, ValueError)  # upstream's think() re-raises ValueErrors
     assert isinstance(info.value.__cause__, TokenLimitExceeded)
+    assert isinstance(info.value.__cause__.__cause__, ContextOverflowError)
     assert "n_ctx" in str(info.value.__cause__)
     assert not fake.replies and len(fake.requests) == 1  # tried once
 
 
 def test_upstream_budget_max_input_tokens(fake: FakeProvider) -> None:
     fake.max_input_tokens = 5
-    with pytest.raises(ContextOverflowError) as info:
+    with pytest.raises(TokenLimitError) as info:
         asyncio.run(fake.ask([{"role": "user", "content": "one two three four"}]))
     assert isinstance(info.value.__cause__, TokenLimitExceeded)
     assert fake.requests == []  # refused before any request
