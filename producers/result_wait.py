@@ -26,7 +26,7 @@ def result_key(app: Celery, job_id: str) -> str:
     return key.decode() if isinstance(key, bytes) else str(key)
 
 
-def decode_meta(app: Celery, raw: bytes | None) -> dict[str, Any] | None:
+def decode_meta(app: Celery, raw: bytes | str | None) -> dict[str, Any] | None:
     """Celery's own decoding (JSON, exceptions rebuilt from cls(*args))."""
     return None if raw is None else app.backend.decode_result(raw)
 
