@@ -89,7 +89,7 @@ def queue_cancels(app: Celery, admin: Any, total: int, batch: int) -> tuple[list
             ids[prompt] = app.send_task(TASK_CHAT, args=[job.model_dump(mode="json")],
                                         queue=queue_name(CHAT)).id
 
-        def generating() -> bool:
+        def generating(prompts: list[str] = prompts) -> bool:
             finder.refresh()
             stats = finder.stats()
             return all(p in finder.keys and stats.get(finder.keys[p], {}).get("fragments", 0)
@@ -100,8 +100,8 @@ def queue_cancels(app: Celery, admin: Any, total: int, batch: int) -> tuple[list
         for prompt in prompts:
             revoked_at[prompt] = time.time()
             app.control.revoke(ids[prompt])
-        wait(lambda: all(finder.stats()[finder.keys[p]]["closed_t"] for p in prompts), 60,
-             "channels closed")
+        wait(lambda ps=prompts: all(finder.stats()[finder.keys[p]]["closed_t"] for p in ps),
+             60, "channels closed")
         stats = finder.stats()
         for prompt in prompts:
             channel = stats[finder.keys[prompt]]
