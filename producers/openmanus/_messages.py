@@ -122,6 +122,29 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def job_safe_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages a chat job accepts: tool-call arguments as JSON objects (a model's garbled
+    arguments would make the whole job invalid), and no images (jobs carry text only)."""
+    safe = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") != "text"
+                                             for p in content):
+            raise ValueError("images cannot go through the job queue (jobs carry text only): "
+                             "use LMStudioProvider for ask_with_images")
+        calls = message.get("tool_calls")
+        if calls:
+            message = {**message, "tool_calls": [_job_safe_call(c) for c in calls]}
+        safe.append(message)
+    return safe
+
+
+def _job_safe_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = dict(call.get("function") or {})
+    function["arguments"] = json.dumps(_arguments(function.get("arguments")))
+    return {**call, "type": "function", "function": function}
+
+
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 

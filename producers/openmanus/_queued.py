@@ -15,7 +15,12 @@ from typing import Any
 from openai.types.chat import ChatCompletionMessage
 
 from producers.openmanus._base import LMStudioLLMBase, Request
-from producers.openmanus._messages import Reply, completion_message, split_system
+from producers.openmanus._messages import (
+    Reply,
+    completion_message,
+    job_safe_messages,
+    split_system,
+)
 from workers.contract import ChatResult, PredictionConfig
 from workers.error import JobTimeoutError
 
@@ -50,11 +55,11 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
 
     async def asubmit(self, request: Request) -> str:
         """Enqueue the call as a chat job; returns the job id (a plain string)."""
-        system, rest = split_system(request.messages)
+        system, rest = split_system(job_safe_messages(request.messages))
         config = PredictionConfig.model_validate(
             {"temperature": min(request.temperature, 5.0), "max_tokens": request.max_tokens})
         handle = await self.queue.achat(
-            self.model, rest or [{"role": "user", "content": ""}], system_prompt=system,
+            self.model, rest or [{"role": "user", "content": "Continue."}], system_prompt=system,
             tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway)
         return str(handle.id)
 

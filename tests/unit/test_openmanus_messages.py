@@ -131,3 +131,18 @@ def test_llm_values_follow_openmanus_sections() -> None:
     manus = openmanus_llm_values("manus", table)
     assert (manus.model, manus.max_tokens, manus.temperature) == ("big", 4096, 1.0)
     assert openmanus_llm_values("other", table).max_tokens == 100
+
+
+def test_job_safe_messages() -> None:
+    from producers.openmanus._messages import job_safe_messages
+
+    bad = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}
+    safe = job_safe_messages([{"role": "user", "content": "x"}, bad])
+    call = safe[1]["tool_calls"][0]
+    assert call["type"] == "function"
+    assert json.loads(call["function"]["arguments"]) == {"_raw_arguments": "{oops"}
+    assert bad["tool_calls"][0]["function"]["arguments"] == "{oops"  # input untouched
+    with pytest.raises(ValueError, match="images"):
+        job_safe_messages([{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:,"}}]}])
