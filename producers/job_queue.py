@@ -18,8 +18,10 @@ from producers.job_building import check_limits, coerce_job, make_config, make_j
 from producers.job_handle import JobHandle
 from producers.outcome import payload_of
 from producers.publisher import Publisher
+from producers.redis_server import redis_answers
 from producers.result_wait import decode_meta, result_key
 from producers.served_models import ServedModels
+from producers.settings_view import mask_url
 from workers.contract import Job, PredictionConfig, queue_name
 from workers.error import InvalidJobError, ModelNotServedError
 from workers.settings import Settings, get_settings
@@ -35,8 +37,17 @@ class JobQueue:
         self.app = producer_app(self.settings)
         self.backend_client = redis.Redis.from_url(self.settings.backend_url)
         self.store_client = redis.Redis.from_url(self.settings.store_url)
-        self._served = ServedModels(self.app)
+        self._served = ServedModels(self.app, broker_check=self._broker_answers)
         self._publisher: Publisher | None = None
+        self._broker_seen = False
+
+    def _broker_answers(self) -> None:
+        """Fail in a second, not after kombu's connection retries, when Redis is down."""
+        if self._broker_seen or not self.settings.broker_url.startswith(("redis://", "rediss://")):
+            return
+        if not redis_answers(self.settings.broker_url, timeout_s=2.0):
+            raise redis.ConnectionError(f"no answer from {mask_url(self.settings.broker_url)}")
+        self._broker_seen = True
 
     # --- submitting ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
@@ -25,8 +26,10 @@ def models_from_queues(
 class ServedModels:
     """A short-lived cache of model -> live workers; inspecting costs one reply timeout."""
 
-    def __init__(self, app: Celery, *, ttl_s: float = 5.0, reply_timeout_s: float = 1.0) -> None:
+    def __init__(self, app: Celery, *, ttl_s: float = 5.0, reply_timeout_s: float = 1.0,
+                 broker_check: Callable[[], None] | None = None) -> None:
         self.app = app
+        self.broker_check = broker_check
         self.ttl_s = ttl_s
         self.reply_timeout_s = reply_timeout_s
         self._served: dict[str, list[str]] = {}
@@ -34,6 +37,8 @@ class ServedModels:
 
     def get(self, *, refresh: bool = False) -> dict[str, list[str]]:
         if refresh or time.monotonic() - self._fetched_at > self.ttl_s:
+            if self.broker_check is not None:
+                self.broker_check()
             inspector = self.app.control.inspect(timeout=self.reply_timeout_s)
             self._served = models_from_queues(inspector.active_queues())
             self._fetched_at = time.monotonic()

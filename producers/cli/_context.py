@@ -57,7 +57,7 @@ def one_line_error(exc: BaseException) -> str | None:
         return f"invalid setting {where}: {first['msg']}"
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OperationalError):
         url = mask_url(cli_settings().broker_url)
-        return f"cannot reach Redis at {url} ({exc}); is it running? (LMQ_BROKER_URL)"
+        return f"cannot reach Redis at {url}: {exc} (is it running? see LMQ_BROKER_URL)"
     return None
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 import click
+import redis
 
 from producers.celery_app import producer_app
 from producers.cli import main
@@ -22,6 +23,8 @@ REPLY_TIMEOUT_S = 1.0
 
 def live_workers(settings: Settings) -> dict[str, dict[str, Any]]:
     """worker -> {"models": [...], "active": [job ids]} from control inspect."""
+    if not redis_answers(settings.broker_url, timeout_s=2.0):
+        raise redis.ConnectionError(f"no answer from {mask_url(settings.broker_url)}")
     app = producer_app(settings)
     try:
         inspector = app.control.inspect(timeout=REPLY_TIMEOUT_S)
