@@ -81,6 +81,7 @@ def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
         _exit("LMQ_MODEL is not set: set it to the model key this worker serves "
               "(see `lmq models`), e.g. LMQ_MODEL=llama-3.2-1b-instruct")
     Session.set_timeout(settings.sdk_timeout_s)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per websocket otherwise
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
     gate = build_gate(settings, _facts(settings, model))

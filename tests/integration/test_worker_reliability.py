@@ -18,7 +18,7 @@ from tests.integration.test_worker_support import (
 from tests.support.services import ping_worker
 from tests.support.wait import wait_until
 from workers.contract import ChatJob, ChatResult, CompletionJob
-from workers.error import ContextOverflowError, InvalidJobError
+from workers.error import ContextOverflowError, InvalidJobError, LMStudioUnavailableError
 from workers.lifecycle import EXIT_CONFIG
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -68,6 +68,21 @@ def test_dropped_connection_mid_job_reconnects_and_completes(
     assert again.get(timeout=30)["stats"]["predicted_tokens_count"] == 5
 
 
+def test_retries_are_bounded_then_the_job_fails_unavailable(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    env = {**lmq_env, "LMQ_JOB_MAX_RETRIES": "1", "LMQ_JOB_RETRY_BACKOFF_S": "0.1"}
+    worker_factory(LLM, env)
+    simulator.admin.set_faults(drop_after_fragments=2, reply_tokens=30)  # drops every time
+    app = client_app(redis_url)
+    handle = send(app, ChatJob(model=LLM, messages="doomed"))
+    wait_until(lambda: AsyncResult(handle.id, app=app).state == "FAILURE", timeout=60,
+               message="FAILURE")
+    exc = AsyncResult(handle.id, app=app).result
+    assert isinstance(exc, LMStudioUnavailableError) and "after 1 retries" in str(exc)
+    assert len(predict_channels(simulator)) == 2  # the first try and one retry
+    assert fragment_entries(redis_url, handle.id)[-1] == {"end": "FAILURE"}
+
+
 def test_lm_studio_down_at_start_worker_waits_then_serves(
         worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
     simulator.stop()
@@ -90,6 +105,13 @@ def test_sigterm_stops_a_worker_waiting_for_lm_studio(worker_factory, lmq_env, s
     wait_until(lambda: "LM Studio is not reachable" in worker.log_tail(200), timeout=60,
                message="the unreachable line")
     assert worker.stop(timeout_s=20) == 0
+
+
+def test_worker_without_model_exits_with_a_clear_message(worker_factory, lmq_env):  # type: ignore[no-untyped-def]
+    worker = worker_factory("", lmq_env, wait_ready=False)
+    wait_until(lambda: not worker.is_running(), timeout=60, message="worker exit")
+    assert worker.process is not None and worker.process.returncode == EXIT_CONFIG
+    assert "LMQ_MODEL is not set" in worker.log_tail(100)
 
 
 def test_model_not_downloaded_exits_naming_available_models(worker_factory, lmq_env):  # type: ignore[no-untyped-def]
