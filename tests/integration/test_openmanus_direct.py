@@ -23,6 +23,7 @@ from producers.openmanus import TokenLimitError, TokenLimitExceeded, use_lmstudi
 from producers.openmanus.example_agent import echo_agent, echo_tool  # noqa: E402
 from workers.error import (  # noqa: E402
     ContextOverflowError,
+    JobTimeoutError,
     LMStudioUnavailableError,
     ModelNotAvailableError,
 )
@@ -168,3 +169,12 @@ def test_event_loop_keeps_running_during_a_prediction(simulator) -> None:
         return ticks
 
     assert asyncio.run(tick_while_asking()) >= 10  # ~0.4 s of prediction, loop not blocked
+
+
+def test_per_call_timeout_cancels_the_prediction(simulator) -> None:
+    simulator.admin.set_timing(decode_tokens_per_s=10, reply_min_tokens=500,
+                               reply_max_tokens=500)
+    provider = provider_for(simulator, timeout_s=0.5)
+    with pytest.raises(JobTimeoutError, match="did not answer within 0.5s"):
+        asyncio.run(provider.ask([{"role": "user", "content": "Hi"}], stream=False))
+    assert len(simulator.admin.log(type="channelSend:cancel")) == 1
