@@ -98,7 +98,7 @@ def stats_dict(stats: Any) -> dict[str, Any]:
     """LlmPredictionStats as PredictionStats fields (snake_case, units in names)."""
     out: dict[str, Any] = {}
     for key, value in stats.to_dict().items():
-        name = _snake(key).replace("_sec", "_s")
+        name = re.sub(r"_sec$", "_s", _snake(key))
         if name in _STAT_FIELDS and value is not None:
             out[name] = value
     return out
