@@ -155,8 +155,8 @@ def _find_model(session: Session, key: str) -> DownloadedModel:
 
 def _facts(settings: Settings, model: DownloadedModel) -> ModelFacts:
     offload = settings.gpu_offload
-    ratio = {"max": 1.0, "off": 0.0}.get(offload, offload) if isinstance(offload, str) \
-        else offload
+    ratio: float | None = ({"max": 1.0, "off": 0.0}[offload] if isinstance(offload, str)
+                           else offload)
     return ModelFacts(model_key=model.key, size_bytes=model.size_bytes, path=model.path,
                       architecture=model.architecture,
                       context_length=settings.context_length or model.max_context_length,

@@ -57,7 +57,8 @@ def next_attempt(client: redis.Redis | None, job_id: str, ttl_s: int) -> int:
 def take_stored(job_id: str) -> dict[str, Any] | None:
     """The stored SUCCESS result of `job_id` found when this run started, if any."""
     with _lock:
-        return _stored.pop(job_id, None)
+        stored: dict[str, Any] | None = _stored.pop(job_id, None)
+    return stored
 
 
 def _remember_success(task_id: str | None = None, task: Any = None, **_: Any) -> None:

@@ -175,7 +175,7 @@ class Session:
     def chat(self, history: dict[str, Any]) -> Any:
         """Validate a chat-history dict with the SDK (bad history -> InvalidJobError)."""
         try:
-            return lms.Chat.from_history(history)
+            return lms.Chat.from_history(history)  # type: ignore[arg-type]
         except (lms.LMStudioError, ValueError, TypeError) as exc:
             raise InvalidJobError(f"chat history rejected: {_one_line(exc)}") from None
 
