@@ -1,6 +1,7 @@
 #!/bin/sh
 # Container health check.
 #   lmq-healthcheck [worker]   the worker answers a Celery ping addressed to its node name
+#                              within HEALTHCHECK_TIMEOUT_S (default 10) seconds
 #   lmq-healthcheck flower     Flower answers GET /healthcheck (no auth needed for that path)
 set -eu
 # shellcheck source=SCRIPTDIR/node-name.sh
@@ -8,7 +9,8 @@ set -eu
 
 case "${1:-worker}" in
     worker)
-        exec celery -A workers inspect ping --destination "$(lmq_node_name)" --timeout 10
+        exec celery -A workers inspect ping --destination "$(lmq_node_name)" \
+            --timeout "${HEALTHCHECK_TIMEOUT_S:-10}"
         ;;
     flower)
         exec python -c 'import sys, urllib.request
