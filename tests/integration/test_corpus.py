@@ -123,3 +123,29 @@ def test_interrupted_run_resumes_to_the_same_output(
     embedded_now = int(done.stdout.split("chunks: ")[1].split("(")[1].split(" embedded")[0])
     assert embedded_now > 0  # only the unfinished rest was sent again
     assert rows(out) == rows(whole)  # row by row, vectors included
+
+
+def test_a_worker_killed_during_the_run_loses_no_chunk(
+        worker_factory, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
+    simulator.admin.set_timing(embedding_latency_s=0.05, embedding_parallel=2)
+    doomed = worker_factory(EMBED, lmq_env)
+    worker_factory(EMBED, lmq_env)
+    corpus = make_corpus(tmp_path, long_paragraphs=120)
+    out = tmp_path / "c.parquet"
+    parts = Path(f"{out}.lmq-state") / "parts"
+    run = lmq_popen(*embed_args(corpus, out, "--job-tokens", "100", "--max-in-flight", "4",
+                                "--job-timeout", "4"), "--no-progress", env=lmq_env)
+    wait_until(lambda: parts.exists() and len(list(parts.glob("*.arrow"))) >= 2, timeout=60,
+               message="two part files")
+    doomed.kill()
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert "failures: 0 chunks" in stdout
+    retries = int(stdout.split("failures: 0 chunks, ")[1].split(" job retries")[0])
+    assert retries >= 1  # the dead worker's jobs were sent again
+    table = rows(out)
+    planned = int(stdout.split("chunks: ")[1].split(" ")[0])
+    duplicates = int(stdout.split("from an earlier run, ")[1].split(" duplicates")[0])
+    assert len(table) == planned - duplicates
+    assert len({r["id"] for r in table}) == len(table)
+    assert all(len(r["vector"]) == 768 for r in table)  # type: ignore[arg-type]
