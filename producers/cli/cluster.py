@@ -48,10 +48,15 @@ def _lmstudio_models_or_fail(settings: Settings) -> list[HostModel]:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(as_json: bool) -> None:
+@click.option("--openmanus", "openmanus_model", metavar="MODEL", default=None,
+              help="Print the OpenManus config.toml [llm] section for MODEL instead.")
+def models(as_json: bool, openmanus_model: str | None) -> None:
     """Models downloaded and loaded on the LM Studio host, and which workers serve them."""
     settings = cli_settings()
     found = _lmstudio_models_or_fail(settings)
+    if openmanus_model is not None:
+        _print_openmanus_config(openmanus_model, found, settings)
+        return
     served: dict[str, list[str]] = {}
     if redis_answers(settings.broker_url):
         app = producer_app(settings)
@@ -67,6 +72,18 @@ def models(as_json: bool) -> None:
     for model in found:
         workers = ", ".join(served.get(model.key, [])) or "-"
         click.echo(f"{model.key:45} {model.type:10} {'yes' if model.loaded else 'no':7} {workers}")
+    click.echo("\nOpenManus: `lmq models --openmanus MODEL` prints its config.toml [llm] section.")
+
+
+def _print_openmanus_config(model: str, found: list[HostModel], settings: Settings) -> None:
+    from producers.openmanus import config_snippet  # imports no OpenManus code
+
+    chat_models = [m.key for m in found if m.type == "llm"]
+    if model not in chat_models:
+        raise click.ClickException(
+            f"{model!r} is not a chat model on {settings.lmstudio_host}; "
+            f"chat models there: {', '.join(chat_models) or 'none'}")
+    click.echo(config_snippet(model, host=settings.lmstudio_host), nl=False)
 
 
 @main.command()

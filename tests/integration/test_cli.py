@@ -106,6 +106,13 @@ def test_models_workers_doctor(pool: LocalPool) -> None:
     assert doctor.count("ok  ") == 3 and "FAIL" not in doctor
 
 
+def test_models_prints_the_openmanus_config_for_a_chat_model(pool: LocalPool) -> None:
+    snippet = ok(pool.env, "models", "--openmanus", CHAT)
+    assert f'model = "{CHAT}"' in snippet and snippet.startswith("[llm]")
+    wrong = lmq(pool.env, "models", "--openmanus", EMBED)
+    assert wrong.returncode != 0 and "not a chat model" in wrong.stderr and CHAT in wrong.stderr
+
+
 def test_doctor_fails_when_lmstudio_is_down(pool: LocalPool) -> None:
     env = {**pool.env, "LMQ_LMSTUDIO_HOST": f"127.0.0.1:{free_port()}"}
     done = lmq(env, "doctor")
