@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from celery.result import AsyncResult
@@ -41,6 +43,12 @@ def test_worker_killed_mid_job_is_redelivered_and_completes_once(
                timeout=30, message="job generating on the first worker")
     first.kill()
     assert unacked(redis_url) == 1  # the job is not lost: still unacknowledged
+    # Redelivery: a starting worker restores unacked messages older than the visibility
+    # timeout (kombu's restore_visible at poll init; later sweeps run only every ~100 s).
+    delivered_at = min(score for _, score in redis.Redis.from_url(redis_url).zrange(
+        "unacked_index", 0, -1, withscores=True))
+    wait_until(lambda: time.time() - delivered_at > 3.2, timeout=10,
+               message="message older than the visibility timeout")
     second = worker_factory(LLM, env)
     result = ChatResult.model_validate(handle.get(timeout=90))
     assert result.worker == second.hostname and result.attempt == 2
@@ -165,3 +173,11 @@ def test_redelivered_finished_job_returns_stored_result(worker_factory, lmq_env,
     wait_until(lambda: AsyncResult(again.id, app=app).result == first.model_dump(mode="json"),
                timeout=30, message="stored result kept")
     assert len(predict_channels(simulator)) == 1
+
+
+def test_shutdown_closes_the_client_and_unloads_when_asked(worker_factory, lmq_env, simulator):  # type: ignore[no-untyped-def]
+    worker = worker_factory(LLM, {**lmq_env, "LMQ_UNLOAD_ON_SHUTDOWN": "true"})
+    assert worker.stop(timeout_s=30) == 0
+    assert [c["msg"]["parameter"] for c in rpc_calls(simulator, "unloadModel")] == [
+        {"identifier": LLM}]
+    assert "closed the LM Studio session" in worker.log_tail(50)
