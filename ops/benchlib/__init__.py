@@ -1,0 +1,1 @@
+"""Helpers of `ops/bench` (the one-command benchmark report): stack, memory, figures."""

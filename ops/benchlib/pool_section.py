@@ -1,0 +1,48 @@
+"""Pool vs direct SDK calls and vs the naive Celery app; enqueue rate; queue overhead;
+worker memory. Reuses `ops/bench_pool.py` and `ops/bench_naive.py`."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from ops import bench_naive, bench_pool
+from ops.benchlib.figure import Figure
+from ops.benchlib.memory import peak_kib
+from ops.benchlib.stack import CHAT, stack
+from producers.local_pool import local_pool
+
+
+def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any) -> list[Figure]:
+    texts = bench_pool.prompts(jobs)
+    slots = {"parallel_slots": concurrency}
+    env = {"LMQ_CONCURRENCY": str(concurrency), "LMQ_SLOTS": str(concurrency)}
+    with stack(slots) as parts:
+        say(f"pool vs direct SDK vs naive Celery: {jobs} chat jobs, concurrency {concurrency}")
+        direct = bench_pool.direct_sdk(parts.host, texts, concurrency)
+        with local_pool(parts.redis_url, parts.host, [CHAT], extra_env=env) as pool:
+            pooled, _ = bench_pool.through_pool(pool.queue, texts)
+            bulk, loop = bench_pool.enqueue_rates(pool.queue, enqueue_jobs)
+            waits = bench_pool.queue_overhead_ms(pool.queue, 30)
+            pool_kib = peak_kib(pool.workers[0].process.pid)  # type: ignore[union-attr]
+        with bench_naive.naive_worker(parts.redis_url, parts.host, concurrency) as proc:
+            app = bench_naive.client_app(parts.redis_url)
+            naive = bench_naive.throughput(app, CHAT, texts, bench_pool.MAX_TOKENS)
+            naive_wait = bench_naive.overhead_ms(app, CHAT, 30)
+            naive_kib = bench_naive.tree_peak_kib(proc.pid)
+            app.close()
+    section = f"pool ({concurrency} threads)"
+    return [
+        Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled, direct,
+               f"direct SDK, {concurrency} threads", goal=">= 0.9x"),
+        Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled,
+               naive["jobs_per_s"], f"naive Celery (prefork -c {concurrency}, client per job)"),
+        Figure(section, f"enqueue rate, {enqueue_jobs} jobs", "jobs/s", bulk, loop,
+               "send_task loop", goal=">= 1,000 jobs/s"),
+        Figure(section, "queue overhead (enqueue to start), median of 30", "ms",
+               statistics.median(waits), naive_wait, "naive Celery", higher_is_better=False,
+               goal="< 5 ms"),
+        Figure(section, f"worker peak RSS after {jobs} jobs", "MiB", pool_kib / 1024,
+               naive_kib / 1024, f"naive prefork worker (parent + {concurrency} children)",
+               higher_is_better=False),
+    ]
