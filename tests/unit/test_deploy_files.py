@@ -363,3 +363,16 @@ def test_env_example_names_only_real_settings() -> None:
 def test_env_example_covers_every_compose_variable() -> None:
     used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))
     assert used - env_example_keys() == set()
+
+
+def test_build_context_sends_what_the_dockerfile_copies_and_no_secrets() -> None:
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*"  # an allow-list
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    text = (DOCKER / "Dockerfile").read_text()
+    sources = set()
+    for match in re.finditer(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", text, re.M):
+        sources.update(match.group(1).split())
+    assert sources and sources <= allowed, sources - allowed
+    assert not {".env", ".venv", ".git"} & allowed
