@@ -3,7 +3,8 @@
 Everything runs for real: a private redis-server, `python -m simulator` (subprocess), and
 `celery -A workers worker` processes driven through the broker. Parts:
 
-1. mixed workload (big jobs: max_tokens=3000, ~94 MiB of KV; small: max_tokens=100) on a
+1. mixed workload (3/4 big jobs: max_tokens=3000, ~94 MiB of KV; 1/4 small:
+   max_tokens=100) on a
    GPU with room for two big jobs: throughput with admission vs without (LMQ_ADMISSION=
    false), counting the out-of-memory failures without;
 2. slot utilisation with admission = busy slot-seconds (slot acquired -> channel closed,
@@ -54,8 +55,9 @@ SIM_CONFIG = {
 }
 
 
-def worker_env(redis_url: str, host: str, admission: bool) -> dict[str, str]:
-    return {"LMQ_BROKER_URL": redis_url, "LMQ_RESULT_BACKEND": redis_url,
+def worker_env(redis_url: str, host: str, admission: bool, threads: int) -> dict[str, str]:
+    return {"LMQ_CONCURRENCY": str(threads),
+            "LMQ_BROKER_URL": redis_url, "LMQ_RESULT_BACKEND": redis_url,
             "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": str(WEIGHTS_BYTES + KV_ROOM_BYTES),
             "LMQ_GPU_RESERVE": "0", "LMQ_SLOTS": str(SLOTS),
             "LMQ_ADMISSION": "true" if admission else "false", "PYTHONUNBUFFERED": "1"}
@@ -70,10 +72,11 @@ def start_worker(app: Celery, env: dict[str, str]) -> WorkerProcess:
     return worker
 
 
-def jobs(count: int, big_every: int) -> list[dict[str, Any]]:
+def jobs(count: int, big_share: float) -> list[dict[str, Any]]:
+    """`count` chat jobs, a `big_share` fraction of them big, spread evenly."""
     out = []
     for i in range(count):
-        big = big_every > 0 and i % big_every == 0
+        big = int((i + 1) * big_share) > int(i * big_share)
         job = ChatJob(model=LLM, config={"max_tokens": 3000 if big else 100},
                       messages=[{"role": "user", "content": f"Tell me about item {i}."}])
         out.append({**job.model_dump(mode="json"), "submitted_at": time.time()})
@@ -130,29 +133,32 @@ def bench_workloads(count: int) -> None:
         app = Celery("bench-admission")
         app.conf.update(celery_config(Settings(broker_url=redis_server.url,
                                                result_backend=redis_server.url)))
-        runs = {
-            ("mixed", True): jobs(count, big_every=2),
-            ("mixed", False): jobs(count, big_every=2),
-            ("small", True): jobs(count, big_every=0),
+        runs = {  # (workload, admission, worker threads)
+            ("mixed", True, SLOTS): jobs(count, big_share=0.75),
+            ("mixed", False, SLOTS): jobs(count, big_share=0.75),
+            ("mixed", True, 2 * SLOTS): jobs(count, big_share=0.75),
+            ("small", True, SLOTS): jobs(count, big_share=0.0),
         }
-        results = {key: measure(app, sim, worker_env(redis_server.url, sim.host, key[1]), p)
+        results = {key: measure(app, sim, worker_env(redis_server.url, sim.host, key[1],
+                                                     key[2]), p)
                    for key, p in runs.items()}
         app.close()
     print_workloads(results)
 
 
-def print_workloads(results: dict[tuple[str, bool], dict[str, Any]]) -> None:
-    print(f"{'workload':<8} {'admission':<9} {'jobs':>5} {'ok':>5} {'oom':>5} {'other':>5} "
-          f"{'wall s':>7} {'ok/s':>7} {'slot util':>9} {'mean conc':>9}")
-    for (name, admission), r in results.items():
-        print(f"{name:<8} {'on' if admission else 'off':<9} {r['jobs']:>5} {r['ok']:>5} "
+def print_workloads(results: dict[tuple[str, bool, int], dict[str, Any]]) -> None:
+    print(f"{'workload':<8} {'admission':<9} {'threads':>7} {'jobs':>5} {'ok':>5} {'oom':>5} "
+          f"{'other':>5} {'wall s':>7} {'ok/s':>7} {'slot util':>9} {'mean conc':>9}")
+    for (name, admission, threads), r in results.items():
+        print(f"{name:<8} {'on' if admission else 'off':<9} {threads:>7} {r['jobs']:>5} "
+              f"{r['ok']:>5} "
               f"{r['oom']:>5} {r['other']:>5} {r['elapsed_s']:>7.2f} {r['ok_per_s']:>7.2f} "
               f"{r['utilisation']:>9.2f} {r['concurrency']:>9.2f}")
-    on, off = results[("mixed", True)], results[("mixed", False)]
+    on, off = results[("mixed", True, SLOTS)], results[("mixed", False, SLOTS)]
     print(f"mixed: successful jobs/s with admission / without = "
           f"{on['ok_per_s'] / off['ok_per_s']:.2f} (without: {off['oom']} of {off['jobs']} "
           "failed out of memory)")
-    small = results[("small", True)]["utilisation"]
+    small = results[("small", True, SLOTS)]["utilisation"]
     print(f"slot utilisation with admission, small jobs: {small:.2f} "
           f"(goal {GOAL_UTILISATION}: {small / GOAL_UTILISATION:.2f} of goal)")
 

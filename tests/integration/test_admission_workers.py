@@ -56,9 +56,10 @@ def chat(max_tokens: int, index: int) -> ChatJob:
                    messages=[{"role": "user", "content": f"Tell me about item {index}."}])
 
 
-def mixed_jobs(count: int, big_every: int = 2) -> list[ChatJob]:
-    return [chat(BIG_MAX_TOKENS if i % big_every == 0 else SMALL_MAX_TOKENS, i)
-            for i in range(count)]
+def mixed_jobs(count: int, small_every: int = 4) -> list[ChatJob]:
+    """Three big jobs to one small one (small_every=0: big jobs only)."""
+    return [chat(SMALL_MAX_TOKENS if small_every and i % small_every == small_every - 1
+                 else BIG_MAX_TOKENS, i) for i in range(count)]
 
 
 def run_all(app: Celery, jobs: list[ChatJob]) -> dict[str, list[Any]]:
@@ -97,7 +98,7 @@ def test_flood_produces_oom_without_admission(small_gpu: Any, redis_url: str,
 def test_two_workers_of_one_host_share_one_budget(
         small_gpu: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
     workers = [worker_factory(LLM, env_for(redis_url, small_gpu)) for _ in range(2)]
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32, big_every=1))
+    outcomes = run_all(client_app(redis_url), mixed_jobs(32, small_every=0))
     assert outcomes["oom"] == [] and outcomes["other"] == []
     assert {r["worker"] for r in outcomes["ok"]} == {w.hostname for w in workers}
 
@@ -107,7 +108,7 @@ def test_separate_budgets_per_worker_overflow(
     """The control: two workers that do not share a budget admit four big jobs at once."""
     for index in range(2):
         worker_factory(LLM, env_for(redis_url, small_gpu, LMQ_ADMISSION_GROUP=f"own-{index}"))
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32, big_every=1))
+    outcomes = run_all(client_app(redis_url), mixed_jobs(32, small_every=0))
     assert len(outcomes["oom"]) > 0
 
 
