@@ -24,8 +24,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis  # noqa: E402
-
 from producers.redis_server import RedisServer  # noqa: E402
 from producers.worker_process import WorkerProcess  # noqa: E402
 from simulator.testing import running_simulator  # noqa: E402

@@ -7,7 +7,8 @@ Per model, in the hash `workers.keys.metrics(model)` (`lmq:metrics:<model>`):
     <obs>_sum, <obs>_count              sum and count of an observation, and
     <obs>_le_<bound>                    cumulative histogram buckets (Prometheus style)
                                         for obs in tokens_per_second, time_to_first_token_s,
-                                        queue_wait_s (from the result's stats and timing)
+                                        queue_wait_s (from the stats and timing of
+                                        succeeded jobs' results)
 
 plus `lmq:metrics:<model>:running` (hash job id -> worker) for jobs running now, and the
 set `lmq:metrics:models` naming the models the readers report. Jobs queued are read live:
@@ -98,11 +99,12 @@ class Recorder:
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(MODELS_KEY, model)
         pipe.hincrby(keys.metrics(model), outcome, 1)
-        for obs, value in observations(result).items():
-            _observe(pipe, keys.metrics(model), obs, value)
-        predicted = _stats(result).get("predicted_tokens_count")
-        if outcome == "succeeded" and isinstance(predicted, int):
-            pipe.hincrby(keys.metrics(model), "predicted_tokens", predicted)
+        if outcome == "succeeded":  # histograms describe completed jobs only
+            for obs, value in observations(result).items():
+                _observe(pipe, keys.metrics(model), obs, value)
+            predicted = _stats(result).get("predicted_tokens_count")
+            if isinstance(predicted, int):
+                pipe.hincrby(keys.metrics(model), "predicted_tokens", predicted)
         pipe.execute()
         return True
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.support import (
     AUTH,
+    EMBED_MODEL,
     MODEL,
     cancels_sent,
     flower_env,
@@ -130,3 +131,24 @@ def _address(hex_address: str) -> str:
     if len(hex_address) == 8:
         return ".".join(str(int(hex_address[i : i + 2], 16)) for i in (6, 4, 2, 0))
     return "::" if set(hex_address) == {"0"} else hex_address
+
+
+def test_queued_jobs_show_from_their_task_sent_event(lmq_env, flowers):
+    from producers.celery_app import producer_app
+    from workers.contract import TASK_EMBED, queue_name
+    from workers.flower_events import send_sent_events
+    from workers.settings import Settings
+
+    env = flower_env(lmq_env)
+    flower = start_flower(env, flowers)  # no worker: the jobs stay queued
+    queue = job_queue(env)
+    handles = [queue.embed(EMBED_MODEL, f"text {i}", enqueue_anyway=True) for i in range(2)]
+    app = producer_app(Settings(broker_url=env["LMQ_BROKER_URL"]))
+    job = {"kind": "embedding", "model": EMBED_MODEL, "texts": ["text"]}
+    sent = send_sent_events(app, [(h.id, TASK_EMBED, job, queue_name(EMBED_MODEL))
+                                  for h in handles])
+    assert sent == 2
+    for handle in handles:
+        task = wait_flower_state(flower, handle.id, {"PENDING"})
+        assert task["name"] == "lmq.embed"
+        assert EMBED_MODEL in task["args"] and "texts=1" in task["args"]

@@ -123,3 +123,18 @@ def _settled(url: str, labels: str) -> dict[str, float] | None:
     values = scrape(url)
     done = values.get(f'lmq_jobs_finished_total{{{labels},outcome="cancelled"}}', 0)
     return values if done == 1 else None
+
+
+def test_every_lmq_series_the_dashboard_uses_is_exported(lmq_env, worker_factory, exporter):
+    import json
+    import re
+
+    from workers.flower_process import PROJECT_ROOT
+
+    worker_factory(MODEL, lmq_env)
+    job_queue(lmq_env).chat(MODEL, "Hello").result(timeout=60)
+    dashboard = json.loads((PROJECT_ROOT / "ops" / "grafana-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\blmq_[a-z_]+", target["expr"])}
+    exported = {series.split("{")[0] for series in scrape(exporter)}
+    assert used and used <= exported, used - exported
