@@ -17,7 +17,10 @@ the length of the model's broker queue `lmq.<model>`. Host groups come from admi
 Worker side: `connect(app)` (called by `workers.celery` at import) connects Celery signal
 handlers: `task_prerun` (running +1), `task_postrun` (running -1 and the outcome, with the
 stats of the result dict), `task_revoked` (jobs revoked before they ran). Counting never
-fails a job: Redis errors are logged and dropped.
+fails a job: Redis errors are logged and dropped. A job id is counted once (marker key
+`lmq:metrics:counted:<id>`, kept 7 days), so a redelivered job does not count twice. A worker
+killed with SIGKILL leaves its running entries behind until a worker with the same hostname
+starts again (they are dropped at `worker_ready`; warm shutdowns drop them at once).
 
 Reader side: `read_model_metrics(redis_url)` and `read_group_metrics(redis_url)`; the
 Prometheus exporter (`workers.flower_metrics`), `lmq workers` and `lmq doctor` use them.
@@ -240,7 +243,11 @@ def on_revoked(request: Any = None, terminated: bool = False, **_: Any) -> None:
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
     from workers.settings import get_settings
 
-    _get_recorder().register(get_settings().model)
+    model, hostname = get_settings().model, getattr(sender, "hostname", None)
+    recorder = _get_recorder()
+    recorder.register(model)
+    if model and hostname:  # a restarted worker: drop what its killed predecessor left
+        recorder.forget_worker(model, hostname)
 
 
 @_safely
