@@ -99,9 +99,9 @@ def test_first_come_first_admitted(make_sem: Callable[..., GroupSemaphore],
     first = sem.acquire(job(1000))
     order: list[str] = []
     waiters = []
-    for name in ("a", "b", "c"):
+    for count, name in enumerate(("a", "b", "c"), start=1):
         waiters.append(Waiter(sem, job(600, label=name), order))
-        wait_until(lambda n=len(waiters): waiting(client) == n, timeout=5)
+        wait_until(lambda n=count: waiting(client) == n, timeout=5)
     sem.release(first.id)
     for w in waiters:
         wait_until(lambda w=w: w.held is not None or w.done(), timeout=5)
@@ -239,7 +239,7 @@ def test_waiting_does_not_spin(make_sem: Callable[..., GroupSemaphore],
     sem = make_sem(ttl_s=15.0, cancel_check_s=0.5)
     held = sem.acquire(job(1000))
     order: list[str] = []
-    w = Waiter(sem, job(500, label="w"), order)
+    Waiter(sem, job(500, label="w"), order)
     wait_until(lambda: waiting(client) == 1, timeout=5)
     before = _commands(client)
     blocked_s = 3.0

@@ -1,0 +1,147 @@
+"""AdmissionGate built from settings (build_gate) against a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.wait import wait_until
+from tests.unit.test_admission_gguf import write_gguf
+from workers.admission import AdmissionGate, build_gate
+from workers.admission.status import group_status
+from workers.error import DoesNotFitError, JobCancelledError
+from workers.gate import Gate, ModelFacts, NullGate
+from workers.settings import Settings
+
+MIB = 1024**2
+KIB = 1024
+GROUP = "gpu-box:1234"
+
+
+@pytest.fixture()
+def make_gate(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Gate]]:
+    gates: list[Gate] = []
+    path = str(write_gguf(tmp_path / "m.gguf"))  # 32 KiB per token
+
+    def make(model: str = "m", weights: int = 100 * MIB, **fields: object) -> Gate:
+        settings = Settings(_env_file=None, redis_url=redis_url, admission_group=GROUP,  # type: ignore[call-arg]
+                            gpu_memory=fields.pop("gpu_memory", 300 * MIB), gpu_reserve=0,
+                            **fields)
+        facts = ModelFacts(model, weights, path=path, context_length=4096)
+        gate = build_gate(settings, facts)
+        gates.append(gate)
+        return gate
+
+    yield make
+    for gate in gates:
+        gate.close()
+
+
+def status(redis_url: str):  # type: ignore[no-untyped-def]
+    return group_status(redis.Redis.from_url(redis_url), GROUP)
+
+
+def test_admission_off_is_the_null_gate(make_gate: Callable[..., Gate]) -> None:
+    assert isinstance(make_gate(admission=False), NullGate)
+
+
+def test_job_reserves_prompt_plus_output(make_gate: Callable[..., Gate], redis_url: str) -> None:
+    gate = make_gate()
+    gate.before_load()
+    with gate.admit("j1", 1000, 24, lambda: False):
+        now = status(redis_url)
+        assert now.kv_bytes == 1024 * 32 * KIB and now.slots_in_use == {"m": 1}
+        assert now.weights_bytes == 100 * MIB
+    assert status(redis_url).kv_bytes == 0
+
+
+def test_job_that_can_never_fit_fails_with_numbers(make_gate: Callable[..., Gate]) -> None:
+    gate = make_gate(gpu_memory=150 * MIB)  # 100 MiB of weights: 50 MiB for KV
+    gate.before_load()
+    # max_tokens unset: the whole context is reserved
+    with pytest.raises(DoesNotFitError) as info, gate.admit("huge", 100, 0, lambda: False):
+        pass
+    message = str(info.value)
+    assert "job huge (4,096 tokens x 32,768 bytes/token) needs 134,217,728 bytes" in message
+    assert "at most 52,428,800 bytes for KV cache" in message
+    assert type(info.value)(*info.value.args).args == info.value.args
+
+
+def test_load_that_does_not_fit_next_to_admitted_jobs(make_gate: Callable[..., Gate],
+                                                      redis_url: str) -> None:
+    first = make_gate()
+    first.before_load()
+    with first.admit("j", 2000, 1000, lambda: False):  # ~94 MiB of KV
+        second = make_gate(model="other", weights=150 * MIB)
+        with pytest.raises(DoesNotFitError, match="150,000,000|157,286,400"):
+            second.before_load()
+    assert "other" not in status(redis_url).models
+
+
+def test_load_waits_for_fit_when_configured(make_gate: Callable[..., Gate],
+                                            redis_url: str) -> None:
+    first = make_gate()
+    first.before_load()
+    release = threading.Event()
+    admitted = threading.Event()
+
+    def hold() -> None:
+        with first.admit("j", 2000, 1000, lambda: False):
+            admitted.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    admitted.wait(10)
+    second = make_gate(model="other", weights=150 * MIB, wait_for_fit_on_load=True)
+    loader = threading.Thread(target=second.before_load, daemon=True)
+    loader.start()
+    wait_until(lambda: status(redis_url).waiting_jobs == 0 and loader.is_alive(), timeout=5)
+    assert "other" not in status(redis_url).models
+    release.set()
+    wait_until(lambda: "other" in status(redis_url).models, timeout=5)
+    loader.join(5)
+
+
+def test_model_larger_than_the_budget(make_gate: Callable[..., Gate]) -> None:
+    with pytest.raises(DoesNotFitError, match="can never fit"):
+        make_gate(weights=400 * MIB, wait_for_fit_on_load=True).before_load()
+
+
+def test_cancel_while_waiting_for_admission(make_gate: Callable[..., Gate],
+                                            redis_url: str) -> None:
+    gate = make_gate(slots=1)
+    assert isinstance(gate, AdmissionGate)
+    gate.semaphore.cancel_check_s = 0.05
+    flag = threading.Event()
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with gate.admit("second", 10, 10, flag.is_set):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    with gate.admit("first", 10, 10, lambda: False):
+        waiter = threading.Thread(target=second, daemon=True)
+        waiter.start()
+        wait_until(lambda: status(redis_url).waiting_jobs == 1, timeout=5)
+        flag.set()
+        waiter.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], JobCancelledError)
+    assert status(redis_url).waiting_jobs == 0
+
+
+def test_embedding_jobs_take_a_slot_only(make_gate: Callable[..., Gate],
+                                         redis_url: str) -> None:
+    gate = make_gate(model="embed")
+    assert isinstance(gate, AdmissionGate)
+    gate.is_embedding = True
+    with gate.admit("e", 0, 0, lambda: False):
+        now = status(redis_url)
+        assert now.kv_bytes == 0 and now.slots_in_use == {"embed": 1}
