@@ -90,7 +90,8 @@ def test_sixteen_threads_share_one_client(client: lms.Client) -> None:
 
 
 def test_predictions_beyond_slots_wait(simulator_factory) -> None:  # type: ignore[no-untyped-def]
-    sim = simulator_factory({"timing": {"parallel_slots": 2}, "faults": {"reply_tokens": 20}})
+    # 100 tokens at 200 tok/s: long enough that all three are queued even on a busy box
+    sim = simulator_factory({"timing": {"parallel_slots": 2}, "faults": {"reply_tokens": 100}})
     with lms.Client(sim.host) as client:
         client.llm.list_loaded()
         model = client.llm.model(LLM_KEY)
