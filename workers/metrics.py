@@ -114,9 +114,13 @@ class Recorder:
     def forget_worker(self, model: str, worker: str) -> None:
         """Drop the running entries of a worker that shuts down."""
         running = self.client.hgetall(running_key(model))
-        mine = [job for job, host in running.items() if host.decode() == worker]
+        mine = [job for job, host in running.items() if _text(host) == worker]
         if mine:
             self.client.hdel(running_key(model), *mine)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _stats(result: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -128,7 +132,8 @@ def observations(result: Mapping[str, Any] | None) -> dict[str, float]:
     """The values a result contributes to the histograms."""
     if not isinstance(result, Mapping):
         return {}
-    timing = result.get("timing") if isinstance(result.get("timing"), Mapping) else {}
+    timing = result.get("timing")
+    timing = timing if isinstance(timing, Mapping) else {}
     found = {
         "tokens_per_second": _stats(result).get("tokens_per_second"),
         "time_to_first_token_s": _stats(result).get("time_to_first_token_s"),
@@ -311,9 +316,9 @@ def model_snapshot(client: redis.Redis, model: str) -> dict[str, Any]:
 
 def known_models(client: redis.Redis) -> list[str]:
     """Models some worker served, plus models with jobs waiting but no worker yet."""
-    models = {m.decode() for m in client.smembers(MODELS_KEY)}
+    models = {_text(m) for m in client.smembers(MODELS_KEY)}
     for queue in client.scan_iter(match=f"{queue_name('')}*", count=1000, _type="list"):
-        model = model_from_queue(queue.decode().split("\x06", 1)[0])
+        model = model_from_queue(_text(queue).split("\x06", 1)[0])
         if model and model != "default":  # lmq.default: Celery's default queue, no model
             models.add(model)
     return sorted(models)
