@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulator import errors
 from simulator.config import ModelConfig, SimConfig
 from simulator.gguf_file import write_gguf
 from simulator.gpu import SlotPool
@@ -48,6 +49,8 @@ class Catalog:
         self._refs = itertools.count(1)
 
     def _write(self, key: str, model: ModelConfig) -> str:
+        if model.gguf_path:  # a real model file (the real engine's llm)
+            return model.gguf_path
         path = self.models_dir / model.publisher / f"{key}-GGUF" / f"{key}-Q4_K_M.gguf"
         if not path.exists():
             write_gguf(path, key, model)
@@ -91,6 +94,9 @@ class Catalog:
 
     def new_identifier(self, key: str, wanted: str | None) -> str:
         if wanted:
+            if wanted in self.instances:
+                raise errors.SimError({"title": f"Identifier \"{wanted}\" is already in use",
+                                       "suggestion": "Pick another identifier or unload it."})
             return wanted
         if key not in self.instances:
             return key

@@ -16,13 +16,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1234, help="0 picks a free port.")
     parser.add_argument("--config", default=None, help="TOML (or .json) config file.")
-    parser.add_argument("--engine", default="deterministic", choices=ENGINE_NAMES)
+    parser.add_argument("--engine", default=None, choices=ENGINE_NAMES,
+                        help="Generation engine (default: the config's, else deterministic); "
+                             "real = small real models on the CPU (local-models extra).")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
 
 def run(host: str, port: int, config_path: str | None,
-        engine: str = "deterministic") -> None:
+        engine: str | None = None) -> None:
     serve_forever(host, port, config_path, engine)
 
 

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.real_settings import RealEngineConfig
+
 GIB = 1024**3
 KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
 
@@ -42,6 +44,8 @@ class ModelConfig(_Strict):
     loaded: bool = Field(default=False, description="Loaded when the simulator starts.")
     vision: bool = False
     trained_for_tool_use: bool = True
+    gguf_path: str = Field(default="", description="Serve this existing GGUF file instead of "
+                           "writing a tensor-less one (the real engine runs it).")
 
     def kv_bytes_per_token(self) -> float:
         """2 (K and V) x sum of KV heads over layers x head dim x bytes per element."""
@@ -95,6 +99,10 @@ class SimConfig(_Strict):
     timing: TimingConfig = Field(default_factory=lambda: TimingConfig())
     gpu: GpuConfig = Field(default_factory=lambda: GpuConfig())
     faults: FaultConfig = Field(default_factory=lambda: FaultConfig())
+    engine: Literal["deterministic", "real"] = Field(
+        default="deterministic", description="Generation engine; `real` = small real models "
+        "on the CPU, and the built-in catalog becomes those models (real_models.py).")
+    real: RealEngineConfig = Field(default_factory=lambda: RealEngineConfig())
     default_models: bool = Field(default=True, description="Include the built-in catalog.")
     models: dict[str, ModelConfig] = Field(default_factory=dict)
 
@@ -138,11 +146,29 @@ def _read_file(path: str | Path) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def load_config(source: SimConfig | dict[str, Any] | str | Path | None = None) -> SimConfig:
-    """Build a config from None (defaults), a dict of overrides, or a TOML/JSON path."""
-    if isinstance(source, SimConfig):
+def load_config(source: SimConfig | dict[str, Any] | str | Path | None = None,
+                engine: str | None = None) -> SimConfig:
+    """Build a config from None (defaults), a dict of overrides, or a TOML/JSON path.
+
+    `engine` (e.g. from `--engine`) overrides the source's `engine`; under `real` the
+    built-in catalog is the real models' (simulator/real_models.py), not DEFAULT_MODELS.
+    """
+    if isinstance(source, SimConfig) and engine in (None, source.engine):
         return source
+    if isinstance(source, SimConfig):
+        source = source.model_dump()
     raw = _read_file(source) if isinstance(source, (str, Path)) else dict(source or {})
+    if engine is not None:
+        raw["engine"] = engine
     if raw.get("default_models", True):
-        raw["models"] = _deep_merge(DEFAULT_MODELS, raw.get("models") or {})
+        raw["models"] = _deep_merge(_default_models(raw), raw.get("models") or {})
     return SimConfig.model_validate(raw)
+
+
+def _default_models(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if raw.get("engine") != "real":
+        return DEFAULT_MODELS
+    from simulator.real_models import real_catalog
+
+    context = (raw.get("real") or {}).get("context_length", RealEngineConfig().context_length)
+    return real_catalog(int(context))

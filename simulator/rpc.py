@@ -64,11 +64,14 @@ async def embed_string(conn: Connection, param: Any) -> Any:
     inst = _instance(conn, param, "modelSpecifier")
     text = param.get("inputString", "")
     latency_s = conn.state.config.timing.embedding_latency_s
+    engine = conn.state.engine
     await inst.embed_slots.acquire()
     try:
+        if not engine.paced:  # a real model: its own latency, computed off the event loop
+            return {"embedding": await asyncio.to_thread(engine.embed, inst.model, text)}
         if latency_s > 0:
             await asyncio.sleep(latency_s)
-        return {"embedding": conn.state.engine.embed(inst.model, text)}
+        return {"embedding": engine.embed(inst.model, text)}
     finally:
         inst.embed_slots.release()
 

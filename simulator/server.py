@@ -30,6 +30,8 @@ class Simulator:
     def __init__(self, config: SimConfig | dict[str, Any] | str | None = None,
                  engine: Engine | None = None) -> None:
         self.config = load_config(config)
+        if engine is None:  # the config file's `engine` (e.g. "real")
+            engine = make_engine(self.config.engine, self.config.timing, self.config.real)
         self.state = SimState(self.config, engine)
         self.host = "127.0.0.1"
         self.port = 0
@@ -60,6 +62,9 @@ class Simulator:
         """Stop and delete the GGUF files if they live in a temp dir we made."""
         await self.stop()
         self.state.catalog.close()
+        close_engine = getattr(self.state.engine, "close", None)
+        if close_engine is not None:
+            close_engine()
 
     @property
     def running(self) -> bool:
@@ -106,8 +111,15 @@ async def run_forever(host: str, port: int, config: SimConfig | dict[str, Any] |
 
 
 def serve_forever(host: str, port: int, config_path: str | None,
-                  engine: str = "deterministic") -> None:
-    """Run a simulator until interrupted or SIGTERM (what `lmq sim` calls)."""
-    config = load_config(config_path)
+                  engine: str | None = None) -> None:
+    """Run a simulator until interrupted or SIGTERM (what `lmq sim` calls).
+
+    `engine` overrides the config file's `engine` (default "deterministic").
+    """
+    config = load_config(config_path, engine)
+    built = make_engine(config.engine, config.timing, config.real)
+    warm_up = getattr(built, "warm_up", None)
+    if warm_up is not None:  # load real models before SIMULATOR_READY
+        warm_up([m for m in config.models.values() if m.loaded])
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_forever(host, port, config, make_engine(engine, config.timing)))
+        asyncio.run(run_forever(host, port, config, built))
