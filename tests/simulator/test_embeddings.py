@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 
 import lmstudio as lms
 import pytest
@@ -24,3 +26,16 @@ def test_embeddings_shape_norm_and_similarity(client: lms.Client) -> None:
     assert _dot(cat, kitten) > _dot(cat, car)
     assert model.embed("the cat sat") == cat
     assert model.count_tokens("the cat sat") == 3
+
+
+def test_embedding_latency_and_parallelism(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator_factory({"timing": {"embedding_latency_s": 0.1, "embedding_parallel": 2}})
+
+    async def main() -> float:
+        async with lms.AsyncClient(sim.host) as client:
+            model = await client.embedding.model(EMBED_KEY)
+            started = time.monotonic()
+            await asyncio.gather(*(model.embed(f"text {i}") for i in range(4)))
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) >= 0.2  # 4 calls, 2 at a time, 0.1 s each

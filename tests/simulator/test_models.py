@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import lmstudio as lms
 import pytest
 
@@ -69,3 +71,19 @@ def test_kv_overflow_as_channel_error(simulator_factory) -> None:  # type: ignor
     with lms.Client(sim.host) as client, pytest.raises(lms.LMStudioServerError,
                                                       match="KV cache"):
         client.llm.model(LLM_KEY).respond("big", config={"maxTokens": 1000})
+
+
+def test_duplicate_identifier_is_rejected(client: lms.Client) -> None:
+    with pytest.raises(lms.LMStudioServerError, match="already in use"):
+        client.llm.load_new_instance(LLM_KEY, LLM_KEY)
+
+
+def test_concurrent_get_or_load_loads_once(simulator) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> set[str]:
+        async with lms.AsyncClient(simulator.host) as client:
+            handles = await asyncio.gather(*(client.llm.model(BIG_LLM_KEY) for _ in range(3)))
+            return {h.identifier for h in handles}
+
+    assert asyncio.run(main()) == {BIG_LLM_KEY}
+    loaded = [i["identifier"] for i in simulator.admin.state()["instances"]]
+    assert loaded.count(BIG_LLM_KEY) == 1
