@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from tests.support.wait import wait_until
-from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.admission.semaphore import AdmissionClosedError, GroupSemaphore, Ticket
 from workers.admission.status import all_status, group_status, list_groups
-from workers.error import DoesNotFitError, JobCancelledError
+from workers.error import DoesNotFitError, JobCancelledError, TransientError
 
 GROUP = "gpu-host:1234"
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,7 @@ def test_close_gives_everything_back(make_sem: Callable[..., GroupSemaphore],
 
 HOLDER = """
 import sys, time, redis
-from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.admission.semaphore import AdmissionClosedError, GroupSemaphore, Ticket
 sem = GroupSemaphore(redis.Redis.from_url(sys.argv[1]), sys.argv[2], 1000, float(sys.argv[3]))
 sem.acquire(Ticket("job", "m", 800, 4))
 print("held", flush=True)
@@ -255,3 +255,31 @@ def test_waiting_does_not_spin(make_sem: Callable[..., GroupSemaphore],
     assert sum(calls.values()) - calls.get("blpop", 0) <= 2, calls
     sem.release(held.id)
     wait_until(lambda: order == ["w"], timeout=5)
+
+
+def test_expired_waiting_ticket_queues_again(make_sem: Callable[..., GroupSemaphore],
+                                             client: redis.Redis) -> None:
+    holder, other = make_sem(ttl_s=1.0), make_sem(ttl_s=1.0)
+    held = holder.acquire(job(1000))
+    order: list[str] = []
+    w = Waiter(other, job(500, label="w"), order)
+    wait_until(lambda: waiting(client) == 1, timeout=5)
+    (ticket_id,) = [i.decode() for i in client.zrange(f"lmq:admission:{GROUP}:queue", 0, -1)]
+    holder.release(ticket_id)  # as if its lease had expired
+    wait_until(lambda: waiting(client) == 1 and ticket_id.encode() not in
+               client.zrange(f"lmq:admission:{GROUP}:queue", 0, -1), timeout=5)
+    holder.release(held.id)
+    wait_until(lambda: order == ["w"], timeout=5)
+    assert w.error is None
+
+
+def test_close_wakes_waiters_with_a_transient_error(make_sem: Callable[..., GroupSemaphore],
+                                                    client: redis.Redis) -> None:
+    holder, sem = make_sem(), make_sem()
+    holder.acquire(job(1000))
+    w = Waiter(sem, job(500, label="w"), [])
+    wait_until(lambda: waiting(client) == 1, timeout=5)
+    sem.close()
+    wait_until(w.done, timeout=2)
+    assert isinstance(w.error, AdmissionClosedError) and isinstance(w.error, TransientError)
+    assert waiting(client) == 0

@@ -54,13 +54,17 @@ import redis
 
 from workers import keys
 from workers.admission import lua
-from workers.error import DoesNotFitError, JobCancelledError
+from workers.error import DoesNotFitError, JobCancelledError, TransientError
 
 log = logging.getLogger(__name__)
 
 MAX_BYPASS = 8
 CANCEL_CHECK_S = 0.5
 MIN_WAKE_S = 0.05
+
+
+class AdmissionClosedError(TransientError):
+    """The worker closed its gate while a job waited for admission: retry the job."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class GroupSemaphore:
         self._live: set[str] = set()
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
+        self._closed = False
 
     # --- scripts ---------------------------------------------------------------------
     @property
@@ -184,8 +189,11 @@ class GroupSemaphore:
             self.release(ticket.id)
             raise DoesNotFitError(self._busy_message(ticket, verdict))
         try:
-            while verdict.message == "wait":
-                verdict = self._wait_once(ticket, verdict, cancelled)
+            while verdict.message in ("wait", "lost"):
+                if verdict.message == "lost":  # expired while waiting: queue again
+                    ticket, verdict = self._requeue(ticket)
+                else:
+                    verdict = self._wait_once(ticket, verdict, cancelled)
         except BaseException:
             self.release(ticket.id)
             raise
@@ -193,6 +201,17 @@ class GroupSemaphore:
             return ticket
         self.release(ticket.id)
         raise DoesNotFitError(self._verdict_message(ticket, verdict))
+
+    def _requeue(self, ticket: Ticket) -> tuple[Ticket, Verdict]:
+        """A waiting ticket expired (Redis or this process stalled past the TTL, or close())."""
+        if self._closed:
+            raise AdmissionClosedError(
+                f"{ticket.label or ticket.id}: the worker is shutting "
+                "down; the job will run again elsewhere"
+            )
+        log.warning("admission ticket %s expired while waiting; queueing again", ticket.id)
+        ticket = ticket.with_id()
+        return ticket, self._enqueue(ticket)
 
     def _wait_once(
         self, ticket: Ticket, verdict: Verdict, cancelled: Callable[[], bool]
@@ -215,8 +234,6 @@ class GroupSemaphore:
                 return self._poll(ticket.id)
 
     def _verdict_message(self, ticket: Ticket, verdict: Verdict) -> str:
-        if verdict.message == "lost":
-            return f"{ticket.label or ticket.id}: admission ticket expired while waiting"
         _, need, room, budget, weights = verdict.message.split("|")
         return (
             f"{ticket.label or ticket.id} needs {int(need):,} bytes of KV cache, but "
@@ -242,6 +259,7 @@ class GroupSemaphore:
 
     def close(self) -> None:
         """Stop renewing and give back everything this process holds or waits for."""
+        self._closed = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
@@ -249,6 +267,11 @@ class GroupSemaphore:
             live = sorted(self._live)
         if live:
             self.release(*live)
+            with self.client.pipeline(transaction=False) as pipe:
+                for ticket_id in live:  # wake this process's waiters: they raise at once
+                    pipe.rpush(f"{self.prefix}:wake:{ticket_id}", "lost")
+                    pipe.pexpire(f"{self.prefix}:wake:{ticket_id}", self._ttl_ms)
+                pipe.execute()
 
 
 class Heartbeat(threading.Thread):
