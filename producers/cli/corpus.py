@@ -22,6 +22,9 @@ from producers.cli._context import cli_settings, echo_json
 @click.option("--chunk-tokens", default=512, show_default=True, type=click.IntRange(1))
 @click.option("--overlap", default=64, show_default=True, type=click.IntRange(0),
               help="Tokens repeated between neighbouring chunks.")
+@click.option("--exact-chunks", is_flag=True,
+              help="Count every paragraph and chunk exactly (slower): --chunk-tokens becomes "
+              "a hard limit. Default: calibrated estimates; only the context is hard.")
 @click.option("--job-tokens", default=8192, show_default=True, type=click.IntRange(1),
               help="Token budget of one embedding job.")
 @click.option("--max-in-flight", default=8, show_default=True, type=click.IntRange(1),

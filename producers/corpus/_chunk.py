@@ -1,20 +1,25 @@
 """Token-aware chunking on paragraph and sentence boundaries.
 
 Token counts come from a `TokenCounter` (the embedding model's tokenizer through LM Studio
-in production). How counts are spent, so there is no round trip per sentence:
+in production), spent so that there is never a round trip per sentence. Two modes:
 
-* each paragraph block is counted once (counts go out concurrently, in windows, and are
-  cached by text); only a paragraph over the limit is split into sentences, and only a
-  sentence over the limit is split further (halving at whitespace, counted each time);
-* a chunk's count is estimated as the sum of its pieces' counts (approximation: joining
-  pieces can change tokenization at the seams). The hard guarantee is kept by an exact
-  count of every chunk made of more than one piece (a one-piece chunk is its piece's text,
-  already counted exactly); a chunk over the limit is split at its middle piece and
-  checked again. So no chunk ever exceeds min(chunk_tokens, the model's context).
+* calibrated (default, fast): a window of up to 64 paragraphs is counted exactly in ONE
+  call; each paragraph's (and sentence's) count is a local estimate (words and
+  punctuation) scaled by that window's exact/estimate ratio. Approximation: a chunk's count
+  can differ from its estimate by a few percent, so `chunk_tokens` is a target. The hard
+  limit is the model's context: a chunk whose estimate is above 3/4 of the context is
+  counted exactly and split if over, and every worker counts each text exactly and refuses
+  one over the context (ContextOverflowError) before embedding it. The exact count of
+  each chunk comes back with its vector (the `tokens` column).
+* exact: every paragraph is counted (concurrently, cached), over-long paragraphs are
+  split into sentences (counted), and every chunk made of more than one piece is counted
+  exactly; a chunk over the limit is split at its middle piece and checked again. No
+  chunk exceeds min(chunk_tokens, context). Costs about one call per paragraph.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +27,8 @@ from typing import Protocol
 
 _SENTENCE_RE = re.compile(r".*?(?:[.!?。！？]+[\"')\]]*\s+|\n|$)", re.S)
 _WINDOW_BLOCKS = 64
+_ESTIMATE_RE = re.compile(r"\w+|[^\w\s]")
+VERIFY_ABOVE_CONTEXT = 0.75  # calibrated mode: chunks estimated above this are counted
 
 
 class TokenCounter(Protocol):
@@ -59,11 +66,20 @@ class ChunkSpec:
             raise ValueError("overlap must be >= 0 and smaller than chunk_tokens")
 
 
+def estimate_tokens(text: str) -> int:
+    """Local estimate: words and punctuation, long words counted as several pieces."""
+    return sum(1 + len(piece) // 8 for piece in _ESTIMATE_RE.findall(text))
+
+
 class Chunker:
-    def __init__(self, counter: TokenCounter, spec: ChunkSpec, context_tokens: int | None = None):
+    def __init__(self, counter: TokenCounter, spec: ChunkSpec, context_tokens: int | None = None,
+                 *, exact: bool = False):
         self.counter = counter
+        self.context = context_tokens
         self.limit = min(spec.chunk_tokens, context_tokens or spec.chunk_tokens)
         self.overlap = min(spec.overlap_tokens, self.limit - 1)
+        self.exact = exact
+        self._ratio = 1.0
 
     def chunks(self, source: str, blocks: Iterable[str]) -> Iterator[Chunk]:
         """The chunks of one document, in order, with exact character spans."""
@@ -84,6 +100,8 @@ class Chunker:
         yield from self._window_units(window)
 
     def _window_units(self, window: list[tuple[int, str]]) -> Iterator[Unit]:
+        if not self.exact:
+            self._calibrate("".join(raw for _, raw in window))
         counts = self._count([raw for _, raw in window])
         for (start, raw), tokens in zip(window, counts, strict=True):
             if tokens <= self.limit:
@@ -100,7 +118,20 @@ class Chunker:
                 yield from self._split(start, _parts(piece, -(-tokens * 5 // (self.limit * 4))))
             start += len(piece)
 
+    def _calibrate(self, text: str) -> None:
+        """One exact count for the whole window sets the estimate's scale."""
+        text = text.strip()
+        estimate = estimate_tokens(text)
+        if estimate:
+            (exact,) = self.counter.count_many([text])
+            self._ratio = max(exact / estimate, 0.1)
+
     def _count(self, texts: list[str]) -> list[int]:
+        if not self.exact:
+            return [math.ceil(estimate_tokens(text) * self._ratio) for text in texts]
+        return self._count_exact(texts)
+
+    def _count_exact(self, texts: list[str]) -> list[int]:
         stripped = [text.strip() for text in texts]
         wanted = [text for text in stripped if text]
         counts = iter(self.counter.count_many(wanted) if wanted else [])
@@ -141,17 +172,26 @@ class Chunker:
 
     def _checked(self, groups: list[list[Unit]]) -> Iterator[tuple[int, str, int]]:
         groups = [g for g in groups if any(u.raw.strip() for u in g)]
-        multi = [i for i, g in enumerate(groups) if len(g) > 1]
-        exact = dict(zip(multi, self._count([_joined(groups[i]) for i in multi]), strict=True))
+        check = [i for i, g in enumerate(groups) if self._needs_count(g)]
+        found = self._count_exact([_joined(groups[i]) for i in check])
+        exact = dict(zip(check, found, strict=True))
+        bound = self.limit if self.exact else (self.context or self.limit)
         for i, group in enumerate(groups):
-            tokens = exact.get(i, group[0].tokens)
-            if tokens <= self.limit:
+            tokens = exact.get(i, sum(u.tokens for u in group))
+            if tokens <= bound:
                 yield _span(group, tokens)
             elif len(group) == 1:
                 raise ValueError(f"cannot split {group[0].raw[:20]!r} under {self.limit} tokens")
             else:
                 middle = len(group) // 2
                 yield from self._checked([group[:middle], group[middle:]])
+
+
+    def _needs_count(self, group: list[Unit]) -> bool:
+        if self.exact:
+            return len(group) > 1
+        estimate = sum(u.tokens for u in group)
+        return self.context is not None and estimate > VERIFY_ABOVE_CONTEXT * self.context
 
 
 def _joined(units: list[Unit]) -> str:

@@ -114,6 +114,7 @@ class Dispatcher:
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
         self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=self.options.enqueue_anyway)
+        self.options.enqueue_anyway = True  # checked once: no broadcast per send
         now = time.monotonic()
         for flight, job_id in zip(batch, ids, strict=True):
             flight.job_id, flight.sent_at, flight.attempt = job_id, now, flight.attempt + 1
@@ -140,12 +141,16 @@ class Dispatcher:
         vectors = payload.get("vectors") or []
         if payload.get("cancelled") or len(vectors) != len(flight.plan.items):
             return self._failed(flight, f"incomplete result ({len(vectors)} vectors)")
-        write_part(flight.part, rows_table(flight.plan.items, self.options.model, vectors))
+        counts = payload.get("token_counts") or []
+        if len(counts) != len(vectors):
+            counts = [chunk.tokens for _, _, chunk in flight.plan.items]
+        write_part(flight.part, rows_table(flight.plan.items, self.options.model, vectors,
+                                           counts))
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
         self.result.embedded_chunks += len(flight.plan.items)
-        self.result.embedded_tokens += flight.plan.tokens
-        self.progress.advance(len(flight.plan.items), flight.plan.tokens)
+        self.result.embedded_tokens += sum(counts)
+        self.progress.advance(len(flight.plan.items), sum(counts))
         return 1
 
     def _failed(self, flight: Flight, error: str) -> int:

@@ -29,6 +29,7 @@ class CorpusOptions:
     text_field: str = "text"
     chunk_tokens: int = 512
     overlap_tokens: int = 64
+    exact_chunks: bool = False
     job_tokens: int = 8192
     job_max_texts: int = 256
     max_in_flight: int = 8
@@ -44,6 +45,7 @@ class CorpusOptions:
         return {"paths": [str(Path(p).resolve()) for p in paths], "model": self.model,
                 "format": self.fmt, "text_field": self.text_field,
                 "chunk_tokens": self.chunk_tokens, "overlap_tokens": self.overlap_tokens,
+                "exact_chunks": self.exact_chunks,
                 "job_tokens": self.job_tokens, "job_max_texts": self.job_max_texts}
 
 
@@ -142,7 +144,7 @@ def run_corpus(paths: Sequence[str], options: CorpusOptions, queue: Any,
     state.open(options.params(paths), resume=options.resume, restart=options.restart)
     progress = Progress(sum(s.size_bytes for s in sources), enabled=options.progress)
     chunker = Chunker(counter, ChunkSpec(options.chunk_tokens, options.overlap_tokens),
-                      context_tokens)
+                      context_tokens, exact=options.exact_chunks)
     with state.duplicates.open("w", encoding="utf-8") as dup_file:
         planner = Planner(chunker, job_tokens=options.job_tokens,
                           job_max_texts=options.job_max_texts, text_field=options.text_field,

@@ -31,8 +31,10 @@ def schema(dimension: int) -> pa.Schema:
 
 
 def rows_table(chunks: Sequence[tuple[str, str, Chunk]], model: str,
-               vectors: Sequence[Sequence[float]]) -> pa.Table:
-    """A table of (id, sha256, chunk) rows with their vectors."""
+               vectors: Sequence[Sequence[float]],
+               token_counts: Sequence[int] | None = None) -> pa.Table:
+    """A table of (id, sha256, chunk) rows with their vectors (and exact token counts)."""
+    tokens = list(token_counts) if token_counts else [c.tokens for _, _, c in chunks]
     dimension = len(vectors[0])
     flat = pa.array([x for vector in vectors for x in vector], pa.float32())
     columns = [
@@ -43,7 +45,7 @@ def rows_table(chunks: Sequence[tuple[str, str, Chunk]], model: str,
         pa.array([c.end for _, _, c in chunks], pa.int64()),
         pa.array([c.text for _, _, c in chunks], pa.string()),
         pa.array([sha for _, sha, _ in chunks], pa.string()),
-        pa.array([c.tokens for _, _, c in chunks], pa.int32()),
+        pa.array(tokens, pa.int32()),
         pa.array([model] * len(chunks), pa.string()),
         pa.FixedSizeListArray.from_arrays(flat, dimension),
     ]

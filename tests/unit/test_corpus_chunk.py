@@ -26,19 +26,23 @@ class WordCounter:
         return [len(TOKEN_RE.findall(t)) for t in texts]
 
 
-def chunks_of(text: str, limit: int, overlap: int = 0, context: int | None = None):
+def chunks_of(text: str, limit: int, overlap: int = 0, context: int | None = None,
+              exact: bool = True):
     counter = WordCounter()
-    chunker = Chunker(counter, ChunkSpec(limit, overlap), context)
+    chunker = Chunker(counter, ChunkSpec(limit, overlap), context, exact=exact)
     return list(chunker.chunks("doc", split_paragraphs(text))), counter
 
 
-def test_spans_are_exact_and_under_the_limit() -> None:
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "calibrated"])
+def test_spans_are_exact_and_under_the_limit(exact: bool) -> None:
     text = "Título ünïcode. Second sentence here!\n\n" + "Long paragraph. " * 80 + "\n\nEnd.\n"
-    chunks, _ = chunks_of(text, 30)
+    chunks, _ = chunks_of(text, 30, exact=exact)
     assert [c.index for c in chunks] == list(range(len(chunks)))
     for chunk in chunks:
         assert text[chunk.start : chunk.end] == chunk.text
-        assert chunk.tokens == len(TOKEN_RE.findall(chunk.text)) <= 30
+        true_count = len(TOKEN_RE.findall(chunk.text))
+        assert true_count <= 30
+        assert chunk.tokens == true_count if exact else chunk.tokens >= true_count
     covered = "".join(c.text for c in chunks)
     assert covered.replace(" ", "").replace("\n", "") == text.replace(" ", "").replace("\n", "")
 
@@ -56,9 +60,10 @@ def test_sentence_boundaries_inside_a_long_paragraph() -> None:
     assert chunks[0].text == "Alpha beta gamma. Delta epsilon zeta."
 
 
-def test_never_over_the_context_even_when_chunk_tokens_is_larger() -> None:
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "calibrated"])
+def test_never_over_the_context_even_when_chunk_tokens_is_larger(exact: bool) -> None:
     text = " ".join(f"w{i}" for i in range(500))
-    chunks, _ = chunks_of(text, 10_000, context=64)
+    chunks, _ = chunks_of(text, 10_000, context=64, exact=exact)
     assert len(chunks) > 1
     assert max(c.tokens for c in chunks) <= 64
 
@@ -86,3 +91,27 @@ def test_counts_go_out_in_windows_not_one_call_per_sentence() -> None:
 def test_bad_spec() -> None:
     with pytest.raises(ValueError, match="overlap"):
         ChunkSpec(10, 10)
+
+
+class SkewedCounter(WordCounter):
+    """A tokenizer that makes twice the tokens the local estimate expects."""
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        return [2 * n for n in super().count_many(texts)]
+
+
+def test_calibrated_mode_scales_estimates_with_one_count_per_window() -> None:
+    text = "\n\n".join(f"Sentence {i} one. Sentence {i} two." for i in range(300))
+    counter = SkewedCounter()
+    chunks = list(Chunker(counter, ChunkSpec(40, 0), 2048).chunks("d", split_paragraphs(text)))
+    assert counter.calls <= 300 // 64 + 1  # one exact count per window of 64 paragraphs
+    truth = [2 * len(TOKEN_RE.findall(c.text)) for c in chunks]
+    assert max(truth) <= 40 and min(truth) > 20  # the doubled counts were learnt
+
+
+def test_calibrated_mode_counts_chunks_near_the_context_exactly() -> None:
+    counter = SkewedCounter()
+    text = " ".join(f"w{i}" for i in range(400))
+    chunker = Chunker(counter, ChunkSpec(10_000, 0), 100)
+    chunks = list(chunker.chunks("d", split_paragraphs(text)))
+    assert all(2 * len(TOKEN_RE.findall(c.text)) <= 100 for c in chunks)

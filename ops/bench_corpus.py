@@ -1,0 +1,222 @@
+"""Corpus embedding and batch files, measured against peers in the same run.
+
+1. Throughput: `embed_corpus` through the pool (real Redis, real worker processes, the
+   simulator in its own process) vs the best direct-SDK baseline on the same chunk texts:
+   one process, one `lmstudio.Client`, concurrent `embed` calls from N threads (the best N
+   of --direct-threads). Goal: ratio >= 0.9.
+2. A --batch-lines (10,000) OpenAI batch file validated and enqueued. Goal: < 10 s.
+3. A generated corpus of --memory-mb embedded by the real CLI in a child process, with the
+   child's peak RSS (the issue's goal: 1 GB corpus, peak < 500 MB; run --memory-mb 1024).
+
+    .venv/bin/python ops/bench_corpus.py [--corpus-mb 2] [--memory-mb 20] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+EMBED = "text-embedding-nomic-embed-text-v1.5"
+LLM = "llama-3.2-1b-instruct"
+SIM_CONFIG = {"timing": {"embedding_latency_s": 0.002, "embedding_parallel": 4}}
+_WORDS = [f"{a}{b}" for a in ("lo", "ra", "mi", "ke", "su", "ta", "ne", "vo", "pi", "da")
+          for b in ("rem", "lat", "dor", "qua", "sin", "tep", "mon", "lix", "bar", "zed",
+                    "fur", "gon", "hal", "jin", "kor", "mas")]
+
+
+def generate_corpus(root: Path, size_mb: float, seed: int = 7) -> Path:
+    """Text files of random sentences (no duplicates), ~1 MB each."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    target = int(size_mb * 1024 * 1024)
+    written = index = 0
+    while written < target:
+        paragraphs = []
+        size = 0
+        while size < min(1024 * 1024, target - written):
+            sentences = [" ".join(rng.choices(_WORDS, k=rng.randint(6, 18))).capitalize() + "."
+                         for _ in range(rng.randint(2, 6))]
+            paragraphs.append(" ".join(sentences))
+            size += len(paragraphs[-1]) + 2
+        text = "\n\n".join(paragraphs) + "\n"
+        (root / f"doc{index:05d}.txt").write_text(text)
+        written += len(text)
+        index += 1
+    return root
+
+
+def env_for(redis_url: str, host: str) -> dict[str, str]:
+    return {"LMQ_BROKER_URL": redis_url, "LMQ_RESULT_BACKEND": redis_url,
+            "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": "24GiB", "PYTHONUNBUFFERED": "1"}
+
+
+def direct_baseline(host: str, texts: list[str], threads: list[int]) -> tuple[float, int]:
+    """Best texts/s of one client with N threads calling embed(text) concurrently."""
+    import lmstudio as lms
+
+    best = (0.0, 0)
+    with lms.Client(host) as client:
+        client.embedding.list_loaded()
+        model = client.embedding.model(EMBED)
+        model.embed(texts[0])
+        for n in threads:
+            started = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                for _ in pool.map(model.embed, texts):
+                    pass
+            rate = len(texts) / (time.perf_counter() - started)
+            print(f"  direct SDK, {n:>2} threads: {rate:8.1f} texts/s")
+            best = max(best, (rate, n))
+    return best
+
+
+def pool_run(corpus: Path, out: Path, settings: object, **options: object) -> tuple[float, object]:
+    from producers.corpus import embed_corpus
+
+    started = time.perf_counter()
+    summary = embed_corpus([corpus], model=EMBED, out=out, settings=settings, progress=False,
+                           restart=True, **options)
+    return time.perf_counter() - started, summary
+
+
+def bench_throughput(args: argparse.Namespace, work: Path, settings: object,
+                     host: str) -> None:
+    import pyarrow.parquet as pq
+
+    corpus = generate_corpus(work / "small", args.corpus_mb)
+    out = work / "small.parquet"
+    elapsed, summary = pool_run(corpus, out, settings, chunk_tokens=args.chunk_tokens,
+                                overlap_tokens=0, max_in_flight=args.max_in_flight,
+                                job_tokens=args.job_tokens)
+    texts = pq.read_table(out, columns=["text"]).column("text").to_pylist()
+    pool_rate = len(texts) / elapsed
+    print(f"corpus {args.corpus_mb} MB -> {len(texts)} chunks, {summary.tokens:,} tokens")
+    print(f"  pool (embed_corpus, {args.workers} worker(s), chunking included): "
+          f"{pool_rate:8.1f} texts/s ({summary.tokens / elapsed:,.0f} tok/s, {elapsed:.1f} s)")
+    direct_rate, best_n = direct_baseline(host, texts, args.direct_threads)
+    print(f"THROUGHPUT ratio pool / best direct ({best_n} threads) = "
+          f"{pool_rate / direct_rate:.2f}  (goal >= 0.9)")
+
+
+def bench_batch_file(args: argparse.Namespace, work: Path, settings: object) -> None:
+    from producers.batch import submit_file, validate_file
+    from producers.job_queue import JobQueue
+
+    path = work / "requests.jsonl"
+    with path.open("w") as handle:
+        for i in range(args.batch_lines):
+            if i % 4 == 3:
+                body = {"model": EMBED, "input": [f"text {i}", f"more {i}"]}
+                url = "/v1/embeddings"
+            else:
+                body = {"model": "gpt-4o-mini", "max_tokens": 16, "temperature": 0.2,
+                        "messages": [{"role": "user", "content": f"Question number {i}?"}]}
+                url = "/v1/chat/completions"
+            handle.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": url,
+                                     "body": body}) + "\n")
+    started = time.perf_counter()
+    validation = validate_file(path, {"gpt-4o-mini": LLM})
+    validate_s = time.perf_counter() - started
+    with JobQueue(settings) as queue:  # type: ignore[arg-type]
+        started = time.perf_counter()
+        batch_id, _ = submit_file(queue, path, {"gpt-4o-mini": LLM}, enqueue_anyway=True)
+        submit_s = time.perf_counter() - started
+        queue.cancel_batch(batch_id)
+    print(f"BATCH FILE {len(validation.requests)} lines: validate only {validate_s:.2f} s; "
+          f"validate + record + enqueue {submit_s:.2f} s (goal < 10 s)")
+
+
+def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
+    corpus = generate_corpus(work / "big", args.memory_mb, seed=11)
+    out = work / "big.parquet"
+    code = ("import resource, sys\nfrom producers.cli import main\n"
+            "try:\n    main(prog_name='lmq')\nfinally:\n"
+            "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+            " file=sys.stderr)\n")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, "embed-corpus", str(corpus), "--model", EMBED, "--out",
+         str(out), "--no-progress", "--chunk-tokens", str(args.chunk_tokens), "--overlap", "0",
+         "--max-in-flight", str(args.max_in_flight), "--job-tokens", str(args.job_tokens),
+         "--restart"],
+        env={**os.environ, **env}, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    peak_kb = int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    if done.returncode != 0:
+        print(done.stdout, done.stderr)
+    print(done.stdout.strip())
+    print(f"MEMORY corpus {args.memory_mb} MB in {elapsed:.1f} s: producer peak RSS "
+          f"{peak_kb / 1024:.0f} MB (goal < 500 MB for 1 GB); output "
+          f"{out.stat().st_size / 1e6:.1f} MB; exit {done.returncode}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus-mb", type=float, default=2.0)
+    parser.add_argument("--memory-mb", type=float, default=20.0)
+    parser.add_argument("--batch-lines", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunk-tokens", type=int, default=256)
+    parser.add_argument("--job-tokens", type=int, default=8192)
+    parser.add_argument("--max-in-flight", type=int, default=8)
+    parser.add_argument("--embed-concurrency", type=int, default=None,
+                        help="LMQ_EMBED_CONCURRENCY of the workers (their default if unset).")
+    parser.add_argument("--direct-threads", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "batch", "memory"])
+    args = parser.parse_args()
+
+    from producers.redis_server import RedisServer
+    from producers.worker_process import WorkerProcess
+    from simulator.testing import running_simulator
+    from workers.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="lmq-bench-corpus-"))
+    redis_server = RedisServer().start()
+    workers: list[WorkerProcess] = []
+    try:
+        with running_simulator(SIM_CONFIG, in_process=False) as sim:
+            env = env_for(redis_server.url, sim.host)
+            if args.embed_concurrency:
+                env["LMQ_EMBED_CONCURRENCY"] = str(args.embed_concurrency)
+            settings = Settings(broker_url=redis_server.url, result_backend=redis_server.url,
+                                lmstudio_host=sim.host)
+            workers = [WorkerProcess(EMBED, env).start() for _ in range(args.workers)]
+            _wait_served(settings)
+            if "throughput" not in args.skip:
+                bench_throughput(args, work, settings, sim.host)
+            if "batch" not in args.skip:
+                bench_batch_file(args, work, settings)
+            if "memory" not in args.skip:
+                bench_memory(args, work, env)
+    finally:
+        for worker in workers:
+            worker.stop()
+        redis_server.stop()
+    print(f"(work dir {work}; peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+def _wait_served(settings: object, timeout_s: float = 60.0) -> None:
+    from producers.job_queue import JobQueue
+
+    deadline = time.monotonic() + timeout_s
+    with JobQueue(settings) as queue:  # type: ignore[arg-type]
+        while EMBED not in queue.served_models(refresh=True):
+            if time.monotonic() > deadline:
+                raise SystemExit("no embedding worker came up")
+            time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()
