@@ -149,3 +149,28 @@ def test_a_worker_killed_during_the_run_loses_no_chunk(
     assert len(table) == planned - duplicates
     assert len({r["id"] for r in table}) == len(table)
     assert all(len(r["vector"]) == 768 for r in table)  # type: ignore[arg-type]
+
+
+def test_failed_jobs_are_retried_then_listed_and_resume_finishes_them(
+        embed_worker, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
+    corpus = make_corpus(tmp_path, long_paragraphs=20)
+    out = tmp_path / "c.parquet"
+    args = embed_args(corpus, out, "--max-in-flight", "1")
+
+    simulator.admin.fail_nth("embedString", 3)
+    retried = lmq(*args, "--no-progress", "--retries", "1", env=lmq_env)
+    assert "failures: 0 chunks, 1 job retries" in retried.stdout
+    expected = rows(out)
+
+    simulator.admin.fail_nth("embedString", 3)
+    failed = lmq(*args, "--no-progress", "--retries", "0", "--restart", env=lmq_env,
+                 check=False)
+    assert failed.returncode == 1 and "rerun with --resume" in failed.stderr
+    listed = [json.loads(line) for line in Path(f"{out}.failed.jsonl").read_text().splitlines()]
+    assert listed and all("error" in row and row["id"] for row in listed)
+    assert len(rows(out)) == len(expected) - len(listed)  # what succeeded is written
+    assert Path(f"{out}.lmq-state").exists()
+
+    resumed = lmq(*args, "--no-progress", "--retries", "0", "--resume", env=lmq_env)
+    assert f"{len(listed)} embedded now" in resumed.stdout
+    assert rows(out) == expected and not Path(f"{out}.failed.jsonl").exists()
