@@ -87,3 +87,19 @@ def test_schema_faker_handles_refs_bounds_and_enums() -> None:
     value = textgen.SchemaFaker(schema, textgen.make_rng(1)).value()
     assert 5 <= value["n"] <= 7 and value["kind"] == "a"
     assert isinstance(value["opt"], float) and isinstance(value["child"]["ok"], bool)
+
+
+def test_raw_openai_style_tools_yield_tool_call_events(client: lms.Client) -> None:
+    # How the workers read tool calls: rawTools in OpenAI format + the stream's events.
+    from lmstudio.json_api import PredictionToolCallEvent
+
+    tool = {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}}}
+    stream = client.llm.model(LLM_KEY).respond_stream(
+        "What does get_weather say for 'Paris'?",
+        config={"rawTools": {"type": "toolArray", "tools": [tool]}})
+    calls = [e.arg for e in stream._iter_events() if isinstance(e, PredictionToolCallEvent)]
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert stream.result().stats.stop_reason == "toolCalls"
