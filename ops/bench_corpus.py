@@ -153,9 +153,10 @@ def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str]) -> N
         env={**os.environ, **env}, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     peak_kb = int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
-    if done.returncode != 0:
-        print(done.stdout, done.stderr)
     print(done.stdout.strip())
+    if done.returncode != 0 or not out.exists():
+        print(f"MEMORY run failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        return
     print(f"MEMORY corpus {args.memory_mb} MB in {elapsed:.1f} s: producer peak RSS "
           f"{peak_kb / 1024:.0f} MB (goal < 500 MB for 1 GB); output "
           f"{out.stat().st_size / 1e6:.1f} MB; exit {done.returncode}")
@@ -195,8 +196,10 @@ def main() -> None:
             _wait_served(settings)
             if "throughput" not in args.skip:
                 bench_throughput(args, work, settings, sim.host)
-            if "batch" not in args.skip:
-                bench_batch_file(args, work, settings)
+            if "batch" not in args.skip:  # its own database: no worker consumes these jobs
+                db1 = redis_server.url.rsplit("/", 1)[0] + "/1"
+                bench_batch_file(args, work, Settings(broker_url=db1, result_backend=db1,
+                                                      lmstudio_host=sim.host))
             if "memory" not in args.skip:
                 bench_memory(args, work, env)
     finally:
