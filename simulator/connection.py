@@ -54,6 +54,7 @@ class Channel:
             stats.first_fragment_t = now
         if stats.cancel_t is not None:
             stats.fragments_after_cancel += 1
+            stats.fragments_after_cancel_t.append(now)
         await self.send(message)
 
     async def close(self) -> None:

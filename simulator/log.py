@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _FIELDS = ("seq", "t", "conn", "ns", "dir", "msg")
@@ -25,6 +25,7 @@ class ChannelStats:
     cancel_t: float | None = None
     fragments: int = 0
     fragments_after_cancel: int = 0
+    fragments_after_cancel_t: list[float] = field(default_factory=list)
     first_fragment_t: float | None = None
     last_fragment_t: float | None = None
     slot_wait_start_t: float | None = None
