@@ -51,11 +51,12 @@ class SimulatorAdmin:
 
     def set_faults(self, *, delay_s: float | None = None, delay_endpoints: list[str] | None = None,
                    drop_after_fragments: int | None = None, drop_times: int | None = None,
-                   slow_prefill_s: float | None = None, reply_tokens: int | None = None
-                   ) -> dict[str, Any]:
+                   slow_prefill_s: float | None = None, reply_tokens: int | None = None,
+                   cancel_lag_fragments: int | None = None) -> dict[str, Any]:
         return self._get("faults/set", delay_s=delay_s, delay_endpoints=delay_endpoints,
                          drop_after_fragments=drop_after_fragments, drop_times=drop_times,
-                         slow_prefill_s=slow_prefill_s, reply_tokens=reply_tokens)
+                         slow_prefill_s=slow_prefill_s, reply_tokens=reply_tokens,
+                         cancel_lag_fragments=cancel_lag_fragments)
 
     def fail_nth(self, endpoint: str, nth: int = 1,
                  title: str = "Simulated failure") -> dict[str, Any]:

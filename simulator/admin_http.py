@@ -95,6 +95,8 @@ def _set_faults(sim: Simulator, q: dict[str, str]) -> Any:
             setattr(faults, name, float(q[name]))
     if "delay_endpoints" in q:
         faults.delay_endpoints = [e for e in q["delay_endpoints"].split(",") if e]
+    if "cancel_lag_fragments" in q:
+        faults.cancel_lag_fragments = int(q["cancel_lag_fragments"])
     for name in ("drop_after_fragments", "drop_times", "reply_tokens"):
         if name in q:
             setattr(faults, name, int(q[name]) if q[name] not in ("", "none") else None)

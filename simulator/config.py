@@ -83,6 +83,7 @@ class FaultConfig(_Strict):
     drop_after_fragments: int | None = Field(default=None, description="Abort socket after K.")
     drop_times: int | None = Field(default=None, description="Predictions to drop; None = all.")
     slow_prefill_s: float = Field(default=0.0, description="Extra prefill time per prediction.")
+    cancel_lag_fragments: int = Field(default=0, description="Tokens still sent after a cancel.")
     reply_tokens: int | None = Field(default=None, description="Force reply length (long reply).")
 
 

@@ -21,6 +21,7 @@ class Faults:
         self.drop_times = config.drop_times
         self.slow_prefill_s = config.slow_prefill_s
         self.reply_tokens = config.reply_tokens
+        self.cancel_lag_fragments = config.cancel_lag_fragments
         self.seen: Counter[str] = Counter()
 
     def delay_for(self, endpoint: str) -> float:
@@ -55,5 +56,6 @@ class Faults:
             "fail": [r.model_dump() for r in self.fail_rules],
             "drop_after_fragments": self.drop_after_fragments, "drop_times": self.drop_times,
             "slow_prefill_s": self.slow_prefill_s, "reply_tokens": self.reply_tokens,
+            "cancel_lag_fragments": self.cancel_lag_fragments,
             "seen": dict(self.seen),
         }

@@ -174,6 +174,16 @@ class _Decoder:
         self.context_left = run.inst.context_length - run.prompt_tokens
         self.limit = min(self.context_left, max_tokens if max_tokens is not None else 1 << 60)
         self.pending_tokens = 0
+        self.cancel_lag = state.faults.cancel_lag_fragments  # a sluggish server's overrun
+
+    def _stopped(self) -> bool:
+        """True once cancelled, after any configured lag of extra tokens."""
+        if not self.run_.channel.cancelled.is_set():
+            return False
+        if self.cancel_lag > 0 and self.run_.channel.cancel_reason == "userStopped":
+            self.cancel_lag -= 1
+            return False
+        return True
 
     async def run(self) -> None:
         run, channel = self.run_, self.run_.channel
@@ -188,7 +198,7 @@ class _Decoder:
                 break
             delay_s = t0 + (run.generated + 1) * self.dt_s - loop.time()
             await (asyncio.sleep(delay_s) if delay_s > 0 else asyncio.sleep(0))
-            if channel.cancelled.is_set():
+            if self._stopped():
                 run.stop_reason = run.channel.cancel_reason
                 return
             if isinstance(event, ToolCall):

@@ -156,3 +156,20 @@ def test_queued_prediction_of_a_closed_socket_frees_its_place(simulator_factory)
     with lms.Client(sim.host) as client:
         sim.admin.set_faults(reply_tokens=3)
         assert client.llm.model(LLM_KEY).respond("free again").stats.predicted_tokens_count == 3
+
+
+def test_cancel_lag_fault_sends_fragments_after_cancel(simulator: RunningSimulator,
+                                                       client: lms.Client) -> None:
+    simulator.admin.set_faults(reply_tokens=2000, cancel_lag_fragments=3)
+    stream = client.llm.model(LLM_KEY).respond_stream("sluggish")
+    received = []
+    for fragment in stream:
+        received.append(fragment.content)
+        if len(received) == 2:
+            stream.cancel()
+    result = stream.result()
+    assert result.stats.stop_reason == "userStopped"
+    assert result.content.startswith("".join(received[:2]))
+    channel = _channel(simulator)
+    assert channel["fragments_after_cancel"] == 3
+    assert all(t >= channel["cancel_t"] for t in channel["fragments_after_cancel_t"])
