@@ -52,7 +52,8 @@ class Planner:
         self.text_field = text_field
         self.duplicates = duplicates
         self.stats = PlanStats()
-        self._seen: dict[bytes, str] = {}  # sha256 prefix -> first chunk id
+        # 96-bit prefixes of the sha256 of every kept chunk: ~100 bytes a chunk, not its text
+        self._seen: set[int] = set()
 
     def jobs(self, sources: Iterable[SourceFile]) -> Iterator[JobPlan]:
         items: list[tuple[str, str, Chunk]] = []
@@ -73,12 +74,12 @@ class Planner:
         for chunk in self._chunks(sources):
             sha = hashlib.sha256(chunk.text.encode()).hexdigest()
             cid = chunk_id(chunk.source, chunk.index)
-            key = bytes.fromhex(sha[:32])
+            key = int(sha[:24], 16)
             self.stats.chunks += 1
-            first = self._seen.setdefault(key, cid)
-            if first != cid:
-                self._record_duplicate(cid, sha, chunk, first)
+            if key in self._seen:
+                self._record_duplicate(cid, sha, chunk)
                 continue
+            self._seen.add(key)
             yield cid, sha, chunk
 
     def _chunks(self, sources: Iterable[SourceFile]) -> Iterator[Chunk]:
@@ -95,9 +96,10 @@ class Planner:
     def _document_chunks(self, doc: Document) -> Iterator[Chunk]:
         yield from self.chunker.chunks(doc.source, doc.blocks)
 
-    def _record_duplicate(self, cid: str, sha: str, chunk: Chunk, first: str) -> None:
+    def _record_duplicate(self, cid: str, sha: str, chunk: Chunk) -> None:
+        """The kept copy is the output row with the same sha256 (found first in order)."""
         self.stats.duplicates += 1
         self.stats.duplicate_tokens += chunk.tokens
         row = {"id": cid, "source": chunk.source, "chunk_index": chunk.index,
-               "start": chunk.start, "end": chunk.end, "sha256": sha, "duplicate_of": first}
+               "start": chunk.start, "end": chunk.end, "sha256": sha}
         self.duplicates.write(json.dumps(row, ensure_ascii=False) + "\n")
