@@ -7,18 +7,29 @@ from contextlib import ExitStack
 import click
 
 from producers.cli._render import result_text, stats_line
-from producers.demo_stack import Say, ensure_lmstudio, ensure_redis, start_workers, worker_env
+from producers.demo_stack import (
+    Say,
+    ensure_lmstudio,
+    ensure_redis,
+    simulator_engine,
+    start_workers,
+    worker_env,
+)
 from producers.job_queue import JobQueue
 from producers.lmstudio_host import host_models, pick_models
 from workers.settings import Settings
 
 SIM_CHAT_MODEL = "llama-3.2-1b-instruct"
 SIM_EMBED_MODEL = "text-embedding-nomic-embed-text-v1.5"
+REAL_CHAT_MODEL = "smollm2-135m-instruct"  # the simulator's real engine (simulator/real_models.py)
+REAL_EMBED_MODEL = "multilingual-e5-small"
 JOB_TIMEOUT_S = 120.0
 
 
 def choose_models(settings: Settings, on_simulator: bool, chat_model: str | None,
-                  embed_model: str | None) -> tuple[str, str]:
+                  embed_model: str | None, engine: str = "deterministic") -> tuple[str, str]:
+    if on_simulator and engine == "real":
+        return chat_model or REAL_CHAT_MODEL, embed_model or REAL_EMBED_MODEL
     if on_simulator:
         return chat_model or SIM_CHAT_MODEL, embed_model or SIM_EMBED_MODEL
     picked_chat, picked_embed = pick_models(host_models(settings.lmstudio_host))
@@ -32,15 +43,18 @@ def choose_models(settings: Settings, on_simulator: bool, chat_model: str | None
 
 
 def run_demo(settings: Settings, chat_model: str | None, embed_model: str | None,
-             say: Say) -> None:
+             say: Say, sim_engine: str = "auto") -> None:
     with ExitStack() as stack:
         settings = ensure_redis(settings, stack, say)
-        settings, on_simulator = ensure_lmstudio(settings, stack, say)
-        chat, embed = choose_models(settings, on_simulator, chat_model, embed_model)
+        engine = simulator_engine(sim_engine)
+        settings, on_simulator = ensure_lmstudio(settings, stack, say, engine)
+        chat, embed = choose_models(settings, on_simulator, chat_model, embed_model, engine)
         start_workers(settings, [chat, embed], worker_env(settings, on_simulator), stack, say)
         with JobQueue(settings) as queue:
             run_jobs(queue, chat, embed, say)
-        say("demo: done; stopping what it started")
+        used = (f"the simulator's {engine} engine" if on_simulator
+                else f"LM Studio at {settings.lmstudio_host}")
+        say(f"demo: done (models served by {used}); stopping what it started")
 
 
 def run_jobs(queue: JobQueue, chat: str, embed: str, say: Say) -> None:

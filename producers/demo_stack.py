@@ -25,6 +25,10 @@ from workers.settings import Settings
 
 Say = Callable[[str], None]
 SIMULATOR_START_S = 30.0
+REAL_SIMULATOR_START_S = 120.0  # loads two real models first
+ENGINE_NOTES = {"real": "real SmolLM2-135M + multilingual-e5-small on the CPU",
+                "deterministic": "synthetic text and vectors; `ops/setup.d/local-models` "
+                                 "installs real small models"}
 WORKER_START_S = 90.0
 
 
@@ -45,27 +49,39 @@ def ensure_redis(settings: Settings, stack: ExitStack, say: Say) -> Settings:
                                        "redis_url": None})
 
 
-def ensure_lmstudio(settings: Settings, stack: ExitStack, say: Say) -> tuple[Settings, bool]:
+def simulator_engine(wanted: str = "auto") -> str:
+    """The simulator engine to start: `auto` = `real` when the local models are installed."""
+    if wanted != "auto":
+        return wanted
+    from simulator.real_models import available
+
+    return "real" if available() else "deterministic"
+
+
+def ensure_lmstudio(settings: Settings, stack: ExitStack, say: Say,
+                    engine: str = "deterministic") -> tuple[Settings, bool]:
     """(settings pointing at an LM Studio that answers, True if it is our simulator)."""
     if lmstudio_answers(settings.lmstudio_host):
         say(f"LM Studio: using {settings.lmstudio_host}")
         return settings, False
     say(f"LM Studio: nothing answers at {settings.lmstudio_host}; starting the simulator "
-        "(an LM Studio stand-in)")
-    host = start_simulator(stack)
+        f"(an LM Studio stand-in) with its {engine} engine: {ENGINE_NOTES.get(engine, '')}")
+    host = start_simulator(stack, engine)
     say(f"LM Studio: simulator listening at {host}")
     return settings.model_copy(update={"lmstudio_host": host}), True
 
 
-def start_simulator(stack: ExitStack) -> str:
+def start_simulator(stack: ExitStack, engine: str = "deterministic") -> str:
     port = free_port()
     host = f"127.0.0.1:{port}"
     log_path = Path(tempfile.mkstemp(prefix="lmq-simulator-", suffix=".log")[1])
     with log_path.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(port)],
+        process = subprocess.Popen([sys.executable, "-m", "simulator", "--port", str(port),
+                                    "--engine", engine],
                                    cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     stack.callback(_stop_process, process)
-    deadline = time.monotonic() + SIMULATOR_START_S
+    deadline = time.monotonic() + (REAL_SIMULATOR_START_S if engine == "real"
+                                   else SIMULATOR_START_S)
     while not lmstudio_answers(host, timeout_s=0.5):
         if process.poll() is not None or time.monotonic() > deadline:
             tail = log_path.read_text(errors="replace")[-2000:]

@@ -22,7 +22,9 @@ def test_demo_starts_what_is_missing_and_runs_three_jobs() -> None:
            "LMQ_LMSTUDIO_HOST": f"127.0.0.1:{free_port()}"}
     for name in ("LMQ_RESULT_BACKEND", "LMQ_REDIS_URL", "LMQ_MODEL"):
         env.pop(name, None)
-    done = subprocess.run([LMQ, "demo"], env=env, capture_output=True, text=True, timeout=280)
+    # The deterministic engine keeps this fast; test_real_engine.py runs the real one.
+    done = subprocess.run([LMQ, "demo", "--sim-engine", "deterministic"], env=env,
+                          capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "starting a private redis-server" in done.stderr
     assert "starting the simulator" in done.stderr

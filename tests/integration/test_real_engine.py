@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 
 from producers import JobCancelledError, JobHandle
 from producers.local_pool import LocalPool, local_pool
-from producers.redis_server import RedisServer
+from producers.redis_server import RedisServer, free_port
 from simulator.real_models import EMBED_KEY, LLM_KEY, missing_reason
 from tests.integration.corpus_support import lmq
 from tests.support.services import missing_service
@@ -42,10 +44,14 @@ QUERIES = {
 
 
 @pytest.fixture(scope="module")
-def real_sim() -> Iterator[object]:
+def installed() -> None:
     reason = missing_reason()
     if reason:
         missing_service(f"the real engine: {reason}")
+
+
+@pytest.fixture(scope="module")
+def real_sim(installed: None) -> Iterator[object]:
     from simulator.testing import running_simulator
 
     with running_simulator({"engine": "real", "real": {"threads": 1}},
@@ -140,3 +146,21 @@ def test_corpus_search_ranks_the_relevant_document_first(pool: LocalPool,
         hits = json.loads(shown.stdout)
         assert os.path.basename(hits[0]["source"].split("#")[0]) == expected, (query, hits)
         assert hits[0]["score"] > hits[1]["score"]
+
+
+def test_demo_uses_the_real_engine_when_installed(installed: None) -> None:
+    """`lmq demo` (what ops/demo runs) on a fresh machine picks the real engine by itself."""
+    env = {**os.environ, "LMQ_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "LMQ_LMSTUDIO_HOST": f"127.0.0.1:{free_port()}"}
+    for name in ("LMQ_RESULT_BACKEND", "LMQ_REDIS_URL", "LMQ_MODEL"):
+        env.pop(name, None)
+    lmq_bin = str(Path(sys.executable).parent / "lmq")
+    done = subprocess.run([lmq_bin, "demo"], env=env, capture_output=True, text=True,
+                          timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "with its real engine" in done.stderr
+    assert "served by the simulator's real engine" in done.stderr
+    for label in (f"== chat ({LLM_KEY})", f"== completion ({LLM_KEY})",
+                  f"== embedding ({EMBED_KEY})"):
+        assert label in done.stdout
+    assert "dimension 384" in done.stdout
