@@ -131,11 +131,15 @@ class Connection:
         if kind == "rpcCall":
             self._spawn(self._rpc(msg))
         elif kind == "channelCreate":
-            self._spawn(self._channel(msg))
+            # Register before the task runs, so a cancel in the very next frame finds it.
+            channel = Channel(self, msg.get("channelId", -1), msg.get("endpoint", ""),
+                              msg.get("creationParameter"))
+            self._channels[channel.id] = channel
+            self._spawn(self._channel(channel))
         elif kind == "channelSend":
-            channel = self._channels.get(msg.get("channelId", -1))
-            if channel is not None and (msg.get("message") or {}).get("type") == "cancel":
-                channel.cancel()
+            target = self._channels.get(msg.get("channelId", -1))
+            if target is not None and (msg.get("message") or {}).get("type") == "cancel":
+                target.cancel()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -166,10 +170,8 @@ class Connection:
             reply["result"] = result
         await self.send(reply, _compact(reply) if endpoint == "embedString" else None)
 
-    async def _channel(self, msg: dict[str, Any]) -> None:
-        endpoint = msg.get("endpoint", "")
-        channel = Channel(self, msg.get("channelId", -1), endpoint, msg.get("creationParameter"))
-        self._channels[channel.id] = channel
+    async def _channel(self, channel: Channel) -> None:
+        endpoint = channel.endpoint
         try:
             handler = self._channel_handlers.get(endpoint)
             if handler is None:
