@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from simulator import errors
-from simulator.config import ModelConfig, SimConfig
+from simulator.config import KV_BYTES_PER_ELEMENT, ModelConfig, SimConfig
 from simulator.gguf_file import write_gguf
 from simulator.gpu import SlotPool
+from simulator.kvconfig import checkbox
 
 
 @dataclass
@@ -32,6 +33,21 @@ class Instance:
     @property
     def weight_bytes(self) -> int:
         return int(self.model.size_bytes * self.offload_ratio)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """VRAM per context token; 0 when the load config keeps the KV cache in RAM."""
+        if self.load_fields.get("llm.load.offloadKVCacheToGpu") is False:
+            return 0.0
+        return self.model.kv_bytes_per_token(
+            _cache_type(self.load_fields.get("llm.load.llama.kCacheQuantizationType")),
+            _cache_type(self.load_fields.get("llm.load.llama.vCacheQuantizationType")))
+
+
+def _cache_type(value: Any) -> str | None:
+    """A checkbox {"checked": true, "value": "q8_0"} naming a known KV element type."""
+    kind = checkbox(value)
+    return kind if kind in KV_BYTES_PER_ELEMENT else None
 
 
 class Catalog:

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from simulator.real_settings import RealEngineConfig
 
 GIB = 1024**3
-KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+KvType = Literal["f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "iq4_nl", "q4_0"]
+KV_BYTES_PER_ELEMENT = {"f32": 4.0, "f16": 2.0, "q8_0": 1.0, "q5_1": 0.75, "q5_0": 0.6875,
+                        "q4_1": 0.5625, "iq4_nl": 0.5625, "q4_0": 0.5}
 
 
 class _Strict(BaseModel):
@@ -40,18 +42,23 @@ class ModelConfig(_Strict):
     heads: int = Field(default=32, description="GGUF attention.head_count.")
     kv_heads: int | list[int] = Field(default=8, description="KV heads, or one per layer.")
     head_dim: int = Field(default=64, description="GGUF attention.key_length/value_length.")
-    kv_type: Literal["f32", "f16", "q8_0", "q4_0"] = Field(default="f16", description="KV dtype.")
+    kv_type: KvType = Field(default="f16", description="KV cache element type.")
     loaded: bool = Field(default=False, description="Loaded when the simulator starts.")
     vision: bool = False
     trained_for_tool_use: bool = True
     gguf_path: str = Field(default="", description="Serve this existing GGUF file instead of "
                            "writing a tensor-less one (the real engine runs it).")
 
-    def kv_bytes_per_token(self) -> float:
-        """2 (K and V) x sum of KV heads over layers x head dim x bytes per element."""
+    def kv_bytes_per_token(self, k_type: str | None = None, v_type: str | None = None) -> float:
+        """2 (K and V) x sum of KV heads over layers x head dim x bytes per element.
+
+        `k_type` / `v_type` override `kv_type` (LM Studio's K/V cache quantization).
+        """
         heads = self.kv_heads
         total_kv_heads = sum(heads) if isinstance(heads, list) else heads * self.layers
-        return 2 * total_kv_heads * self.head_dim * KV_BYTES_PER_ELEMENT[self.kv_type]
+        k_bytes = KV_BYTES_PER_ELEMENT[k_type or self.kv_type]
+        v_bytes = KV_BYTES_PER_ELEMENT[v_type or self.kv_type]
+        return total_kv_heads * self.head_dim * (k_bytes + v_bytes)
 
 
 class TimingConfig(_Strict):

@@ -124,7 +124,7 @@ async def _run_with_kv(run: Run) -> None:
     tokens = min(run.prompt_tokens + expected, run.inst.context_length)
     owner = f"kv:{run.channel.conn.id}:{run.channel.id}"
     try:
-        state.vram.reserve(owner, int(run.inst.model.kv_bytes_per_token() * tokens))
+        state.vram.reserve(owner, int(run.inst.kv_bytes_per_token * tokens))
     except OutOfMemoryError as exc:
         raise errors.kv_cache_oom(exc.needed_bytes, exc.free_bytes) from None
     try:

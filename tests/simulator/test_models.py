@@ -87,3 +87,18 @@ def test_concurrent_get_or_load_loads_once(simulator) -> None:  # type: ignore[n
     assert asyncio.run(main()) == {BIG_LLM_KEY}
     loaded = [i["identifier"] for i in simulator.admin.state()["instances"]]
     assert loaded.count(BIG_LLM_KEY) == 1
+
+
+def test_kv_cache_settings_change_the_vram_needed(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+    # 1000-token reply: f16 needs ~33 MB, q4_0 K+V a quarter of that, KV in RAM none.
+    sim = simulator_factory({"gpu": {"vram_bytes": _LOADED_WEIGHTS + 20_000_000}})
+    with lms.Client(sim.host) as client:
+        quantized = client.llm.load_new_instance(LLM_KEY, "q4", config={
+            "gpu": {"ratio": 0.0}, "llamaKCacheQuantizationType": "q4_0",
+            "llamaVCacheQuantizationType": "q4_0"})
+        in_ram = client.llm.load_new_instance(LLM_KEY, "ram", config={
+            "gpu": {"ratio": 0.0}, "offloadKVCacheToGpu": False})
+        with pytest.raises(lms.LMStudioPredictionError, match="KV cache"):
+            client.llm.model(LLM_KEY).respond("big", config={"maxTokens": 1000})
+        assert quantized.respond("big", config={"maxTokens": 1000}).content
+        assert in_ram.respond("big", config={"maxTokens": 1000}).content
