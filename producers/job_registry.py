@@ -11,12 +11,10 @@ from typing import Any
 
 import redis
 
-from workers.contract import KEY_PREFIX, Job
+from workers import keys
+from workers.contract import Job
 
-
-def job_key(job_id: str) -> str:
-    """Registry entry of one submitted job (kept here until workers.keys has it)."""
-    return f"{KEY_PREFIX}job:{job_id}"
+job_key = keys.job  # the registry entry of one submitted job: `lmq:job:<id>`
 
 
 def record(job: Job) -> str:

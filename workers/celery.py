@@ -8,7 +8,8 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
 * queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
   `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
   with a clear message (`workers.lifecycle`);
-* task events on; `worker_deduplicate_successful_tasks` on (see `workers.result_store`).
+* task events on; `worker_deduplicate_successful_tasks` on, and the STARTED state written
+  by `workers.result_store` instead of Celery's `task_track_started` (one round trip).
 
 Importing the app does not import the LM Studio SDK: task modules (`workers.tasks`) are
 imported by the worker only (`include`).
@@ -30,6 +31,9 @@ def worker_config(settings: Settings) -> dict[str, object]:
         "worker_pool": "workers.pool:TaskPool",
         "worker_concurrency": settings.concurrency or settings.slots,
         "worker_deduplicate_successful_tasks": True,
+        # STARTED is written by workers.result_store in the same round trip as the dedupe
+        # check and the attempt count; Celery's own write would cost two more.
+        "task_track_started": False,
         "worker_send_task_events": True,
     }
     if settings.model:

@@ -2,8 +2,9 @@
 
 Order of a prediction job:
 1. build the request (chat history or prompt) and the SDK config; bad input -> InvalidJobError;
-2. count the prompt tokens through LM Studio (template applied for chats); prompt plus
-   max output over the loaded context length -> ContextOverflowError at once;
+2. bound the prompt tokens locally (`workers.prompt_bound`); when the bound is near a limit,
+   count them through LM Studio instead (template applied for chats); prompt plus max
+   output over the loaded context length -> ContextOverflowError at once;
 3. `with gate.admit(job_id, prompt_tokens, max_tokens, cancelled):`
 4. start the prediction stream, attach its `cancel()` to the job's cancel token, forward
    fragments to the progress reporter; a dropped connection restarts it (bounded retries).
@@ -24,6 +25,7 @@ from workers.contract import ChatJob, CompletionJob, PredictionConfig
 from workers.error import ContextOverflowError, InvalidJobError, JobCancelledError
 from workers.predict_config import sdk_prediction_config, seed_note
 from workers.prediction import Outcome, Prediction, chat_stream, completion_stream
+from workers.prompt_bound import chat_bound, text_bound
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class PredictionRequest:
     config: dict[str, Any]
     max_tokens: int | None
     count_tokens: Callable[[], int]
+    bound: int | None = None  # local upper bound of the prompt tokens (None: count)
 
 
 def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
@@ -46,7 +49,8 @@ def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
     tools = raw_tools(job.tools)
     request = PredictionRequest(
         "chat", chat, sdk_prediction_config(job.config, tools), job.config.max_tokens,
-        lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)))
+        lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)),
+        chat_bound(ctx.session.overhead, history, bool(job.tools)))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "chat",
             "content": outcome.content, "parsed": outcome.parsed,
@@ -57,7 +61,8 @@ def run_completion(ctx: JobContext, job: CompletionJob) -> dict[str, Any]:
     _check_size(ctx, len(job.prompt))
     request = PredictionRequest(
         "completion", job.prompt, sdk_prediction_config(job.config), job.config.max_tokens,
-        lambda: ctx.session.count_tokens(job.prompt))
+        lambda: ctx.session.count_tokens(job.prompt),
+        text_bound(ctx.session.overhead, job.prompt))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "completion",
             "content": outcome.content, "stats": outcome.stats}
@@ -71,7 +76,7 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
     if note:
         log.info("job %s: %s", ctx.job_id, note)
     ctx.progress.phase("prefill")
-    prompt_tokens = with_retries(ctx, request.count_tokens)
+    prompt_tokens = prompt_tokens_of(ctx, request)
     max_output = _check_context(ctx, prompt_tokens, request.max_tokens)
     ctx.progress.phase("admission")
     with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested):
@@ -96,6 +101,16 @@ def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
         finally:
             ctx.token.detach()
         return prediction.outcome()
+
+
+def prompt_tokens_of(ctx: JobContext, request: PredictionRequest) -> int:
+    """The local bound when it clearly fits, else LM Studio's exact count."""
+    assert ctx.session.model is not None
+    bound, context = request.bound, ctx.session.model.context_length
+    if (bound is not None and bound <= ctx.settings.local_count_max_tokens
+            and bound + (request.max_tokens or 0) <= context and bound < context):
+        return bound
+    return with_retries(ctx, request.count_tokens)
 
 
 def _check_size(ctx: JobContext, chars: int) -> None:

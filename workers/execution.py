@@ -29,7 +29,7 @@ from workers.contract import RESULT_FOR_KIND
 from workers.error import InvalidJobError, JobCancelledError
 from workers.lifecycle import runtime
 from workers.progress import ProgressReporter
-from workers.result_store import next_attempt, take_stored
+from workers.result_store import next_attempt, take_attempt, take_stored
 
 log = logging.getLogger(__name__)
 J = TypeVar("J", bound=pydantic.BaseModel)
@@ -45,10 +45,11 @@ def execute(task: Any, payload: Any, job_cls: type[J],
     job = parse_job(job_cls, payload)
     rt = runtime()
     ctx_started = time.time()
+    attempt = take_attempt(job_id) or next_attempt(rt.redis, job_id, rt.settings.result_expires_s)
     with rt.watcher.watch(job_id) as token:
         ctx = JobContext(
             job_id=job_id, worker=task.request.hostname or rt.hostname,
-            attempt=next_attempt(rt.redis, job_id, rt.settings.result_expires_s),
+            attempt=attempt,
             enqueued_at=getattr(job, "submitted_at", None), started_at=ctx_started,
             token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
             session=rt.session, gate=rt.gate, settings=rt.settings)
@@ -71,7 +72,7 @@ def parse_job(job_cls: type[J], payload: Any) -> J:
 def _run(task: Any, ctx: JobContext, job: Any,
          run: Callable[[JobContext, Any], dict[str, Any]]) -> dict[str, Any]:
     try:
-        result = run(ctx, job)
+        result = _run_closing(ctx, job, run)
     except JobCancelledError as exc:
         _revoked(task, ctx, exc.partial)
     except Exception:
@@ -84,6 +85,15 @@ def _run(task: Any, ctx: JobContext, job: Any,
         _revoked(task, ctx, checked)
     ctx.progress.stream.end(states.SUCCESS)
     return checked
+
+
+def _run_closing(ctx: JobContext, job: Any,
+                 run: Callable[[JobContext, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Run the job; afterwards no PROGRESS write may land (the final state comes next)."""
+    try:
+        return run(ctx, job)
+    finally:
+        ctx.progress.close()
 
 
 def _was_revoked(ctx: JobContext) -> bool:

@@ -28,3 +28,28 @@ def admission(group: str) -> str:
 def metrics(model: str) -> str:
     """Hash of a model's job counters for the metrics endpoint."""
     return f"{KEY_PREFIX}metrics:{model}"
+
+
+def attempt(job_id: str) -> str:
+    """Counter of how often a job started (1 on the first run); expires with the result."""
+    return f"{KEY_PREFIX}attempt:{job_id}"
+
+
+def job(job_id: str) -> str:
+    """Registry entry of one submitted job: {"model", "kind", "batch_id", "submitted_at"}."""
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def held(worker: str) -> str:
+    """Set of the broker delivery tags a worker holds (delivered, not yet acknowledged)."""
+    return f"{KEY_PREFIX}held:{worker}"
+
+
+def alive(worker: str) -> str:
+    """A worker's lease: exists while the worker heartbeats (expires when it dies)."""
+    return f"{KEY_PREFIX}alive:{worker}"
+
+
+def held_workers() -> str:
+    """Set of the workers that have (or had) a `held` set, for the janitor to check."""
+    return f"{KEY_PREFIX}held-workers"

@@ -12,7 +12,8 @@ the worker consumes no job until LM Studio serves its model. At start it:
    available models;
 5. builds the admission gate (`workers.admission.build_gate`) and calls `before_load()`;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
-   llm, embedding and system namespaces from this one thread, and logs what it serves.
+   llm, embedding and system namespaces from this one thread, measures the prompt
+   template's token overhead (`workers.prompt_bound`), and logs what it serves.
 
 At shutdown (`worker_shutdown`, after the pool finished its jobs) it stops the watcher,
 closes the client (unloading the model if LMQ_UNLOAD_ON_SHUTDOWN) and closes the gate.
@@ -89,6 +90,7 @@ def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
         gate.before_load()
         loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))
         session.warm()
+        session.measure_overhead()
     except BadJobError as exc:
         session.close()
         _exit(f"cannot serve {model.key}: {exc}")

@@ -2,9 +2,16 @@
 
 **Task state.** While a job runs, its Celery state is `PROGRESS` (`workers.contract`) with a
 `JobProgress` dict as meta (phase, prompt-processing progress 0..1, time to first token,
-tokens so far, embedding items done/total, worker). Updates are throttled to at most
-`1 / STATE_INTERVAL_S` per second; a phase change is written at once. They are stored
-without the job's arguments (cheap writes); the final state carries the extended fields.
+tokens so far, embedding items done/total, worker). Job threads never wait on these writes:
+they only mark their state changed, and one writer thread per worker process (`StateWriter`)
+writes the latest state of every running job whose state changed, every `STATE_INTERVAL_S`,
+all in one pipelined round trip (SETEX + PUBLISH per job, the same meta and channel as
+Celery's `store_result`). A job's first PROGRESS is written once it has run for
+`STATE_INTERVAL_S`, so a short job writes none (its states are STARTED, then the final one);
+a long job's state is at most `STATE_INTERVAL_S` old. They are stored without the job's
+arguments (cheap writes); the final state carries the extended fields. `close()` (called
+before the job's final state is stored) waits for an in-flight write, so a PROGRESS write
+never lands after the final state.
 
 **Fragment stream** (for producers that stream text as it is generated). Redis stream
 `workers.keys.fragment_stream(job_id)` = `lmq:fragments:<job_id>`, written only by the
@@ -12,7 +19,8 @@ worker running the job. Entry fields (all strings):
 
 * `{"t": text}`: the next piece of generated text. Fragments are batched: one entry holds
   what arrived in the last `FLUSH_INTERVAL_S` (or `FLUSH_CHARS`), written with one
-  pipelined XADD + EXPIRE, so entries do not map 1:1 to tokens.
+  pipelined XADD + EXPIRE, so entries do not map 1:1 to tokens. A short job writes its
+  whole text and the end entry in one round trip.
 * `{"reset": attempt}`: the connection to LM Studio dropped and the prediction restarts
   from scratch; discard the text read so far.
 * `{"end": state}`: the last entry; state is `SUCCESS`, `REVOKED` or `FAILURE`. Read the
@@ -26,6 +34,7 @@ logged once per job and the job goes on.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -96,17 +105,18 @@ class ProgressReporter:
 
     def __init__(self, task: Any, job_id: str, worker: str,
                  stream_client: redis.Redis | None, phase: str = "admission") -> None:
-        self._task = task
-        self._job_id = job_id
+        self.backend = task.backend
+        self.job_id = job_id
         self.stream = FragmentStream(stream_client, job_id)
         self.state = JobProgress(phase=phase, worker=worker)  # type: ignore[arg-type]
         self._started = time.monotonic()
-        self._last_write = 0.0
+        self.dirty = False
+        self.closed = False
 
     def phase(self, phase: str) -> None:
         if phase != self.state.phase:
             self.state.phase = phase  # type: ignore[assignment]
-            self._publish(force=True)
+            self._publish()
 
     def prompt(self, progress: float) -> None:
         self.state.prompt_progress = float(progress)
@@ -128,7 +138,7 @@ class ProgressReporter:
     def items(self, done: int, total: int) -> None:
         self.state.phase = "embedding"
         self.state.items_done, self.state.items_total = done, total
-        self._publish(force=done == total)
+        self._publish()
 
     def restart(self, attempt: int) -> None:
         """The prediction restarts after a dropped connection."""
@@ -137,12 +147,101 @@ class ProgressReporter:
         self.stream.reset(attempt)
         self.phase("prefill")
 
-    def _publish(self, force: bool = False) -> None:
+    def due(self, now: float) -> bool:
+        return self.dirty and now - self._started >= STATE_INTERVAL_S
+
+    def close(self) -> None:
+        """No PROGRESS write after this returns (call before storing the final state)."""
+        state_writer().forget(self)
+
+    def _publish(self) -> None:
+        if not self.dirty and not self.closed:
+            self.dirty = True
+            state_writer().track(self)
+
+
+class StateWriter:
+    """One thread per process writing the PROGRESS states of running jobs, batched."""
+
+    def __init__(self, interval_s: float = STATE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._reporters: dict[int, ProgressReporter] = {}
+        self._lock = threading.Lock()  # held while writing: forget() waits for a write
+        self._thread = threading.Thread(target=self._run, name="lmq-progress-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def track(self, reporter: ProgressReporter) -> None:
+        with self._lock:
+            if not reporter.closed:
+                self._reporters[id(reporter)] = reporter
+
+    def forget(self, reporter: ProgressReporter) -> None:
+        with self._lock:
+            reporter.closed = True
+            self._reporters.pop(id(reporter), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.write_due()
+            except Exception:  # noqa: BLE001 - keep writing whatever happens
+                log.exception("progress writer failed")
+
+    def write_due(self) -> None:
         now = time.monotonic()
-        if not force and now - self._last_write < STATE_INTERVAL_S:
-            return
-        self._last_write = now
+        with self._lock:
+            due = [r for r in self._reporters.values() if r.due(now)]
+            for reporter in due:
+                reporter.dirty = False
+                del self._reporters[id(reporter)]
+            if due:
+                _write_states(due)
+
+
+def _write_states(reporters: list[ProgressReporter]) -> None:
+    by_backend: dict[int, list[ProgressReporter]] = {}
+    for reporter in reporters:
+        by_backend.setdefault(id(reporter.backend), []).append(reporter)
+    for group in by_backend.values():
+        backend = group[0].backend
         try:
-            self._task.backend.store_result(self._job_id, self.state.model_dump(), PROGRESS)
+            if hasattr(backend, "client") and hasattr(backend, "get_key_for_task"):
+                _pipeline_states(backend, group)
+            else:
+                for reporter in group:
+                    backend.store_result(reporter.job_id, reporter.state.model_dump(),
+                                         PROGRESS)
         except Exception as exc:  # noqa: BLE001 - progress must never fail a job
-            log.warning("progress update of %s failed: %s", self._job_id, exc)
+            log.warning("progress update of %d jobs failed: %s", len(group), exc)
+
+
+def _pipeline_states(backend: Any, reporters: list[ProgressReporter]) -> None:
+    """What `backend.store_result(id, meta, PROGRESS)` writes, for many jobs at once."""
+    expires_s = int(backend.expires or 0)
+    with backend.client.pipeline(transaction=False) as pipe:
+        for reporter in reporters:
+            meta = backend._get_result_meta(result=reporter.state.model_dump(),
+                                            state=PROGRESS, traceback=None, request=None)
+            meta["task_id"] = reporter.job_id
+            key, value = backend.get_key_for_task(reporter.job_id), backend.encode(meta)
+            if expires_s:
+                pipe.setex(key, expires_s, value)
+            else:
+                pipe.set(key, value)
+            pipe.publish(key, value)
+        pipe.execute()
+
+
+_writer: StateWriter | None = None
+_writer_lock = threading.Lock()
+
+
+def state_writer() -> StateWriter:
+    """The process's PROGRESS writer (started on first use)."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = StateWriter()
+        return _writer

@@ -1,24 +1,33 @@
-"""Delivery bookkeeping: redelivered jobs that already finished, and the attempt count.
+"""Delivery bookkeeping: redelivered jobs that already finished, the attempt count, STARTED.
 
 A job may run more than once (a worker killed after storing its result but before the
-acknowledgement, or a duplicate message with the same id). Two layers stop it running
-twice on LM Studio:
+acknowledgement, a janitor restoring a lost worker's message, or a duplicate message with
+the same id). Two layers stop it running twice on LM Studio:
 
 1. Celery's `worker_deduplicate_successful_tasks` (on in `workers.celery`): a message that
    the broker marks as redelivered, whose id already has a SUCCESS result, is acknowledged
    without running the task.
-2. `task_prerun` here (runs before Celery overwrites the state with STARTED): if the
-   backend holds SUCCESS for the id, the stored result is kept, and the task returns it
-   (`take_stored`) instead of predicting again. This also covers duplicates that are not
-   flagged as redelivered.
+2. `task_prerun` here: if the backend holds SUCCESS for the id, the stored result is kept,
+   and the task returns it (`take_stored`) instead of predicting again. This also covers
+   duplicates that are not flagged as redelivered.
 
-Attempt: every start of a job increments `lmq:attempt:<job_id>` (expires with the result),
-so `result.attempt` is 1 for the first run and counts redeliveries and retries after that.
+One round trip per job start. With a Redis result backend, `task_prerun` runs one Lua script
+(`START_SCRIPT`) that reads the stored meta; unless it is SUCCESS, it writes the STARTED
+state (the meta Celery's `task_track_started` would write, extended fields included, and
+its PUBLISH) and counts the attempt. So `workers.celery` turns Celery's own
+`task_track_started` off: Celery's write costs two more round trips (a GET, then
+SETEX+PUBLISH) and would come after ours anyway. Other backends: the same three steps
+through the backend API.
+
+Attempt: every start of a job increments `workers.keys.attempt(job_id)` =
+`lmq:attempt:<job_id>` in the result backend's Redis (expires with the result), so
+`result.attempt` is 1 for the first run and counts redeliveries and retries after that.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -26,17 +35,39 @@ import redis
 from celery import Celery, states
 from celery.signals import task_prerun
 
-from workers.contract import KEY_PREFIX, TASK_NAMES
+from workers import keys
+from workers.contract import TASK_NAMES
 
 log = logging.getLogger(__name__)
 
+START_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return {0, current}
+  end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {n}
+"""
+
 _stored: dict[str, Any] = {}
+_attempts: dict[str, int] = {}
 _lock = threading.Lock()
+_scripts: dict[int, Any] = {}
 
 
 def attempt_key(job_id: str) -> str:
-    """Redis counter of how often a job started (an `lmq:` key; see workers.keys)."""
-    return f"{KEY_PREFIX}attempt:{job_id}"
+    """Redis counter of how often a job started (see `workers.keys.attempt`)."""
+    return keys.attempt(job_id)
 
 
 def next_attempt(client: redis.Redis | None, job_id: str, ttl_s: int) -> int:
@@ -61,14 +92,55 @@ def take_stored(job_id: str) -> dict[str, Any] | None:
     return stored
 
 
-def _remember_success(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def take_attempt(job_id: str) -> int | None:
+    """The attempt number counted when this run started (None: count it now)."""
+    with _lock:
+        return _attempts.pop(job_id, None)
+
+
+def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None or task_id is None or task.name not in TASK_NAMES:
         return
     try:
-        meta = task.backend.get_task_meta(task_id)
+        if hasattr(task.backend, "client") and hasattr(task.backend, "get_key_for_task"):
+            _start_in_redis(task, task_id)
+        else:
+            _start_generic(task, task_id)
     except Exception as exc:  # noqa: BLE001 - a backend hiccup must not block the job
-        log.warning("could not check for a stored result of %s: %s", task_id, exc)
-        return
+        log.warning("could not record the start of %s: %s", task_id, exc)
+
+
+def _started_meta(task: Any) -> dict[str, Any]:
+    return {"pid": os.getpid(), "hostname": task.request.hostname}
+
+
+def _start_in_redis(task: Any, task_id: str) -> None:
+    backend = task.backend
+    meta = backend._get_result_meta(result=_started_meta(task), state=states.STARTED,
+                                     traceback=None, request=task.request)
+    meta["task_id"] = task_id
+    script = _scripts.get(id(backend.client))
+    if script is None:
+        script = _scripts.setdefault(id(backend.client),
+                                     backend.client.register_script(START_SCRIPT))
+    expires_s = int(backend.expires or 0)
+    reply = script(keys=[backend.get_key_for_task(task_id), attempt_key(task_id)],
+                   args=[backend.encode(meta), expires_s, expires_s or 7 * 24 * 3600])
+    if int(reply[0]) == 0:
+        _remember(task_id, backend.decode_result(reply[1]))
+    else:
+        with _lock:
+            _attempts[task_id] = int(reply[0])
+
+
+def _start_generic(task: Any, task_id: str) -> None:
+    _remember(task_id, task.backend.get_task_meta(task_id))
+    if task_id not in _stored:
+        task.backend.store_result(task_id, _started_meta(task), states.STARTED,
+                                  request=task.request)
+
+
+def _remember(task_id: str, meta: dict[str, Any]) -> None:
     if meta.get("status") == states.SUCCESS and isinstance(meta.get("result"), dict):
         log.info("job %s already finished: returning its stored result", task_id)
         with _lock:
@@ -76,5 +148,5 @@ def _remember_success(task_id: str | None = None, task: Any = None, **_: Any) ->
 
 
 def connect(app: Celery) -> None:
-    """Install the task_prerun check (idempotent)."""
-    task_prerun.connect(_remember_success, weak=False, dispatch_uid="lmq-result-store")
+    """Install the task_prerun step (idempotent)."""
+    task_prerun.connect(_on_prerun, weak=False, dispatch_uid="lmq-result-store")

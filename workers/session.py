@@ -106,6 +106,7 @@ class Session:
         self._handle: Any = None
         self._load_config: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.overhead: TemplateOverhead | None = None
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -151,6 +152,27 @@ class Session:
             self._client.llm.list_loaded()
             self._client.embedding.list_loaded()
             self._client.system.list_downloaded_models()
+
+    def measure_overhead(self) -> TemplateOverhead | None:
+        """Tokens the model's template and tokenizer add around text (4 RPCs, once).
+
+        Used for the local upper bound of prompt tokens (`workers.prompt_bound`); None
+        (every prompt is counted by LM Studio) for embedding models or when it fails.
+        """
+        if self.model is None or self.model.kind != "llm":
+            return None
+        try:
+            one = self.count_chat_tokens(self.chat(_history("x")), ())
+            three = self.count_chat_tokens(self.chat(_history("x", "y", "z")), ())
+            text = self.count_tokens("x")
+        except LmqError as exc:
+            log.warning("could not measure the prompt template's overhead (%s): every "
+                        "prompt is counted by LM Studio", exc)
+            return None
+        self.overhead = TemplateOverhead(chat_base=max(0, one - 1),
+                                         per_message=max(1, (three - one - 2 + 1) // 2),
+                                         text_base=max(0, text - 1))
+        return self.overhead
 
     def close(self, unload: bool = False) -> None:
         if self._client is None:
@@ -227,6 +249,21 @@ class Session:
 
     def _namespace(self, kind: str) -> Any:
         return self._client.embedding if kind == "embedding" else self._client.llm
+
+
+@dataclass(frozen=True)
+class TemplateOverhead:
+    """Tokens the pinned model adds around text, measured once at start-up."""
+
+    chat_base: int  # a one-message chat, minus its one text token
+    per_message: int  # each further message, minus its text
+    text_base: int  # a plain text (BOS and the like), minus its one text token
+
+
+def _history(*texts: str) -> dict[str, Any]:
+    roles = ("user", "assistant")
+    return {"messages": [{"role": roles[i % 2], "content": [{"type": "text", "text": t}]}
+                         for i, t in enumerate(texts)]}
 
 
 def _downloaded(entry: Any) -> DownloadedModel:

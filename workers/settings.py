@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     embed_concurrency: int = Field(
         8, description="Embedding requests a worker keeps in flight for one job."
     )
+    local_count_max_tokens: int = Field(
+        1024, ge=0, description="Prompts whose local upper bound of tokens (UTF-8 bytes plus "
+        "the template's overhead) is at most this, and fits the context, skip LM Studio's "
+        "exact count (2 RPCs); 0 counts every prompt through LM Studio."
+    )
     concurrency: int | None = Field(
         None, description="Worker threads; derived from slots and the GPU budget when unset."
     )
