@@ -69,7 +69,11 @@ def wait_finished(queue: JobQueue, ids: list[str], timeout: float) -> dict[str, 
     found: dict[str, tuple[str, Any]] = {}
 
     def all_done() -> bool:
-        for job_id, outcome in queue.fetch_results(sorted(pending)).items():
+        try:
+            outcomes = queue.fetch_results(sorted(pending))
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            return False  # Redis restarting: ask again
+        for job_id, outcome in outcomes.items():
             if outcome[0] in FINISHED:
                 found[job_id] = outcome
                 pending.discard(job_id)
