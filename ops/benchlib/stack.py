@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from producers.redis_server import RedisServer
 from simulator.testing import RunningSimulator, running_simulator
 
+ROOT = Path(__file__).resolve().parents[2]
 CHAT = "llama-3.2-1b-instruct"
 EMBED = "text-embedding-nomic-embed-text-v1.5"
 # Fast, short replies: what is measured is the queue, not the simulated GPU.
