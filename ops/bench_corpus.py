@@ -145,13 +145,19 @@ def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str]) -> N
             "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
             " file=sys.stderr)\n")
     started = time.perf_counter()
-    done = subprocess.run(
+    child = subprocess.Popen(
         [sys.executable, "-c", code, "embed-corpus", str(corpus), "--model", EMBED, "--out",
          str(out), "--no-progress", "--chunk-tokens", str(args.chunk_tokens), "--overlap", "0",
          "--max-in-flight", str(args.max_in_flight), "--job-tokens", str(args.job_tokens),
          "--restart"],
-        env={**os.environ, **env}, capture_output=True, text=True)
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples = _sample_rss_mb(child)
+    stdout, stderr = child.communicate()
+    done = subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
     elapsed = time.perf_counter() - started
+    quarters = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
+    print("  producer RSS at 1/4, 1/2, 3/4, end of the run: "
+          + ", ".join(f"{mb:.0f} MB" for mb in quarters))
     peak_kb = int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
     print(done.stdout.strip())
     if done.returncode != 0 or not out.exists():
@@ -160,6 +166,20 @@ def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str]) -> N
     print(f"MEMORY corpus {args.memory_mb} MB in {elapsed:.1f} s: producer peak RSS "
           f"{peak_kb / 1024:.0f} MB (goal < 500 MB for 1 GB); output "
           f"{out.stat().st_size / 1e6:.1f} MB; exit {done.returncode}")
+
+
+def _sample_rss_mb(child: subprocess.Popen[str], every_s: float = 0.5) -> list[float]:
+    """The child's resident set size over time (Linux /proc), until it exits."""
+    samples: list[float] = []
+    status = Path(f"/proc/{child.pid}/status")
+    while child.poll() is None:
+        try:
+            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+            samples.append(int(line.split()[1]) / 1024)
+        except (OSError, StopIteration):
+            pass
+        time.sleep(every_s)
+    return samples or [0.0]
 
 
 def main() -> None:
