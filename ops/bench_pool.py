@@ -6,9 +6,11 @@
 Starts a private redis-server and the simulator (timing delays reduced: fast prefill and
 decode, short replies) and prints:
 
-(a) throughput of N short chat jobs through the pool (one worker, `concurrency` threads)
-    vs the same jobs as direct SDK calls from one process at the same concurrency
-    (goal: pool / direct >= 0.9);
+(a) throughput of N short chat jobs through the pool (one worker with LMQ_SLOTS =
+    `concurrency`, so at most that many predictions at once; its default extra threads
+    only receive the next jobs) vs the same jobs as direct SDK calls from one process at
+    the same concurrency (goal: pool / direct >= 0.9). `--admission off` runs the worker
+    without the GPU-memory admission gate (the slot limit stays);
 (b) enqueue rate of one bulk `submit_many` (goal >= 1,000 jobs/s from one producer), vs a
     naive `send_task` loop;
 (c) queue overhead per job at low load: enqueue to start, from the results' timing
@@ -101,13 +103,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--enqueue-jobs", type=int, default=5000)
+    parser.add_argument("--admission", choices=("on", "off"), default="on")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="worker threads (LMQ_CONCURRENCY); default slots + prefetch")
     args = parser.parse_args()
     from simulator.testing import running_simulator
 
     config = {**SIM_CONFIG, "timing": {**SIM_CONFIG["timing"],
                                        "parallel_slots": args.concurrency}}
     with RedisServer() as redis_server, running_simulator(config, in_process=False) as sim:
-        env = {"LMQ_CONCURRENCY": str(args.concurrency), "LMQ_SLOTS": str(args.concurrency)}
+        env = {"LMQ_SLOTS": str(args.concurrency),
+               "LMQ_ADMISSION": "true" if args.admission == "on" else "false"}
+        if args.threads:
+            env["LMQ_CONCURRENCY"] = str(args.threads)
         with local_pool(redis_server.url, sim.host, [CHAT], extra_env=env) as pool:
             report(pool.queue, sim.host, args)
 
@@ -116,7 +124,8 @@ def report(queue: JobQueue, host: str, args: argparse.Namespace) -> None:
     texts = prompts(args.jobs)
     direct = direct_sdk(host, texts, args.concurrency)
     pooled, run_s = through_pool(queue, texts)
-    print(f"(a) {args.jobs} chat jobs at concurrency {args.concurrency}: pool {pooled:.1f} "
+    print(f"(a) {args.jobs} chat jobs at concurrency {args.concurrency} (admission "
+          f"{args.admission}): pool {pooled:.1f} "
           f"jobs/s, direct SDK {direct:.1f} jobs/s, ratio {pooled / direct:.2f} (goal >= 0.9)")
     slot_ms = 1000 * args.concurrency / pooled
     print(f"    per job and worker thread: {slot_ms:.1f} ms, of which the task body (run_s) "

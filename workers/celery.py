@@ -4,7 +4,10 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
 
 * pool: `workers.pool:TaskPool` (Celery's threads pool whose terminate triggers our cancel
   path), selected through `worker_pool`, so `celery -A workers worker` needs no `-P`;
-* concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions);
+* concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions) plus
+  LMQ_PREFETCH_THREADS: with acks_late and prefetch 1 per thread, the extra threads receive
+  the next jobs while the slots predict, so Celery's messaging overlaps with predictions;
+  they wait in `workers.gate.SlotLimit`, which keeps predictions at most LMQ_SLOTS;
 * queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
   `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
   with a clear message (`workers.lifecycle`);
@@ -29,7 +32,7 @@ from workers.settings import Settings, get_settings
 def worker_config(settings: Settings) -> dict[str, object]:
     config: dict[str, object] = {
         "worker_pool": "workers.pool:TaskPool",
-        "worker_concurrency": settings.concurrency or settings.slots,
+        "worker_concurrency": settings.concurrency or settings.slots + settings.prefetch_threads,
         "worker_deduplicate_successful_tasks": True,
         # STARTED is written by workers.result_store in the same round trip as the dedupe
         # check and the attempt count; Celery's own write would cost two more.

@@ -2,14 +2,22 @@
 
 Job runners ask a `Gate` before each prediction; `workers.admission` provides the real one
 (GPU-memory-aware, shared through Redis). `NullGate` admits everything (admission off).
+`SlotLimit` wraps either: a worker runs more threads than its model has slots (so that the
+next jobs are received while the slots predict), and it keeps the predictions of this
+process at most `LMQ_SLOTS` whatever the wrapped gate says, without a Redis round trip.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
+
+from workers.error import JobCancelledError
+
+SLOT_POLL_S = 0.05  # how often a job waiting for a slot checks for its cancel
 
 
 @dataclass(frozen=True)
@@ -57,3 +65,35 @@ class NullGate:
 
     def close(self) -> None:
         return None
+
+
+class SlotLimit:
+    """At most `slots` jobs of this process admitted at once, then the wrapped gate."""
+
+    def __init__(self, gate: Gate, slots: int) -> None:
+        self.gate = gate
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
+
+    def before_load(self) -> None:
+        self.gate.before_load()
+
+    def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
+              cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
+        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
+
+    @contextmanager
+    def _admitted(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
+                  cancelled: Callable[[], bool]) -> Iterator[None]:
+        while not self._free.acquire(timeout=SLOT_POLL_S):
+            if cancelled():
+                raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot",
+                                        None)
+        try:
+            with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
+                yield
+        finally:
+            self._free.release()
+
+    def close(self) -> None:
+        self.gate.close()

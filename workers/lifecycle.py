@@ -10,7 +10,8 @@ the worker consumes no job until LM Studio serves its model. At start it:
    SIGTERM/SIGINT still stop the worker while it waits;
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
    available models;
-5. builds the admission gate (`workers.admission.build_gate`) and calls `before_load()`;
+5. builds the admission gate (`workers.admission.build_gate`) behind this process's slot
+   limit (`workers.gate.SlotLimit`) and calls `before_load()`;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
    template's token overhead (`workers.prompt_bound`), and logs what it serves.
@@ -34,7 +35,7 @@ from celery.worker import state as worker_state
 from workers import cancel
 from workers.admission import build_gate
 from workers.error import BadJobError, LMStudioUnavailableError
-from workers.gate import Gate, ModelFacts
+from workers.gate import Gate, ModelFacts, SlotLimit
 from workers.session import DownloadedModel, Session, load_config
 from workers.settings import Settings, get_settings
 
@@ -85,7 +86,7 @@ def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per websocket otherwise
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
-    gate = build_gate(settings, _facts(settings, model))
+    gate = SlotLimit(build_gate(settings, _facts(settings, model)), settings.slots)
     try:
         gate.before_load()
         loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))

@@ -83,7 +83,11 @@ class Settings(BaseSettings):
         "exact count (2 RPCs); 0 counts every prompt through LM Studio."
     )
     concurrency: int | None = Field(
-        None, description="Worker threads; derived from slots and the GPU budget when unset."
+        None, description="Worker threads; LMQ_SLOTS + LMQ_PREFETCH_THREADS when unset."
+    )
+    prefetch_threads: int = Field(
+        2, ge=0, description="Threads beyond the slots: they receive the next jobs while the "
+        "slots predict (predictions stay at most LMQ_SLOTS per worker)."
     )
 
     # --- GPU-memory-aware admission ------------------------------------------------------

@@ -23,18 +23,24 @@ from workers.embedding import run_embedding
 from workers.execution import execute
 
 REQUEST = "workers.pool:CancellingRequest"  # revoke(terminate=True) -> cancel path
+# Celery logs "Task ... succeeded in ...: <result repr>" at INFO; a result (content, stats,
+# vectors) is read from the backend, not the log: keep the line short.
+RESULT_LOG_CHARS = 160
 
 
-@app.task(name=TASK_CHAT, bind=True, Request=REQUEST)
+@app.task(name=TASK_CHAT, bind=True, Request=REQUEST,
+          resultrepr_maxsize=RESULT_LOG_CHARS)
 def chat(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, ChatJob, run_chat)
 
 
-@app.task(name=TASK_COMPLETE, bind=True, Request=REQUEST)
+@app.task(name=TASK_COMPLETE, bind=True, Request=REQUEST,
+          resultrepr_maxsize=RESULT_LOG_CHARS)
 def complete(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, CompletionJob, run_completion)
 
 
-@app.task(name=TASK_EMBED, bind=True, Request=REQUEST)
+@app.task(name=TASK_EMBED, bind=True, Request=REQUEST,
+          resultrepr_maxsize=RESULT_LOG_CHARS)
 def embed(self: Any, job: Any) -> dict[str, Any]:
     return execute(self, job, EmbeddingJob, run_embedding)

@@ -98,8 +98,9 @@ def test_app_config_without_model_imports_light(monkeypatch) -> None:  # type: i
     from workers.celery import create_app, worker_config
     from workers.settings import Settings
 
-    config = worker_config(Settings(model=None, slots=3))
-    assert config["worker_pool"] == "workers.pool:TaskPool" and config["worker_concurrency"] == 3
+    config = worker_config(Settings(model=None, slots=3, prefetch_threads=2))
+    assert config["worker_pool"] == "workers.pool:TaskPool" and config["worker_concurrency"] == 5
+    assert config["task_track_started"] is False  # STARTED comes from workers.result_store
     assert "task_queues" not in config
     app = create_app(Settings(model="llama-3.2-1b-instruct", concurrency=6))
     assert [q.name for q in app.conf.task_queues] == ["lmq.llama-3.2-1b-instruct"]
