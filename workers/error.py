@@ -6,7 +6,9 @@
     │   ├── ContextOverflowError            prompt + output over the model's context length
     │   └── DoesNotFitError                 KV cache can never fit in the GPU budget
     ├── TransientError                      worth a retry: tasks retry only this branch
-    │   └── LMStudioUnavailableError(ConnectionError)  LM Studio down or dropped the socket
+    │   ├── LMStudioUnavailableError(ConnectionError)  LM Studio down or dropped the socket
+    │   └── AdmissionClosedError            the worker closed its gate while a job waited
+    ├── BudgetUnknownError(RuntimeError)    admission on, but the GPU's memory is unknown
     ├── ModelNotServedError(LookupError)    no live worker serves the model's queue
     ├── ModelNotAvailableError(LookupError) the model is not downloaded on the LM Studio host
     ├── JobCancelledError                   the job was revoked; carries the partial result
@@ -51,6 +53,14 @@ class TransientError(LmqError):
 
 class LMStudioUnavailableError(TransientError, ConnectionError):
     """LM Studio is not reachable, or dropped the connection mid-job."""
+
+
+class AdmissionClosedError(TransientError):
+    """The worker closed its gate while a job waited for admission: retry the job."""
+
+
+class BudgetUnknownError(LmqError, RuntimeError):
+    """Admission is on but the GPU's memory is unknown (no LMQ_GPU_MEMORY, no NVML)."""
 
 
 class ModelNotServedError(LmqError, LookupError):

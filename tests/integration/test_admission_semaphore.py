@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from tests.support.wait import wait_until
-from workers.admission.semaphore import AdmissionClosedError, GroupSemaphore, Ticket
+from workers.admission.semaphore import GroupSemaphore, Ticket
 from workers.admission.status import all_status, group_status, list_groups
-from workers.error import DoesNotFitError, JobCancelledError, TransientError
+from workers.error import AdmissionClosedError, DoesNotFitError, JobCancelledError, TransientError
 
 GROUP = "gpu-host:1234"
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +199,8 @@ def test_close_gives_everything_back(make_sem: Callable[..., GroupSemaphore],
 
 HOLDER = """
 import sys, time, redis
-from workers.admission.semaphore import AdmissionClosedError, GroupSemaphore, Ticket
+from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.error import AdmissionClosedError
 sem = GroupSemaphore(redis.Redis.from_url(sys.argv[1]), sys.argv[2], 1000, float(sys.argv[3]))
 sem.acquire(Ticket("job", "m", 800, 4))
 print("held", flush=True)

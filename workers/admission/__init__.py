@@ -16,10 +16,11 @@ import math
 
 import redis
 
-from workers.admission.budget import Budget, BudgetUnknownError, gpu_budget
+from workers.admission.budget import Budget, gpu_budget
 from workers.admission.estimate import ModelCost, model_cost
 from workers.admission.gate import AdmissionGate
 from workers.admission.semaphore import GroupSemaphore
+from workers.error import BudgetUnknownError
 from workers.gate import Gate, ModelFacts, NullGate
 from workers.settings import Settings
 

@@ -12,17 +12,13 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from workers.error import LmqError
+from workers.error import BudgetUnknownError
 from workers.settings import Settings
 
 GIB = 1024**3
 MIN_RESERVE_BYTES = GIB
 RESERVE_FRACTION = 0.10
 _LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0"})
-
-
-class BudgetUnknownError(LmqError, RuntimeError):
-    """Admission is on but the GPU's memory is unknown (no LMQ_GPU_MEMORY, no NVML)."""
 
 
 @dataclass(frozen=True)

@@ -54,17 +54,13 @@ import redis
 
 from workers import keys
 from workers.admission import lua
-from workers.error import DoesNotFitError, JobCancelledError, TransientError
+from workers.error import AdmissionClosedError, DoesNotFitError, JobCancelledError
 
 log = logging.getLogger(__name__)
 
 MAX_BYPASS = 8
 CANCEL_CHECK_S = 0.5
 MIN_WAKE_S = 0.05
-
-
-class AdmissionClosedError(TransientError):
-    """The worker closed its gate while a job waited for admission: retry the job."""
 
 
 @dataclass(frozen=True)
