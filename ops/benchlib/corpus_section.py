@@ -21,7 +21,7 @@ from ops.benchlib.stack import EMBED, stack
 from producers.local_pool import local_pool
 
 IN_FLIGHT = 8
-WORDS = "alpha beta gamma delta river mountain queue worker vector token model cache".split()
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "mountain", "queue", "worker", "vector", "token", "model", "cache"]
 
 
 def write_corpus(folder: Path, files: int) -> list[str]:
