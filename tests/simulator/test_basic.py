@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
@@ -110,18 +108,16 @@ def test_async_client(simulator: RunningSimulator) -> None:
     assert len(set(contents)) == 6
 
 
-def test_convenience_api_in_fresh_process(simulator: RunningSimulator) -> None:
-    # The default client is process-global, so exercise it in a child process.
-    code = (
-        "import lmstudio as lms, sys\n"
-        f"lms.configure_default_client({simulator.host!r})\n"
-        f"print(lms.llm({LLM_KEY!r}).respond('hi').stats.stop_reason)\n"
-        f"print(len(lms.embedding_model({EMBED_KEY!r}).embed('hi')))\n"
-        "print(len(lms.list_loaded_models()))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=25, check=True).stdout.split()
-    assert out == ["eosFound", "768", "2"]
+def test_convenience_api(simulator: RunningSimulator) -> None:
+    # The default client is process-global; the SDK's own reset hook puts it back.
+    lms.sync_api._reset_default_client()
+    try:
+        lms.configure_default_client(simulator.host)
+        assert lms.llm(LLM_KEY).respond("hi").stats.stop_reason == "eosFound"
+        assert len(lms.embedding_model(EMBED_KEY).embed("hi")) == 768
+        assert len(lms.list_loaded_models()) == 2
+    finally:
+        lms.sync_api._reset_default_client()
 
 
 def test_image_upload_and_chat_with_image(client: lms.Client) -> None:

@@ -94,12 +94,12 @@ def test_log_since_and_clear(client: lms.Client, simulator: RunningSimulator) ->
 
 
 @pytest.mark.timeout(60)
-def test_subprocess_mode_and_restart() -> None:
+def test_subprocess_mode_and_respawn_on_the_same_port() -> None:
     with running_simulator({"timing": {"decode_tokens_per_s": 0}}, in_process=False) as sim:
         with lms.Client(sim.host) as client:
             assert client.llm.model(LLM_KEY).respond("hi").content
         port = sim.port
-        sim.restart()
+        sim.restart()  # terminate + `python -m simulator --port <same>`
         assert sim.port == port
         with lms.Client(sim.host) as client:
             assert client.llm.list_loaded()
