@@ -11,6 +11,8 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
 * queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
   `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
   with a clear message (`workers.lifecycle`);
+* a killed worker's jobs are queued again within LMQ_HOLD_LEASE_S (`workers.redelivery`,
+  Redis brokers; started by `workers.lifecycle`);
 * task events on; `worker_deduplicate_successful_tasks` on, and the STARTED state written
   by `workers.result_store` instead of Celery's `task_track_started` (one round trip).
 
@@ -23,7 +25,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from workers import metrics, result_store
+from celery.signals import task_received, worker_shutdown
+
+from workers import metrics, redelivery, result_store
 from workers.celery_config import celery_config
 from workers.contract import queue_name
 from workers.settings import Settings, get_settings
@@ -53,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     # By name: the step (and the SDK) is imported only when a worker starts.
     celery_app.steps["worker"].add("workers.lifecycle:LMStudioStep")
     result_store.connect(celery_app)
+    task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
+    worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
     metrics.connect(celery_app)
     return celery_app
 

@@ -17,6 +17,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {
         # An unacked job is redelivered after this: it must exceed the longest job.
         "visibility_timeout": settings.visibility_timeout_s,
+        # kombu's sweep restores messages older than the visibility timeout. A killed
+        # worker's jobs come back much sooner through `workers.redelivery`; this sweep is the
+        # backstop, so once a minute is enough (kombu's default: every 100 s).
+        "unacked_restore_interval": 60,
+        "unacked_restore_throttle": 1,
         "socket_keepalive": True,
         "health_check_interval": 10,
     }

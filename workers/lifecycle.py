@@ -3,6 +3,8 @@
 `LMStudioStep` is a worker bootstep that starts after the pool and before the consumer, so
 the worker consumes no job until LM Studio serves its model. At start it:
 
+0. restores the jobs a previous process with this hostname held, and takes its lease on the
+   jobs it will hold (`workers.redelivery`, Redis brokers only);
 1. requires LMQ_MODEL (exit 78 with a clear message otherwise);
 2. sets the SDK timeout (`lms.set_sync_api_timeout(LMQ_SDK_TIMEOUT_S)`);
 3. opens one scoped `lms.Client(LMQ_LMSTUDIO_HOST)`. LM Studio unreachable: one clear
@@ -32,7 +34,7 @@ from celery import bootsteps
 from celery.signals import worker_shutdown
 from celery.worker import state as worker_state
 
-from workers import cancel
+from workers import cancel, redelivery
 from workers.admission import build_gate
 from workers.error import BadJobError, LMStudioUnavailableError
 from workers.gate import Gate, ModelFacts, SlotLimit
@@ -73,6 +75,8 @@ class LMStudioStep(bootsteps.StartStopStep):
     label = "LM Studio"
 
     def start(self, parent: Any) -> None:
+        # First: a previous process with this hostname may have died holding jobs.
+        redelivery.start(parent.app, parent.hostname, get_settings().hold_lease_s)
         start_runtime(parent.hostname)
 
 

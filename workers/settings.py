@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         "the longest job.",
     )
 
+    hold_lease_s: float = Field(
+        8.0, gt=0, description="A worker's lease on the jobs it holds (Redis broker): when it "
+        "stops renewing it (killed), a live worker puts those jobs back on their queue after "
+        "this long, instead of after the visibility timeout."
+    )
+
     # --- LM Studio ----------------------------------------------------------------------
     lmstudio_host: str = Field(
         "localhost:1234", description="LM Studio API host:port (the SDK never probes 1234)."

@@ -1,0 +1,228 @@
+"""A killed worker's jobs go back on their queue within seconds (Redis broker only).
+
+The problem. kombu's Redis transport emulates acknowledgements: a message delivered to a
+worker stays in the `unacked` hash (payload, exchange, routing key) and the `unacked_index`
+sorted set (delivery time) until the worker acknowledges it. If the worker is SIGKILLed,
+nothing restores the message until it is older than the visibility timeout and a restore
+sweep runs; the visibility timeout must exceed the longest job (4 h here). RabbitMQ needs
+none of this: it requeues a dead consumer's unacknowledged messages when its connection
+drops, so this module does nothing for `amqp://` brokers.
+
+The fix. Every worker leases what it holds:
+
+* **record** — when a message is received (`task_received`, in the consumer thread, before
+  the job runs) its delivery tag goes into `lmq:held:<hostname>` and the hostname into
+  `lmq:held-workers`: one pipelined round trip per job;
+* **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
+  `LMQ_HOLD_LEASE_S` every quarter of it, and drops from its held set the tags that have
+  left `unacked` (acknowledged, or restored);
+* **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
+  gone, each held tag still in `unacked` is moved back to its queue, exactly as kombu's
+  `QoS.restore_by_tag` does it: in a WATCH transaction on `unacked`, the tag is removed
+  from `unacked` and `unacked_index`, and the payload is pushed back with kombu's own
+  `Channel._do_restore_message` (it sets the `redelivered` flag, resolves the exchange and
+  routing key through kombu's binding table, and honours priority lists; pushed to the
+  consuming end, like kombu's visibility-timeout restore). The transaction also watches
+  the dead worker's lease key and gives up if the lease reappears. Two janitors restoring
+  one tag: the second finds it gone from `unacked` and restores nothing;
+* **restart** — a worker starting with a hostname that holds tags restores them first
+  (its previous process is dead: live workers have unique hostnames), before it consumes.
+
+So a killed worker's jobs are queued again `LMQ_HOLD_LEASE_S` (+ one beat) after its last
+heartbeat by any live worker of the pool, or when it restarts. Delivery stays
+at-least-once: a redelivered job that already finished returns its stored result
+(`workers.result_store`); a worker paused (SIGSTOP) past its lease may see its job run
+elsewhere too. kombu's own visibility-timeout sweep (`celery_config`) stays as the backstop
+for a message received in the instant between kombu's bookkeeping and ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from kombu.utils.json import loads
+from kombu.utils.encoding import bytes_to_str
+
+from workers import keys
+
+log = logging.getLogger(__name__)
+
+# Drop a dead worker from the registry only if it is still dead and holds nothing.
+FORGET_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('SCARD', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class _LeaseBack(Exception):
+    """The worker's lease reappeared: leave its messages alone."""
+
+
+class Redelivery:
+    """One worker's held set, lease and janitor, over a dedicated kombu channel."""
+
+    def __init__(self, connection: Any, hostname: str, lease_s: float) -> None:
+        self.connection = connection
+        self.channel = connection.default_channel
+        self.client = self.channel.client
+        self.hostname = hostname
+        self.lease_s = lease_s
+        self._tags: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._forget = self.client.register_script(FORGET_SCRIPT)
+        self._thread = threading.Thread(target=self._run, name="lmq-held-heartbeat",
+                                        daemon=True)
+
+    # --- this worker --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Restore what a previous process with this hostname held, then take the lease."""
+        restored = self.restore_worker(self.hostname, check_alive=False)
+        if restored:
+            log.warning("restored %d job(s) held by this worker's previous process",
+                        restored)
+        self.renew()
+        self._thread.start()
+
+    def record(self, tag: str) -> None:
+        with self._lock:
+            self._tags.add(tag)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(keys.held(self.hostname), tag)
+        pipe.sadd(keys.held_workers(), self.hostname)
+        pipe.execute()
+
+    def renew(self) -> None:
+        ttl_ms = max(1, int(self.lease_s * 1000))
+        self.client.set(keys.alive(self.hostname), f"{os.getpid()}", px=ttl_ms)
+        self._prune()
+
+    def stop(self) -> None:
+        """Stop the heartbeat; the lease expires by itself (the held set says the rest)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        try:
+            self.connection.release()
+        except Exception as exc:  # noqa: BLE001 - shutting down anyway
+            log.debug("closing the redelivery connection: %s", exc)
+
+    def _prune(self) -> None:
+        """Forget tags that left `unacked` (acknowledged or restored)."""
+        with self._lock:
+            tags = list(self._tags)
+        if not tags:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.hexists(self.channel.unacked_key, tag)
+        gone = [tag for tag, held in zip(tags, pipe.execute(), strict=True) if not held]
+        if gone:
+            self.client.srem(keys.held(self.hostname), *gone)
+            with self._lock:
+                self._tags.difference_update(gone)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.lease_s / 4):
+            try:
+                self.renew()
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - keep beating: Redis may come back
+                log.warning("held-jobs heartbeat failed: %s", exc)
+
+    # --- the janitor --------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Restore the held messages of every worker whose lease expired."""
+        others = [bytes_to_str(w) for w in self.client.smembers(keys.held_workers())]
+        others = [w for w in others if w != self.hostname]
+        if not others:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for worker in others:
+            pipe.exists(keys.alive(worker))
+        dead = [w for w, alive in zip(others, pipe.execute(), strict=True) if not alive]
+        restored = 0
+        for worker in dead:
+            count = self.restore_worker(worker, check_alive=True)
+            if count:
+                log.warning("worker %s stopped renewing its lease: %d of its job(s) "
+                            "queued again", worker, count)
+            restored += count
+        return restored
+
+    def restore_worker(self, worker: str, *, check_alive: bool) -> int:
+        """Move a worker's held, still-unacknowledged messages back to their queues."""
+        restored = 0
+        for tag in [bytes_to_str(t) for t in self.client.smembers(keys.held(worker))]:
+            try:
+                restored += self.restore_tag(worker, tag, check_alive=check_alive)
+            except _LeaseBack:
+                return restored
+        if check_alive:
+            self._forget(keys=[keys.alive(worker), keys.held(worker), keys.held_workers()],
+                         args=[worker])
+        return restored
+
+    def restore_tag(self, worker: str, tag: str, *, check_alive: bool) -> int:
+        """kombu's `QoS.restore_by_tag`, also watching the worker's lease (1 if restored)."""
+        channel, alive_key = self.channel, keys.alive(worker)
+        restored: list[int] = [0]
+
+        def transaction(pipe: Any) -> None:
+            if check_alive and pipe.exists(alive_key):
+                raise _LeaseBack(worker)
+            payload = pipe.hget(channel.unacked_key, tag)
+            pipe.multi()
+            pipe.zrem(channel.unacked_index_key, tag)
+            pipe.hdel(channel.unacked_key, tag)
+            pipe.srem(keys.held(worker), tag)
+            restored[0] = 0
+            if payload:
+                message, exchange, routing_key = loads(bytes_to_str(payload))
+                channel._do_restore_message(message, exchange, routing_key, pipe, False)
+                restored[0] = 1
+
+        self.client.transaction(transaction, channel.unacked_key, alive_key)
+        return restored[0]
+
+
+_current: Redelivery | None = None
+
+
+def start(app: Any, hostname: str, lease_s: float) -> Redelivery | None:
+    """Start this worker's lease and janitor (None for brokers that requeue by themselves)."""
+    global _current
+    connection = app.connection_for_write()
+    if connection.transport.driver_type != "redis":
+        connection.release()
+        log.info("broker %s requeues a lost worker's messages itself: no held-job leases",
+                 connection.transport.driver_type)
+        return None
+    _current = Redelivery(connection, hostname, lease_s)
+    _current.start()
+    return _current
+
+
+def record(request: Any = None, **_: Any) -> None:
+    """`task_received` handler: remember the delivery tag of a message this worker holds."""
+    if _current is None or request is None:
+        return
+    try:
+        _current.record(request.message.delivery_tag)
+    except Exception as exc:  # noqa: BLE001 - kombu's visibility timeout is the backstop
+        log.warning("could not record held job %s: %s", getattr(request, "id", "?"), exc)
+
+
+def stop(**_: Any) -> None:
+    global _current
+    current, _current = _current, None
+    if current is not None:
+        current.stop()
