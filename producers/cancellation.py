@@ -36,6 +36,7 @@ class BulkCancel:
 
     revoked: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    taken_from_queue: list[str] = field(default_factory=list)  # never reached a worker
 
 
 def revoke(app: Celery, job_ids: list[str]) -> None:
@@ -87,7 +88,7 @@ def cancel_model(app: Celery, broker: redis.Redis | None, model: str,
     queued = take_queued(app, broker, model) if broker is not None else []
     running = running_on(app, workers)
     revoke(app, queued + running)
-    return BulkCancel(revoked=queued + running)
+    return BulkCancel(revoked=queued + running, taken_from_queue=queued)
 
 
 def cancel_batch(app: Celery, store: redis.Redis, batch_id: str) -> BulkCancel | None:

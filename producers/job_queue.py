@@ -24,6 +24,7 @@ from producers.served_models import ServedModels
 from producers.settings_view import mask_url
 from workers.contract import Job, PredictionConfig, queue_name
 from workers.error import InvalidJobError, ModelNotServedError
+from workers.metrics import count_cancelled_before_start
 from workers.settings import Settings, get_settings
 
 Config = PredictionConfig | dict[str, Any] | None
@@ -155,7 +156,10 @@ class JobQueue:
     def cancel_model(self, model: str) -> BulkCancel:
         """Revoke every queued and running job of `model`."""
         workers = self.served_models(refresh=True).get(model, [])
-        return cancellation.cancel_model(self.app, self.publisher.broker, model, workers)
+        outcome = cancellation.cancel_model(self.app, self.publisher.broker, model, workers)
+        # No worker ever sees jobs taken out of the queue: count them here for the metrics.
+        count_cancelled_before_start(self.settings.store_url, model, outcome.taken_from_queue)
+        return outcome
 
     def cancel_batch(self, batch_id: str) -> BulkCancel | None:
         return cancellation.cancel_batch(self.app, self.store_client, batch_id)

@@ -20,18 +20,19 @@ from celery import Celery
 from producers import job_registry
 from workers import keys
 from workers.contract import TASK_FOR_KIND, Job, queue_name
+from workers.flower_events import send_sent_events
 from workers.settings import Settings
+from workers.task_display import argsrepr as job_argsrepr
 
 CHUNK_JOBS = 500  # jobs per pipeline round trip
-ARGSREPR_CHARS = 200  # what Flower shows of a job's arguments
 
 
 def task_message(app: Celery, job_id: str, job: Job) -> str:
     """The JSON string kombu's Redis transport would LPUSH for this task."""
     payload = job.model_dump(mode="json")
-    argsrepr = json.dumps(payload)[:ARGSREPR_CHARS]
+    # Flower shows argsrepr: shortened, with secrets masked (never the raw prompt).
     msg = app.amqp.as_task_v2(job_id, TASK_FOR_KIND[job.kind], args=(payload,), kwargs={},
-                              argsrepr=f"({argsrepr})", kwargsrepr="{}")
+                              argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
     body = json.dumps(msg.body).encode()
     queue = queue_name(job.model)
     return json.dumps({
@@ -71,8 +72,10 @@ class Publisher:
         if not self.raw:
             store_pipe.execute()
             for job_id, job in jobs:
-                self.app.send_task(TASK_FOR_KIND[job.kind], args=(job.model_dump(mode="json"),),
-                                   task_id=job_id, queue=queue_name(job.model))
+                payload = job.model_dump(mode="json")
+                self.app.send_task(TASK_FOR_KIND[job.kind], args=(payload,), task_id=job_id,
+                                   queue=queue_name(job.model),
+                                   argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
         assert self.broker is not None
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=False)
@@ -81,6 +84,9 @@ class Publisher:
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()
+        # send_task would have emitted these; Flower shows queued jobs from them.
+        send_sent_events(self.app, [(job_id, TASK_FOR_KIND[job.kind], job.model_dump(mode="json"),
+                                     queue_name(job.model)) for job_id, job in jobs])
 
     def _record(self, pipe: redis.client.Pipeline, jobs: Sequence[tuple[str, Job]]) -> None:
         ttl_s = self.settings.result_expires_s

@@ -21,7 +21,8 @@ class RedisNotFoundError(RuntimeError):
 
 
 def find_redis_server() -> str:
-    for candidate in (shutil.which("redis-server"), "/usr/bin/redis-server", "/usr/sbin/redis-server"):
+    system_paths = ("/usr/bin/redis-server", "/usr/sbin/redis-server")
+    for candidate in (shutil.which("redis-server"), *system_paths):
         if candidate and Path(candidate).exists():
             return candidate
     try:
@@ -46,7 +47,8 @@ def free_port() -> int:
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
+                                      socket_timeout=timeout_s)
         return bool(client.ping())
     except (redis.RedisError, OSError, ValueError):
         return False
