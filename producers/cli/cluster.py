@@ -16,6 +16,7 @@ from producers.redis_server import redis_answers
 from producers.served_models import models_from_queues
 from producers.settings_view import mask_url
 from workers.contract import model_from_queue
+from workers.metrics import read_group_metrics, read_model_metrics
 from workers.settings import Settings
 
 REPLY_TIMEOUT_S = 1.0
@@ -89,18 +90,51 @@ def _print_openmanus_config(model: str, found: list[HostModel], settings: Settin
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def workers(as_json: bool) -> None:
-    """Live workers: their model, queue and active jobs."""
-    found = live_workers(cli_settings())
+    """Live workers, per-model job counts and per-host-group GPU budget (as in /metrics)."""
+    settings = cli_settings()
+    found = live_workers(settings)
+    per_model = read_model_metrics(settings.store_url)
+    per_group = read_group_metrics(settings.store_url)
     if as_json:
-        echo_json(found)
+        echo_json({"workers": found, "models": per_model, "gpu": per_group})
         return
     if not found:
         click.echo("no live workers (start one: LMQ_MODEL=<model> celery -A workers worker)")
+    else:
+        click.echo(f"{'WORKER':40} {'MODEL':35} ACTIVE JOBS")
+        for worker, info in found.items():
+            jobs = ", ".join(info["active"]) or "-"
+            click.echo(f"{worker:40} {','.join(info['models']) or '-':35} {jobs}")
+    _echo_model_counts(per_model)
+    _echo_group_figures(per_group)
+
+
+def _echo_model_counts(per_model: dict[str, dict[str, Any]]) -> None:
+    if not per_model:
         return
-    click.echo(f"{'WORKER':40} {'MODEL':35} ACTIVE JOBS")
-    for worker, info in found.items():
-        jobs = ", ".join(info["active"]) or "-"
-        click.echo(f"{worker:40} {','.join(info['models']) or '-':35} {jobs}")
+    click.echo(f"\n{'MODEL':35} {'QUEUED':>7} {'RUNNING':>8} {'OK':>7} {'FAILED':>7} "
+               f"{'CANCELLED':>10} {'TOK/S avg':>10}")
+    for model, figures in sorted(per_model.items()):
+        tps = (figures.get("tokens_per_second") or {}).get("avg")
+        click.echo(f"{model:35} {figures.get('queued', 0):>7} {figures.get('running', 0):>8} "
+                   f"{figures.get('succeeded', 0):>7} {figures.get('failed', 0):>7} "
+                   f"{figures.get('cancelled', 0):>10} "
+                   f"{'-' if tps is None else f'{tps:.1f}':>10}")
+
+
+def _echo_group_figures(per_group: dict[str, dict[str, Any]]) -> None:
+    if not per_group:
+        return
+    click.echo(f"\n{'HOST GROUP':30} {'BUDGET':>10} {'RESERVED':>10} {'FREE':>10} "
+               f"{'SLOTS USED':>11} {'WAITING':>8}")
+    for group, figures in sorted(per_group.items()):
+        click.echo(f"{group:30} {_gib(figures['budget_bytes']):>10} "
+                   f"{_gib(figures['reserved_bytes']):>10} {_gib(figures['free_bytes']):>10} "
+                   f"{figures['slots_in_use']:>11} {figures['waiting']:>8}")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 1024**3:.1f}GiB"
 
 
 def _verdict(ok: bool, what: str) -> bool:
@@ -148,4 +182,18 @@ def _check_workers(settings: Settings) -> bool:
         return _verdict(False, "workers: none alive (start one: "
                         "LMQ_MODEL=<model> celery -A workers worker)")
     served = sorted({model for info in found.values() for model in info["models"]})
-    return _verdict(True, f"workers: {len(found)} alive, serving {', '.join(served) or 'nothing'}")
+    ok = _verdict(True, f"workers: {len(found)} alive, serving {', '.join(served) or 'nothing'}")
+    _note_backlog(settings, served)
+    return ok
+
+
+def _note_backlog(settings: Settings, served: list[str]) -> None:
+    """The same queue and GPU figures as `lmq workers` and /metrics, as notes."""
+    for model, figures in sorted(read_model_metrics(settings.store_url).items()):
+        if figures.get("queued") and model not in served:
+            click.echo(f"warn  {figures['queued']} jobs queued for {model}, "
+                       "which no live worker serves")
+    for group, figures in sorted(read_group_metrics(settings.store_url).items()):
+        click.echo(f"info  GPU group {group}: {_gib(figures['free_bytes'])} free of "
+                   f"{_gib(figures['budget_bytes'])}, {figures['slots_in_use']} slots in use, "
+                   f"{figures['waiting']} waiting")

@@ -101,9 +101,15 @@ def test_models_workers_doctor(pool: LocalPool) -> None:
     assert by_key[CHAT]["loaded"] and by_key[CHAT]["served_by"] == [pool.workers[0].hostname]
     assert by_key["qwen2.5-7b-instruct"]["loaded"] is False
     workers = json.loads(ok(pool.env, "workers", "--json"))
-    assert workers[pool.workers[1].hostname]["models"] == [EMBED]
+    assert workers["workers"][pool.workers[1].hostname]["models"] == [EMBED]
+    assert set(workers["gpu"]) == {pool.settings.lmstudio_host}  # one host group, admission on
+    assert workers["gpu"][pool.settings.lmstudio_host]["budget_bytes"] > 0
+    assert workers["models"][CHAT]["succeeded"] >= 1  # the chats of the tests above
+    table = ok(pool.env, "workers")
+    assert "HOST GROUP" in table and pool.settings.lmstudio_host in table
     doctor = ok(pool.env, "doctor")
     assert doctor.count("ok  ") == 3 and "FAIL" not in doctor
+    assert f"GPU group {pool.settings.lmstudio_host}" in doctor
 
 
 def test_models_prints_the_openmanus_config_for_a_chat_model(pool: LocalPool) -> None:
