@@ -146,3 +146,41 @@ def _max_in_flight(sim, endpoint: str) -> int:  # type: ignore[no-untyped-def]
         elif entry["dir"] == "out" and msg.get("type") in ("rpcResult", "rpcError"):
             open_calls.discard(key)
     return peak
+
+
+def _counted(sim, needle: str) -> int:  # type: ignore[no-untyped-def]
+    calls = rpc_calls(sim, "countTokens") + rpc_calls(sim, "applyPromptTemplate")
+    return sum(needle in json.dumps(call["msg"]) for call in calls)
+
+
+def test_short_prompts_skip_the_exact_count_long_ones_and_tools_do_not(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    worker_factory(LLM, {**lmq_env, "LMQ_LOCAL_COUNT_MAX_TOKENS": "400"})
+    app = client_app(redis_url)
+    short = ChatJob(model=LLM, messages="short-prompt-1", config={"max_tokens": 4})
+    result = ChatResult.model_validate(final(send(app, short)).get(timeout=5))
+    assert _counted(simulator, "short-prompt-1") == 0  # bounded locally: no RPC
+    assert result.stats.prompt_tokens_count  # the exact figure still comes from LM Studio
+    near_limit = ChatJob(model=LLM, messages="long-prompt-2 " + "word " * 100,
+                         config={"max_tokens": 4})  # bound over 400 -> exact count
+    final(send(app, near_limit)).get(timeout=5)
+    assert _counted(simulator, "long-prompt-2") == 2  # template, then count
+    tools = ChatJob(model=LLM, messages="tools-prompt-3", tools=[ADD_TOOL],
+                    config={"max_tokens": 4})
+    final(send(app, tools)).get(timeout=5)
+    assert _counted(simulator, "tools-prompt-3") == 2
+    completion = CompletionJob(model=LLM, prompt="completion-prompt-4", config={"max_tokens": 4})
+    final(send(app, completion)).get(timeout=5)
+    assert _counted(simulator, "completion-prompt-4") == 0
+
+
+def test_prompt_whose_bound_overflows_is_counted_and_fits(worker_factory, lmq_env, redis_url,
+                                                         simulator):  # type: ignore[no-untyped-def]
+    """Bound + max_tokens over the context: LM Studio's exact count decides (and fits)."""
+    worker_factory(LLM, lmq_env)
+    app = client_app(redis_url)
+    text = "fits-exactly " + "ab " * 300  # ~900 bytes; far fewer tokens
+    job = ChatJob(model=LLM, messages=text, config={"max_tokens": 3500})
+    result = ChatResult.model_validate(final(send(app, job), 60).get(timeout=5))
+    assert _counted(simulator, "fits-exactly") == 2
+    assert result.stats.prompt_tokens_count and result.stats.prompt_tokens_count < 596
