@@ -10,7 +10,10 @@ decode, short replies) and prints:
     `concurrency`, so at most that many predictions at once; its default extra threads
     only receive the next jobs) vs the same jobs as direct SDK calls from one process at
     the same concurrency (goal: pool / direct >= 0.9). `--admission off` runs the worker
-    without the GPU-memory admission gate (the slot limit stays);
+    without the GPU-memory admission gate (the slot limit stays). `--workers N` serves the
+    model with N worker processes (scale-out on one host); predictions stay at most
+    `concurrency` in all (admission's per-model slots are group-wide; with admission off
+    each worker gets concurrency / N slots);
 (b) enqueue rate of one bulk `submit_many` (goal >= 1,000 jobs/s from one producer), vs a
     naive `send_task` loop;
 (c) queue overhead per job at low load: enqueue to start, from the results' timing
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--enqueue-jobs", type=int, default=5000)
     parser.add_argument("--admission", choices=("on", "off"), default="on")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=None,
                         help="worker threads (LMQ_CONCURRENCY); default slots + prefetch")
     args = parser.parse_args()
@@ -112,11 +116,13 @@ def main() -> None:
     config = {**SIM_CONFIG, "timing": {**SIM_CONFIG["timing"],
                                        "parallel_slots": args.concurrency}}
     with RedisServer() as redis_server, running_simulator(config, in_process=False) as sim:
-        env = {"LMQ_SLOTS": str(args.concurrency),
+        slots = args.concurrency if args.admission == "on" else args.concurrency // args.workers
+        env = {"LMQ_SLOTS": str(slots),
                "LMQ_ADMISSION": "true" if args.admission == "on" else "false"}
         if args.threads:
             env["LMQ_CONCURRENCY"] = str(args.threads)
-        with local_pool(redis_server.url, sim.host, [CHAT], extra_env=env) as pool:
+        with local_pool(redis_server.url, sim.host, [CHAT] * args.workers,
+                        extra_env=env) as pool:
             report(pool.queue, sim.host, args)
 
 
@@ -125,7 +131,7 @@ def report(queue: JobQueue, host: str, args: argparse.Namespace) -> None:
     direct = direct_sdk(host, texts, args.concurrency)
     pooled, run_s = through_pool(queue, texts)
     print(f"(a) {args.jobs} chat jobs at concurrency {args.concurrency} (admission "
-          f"{args.admission}): pool {pooled:.1f} "
+          f"{args.admission}, {args.workers} worker process(es)): pool {pooled:.1f} "
           f"jobs/s, direct SDK {direct:.1f} jobs/s, ratio {pooled / direct:.2f} (goal >= 0.9)")
     slot_ms = 1000 * args.concurrency / pooled
     print(f"    per job and worker thread: {slot_ms:.1f} ms, of which the task body (run_s) "

@@ -11,11 +11,11 @@ drops, so this module does nothing for `amqp://` brokers.
 The fix. Every worker leases what it holds:
 
 * **record** — when a message is received (`task_received`, in the consumer thread, before
-  the job runs) its delivery tag goes into `lmq:held:<hostname>` and the hostname into
-  `lmq:held-workers`: one pipelined round trip per job;
+  the job runs) its delivery tag goes into `lmq:held:<hostname>`: one SADD per job;
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
-  `LMQ_HOLD_LEASE_S` every quarter of it, and drops from its held set the tags that have
-  left `unacked` (acknowledged, or restored);
+  `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
+  the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
+  `unacked` (acknowledged, or restored);
 * **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
   gone, each held tag still in `unacked` is moved back to its queue, exactly as kombu's
   `QoS.restore_by_tag` does it: in a WATCH transaction on `unacked`, the tag is removed
@@ -94,14 +94,14 @@ class Redelivery:
     def record(self, tag: str) -> None:
         with self._lock:
             self._tags.add(tag)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(keys.held(self.hostname), tag)
-        pipe.sadd(keys.held_workers(), self.hostname)
-        pipe.execute()
+        self.client.sadd(keys.held(self.hostname), tag)
 
     def renew(self) -> None:
         ttl_ms = max(1, int(self.lease_s * 1000))
-        self.client.set(keys.alive(self.hostname), f"{os.getpid()}", px=ttl_ms)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(keys.alive(self.hostname), f"{os.getpid()}", px=ttl_ms)
+        pipe.sadd(keys.held_workers(), self.hostname)
+        pipe.execute()
         self._prune()
 
     def stop(self) -> None:
