@@ -51,8 +51,9 @@ def record(client: redis.Redis, batch_id: str, requests: Sequence[BatchRequest],
     kinds: dict[str, int] = {}
     for request in requests:
         kinds[request.url] = kinds.get(request.url, 0) + 1
-    meta = {"created_at": time.time(), "input": source, "total": len(requests),
-            "kinds": json.dumps(kinds)}
+    meta: dict[str, str | int | float] = {
+        "created_at": time.time(), "input": source, "total": len(requests),
+        "kinds": json.dumps(kinds)}
     pipe = client.pipeline(transaction=False)
     pipe.hset(keys.batch(batch_id), mapping=meta)
     for start in range(0, len(requests), PAGE):
@@ -74,12 +75,16 @@ def meta(client: redis.Redis, batch_id: str) -> dict[str, str]:
     raw = client.hgetall(keys.batch(batch_id))
     if not raw:
         raise BatchNotFoundError(f"no batch {batch_id!r} (unknown id, or its results expired)")
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return {_text(k): _text(v) for k, v in raw.items()}
 
 
 def job_ids(client: redis.Redis, batch_id: str) -> list[str]:
     """Job ids in file order."""
-    return [raw.decode() for raw in client.lrange(keys.batch_jobs(batch_id), 0, -1)]
+    return [_text(raw) for raw in client.lrange(keys.batch_jobs(batch_id), 0, -1)]
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def requests(client: redis.Redis, batch_id: str) -> Iterator[list[RequestInfo]]:
@@ -92,8 +97,9 @@ def requests(client: redis.Redis, batch_id: str) -> Iterator[list[RequestInfo]]:
 
 
 def _request_info(job_id: str, raw: Any) -> RequestInfo:
-    data = json.loads(raw) if raw else {"custom_id": "", "url": "", "line": 0, "model": ""}
-    return RequestInfo(job_id, data["custom_id"], data["url"], data["line"], data["model"])
+    data: dict[str, Any] = json.loads(raw) if raw else {}
+    return RequestInfo(job_id, str(data.get("custom_id", "")), str(data.get("url", "")),
+                       int(data.get("line", 0)), str(data.get("model", "")))
 
 
 def mark_cancelled(client: redis.Redis, batch_id: str) -> None:

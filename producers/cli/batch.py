@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
 
+if TYPE_CHECKING:
+    from producers.job_queue import JobQueue
 
-def _queue():  # type: ignore[no-untyped-def]
+
+def _queue() -> JobQueue:
     from producers.job_queue import JobQueue
 
     return JobQueue(cli_settings())

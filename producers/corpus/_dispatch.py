@@ -111,6 +111,7 @@ class Dispatcher:
 
     def _send(self, batch: list[Flight]) -> None:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
+                             submitted_at=None,
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
         self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=self.options.enqueue_anyway)

@@ -6,6 +6,7 @@ import heapq
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,7 +43,7 @@ def nearest(path: Path, query: list[float], k: int = 5) -> list[Hit]:
     return [hit for _, _, hit in sorted(best, key=lambda t: (-t[0], -t[1]))]
 
 
-def _hit(rows: dict[str, list[object]], i: int, score: float) -> Hit:
+def _hit(rows: dict[str, list[Any]], i: int, score: float) -> Hit:
     return Hit(score, str(rows["id"][i]), str(rows["source"][i]), int(rows["chunk_index"][i]),
                int(rows["start"][i]), int(rows["end"][i]), str(rows["text"][i]))
 
