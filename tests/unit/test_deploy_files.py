@@ -16,7 +16,6 @@ locally and fail under CI=true like any other missing service.
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
 import shutil
@@ -289,27 +288,41 @@ def test_node_name_is_the_model_made_safe_at_the_container_hostname() -> None:
 # --- systemd ------------------------------------------------------------------------------
 
 
-def unit(name: str) -> configparser.RawConfigParser:
-    parser = configparser.RawConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string((SYSTEMD / name).read_text())
-    return parser
+def unit(name: str) -> dict[str, dict[str, list[str]]]:
+    """A unit file as section -> key -> every value (systemd keys repeat, e.g. Environment)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in (SYSTEMD / name).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key, []).append(value)
+    return sections
 
 
 def test_worker_unit_is_a_template_pinned_to_its_model_with_a_warm_stop() -> None:
     worker = unit("lmq-worker@.service")["Service"]
-    assert "celery -A workers worker" in worker["ExecStart"]
-    assert "%i@%H" in worker["ExecStart"]
-    assert worker["Environment"] in ("LMQ_MODEL=%i", "PYTHONUNBUFFERED=1")
-    assert "LMQ_MODEL=%i" in (SYSTEMD / "lmq-worker@.service").read_text()
-    assert worker["KillSignal"] == "SIGTERM" and worker["KillMode"] == "mixed"
-    assert int(worker["TimeoutStopSec"]) >= 60 and worker["User"] == "lmq"
+    (start,) = worker["ExecStart"]
+    assert "celery -A workers worker --hostname %i@%H" in start
+    assert "LMQ_MODEL=%i" in worker["Environment"]  # the instance name is the model key...
+    # ...unless its per-instance file (read after the shared one) says otherwise.
+    assert worker["EnvironmentFile"] == [
+        "/etc/lmstudio-queue/lmq.env",
+        "-/etc/lmstudio-queue/worker-%i.env",
+    ]
+    assert worker["KillSignal"] == ["SIGTERM"] and worker["KillMode"] == ["mixed"]
+    assert int(worker["TimeoutStopSec"][0]) >= 60 and worker["User"] == ["lmq"]
+    assert unit("lmq-worker@.service")["Install"]["WantedBy"] == ["lmq.target"]
 
 
 def test_flower_unit_runs_flower_with_the_shared_settings() -> None:
     flower = unit("lmq-flower.service")["Service"]
-    assert "celery -A workers flower" in flower["ExecStart"]
-    assert flower["EnvironmentFile"] == "/etc/lmstudio-queue/lmq.env"
+    assert "celery -A workers flower" in flower["ExecStart"][0]
+    assert flower["EnvironmentFile"] == ["/etc/lmstudio-queue/lmq.env"]
 
 
 def test_systemd_units_verify(tmp_path) -> None:
