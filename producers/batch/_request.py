@@ -65,15 +65,17 @@ def _job(kind: str, body: dict[str, Any], model_map: dict[str, str]) -> Job:
         raise LineError("body.stream must be false: batch requests are not streamed")
     if body.get("n", 1) != 1:
         raise LineError("body.n must be 1 (one choice per request)")
-    fields = {"model": model_map.get(model, model)}
+    target = model_map.get(model, model)
     try:
         if kind == "embedding":
-            return EmbeddingJob(**fields, texts=_embedding_input(body.get("input")))
+            return EmbeddingJob.model_validate(
+                {"model": target, "texts": _embedding_input(body.get("input"))})
         config = _config(body)
         if kind == "completion":
-            return CompletionJob(**fields, prompt=_prompt(body.get("prompt")), config=config)
-        return ChatJob(**fields, messages=_messages(body.get("messages")),
-                       tools=body.get("tools"), config=config)
+            return CompletionJob.model_validate(
+                {"model": target, "prompt": _prompt(body.get("prompt")), "config": config})
+        return ChatJob.model_validate({"model": target, "messages": _messages(body.get("messages")),
+                                       "tools": body.get("tools"), "config": config})
     except ValidationError as exc:
         raise LineError(readable(exc, f"{kind} request").replace("invalid ", "", 1)) from None
 
@@ -104,10 +106,10 @@ def _messages(value: Any) -> Any:
 def _config(body: dict[str, Any]) -> PredictionConfig:
     stop = body.get("stop")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    return PredictionConfig(
-        temperature=body.get("temperature"), max_tokens=max_tokens, top_p=body.get("top_p"),
-        stop=[stop] if isinstance(stop, str) else (stop or []), seed=body.get("seed"),
-        json_schema=_schema(body.get("response_format")))
+    return PredictionConfig.model_validate({
+        "temperature": body.get("temperature"), "max_tokens": max_tokens,
+        "top_p": body.get("top_p"), "stop": [stop] if isinstance(stop, str) else (stop or []),
+        "seed": body.get("seed"), "json_schema": _schema(body.get("response_format"))})
 
 
 def _schema(response_format: Any) -> dict[str, Any] | None:

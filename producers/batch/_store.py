@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -55,7 +55,7 @@ def record(client: redis.Redis, batch_id: str, requests: Sequence[BatchRequest],
         "created_at": time.time(), "input": source, "total": len(requests),
         "kinds": json.dumps(kinds)}
     pipe = client.pipeline(transaction=False)
-    pipe.hset(keys.batch(batch_id), mapping=meta)
+    pipe.hset(keys.batch(batch_id), mapping=cast(Any, meta))
     for start in range(0, len(requests), PAGE):
         page = list(zip(requests[start : start + PAGE], job_ids[start : start + PAGE],
                         strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -38,7 +39,7 @@ from producers.cli._context import cli_settings, echo_json
 @click.option("--progress/--no-progress", default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str | None,
-                         as_json: bool, overlap: int, **options: object) -> None:
+                         as_json: bool, overlap: int, **options: Any) -> None:
     """Embed every document under PATHS into a Parquet (or JSONL) file, resumably."""
     from producers.corpus import StateExistsError, StateMismatchError, embed_corpus
 
