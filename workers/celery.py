@@ -23,9 +23,8 @@ imported by the worker only (`include`).
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
-
 from celery.signals import task_received, worker_shutdown
+from kombu import Queue
 
 from workers import metrics, redelivery, result_store
 from workers.celery_config import celery_config

@@ -44,7 +44,6 @@ import threading
 from typing import Any
 
 from kombu.utils.json import loads
-from kombu.utils.encoding import bytes_to_str
 
 from workers import keys
 
@@ -69,27 +68,45 @@ class Redelivery:
 
     def __init__(self, connection: Any, hostname: str, lease_s: float) -> None:
         self.connection = connection
-        self.channel = connection.default_channel
-        self.client = self.channel.client
         self.hostname = hostname
         self.lease_s = lease_s
         self._tags: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._forget = self.client.register_script(FORGET_SCRIPT)
+        self._ready = False
+        self._forget: Any = None
         self._thread = threading.Thread(target=self._run, name="lmq-held-heartbeat",
                                         daemon=True)
+
+    @property
+    def channel(self) -> Any:
+        return self.connection.default_channel  # connects on first use; then cached
+
+    @property
+    def client(self) -> Any:
+        return self.channel.client
 
     # --- this worker --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Restore what a previous process with this hostname held, then take the lease."""
+        """Take over from a previous process with this hostname; heartbeat from now on.
+
+        Redis down now: the heartbeat thread retries (jobs received meanwhile are leased
+        once it succeeds; only the previous process's tags are restored).
+        """
+        try:
+            self._take_over()
+        except Exception as exc:  # noqa: BLE001 - the worker must start anyway
+            log.warning("held-jobs lease not taken yet (%s); retrying in the background", exc)
+        self._thread.start()
+
+    def _take_over(self) -> None:
         restored = self.restore_worker(self.hostname, check_alive=False)
         if restored:
             log.warning("restored %d job(s) held by this worker's previous process",
                         restored)
         self.renew()
-        self._thread.start()
+        self._ready = True
 
     def record(self, tag: str) -> None:
         with self._lock:
@@ -132,6 +149,9 @@ class Redelivery:
     def _run(self) -> None:
         while not self._stopped.wait(self.lease_s / 4):
             try:
+                if not self._ready:
+                    self._take_over()
+                    continue
                 self.renew()
                 self.sweep()
             except Exception as exc:  # noqa: BLE001 - keep beating: Redis may come back
@@ -141,7 +161,7 @@ class Redelivery:
 
     def sweep(self) -> int:
         """Restore the held messages of every worker whose lease expired."""
-        others = [bytes_to_str(w) for w in self.client.smembers(keys.held_workers())]
+        others = [_text(w) for w in self.client.smembers(keys.held_workers())]
         others = [w for w in others if w != self.hostname]
         if not others:
             return 0
@@ -161,12 +181,18 @@ class Redelivery:
     def restore_worker(self, worker: str, *, check_alive: bool) -> int:
         """Move a worker's held, still-unacknowledged messages back to their queues."""
         restored = 0
-        for tag in [bytes_to_str(t) for t in self.client.smembers(keys.held(worker))]:
+        with self._lock:
+            mine = set(self._tags) if worker == self.hostname else set()
+        for tag in [_text(t) for t in self.client.smembers(keys.held(worker))]:
+            if tag in mine:
+                continue  # received by this process: running here, not lost
             try:
                 restored += self.restore_tag(worker, tag, check_alive=check_alive)
             except _LeaseBack:
                 return restored
         if check_alive:
+            if self._forget is None:
+                self._forget = self.client.register_script(FORGET_SCRIPT)
             self._forget(keys=[keys.alive(worker), keys.held(worker), keys.held_workers()],
                          args=[worker])
         return restored
@@ -186,12 +212,16 @@ class Redelivery:
             pipe.srem(keys.held(worker), tag)
             restored[0] = 0
             if payload:
-                message, exchange, routing_key = loads(bytes_to_str(payload))
+                message, exchange, routing_key = loads(_text(payload))  # type: ignore[no-untyped-call]
                 channel._do_restore_message(message, exchange, routing_key, pipe, False)
                 restored[0] = 1
 
         self.client.transaction(transaction, channel.unacked_key, alive_key)
         return restored[0]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 _current: Redelivery | None = None
