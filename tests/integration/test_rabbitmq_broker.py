@@ -253,3 +253,44 @@ def test_cancel_a_running_chat_keeps_the_partial_text(pool: BrokerPool, sim: obj
     assert handle.status() == "REVOKED"
     assert partial["cancelled"] and partial["content"]
     assert partial["stats"]["stop_reason"] == "userStopped"  # type: ignore[index]
+
+
+def test_rabbitmq_redelivers_the_job_of_a_killed_worker(sim: object, results_url: str) -> None:
+    """acks_late on RabbitMQ: a SIGKILLed worker's running job is requeued when its
+    connection drops, and another worker runs it to the end (attempt 2)."""
+    require_rabbitmq(amqp_url())
+    admin = sim.admin  # type: ignore[attr-defined]
+    admin.set_timing(decode_tokens_per_s=20.0)
+    admin.set_faults(reply_tokens=2000)
+    with contextlib.ExitStack() as stack:
+        broker_url = stack.enter_context(fresh_vhost(amqp_url()))
+        env = {
+            "LMQ_BROKER_URL": broker_url,
+            "LMQ_RESULT_BACKEND": results_url,
+            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
+            "LMQ_GPU_MEMORY": "24GiB",
+            "PYTHONUNBUFFERED": "1",
+        }
+        first = stack.enter_context(
+            _stopping(start_worker(CHAT, env, name=f"doomed-{uuid.uuid4().hex[:6]}"))
+        )
+        settings = Settings(broker_url=broker_url, result_backend=results_url)
+        queue = stack.enter_context(JobQueue(settings))
+        handle = queue.chat(CHAT, "Tell me everything", config={"max_tokens": 60})
+        wait_until(
+            lambda: (
+                (p := handle.progress()) is not None
+                and p.tokens_so_far > 0
+                and p.worker == first.hostname
+            ),
+            timeout=60,
+            message="the job generating",
+        )
+        first.kill()  # SIGKILL: no ack, no warm shutdown
+        second = stack.enter_context(
+            _stopping(start_worker(CHAT, env, name=f"heir-{uuid.uuid4().hex[:6]}"))
+        )
+        result = handle.result(timeout=120)
+        assert isinstance(result, ChatResult) and handle.status() == "SUCCESS"
+        assert result.worker == second.hostname and result.attempt == 2
+        assert result.stats.predicted_tokens_count == 60
