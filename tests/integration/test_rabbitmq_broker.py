@@ -3,7 +3,9 @@
 Bigger deployments use RabbitMQ as the broker while results, progress streams and admission
 stay on Redis (ops/runbook.md). The same cases — a chat job end to end, an embedding job,
 a cancel of a running prediction — run against each broker with real `celery -A workers
-worker` processes and the simulator.
+worker` processes and the simulator; on RabbitMQ also the redelivery of a SIGKILLed
+worker's running job (acks late). Long jobs on RabbitMQ: see ops/runbook.md §5 for
+`consumer_timeout` (default 30 min), which must exceed the longest job.
 
 RabbitMQ is found at LMQ_TEST_AMQP_URL, else amqp://guest:guest@127.0.0.1:5672//. Each test
 run gets a fresh vhost (`rabbitmqctl add_vhost`, deleted afterwards), so its queues and
