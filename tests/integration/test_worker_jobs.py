@@ -184,3 +184,24 @@ def test_prompt_whose_bound_overflows_is_counted_and_fits(worker_factory, lmq_en
     result = ChatResult.model_validate(final(send(app, job), 60).get(timeout=5))
     assert _counted(simulator, "fits-exactly") == 2
     assert result.stats.prompt_tokens_count and result.stats.prompt_tokens_count < 596
+
+
+def test_started_state_comes_before_progress(llm_worker, redis_url, simulator):  # type: ignore[no-untyped-def]
+    """STARTED (workers.result_store's one-round-trip start) with Celery's meta, then PROGRESS."""
+    simulator.admin.set_timing(decode_tokens_per_s=20)
+    simulator.admin.set_faults(reply_tokens=30)
+    app = client_app(redis_url)
+    handle = send(app, ChatJob(model=LLM, messages="take your time"))
+    started: list[dict] = []  # type: ignore[type-arg]
+
+    def progressed() -> bool:
+        meta = app.backend.get_task_meta(handle.id, cache=False)
+        if meta["status"] == "STARTED":
+            started.append(meta)
+        return bool(meta["status"] == PROGRESS)
+
+    wait_until(progressed, timeout=30, message="PROGRESS")
+    assert started, "no STARTED state seen"
+    assert started[0]["result"]["hostname"] == llm_worker.hostname
+    assert started[0].get("name") == "lmq.chat"  # extended fields, as Celery writes them
+    final(handle, 60)
