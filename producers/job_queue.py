@@ -128,6 +128,12 @@ class JobQueue:
         raw = self.backend_client.get(result_key(self.app, job_id))
         return decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
 
+    def forget(self, job_ids: Sequence[str]) -> None:
+        """Delete stored results (e.g. after a batch tool has written them elsewhere)."""
+        for start in range(0, len(job_ids), 1000):
+            chunk = job_ids[start : start + 1000]
+            self.backend_client.delete(*[result_key(self.app, job_id) for job_id in chunk])
+
     def fetch_results(self, job_ids: Sequence[str]) -> dict[str, tuple[str, Any]]:
         """Non-blocking: id -> (state, payload) for many jobs, one MGET per 1000 ids.
 

@@ -23,7 +23,6 @@ from producers.corpus._plan import JobPlan
 from producers.corpus._progress import Progress
 from producers.corpus._state import RunState, signature
 from producers.corpus._writer import rows_table, write_part
-from producers.result_wait import result_key
 from workers.contract import EmbeddingJob
 
 POLL_MIN_S = 0.02
@@ -165,7 +164,7 @@ class Dispatcher:
         return 1
 
     def _forget(self, job_id: str) -> None:
-        self.queue.backend_client.delete(result_key(self.queue.app, job_id))
+        self.queue.forget([job_id])
 
     def _revoke(self, job_ids: list[str]) -> None:
         if job_ids:
