@@ -38,6 +38,8 @@ SHELL_SCRIPTS = [
     "ops/test",
     "ops/demo",
     ".ci/run",
+    "ops/setup.d/openmanus",
+    "ops/setup.d/local-models",
     "docker/entrypoint.sh",
     "docker/healthcheck.sh",
     "docker/node-name.sh",
