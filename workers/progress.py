@@ -166,7 +166,8 @@ class StateWriter:
     def __init__(self, interval_s: float = STATE_INTERVAL_S) -> None:
         self.interval_s = interval_s
         self._reporters: dict[int, ProgressReporter] = {}
-        self._lock = threading.Lock()  # held while writing: forget() waits for a write
+        self._lock = threading.Lock()  # guards _reporters (jobs never wait on Redis here)
+        self._write_lock = threading.Lock()  # held while writing: forget() waits for it
         self._thread = threading.Thread(target=self._run, name="lmq-progress-writer",
                                         daemon=True)
         self._thread.start()
@@ -177,7 +178,7 @@ class StateWriter:
                 self._reporters[id(reporter)] = reporter
 
     def forget(self, reporter: ProgressReporter) -> None:
-        with self._lock:
+        with self._write_lock, self._lock:
             reporter.closed = True
             self._reporters.pop(id(reporter), None)
 
@@ -191,11 +192,12 @@ class StateWriter:
 
     def write_due(self) -> None:
         now = time.monotonic()
-        with self._lock:
-            due = [r for r in self._reporters.values() if r.due(now)]
-            for reporter in due:
-                reporter.dirty = False
-                del self._reporters[id(reporter)]
+        with self._write_lock:
+            with self._lock:
+                due = [r for r in self._reporters.values() if r.due(now)]
+                for reporter in due:
+                    reporter.dirty = False
+                    del self._reporters[id(reporter)]
             if due:
                 _write_states(due)
 

@@ -75,12 +75,19 @@ class Redelivery:
         self._stopped = threading.Event()
         self._ready = False
         self._forget: Any = None
+        self._channel: Any = None
+        self._channel_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lmq-held-heartbeat",
                                         daemon=True)
 
     @property
     def channel(self) -> Any:
-        return self.connection.default_channel  # connects on first use; then cached
+        """The dedicated kombu channel (connects on first use, from whichever thread)."""
+        if self._channel is None:
+            with self._channel_lock:
+                if self._channel is None:
+                    self._channel = self.connection.default_channel
+        return self._channel
 
     @property
     def client(self) -> Any:
