@@ -23,7 +23,7 @@ imported by the worker only (`include`).
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import task_received, worker_shutdown
+from celery.signals import celeryd_init, task_received, worker_shutdown
 from kombu import Queue
 
 from workers import metrics, redelivery, result_store
@@ -56,6 +56,10 @@ def create_app(settings: Settings | None = None) -> Celery:
     # By name: the step (and the SDK) is imported only when a worker starts.
     celery_app.steps["worker"].add("workers.lifecycle:LMStudioStep")
     result_store.connect(celery_app)
+    # Worker processes only (not Flower or producers): kombu's Redis transport that leases
+    # held jobs in its own bookkeeping.
+    celeryd_init.connect(redelivery.use_held_transport, weak=False,
+                         dispatch_uid="lmq-held-transport")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
     metrics.connect(celery_app)

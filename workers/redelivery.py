@@ -10,8 +10,13 @@ drops, so this module does nothing for `amqp://` brokers.
 
 The fix. Every worker leases what it holds:
 
-* **record** — when a message is received (`task_received`, in the consumer thread, before
-  the job runs) its delivery tag goes into `lmq:held:<hostname>`: one SADD per job;
+* **record** — the worker's broker transport is kombu's Redis transport whose QoS, when it
+  books a delivery into `unacked`/`unacked_index`, also adds the delivery tag to
+  `lmq:held:<hostname>` in the same MULTI (`Transport` here, the `broker_transport` of
+  worker processes on `redis://` brokers, set at `celeryd_init`): no extra round trip, and
+  no instant where a delivered message is unrecorded. (`task_received` adds any tag the
+  transport did not record, e.g. on `rediss://`, where kombu's stock transport keeps its
+  TLS handling: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
   `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
@@ -33,7 +38,8 @@ heartbeat by any live worker of the pool, or when it restarts. Delivery stays
 at-least-once: a redelivered job that already finished returns its stored result
 (`workers.result_store`); a worker paused (SIGSTOP) past its lease may see its job run
 elsewhere too. kombu's own visibility-timeout sweep (`celery_config`) stays as the backstop
-for a message received in the instant between kombu's bookkeeping and ours.
+for anything else (e.g. a worker configured with another broker transport that died
+before its `task_received` SADD).
 """
 
 from __future__ import annotations
@@ -41,9 +47,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from time import time
 from typing import Any
 
-from kombu.utils.json import loads
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps, loads
 
 from workers import keys
 
@@ -115,10 +124,21 @@ class Redelivery:
         self.renew()
         self._ready = True
 
-    def record(self, tag: str) -> None:
+    @property
+    def held_key(self) -> str:
+        return keys.held(self.hostname)
+
+    def note(self, tag: str) -> bool:
+        """Remember a tag this process holds; False if it was already known."""
         with self._lock:
+            known = tag in self._tags
             self._tags.add(tag)
-        self.client.sadd(keys.held(self.hostname), tag)
+        return not known
+
+    def record(self, tag: str) -> None:
+        """Lease a received message (unless the transport already did)."""
+        if self.note(tag):
+            self.client.sadd(self.held_key, tag)
 
     def renew(self) -> None:
         ttl_ms = max(1, int(self.lease_s * 1000))
@@ -227,6 +247,43 @@ class Redelivery:
         return restored[0]
 
 
+class HeldQoS(kombu_redis.QoS):
+    """kombu's Redis QoS; booking a delivery also leases it, in the same MULTI.
+
+    `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
+    into this worker's held set.
+    """
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        current = _current
+        if current is None:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        delivery = message.delivery_info
+        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
+            pipe.hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, exchange, routing_key]))  # type: ignore[no-untyped-call]
+            pipe.sadd(current.held_key, delivery_tag)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+        current.note(delivery_tag)
+
+
+class HeldChannel(kombu_redis.Channel):
+    QoS = HeldQoS
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with `HeldQoS` (the worker's `broker_transport`)."""
+
+    Channel = HeldChannel
+
+
+TRANSPORT = "workers.redelivery:Transport"
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -246,6 +303,13 @@ def start(app: Any, hostname: str, lease_s: float) -> Redelivery | None:
     _current = Redelivery(connection, hostname, lease_s)
     _current.start()
     return _current
+
+
+def use_held_transport(conf: Any = None, **_: Any) -> None:
+    """`celeryd_init` handler: worker processes on a redis:// broker use `Transport`."""
+    url = str(conf.broker_url or "") if conf is not None else ""
+    if url.startswith("redis://") and not conf.broker_transport:
+        conf.broker_transport = TRANSPORT
 
 
 def record(request: Any = None, **_: Any) -> None:

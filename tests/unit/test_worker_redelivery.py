@@ -1,0 +1,34 @@
+"""Which broker transport a worker process uses for held-job leases (no network)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from workers import redelivery
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://127.0.0.1:6379/0", redelivery.TRANSPORT),
+    ("rediss://127.0.0.1:6380/0", None),  # kombu's stock transport keeps its TLS handling
+    ("amqp://guest:guest@127.0.0.1:5672//", None),  # RabbitMQ requeues by itself
+])
+def test_held_transport_only_for_plain_redis(url: str, expected: str | None) -> None:
+    conf = SimpleNamespace(broker_url=url, broker_transport=None)
+    redelivery.use_held_transport(conf=conf)
+    assert conf.broker_transport == expected
+
+
+def test_an_explicit_transport_is_kept() -> None:
+    conf = SimpleNamespace(broker_url="redis://h:1/0", broker_transport="my.transport:T")
+    redelivery.use_held_transport(conf=conf)
+    assert conf.broker_transport == "my.transport:T"
+
+
+def test_the_held_transport_is_kombus_redis_transport() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    assert issubclass(redelivery.Transport, kombu_redis.Transport)
+    assert redelivery.Transport.driver_type == "redis"
+    assert redelivery.Transport.Channel.QoS is redelivery.HeldQoS
