@@ -8,7 +8,6 @@ REVOKED (never SUCCESS later) with its partial result readable, acknowledged, no
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
