@@ -23,6 +23,7 @@ decode, short replies) and prints:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from producers.job_queue import JobQueue  # noqa: E402
-from producers.local_pool import local_pool  # noqa: E402
+from producers.local_pool import LocalPool, local_pool  # noqa: E402
 from producers.redis_server import RedisServer  # noqa: E402
 from workers.contract import TASK_CHAT, ChatJob, queue_name  # noqa: E402
 
@@ -45,6 +46,15 @@ MAX_TOKENS = 16
 
 def prompts(n: int) -> list[str]:
     return [f"Short question number {i}?" for i in range(n)]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_sdk(host: str, texts: list[str], concurrency: int) -> float:
@@ -123,19 +133,27 @@ def main() -> None:
             env["LMQ_CONCURRENCY"] = str(args.threads)
         with local_pool(redis_server.url, sim.host, [CHAT] * args.workers,
                         extra_env=env) as pool:
-            report(pool.queue, sim.host, args)
+            report(pool, sim.host, args)
 
 
-def report(queue: JobQueue, host: str, args: argparse.Namespace) -> None:
-    texts = prompts(args.jobs)
+def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
+    queue, texts = pool.queue, prompts(args.jobs)
+    direct_cpu = cpu_s(os.getpid())
     direct = direct_sdk(host, texts, args.concurrency)
+    direct_cpu = cpu_s(os.getpid()) - direct_cpu
+    pids = [w.process.pid for w in pool.workers if w.process is not None]
+    pool_cpu = sum(cpu_s(pid) for pid in pids)
     pooled, run_s = through_pool(queue, texts)
+    pool_cpu = sum(cpu_s(pid) for pid in pids) - pool_cpu
     print(f"(a) {args.jobs} chat jobs at concurrency {args.concurrency} (admission "
           f"{args.admission}, {args.workers} worker process(es)): pool {pooled:.1f} "
           f"jobs/s, direct SDK {direct:.1f} jobs/s, ratio {pooled / direct:.2f} (goal >= 0.9)")
     slot_ms = 1000 * args.concurrency / pooled
     print(f"    per job and worker thread: {slot_ms:.1f} ms, of which the task body (run_s) "
           f"{1000 * run_s:.1f} ms; direct SDK call {1000 * args.concurrency / direct:.1f} ms")
+    print(f"    CPU per job: worker process(es) {1000 * pool_cpu / (args.jobs + 1):.1f} ms, "
+          f"direct SDK process {1000 * direct_cpu / (args.jobs + 1):.1f} ms (a worker is one "
+          "process: its GIL caps it near 1000 / its CPU ms per job, jobs/s)")
     bulk, naive = enqueue_rates(queue, args.enqueue_jobs)
     print(f"(b) enqueue: submit_many {bulk:.0f} jobs/s ({args.enqueue_jobs} jobs), naive "
           f"send_task {naive:.0f} jobs/s, ratio {bulk / naive:.1f}x (goal >= 1000 jobs/s)")
