@@ -5,12 +5,12 @@
   then ends FAILURE with that error saying no message came in time. The worker keeps
   serving.
 * Visibility timeout (LMQ_VISIBILITY_TIMEOUT_S): Redis redelivers an unacknowledged job
-  only when a consumer sweeps the unacked set, and kombu sweeps every
-  unacked_restore_interval x unacked_restore_throttle = 10 s x 10 = ~100 s by default. So
-  a job a few times longer than the visibility timeout (but shorter than the sweep period)
-  runs once: asserted from the simulator's log (predictions of the job's prompt). The
-  slow_extended variant runs a job longer than the sweep period: there a second run may
-  happen, and the caller must still see one result.
+  only when a consumer sweeps the unacked set (once a minute: unacked_restore_interval in
+  workers/celery_config.py; a live worker's jobs are also leased, workers/redelivery.py).
+  A job 3.5x longer than the visibility timeout runs once: asserted from the simulator's
+  log (predictions of the job's prompt). The slow_extended variant runs a job longer than
+  the sweep period: a second run may happen there, and the caller must still see one
+  result.
 """
 
 from __future__ import annotations
