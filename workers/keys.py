@@ -53,3 +53,8 @@ def alive(worker: str) -> str:
 def held_workers() -> str:
     """Set of the workers that have (or had) a `held` set, for the janitor to check."""
     return f"{KEY_PREFIX}held-workers"
+
+
+def dead_letters(queue: str) -> str:
+    """List of malformed entries taken off broker queue `queue` (newest first, bounded)."""
+    return f"{KEY_PREFIX}dead:{queue}"

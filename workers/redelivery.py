@@ -13,10 +13,10 @@ The fix. Every worker leases what it holds:
 * **record** — the worker's broker transport is kombu's Redis transport whose QoS, when it
   books a delivery into `unacked`/`unacked_index`, also adds the delivery tag to
   `lmq:held:<hostname>` in the same MULTI (`Transport` here, the `broker_transport` of
-  worker processes on `redis://` brokers, set at `celeryd_init`): no extra round trip, and
-  no instant where a delivered message is unrecorded. (`task_received` adds any tag the
-  transport did not record, e.g. on `rediss://`, where kombu's stock transport keeps its
-  TLS handling: one SADD.)
+  worker processes on `redis://` and `rediss://` brokers, set at `celeryd_init`; its
+  channel also dead-letters malformed entries, `workers.dead_letter`): no extra round
+  trip, and no instant where a delivered message is unrecorded. (`task_received` adds any
+  tag the transport did not record, e.g. with another `broker_transport`: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
   `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from ssl import CERT_NONE
 from time import time
 from typing import Any
 
@@ -55,6 +56,7 @@ from kombu.transport import virtual
 from kombu.utils.json import dumps, loads
 
 from workers import keys
+from workers.dead_letter import DeadLetterChannel
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +273,9 @@ class HeldQoS(kombu_redis.QoS):
         current.note(delivery_tag)
 
 
-class HeldChannel(kombu_redis.Channel):
+class HeldChannel(DeadLetterChannel):
+    """kombu's Redis channel with `HeldQoS`, dead-lettering malformed entries."""
+
     QoS = HeldQoS
 
 
@@ -306,10 +310,21 @@ def start(app: Any, hostname: str, lease_s: float) -> Redelivery | None:
 
 
 def use_held_transport(conf: Any = None, **_: Any) -> None:
-    """`celeryd_init` handler: worker processes on a redis:// broker use `Transport`."""
+    """`celeryd_init` handler: worker processes on a Redis broker use `Transport`.
+
+    `rediss://` too: Celery turns the URL's `ssl_*` query (or `broker_use_ssl`) into the
+    connection's ssl options, which kombu's channel honours whatever the transport class.
+    kombu's one rediss-only default (no ssl options: `ssl_cert_reqs=CERT_NONE`, with a
+    warning) is keyed on the transport name, so it is set here in that case.
+    """
     url = str(conf.broker_url or "") if conf is not None else ""
-    if url.startswith("redis://") and not conf.broker_transport:
-        conf.broker_transport = TRANSPORT
+    if not url.startswith(("redis://", "rediss://")) or conf.broker_transport:
+        return
+    if (url.startswith("rediss://") and not getattr(conf, "broker_use_ssl", None)
+            and "ssl_cert_reqs" not in url):
+        log.warning("rediss:// broker without ssl_cert_reqs: the certificate is not verified")
+        conf.broker_use_ssl = {"ssl_cert_reqs": CERT_NONE}
+    conf.broker_transport = TRANSPORT
 
 
 def record(request: Any = None, **_: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ssl import CERT_NONE
 from types import SimpleNamespace
 
 import pytest
@@ -11,13 +12,22 @@ from workers import redelivery
 
 @pytest.mark.parametrize("url, expected", [
     ("redis://127.0.0.1:6379/0", redelivery.TRANSPORT),
-    ("rediss://127.0.0.1:6380/0", None),  # kombu's stock transport keeps its TLS handling
+    ("rediss://127.0.0.1:6380/0?ssl_cert_reqs=required", redelivery.TRANSPORT),
     ("amqp://guest:guest@127.0.0.1:5672//", None),  # RabbitMQ requeues by itself
 ])
-def test_held_transport_only_for_plain_redis(url: str, expected: str | None) -> None:
-    conf = SimpleNamespace(broker_url=url, broker_transport=None)
+def test_held_transport_for_redis_brokers(url: str, expected: str | None) -> None:
+    conf = SimpleNamespace(broker_url=url, broker_transport=None, broker_use_ssl=None)
     redelivery.use_held_transport(conf=conf)
     assert conf.broker_transport == expected
+    assert conf.broker_use_ssl is None  # the URL's ssl options are kept as they are
+
+
+def test_bare_rediss_keeps_kombus_unverified_default() -> None:
+    conf = SimpleNamespace(broker_url="rediss://h:6380/0", broker_transport=None,
+                           broker_use_ssl=None)
+    redelivery.use_held_transport(conf=conf)
+    assert conf.broker_transport == redelivery.TRANSPORT
+    assert conf.broker_use_ssl == {"ssl_cert_reqs": CERT_NONE}
 
 
 def test_an_explicit_transport_is_kept() -> None:
