@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from workers.cancel import CancelToken
-from workers.error import LMStudioUnavailableError
+from workers.error import LMStudioLostError, LMStudioUnavailableError
 from workers.gate import Gate
 from workers.progress import ProgressReporter
 from workers.session import Session
@@ -57,7 +57,10 @@ def with_retries(ctx: JobContext, call: Callable[[], T], *, on_retry: Callable[[
     """Run `call`; on LMStudioUnavailableError reconnect and retry with doubling backoff.
 
     At most `settings.job_max_retries` retries; then the last LMStudioUnavailableError is
-    raised. A cancel during the backoff re-raises at once (there is nothing to cancel).
+    raised, as LMStudioLostError when LM Studio cannot be reconnected at that point (the
+    job is requeued for another worker) and as LMStudioUnavailableError when it can (it
+    answers but keeps failing the call: the job fails). A cancel during the backoff
+    re-raises at once (there is nothing to cancel).
     """
     delay_s = ctx.settings.job_retry_backoff_s
     for retry in range(ctx.settings.job_max_retries + 1):
@@ -66,7 +69,9 @@ def with_retries(ctx: JobContext, call: Callable[[], T], *, on_retry: Callable[[
             return call()
         except LMStudioUnavailableError as exc:
             if retry >= ctx.settings.job_max_retries or ctx.token.is_requested():
-                raise LMStudioUnavailableError(
+                error = (LMStudioLostError if not ctx.token.is_requested()
+                         and not _reconnects(ctx, generation) else LMStudioUnavailableError)
+                raise error(
                     f"job {ctx.job_id}: LM Studio unavailable after {retry} retries: {exc}"
                 ) from exc
             log.warning("job %s: %s; retry %d/%d in %.1fs", ctx.job_id, exc, retry + 1,
@@ -74,10 +79,18 @@ def with_retries(ctx: JobContext, call: Callable[[], T], *, on_retry: Callable[[
         if ctx.token.requested.wait(delay_s):
             raise LMStudioUnavailableError(f"job {ctx.job_id}: cancelled while reconnecting")
         delay_s *= 2
-        try:
-            ctx.session.recover(generation)
-        except LMStudioUnavailableError as exc:
-            log.warning("job %s: reconnect failed: %s", ctx.job_id, exc)
+        if not _reconnects(ctx, generation):
+            log.warning("job %s: reconnect to LM Studio failed", ctx.job_id)
         if on_retry is not None:
             on_retry(retry + 1)
     raise AssertionError("unreachable")
+
+
+def _reconnects(ctx: JobContext, generation: int) -> bool:
+    """Reconnect the session if its socket is dead; False if LM Studio is unreachable."""
+    try:
+        ctx.session.recover(generation)
+    except LMStudioUnavailableError as exc:
+        log.debug("job %s: reconnect failed: %s", ctx.job_id, exc)
+        return False
+    return True

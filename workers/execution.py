@@ -7,8 +7,11 @@ End states:
   `JobCancelledError("job <id> was cancelled", partial_result_dict_or_None)`, a
   `task-revoked` event is sent for Flower, and `celery.exceptions.Ignore` is raised so
   Celery neither overwrites the state nor retries; the message is acknowledged.
-* FAILURE: any other error (bad job, LM Studio error, retries exhausted); never retried by
-  Celery. Bad jobs fail before anything reaches a prediction.
+* requeued: LM Studio still unreachable after the job's retries, or already known lost when
+  the job starts: `Reject(requeue=True)` puts the message back on its queue for another
+  worker, and this worker stops consuming until LM Studio is back (`workers.outage`).
+* FAILURE: any other error (bad job, LM Studio error); never retried by Celery. Bad jobs
+  fail before anything reaches a prediction.
 The fragment stream always gets its `{"end": state}` entry.
 """
 
@@ -21,13 +24,14 @@ from typing import Any, TypeVar
 
 import pydantic
 from celery import states
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 
 from workers.context import JobContext
 from workers.contract import RESULT_FOR_KIND
-from workers.error import InvalidJobError, JobCancelledError
+from workers.error import InvalidJobError, JobCancelledError, LMStudioLostError
 from workers.lifecycle import runtime
+from workers.outage import Outage
 from workers.progress import ProgressReporter
 from workers.result_store import next_attempt, take_attempt, take_stored
 
@@ -44,6 +48,9 @@ def execute(task: Any, payload: Any, job_cls: type[J],
         return stored
     job = parse_job(job_cls, payload)
     rt = runtime()
+    if rt.outage is not None and rt.outage.down.is_set():
+        log.info("job %s goes back to its queue: LM Studio is unreachable", job_id)
+        raise Reject("LM Studio unreachable", requeue=True)
     ctx_started = time.time()
     attempt = take_attempt(job_id) or next_attempt(rt.redis, job_id, rt.settings.result_expires_s)
     with rt.watcher.watch(job_id) as token:
@@ -53,7 +60,7 @@ def execute(task: Any, payload: Any, job_cls: type[J],
             enqueued_at=getattr(job, "submitted_at", None), started_at=ctx_started,
             token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
             session=rt.session, gate=rt.gate, settings=rt.settings)
-        return _run(task, ctx, job, run)
+        return _run(task, ctx, job, run, rt.outage)
 
 
 def parse_job(job_cls: type[J], payload: Any) -> J:
@@ -70,14 +77,17 @@ def parse_job(job_cls: type[J], payload: Any) -> J:
 
 
 def _run(task: Any, ctx: JobContext, job: Any,
-         run: Callable[[JobContext, Any], dict[str, Any]]) -> dict[str, Any]:
+         run: Callable[[JobContext, Any], dict[str, Any]],
+         outage: Outage | None = None) -> dict[str, Any]:
     try:
         result = _run_closing(ctx, job, run)
     except JobCancelledError as exc:
         _revoked(task, ctx, exc.partial)
-    except Exception:
+    except Exception as exc:
         if _was_revoked(ctx):
             _revoked(task, ctx, None)
+        if isinstance(exc, LMStudioLostError) and outage is not None:
+            _requeue(ctx, exc, outage)
         ctx.progress.stream.end(states.FAILURE)
         raise
     checked = RESULT_FOR_KIND[result["kind"]].model_validate(result).model_dump(mode="json")
@@ -85,6 +95,14 @@ def _run(task: Any, ctx: JobContext, job: Any,
         _revoked(task, ctx, checked)
     ctx.progress.stream.end(states.SUCCESS)
     return checked
+
+
+def _requeue(ctx: JobContext, exc: LMStudioLostError, outage: Outage) -> None:
+    """Give the job back to its queue; stop consuming until LM Studio is back."""
+    ctx.progress.stream.reset(ctx.attempt + 1)  # the text so far is void
+    outage.lost(str(exc))
+    log.warning("job %s goes back to its queue: %s", ctx.job_id, exc)
+    raise Reject(str(exc), requeue=True) from exc
 
 
 def _run_closing(ctx: JobContext, job: Any,

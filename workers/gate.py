@@ -45,6 +45,9 @@ class Gate(Protocol):
         turns true while waiting.
         """
 
+    def loaded(self, context_length: int) -> None:
+        """The model is loaded with this context length (clamps reservations to it)."""
+
     def close(self) -> None:
         """Release everything this worker holds (at shutdown)."""
 
@@ -63,6 +66,9 @@ class NullGate:
               cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
         return self._admitted()
 
+    def loaded(self, context_length: int) -> None:
+        return None
+
     def close(self) -> None:
         return None
 
@@ -77,6 +83,14 @@ class SlotLimit:
 
     def before_load(self) -> None:
         self.gate.before_load()
+
+    def loaded(self, context_length: int) -> None:
+        self.gate.loaded(context_length)
+
+    def set_slots(self, slots: int) -> None:
+        """Change the limit; only before any job was admitted (at start-up)."""
+        self.slots = slots
+        self._free = threading.BoundedSemaphore(slots)
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool]) -> AbstractContextManager[None]:

@@ -16,7 +16,15 @@ the worker consumes no job until LM Studio serves its model. At start it:
    limit (`workers.gate.SlotLimit`) and calls `before_load()`;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
-   template's token overhead (`workers.prompt_bound`), and logs what it serves.
+   template's token overhead (`workers.prompt_bound`), and logs what it serves;
+7. tells the gate the context length the model was loaded with, and sizes the pool
+   (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
+   LMQ_PREFETCH_THREADS threads (the upper bound); with fewer predictions allowed by the
+   GPU budget it is shrunk before the consumer starts (the pool, the prefetch count, and
+   the slot limit), so `celery inspect stats` shows the real max-concurrency.
+
+While it serves, LM Studio lost for good (a job's retries exhausted) stops the consumer
+until reconnecting succeeds (`workers.outage`).
 
 At shutdown (`worker_shutdown`, after the pool finished its jobs) it stops the watcher,
 closes the client (unloading the model if LMQ_UNLOAD_ON_SHUTDOWN) and closes the gate.
@@ -26,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -35,9 +43,11 @@ from celery.signals import worker_shutdown
 from celery.worker import state as worker_state
 
 from workers import cancel, redelivery
-from workers.admission import build_gate
+from workers.admission import build_gate, thread_count
+from workers.contract import queue_name
 from workers.error import BadJobError, LMStudioUnavailableError
 from workers.gate import Gate, ModelFacts, SlotLimit
+from workers.outage import Outage
 from workers.session import DownloadedModel, Session, load_config
 from workers.settings import Settings, get_settings
 
@@ -57,6 +67,8 @@ class Runtime:
     redis: redis.Redis | None
     watcher: cancel.CancelWatcher
     hostname: str
+    outage: Outage | None = None  # None outside a worker (no app to stop consuming with)
+    threads: int = 1  # the pool's thread count (`worker_threads`)
 
 
 _runtime: Runtime | None = None
@@ -77,10 +89,12 @@ class LMStudioStep(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         # First: a previous process with this hostname may have died holding jobs.
         redelivery.start(parent.app, parent.hostname, get_settings().hold_lease_s)
-        start_runtime(parent.hostname)
+        rt = start_runtime(parent.hostname, app=parent.app)
+        _size_pool(parent, rt.threads)
 
 
-def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
+def start_runtime(hostname: str, settings: Settings | None = None,
+                  app: Any = None) -> Runtime:
     global _runtime
     settings = settings or get_settings()
     if not settings.model:
@@ -90,7 +104,8 @@ def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per websocket otherwise
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
-    gate = SlotLimit(build_gate(settings, _facts(settings, model)), settings.slots)
+    facts = _facts(settings, model)
+    gate = SlotLimit(build_gate(settings, facts), settings.slots)
     try:
         gate.before_load()
         loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))
@@ -99,12 +114,49 @@ def start_runtime(hostname: str, settings: Settings | None = None) -> Runtime:
     except BadJobError as exc:
         session.close()
         _exit(f"cannot serve {model.key}: {exc}")
+    # The context LM Studio loaded it with (not the model's max): admission clamps to it.
+    facts = replace(facts, context_length=loaded.context_length)
+    gate.loaded(loaded.context_length)
+    threads = worker_threads(settings, facts)
+    if not settings.concurrency:
+        gate.set_slots(threads - settings.prefetch_threads)
     _runtime = Runtime(settings=settings, session=session, gate=gate,
                        redis=_redis(settings), watcher=cancel.watcher(settings.cancel_poll_s),
-                       hostname=hostname)
+                       hostname=hostname, outage=_outage(app, hostname, settings, session),
+                       threads=threads)
     log.info("serving %s model %s as %r (context length %d) from LM Studio at %s",
              loaded.kind, loaded.key, loaded.identifier, loaded.context_length, session.host)
     return _runtime
+
+
+def worker_threads(settings: Settings, facts: ModelFacts) -> int:
+    """LMQ_CONCURRENCY, else predictions by the GPU budget plus LMQ_PREFETCH_THREADS.
+
+    Predictions at once: `workers.admission.thread_count` (slots, fewer when the budget
+    minus the weights holds less KV than that many slot-sized contexts; >= 1), with the
+    loaded context length. The prefetch threads receive the next jobs meanwhile.
+    """
+    if settings.concurrency:
+        return settings.concurrency
+    return thread_count(settings, facts) + settings.prefetch_threads
+
+
+def _size_pool(worker: Any, threads: int) -> None:
+    """Shrink the pool and the prefetch to `threads` (Celery sized them from settings).
+
+    Celery reads `worker_concurrency` before any bootstep runs, but the thread count needs
+    the loaded model; the pool starts no thread before a job is applied, and the consumer
+    reads `initial_prefetch_count` when it starts, after this step: both take the new size.
+    """
+    pool = getattr(worker, "pool", None)
+    if threads < worker.concurrency and hasattr(pool, "resize"):
+        pool.resize(threads)
+        worker.concurrency = threads
+        consumer = getattr(worker, "consumer", None)
+        if consumer is not None and consumer.initial_prefetch_count:
+            consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
+    log.info("%d worker threads (LMQ_CONCURRENCY, else GPU budget rule + %d prefetch)",
+             worker.concurrency, get_settings().prefetch_threads)
 
 
 def connect_with_backoff(settings: Settings) -> Session:
@@ -136,6 +188,8 @@ def stop_runtime(**_: Any) -> None:
     if rt is None:
         return
     rt.watcher.stop()
+    if rt.outage is not None:
+        rt.outage.stop()
     try:
         rt.session.close(unload=rt.settings.unload_on_shutdown)
     finally:
@@ -166,8 +220,15 @@ def _facts(settings: Settings, model: DownloadedModel) -> ModelFacts:
                            else offload)
     return ModelFacts(model_key=model.key, size_bytes=model.size_bytes, path=model.path,
                       architecture=model.architecture,
-                      context_length=settings.context_length or model.max_context_length,
+                      context_length=settings.context_length,
                       offload_ratio=ratio, is_embedding=model.kind == "embedding")
+
+
+def _outage(app: Any, hostname: str, settings: Settings, session: Session) -> Outage | None:
+    if app is None or not settings.model:
+        return None
+    return Outage(app, hostname, queue_name(settings.model),
+                  lambda: session.recover(session.generation), settings.connect_backoff_max_s)
 
 
 def _redis(settings: Settings) -> redis.Redis | None:

@@ -36,6 +36,16 @@ class TaskPool(thread.TaskPool):
     def terminate_job(self, pid: Any, signal: Any = None) -> None:
         cancel.wake()
 
+    def resize(self, limit: int) -> None:
+        """Set the thread count at start-up, before any job was applied.
+
+        `ThreadPoolExecutor` starts its threads on demand, up to `_max_workers`: lowering it
+        before the first submit is a real resize (no API does it). `limit` is what
+        `celery inspect stats` reports as the pool's max-concurrency.
+        """
+        self.limit = limit
+        self.executor._max_workers = limit
+
     def on_apply(self, target: Any, args: Any = None, kwargs: Any = None,
                  callback: Any = None, accept_callback: Any = None, **_: Any) -> ApplyResult:
         future = self.executor.submit(thread.apply_target, target, args, kwargs,
