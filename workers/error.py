@@ -7,7 +7,10 @@
     │   └── DoesNotFitError                 KV cache can never fit in the GPU budget
     ├── TransientError                      worth a retry: tasks retry only this branch
     │   ├── LMStudioUnavailableError(ConnectionError)  LM Studio down or dropped the socket
-    │   └── AdmissionClosedError            the worker closed its gate while a job waited
+    │   │   └── LMStudioLostError            still unreachable after the job's retries:
+    │   │                                    the job goes back to its queue
+    │   ├── AdmissionClosedError            the worker closed its gate while a job waited
+    │   └── AdmissionUnavailableError(ConnectionError)  admission's Redis unreachable
     ├── BudgetUnknownError(RuntimeError)    admission on, but the GPU's memory is unknown
     ├── ModelNotServedError(LookupError)    no live worker serves the model's queue
     ├── ModelNotAvailableError(LookupError) the model is not downloaded on the LM Studio host
@@ -55,8 +58,16 @@ class LMStudioUnavailableError(TransientError, ConnectionError):
     """LM Studio is not reachable, or dropped the connection mid-job."""
 
 
+class LMStudioLostError(LMStudioUnavailableError):
+    """LM Studio still unreachable after a job's retries: requeue it (`workers.outage`)."""
+
+
 class AdmissionClosedError(TransientError):
     """The worker closed its gate while a job waited for admission: retry the job."""
+
+
+class AdmissionUnavailableError(TransientError, ConnectionError):
+    """Admission's Redis stayed unreachable (connection error or timeout) through retries."""
 
 
 class BudgetUnknownError(LmqError, RuntimeError):

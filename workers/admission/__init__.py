@@ -80,6 +80,8 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         settings.slots,
         wait_for_fit_on_load=settings.wait_for_fit_on_load,
         is_embedding=facts.is_embedding,
+        retries=settings.job_max_retries,
+        backoff_s=settings.job_retry_backoff_s,
     )
 
 

@@ -6,6 +6,11 @@ model's context length (`context_length - prompt_tokens` output tokens): LM Stud
 generate until the context is full. Reservations are capped at the context length when it
 is known (a prediction cannot hold more KV than its context).
 
+A Redis blip (redis.ConnectionError / TimeoutError) while admitting is retried in place,
+`retries` times with a doubling pause from `backoff_s` (a cancel ends the wait); then it
+surfaces as AdmissionUnavailableError, a TransientError. One at release is only logged:
+the job is done, and its lease expires by itself (LMQ_LEASE_TTL_S).
+
 Embedding models keep no KV cache between requests: an embedding job reserves only a slot
 (plus `prompt_tokens` of KV if the worker passes any; max_output_tokens is ignored).
 """
@@ -13,12 +18,29 @@ Embedding models keep no KV cache between requests: an embedding job reserves on
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+
+import redis
 
 from workers.admission.estimate import ModelCost
 from workers.admission.semaphore import GroupSemaphore, Ticket
-from workers.error import DoesNotFitError
+from workers.error import AdmissionUnavailableError, DoesNotFitError, JobCancelledError
+
+REDIS_BLIPS = (redis.ConnectionError, redis.TimeoutError)
+POLL_S = 0.05
+
+
+def _wait_cancellable(delay_s: float, cancelled: Callable[[], bool]) -> bool:
+    """Sleep `delay_s`; True as soon as `cancelled()` turns true."""
+    deadline = time.monotonic() + delay_s
+    while time.monotonic() < deadline:
+        if cancelled():
+            return True
+        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+    return cancelled()
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +67,16 @@ class AdmissionGate:
         *,
         wait_for_fit_on_load: bool = False,
         is_embedding: bool = False,
+        retries: int = 3,
+        backoff_s: float = 1.0,
     ) -> None:
         self.semaphore = semaphore
         self.cost = cost
         self.slots = slots
         self.wait_for_fit_on_load = wait_for_fit_on_load
         self.is_embedding = is_embedding
+        self.retries = retries
+        self.backoff_s = backoff_s
         self._load: Ticket | None = None
 
     def job_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
@@ -75,6 +101,10 @@ class AdmissionGate:
         self._load = self.semaphore.acquire(ticket, wait=self.wait_for_fit_on_load)
         log.info("admission: %s held in group %r", label, self.semaphore.group)
 
+    def loaded(self, context_length: int) -> None:
+        """Reservations clamp to the context the model was actually loaded with."""
+        self.cost = replace(self.cost, context_length=context_length)
+
     def admit(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
     ) -> AbstractContextManager[None]:
@@ -84,17 +114,40 @@ class AdmissionGate:
     def _admitted(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
     ) -> Iterator[None]:
-        if self._load is None:
-            self.before_load()
         tokens = self.job_tokens(prompt_tokens, max_output_tokens)
         nbytes = tokens * self.cost.kv_bytes_per_token
         label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
         ticket = Ticket("job", self.cost.model_key, nbytes, self.slots, label)
-        held = self.semaphore.acquire(ticket, cancelled)
+        held = self._acquire(ticket, cancelled)
         try:
             yield
         finally:
-            self.semaphore.release(held.id)
+            try:
+                self.semaphore.release(held.id)
+            except REDIS_BLIPS as exc:
+                log.warning("admission: %s not released (%s); its lease expires by itself",
+                            label, exc)
+
+    def _acquire(self, ticket: Ticket, cancelled: Callable[[], bool]) -> Ticket:
+        """`semaphore.acquire`, retrying Redis blips (module docstring)."""
+        delay_s = self.backoff_s
+        for retry in range(self.retries + 1):
+            try:
+                if self._load is None:
+                    self.before_load()
+                return self.semaphore.acquire(ticket, cancelled)
+            except REDIS_BLIPS as exc:
+                if retry >= self.retries:
+                    raise AdmissionUnavailableError(
+                        f"admission: Redis unreachable after {retry} retries ({exc}); "
+                        f"{ticket.label} not admitted") from exc
+                log.warning("admission: Redis unreachable (%s); retry %d/%d in %.1fs", exc,
+                            retry + 1, self.retries, delay_s)
+            if _wait_cancellable(delay_s, cancelled):
+                raise JobCancelledError(f"{ticket.label} cancelled while waiting for Redis",
+                                        None)
+            delay_s *= 2
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Release the weights and any job leases still held; stop the heartbeat."""
