@@ -46,7 +46,8 @@ def naive_worker(redis_url: str, host: str, concurrency: int) -> Iterator[subpro
     """`celery -A ops.naive_app worker -P prefork`, ready when it answers a ping."""
     env = {**os.environ, "LMQ_BROKER_URL": redis_url, "LMQ_LMSTUDIO_HOST": host,
            "PYTHONUNBUFFERED": "1"}
-    log = tempfile.NamedTemporaryFile(prefix="lmq-naive-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the worker child writes to it
+        prefix="lmq-naive-", suffix=".log", delete=False)
     hostname = f"naive-{os.getpid()}-{time.monotonic_ns() % 100000}@lmq"
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "ops.naive_app", "worker", "-P", "prefork",

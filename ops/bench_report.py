@@ -12,7 +12,7 @@ pool    pool vs direct SDK calls at the same concurrency (`ops/bench_pool.py`), 
         rate; queue overhead; worker peak memory
 slots   chat tokens/s through the pool with 1, 4 and 8 slots (goal: 4 slots >= 2.5x one)
 cancel  revoke -> cancel at LM Studio vs direct SDK cancel() (`ops/bench_cancel.py`)
-corpus  `lmq embed-corpus` chunks/s vs direct SDK embed()
+corpus  `embed_corpus` chunks/s vs direct SDK embed() (`ops/bench_corpus.py`)
 scale   100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
 
 `--quick` (default) takes a few minutes; `--full` uses the sizes of the goals.
@@ -32,9 +32,9 @@ from ops.benchlib import figure  # noqa: E402
 
 SECTIONS = ("pool", "slots", "cancel", "corpus", "scale")
 QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
-         "corpus_files": 300, "sizes": "100,300"}
+         "corpus_mb": 1, "sizes": "100,300"}
 FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
-        "corpus_files": 3000, "sizes": "100,1000,10000"}
+        "corpus_mb": 20, "sizes": "100,1000,10000"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of sections")
     parser.add_argument("--concurrency", type=int, default=4)
     for name in QUICK:
-        parser.add_argument(f"--{name.replace('_', '-')}", default=None,
-                            type=str if name == "sizes" else int)
+        kind = {"sizes": str, "corpus_mb": float}.get(name, int)
+        parser.add_argument(f"--{name.replace('_', '-')}", default=None, type=kind)
     args = parser.parse_args(argv)
     defaults = FULL if args.full else QUICK
     for name, value in defaults.items():
@@ -82,7 +82,7 @@ def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
     if name == "cancel":
         return cancel_section.measure(args.cancels, say)
     if name == "corpus":
-        return corpus_section.measure(args.corpus_files, say)
+        return corpus_section.measure(args.corpus_mb, say)
     return scale_section.measure(args.sizes, args.concurrency, say)
 
 
