@@ -132,6 +132,11 @@ class CompletionJob(_JobBase):
 class EmbeddingJob(_JobBase):
     kind: Literal["embedding"] = "embedding"
     texts: list[str] = Field(min_length=1)
+    exact_token_counts: bool = Field(
+        True, description="Count every text's tokens with LM Studio (1 RPC per text) before "
+        "embedding it. False: a local upper bound (UTF-8 bytes + the tokenizer's overhead) "
+        "guards the context, LM Studio counts only texts whose bound exceeds it, and the "
+        "result's token_counts are those bounds (token_counts_exact=False).")
 
     @model_validator(mode="after")
     def _no_empty_texts(self) -> EmbeddingJob:
@@ -230,9 +235,12 @@ class EmbeddingResult(_ResultBase):
     kind: Literal["embedding"] = "embedding"
     vectors: list[list[float]]
     dimension: int
-    token_counts: list[int]
+    token_counts: list[int] = Field(description="Tokens per text: LM Studio's exact count, or "
+                                    "an upper bound when token_counts_exact is False.")
     total_tokens: int
     completed: int = Field(description="Texts embedded (fewer than sent if cancelled).")
+    token_counts_exact: bool = Field(True, description="False: some token_counts are local "
+                                     "upper bounds (the job set exact_token_counts=False).")
 
 
 Result = ChatResult | CompletionResult | EmbeddingResult

@@ -5,6 +5,14 @@ The SDK's `embed(list)` sends one RPC per string, one after another. Here up to
 embed), submitted in order. A cancel stops submitting; texts already in flight finish, so
 what is kept is exactly the first `completed` texts (a partial EmbeddingResult with
 `cancelled=True`).
+
+Token counts. By default (`exact_token_counts=True`) LM Studio counts every text (one more
+RPC per text) and a text over the context fails with ContextOverflowError. With
+`exact_token_counts=False` a text costs one RPC: its local upper bound
+(`workers.prompt_bound.text_bound`: UTF-8 bytes + twice the tokenizer's measured overhead)
+guards the context, and only a text whose bound exceeds the context length (or when no
+overhead was measured) is counted exactly. The result's `token_counts` are then the bounds
+(exact figures only for the texts counted), with `token_counts_exact=False`.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from typing import Any
 from workers.context import JobContext, with_retries
 from workers.contract import EmbeddingJob
 from workers.error import ContextOverflowError, InvalidJobError
+from workers.prompt_bound import text_bound
 
-Item = tuple[list[float], int]  # (vector, token count)
+Item = tuple[list[float], int, bool]  # (vector, token count, count is exact)
 
 
 def run_embedding(ctx: JobContext, job: EmbeddingJob) -> dict[str, Any]:
@@ -26,17 +35,20 @@ def run_embedding(ctx: JobContext, job: EmbeddingJob) -> dict[str, Any]:
     ctx.progress.phase("admission")
     with ctx.gate.admit(ctx.job_id, 0, 0, ctx.token.is_requested):
         ctx.progress.items(0, total)
-        _embed_all(ctx, job.texts, done)
+        _embed_all(ctx, job.texts, done, job.exact_token_counts)
     completed = _prefix(done)
-    vectors = [item[0] for item in done[:completed] if item is not None]
-    tokens = [item[1] for item in done[:completed] if item is not None]
+    items = [item for item in done[:completed] if item is not None]
+    vectors = [item[0] for item in items]
+    tokens = [item[1] for item in items]
     return {**ctx.result_fields(completed < total or ctx.token.is_requested()),
             "kind": "embedding", "vectors": vectors,
             "dimension": len(vectors[0]) if vectors else 0, "token_counts": tokens,
-            "total_tokens": sum(tokens), "completed": completed}
+            "total_tokens": sum(tokens), "completed": completed,
+            "token_counts_exact": all(item[2] for item in items)}
 
 
-def _embed_all(ctx: JobContext, texts: list[str], done: list[Item | None]) -> None:
+def _embed_all(ctx: JobContext, texts: list[str], done: list[Item | None],
+               exact: bool) -> None:
     width = max(1, min(ctx.settings.embed_concurrency, len(texts)))
     in_flight: dict[Future[Item], int] = {}
     next_index = 0
@@ -45,7 +57,8 @@ def _embed_all(ctx: JobContext, texts: list[str], done: list[Item | None]) -> No
             while next_index < len(texts) or in_flight:
                 while (next_index < len(texts) and len(in_flight) < width
                        and not ctx.token.is_requested()):
-                    future = pool.submit(_embed_one, ctx, next_index, texts[next_index])
+                    future = pool.submit(_embed_one, ctx, next_index, texts[next_index],
+                                         exact)
                     in_flight[future] = next_index
                     next_index += 1
                 if not in_flight:
@@ -61,18 +74,28 @@ def _embed_all(ctx: JobContext, texts: list[str], done: list[Item | None]) -> No
             raise
 
 
-def _embed_one(ctx: JobContext, index: int, text: str) -> Item:
+def _embed_one(ctx: JobContext, index: int, text: str, exact: bool) -> Item:
     def attempt() -> Item:
-        tokens = ctx.session.count_tokens(text)
-        assert ctx.session.model is not None
-        if tokens > ctx.session.model.context_length:
-            raise ContextOverflowError(
-                f"texts[{index}] has {tokens} tokens, over the context length "
-                f"{ctx.session.model.context_length} of {ctx.session.model.key}: split it"
-            )
-        return ctx.session.embed(text), tokens
+        tokens, counted = _tokens(ctx, index, text, exact)
+        return ctx.session.embed(text), tokens, counted
 
     return with_retries(ctx, attempt)
+
+
+def _tokens(ctx: JobContext, index: int, text: str, exact: bool) -> tuple[int, bool]:
+    """(tokens, exact?): the local bound when allowed and within the context, else counted."""
+    assert ctx.session.model is not None
+    context = ctx.session.model.context_length
+    bound = None if exact else text_bound(ctx.session.overhead, text)
+    if bound is not None and bound <= context:
+        return bound, False
+    tokens = ctx.session.count_tokens(text)
+    if tokens > context:
+        raise ContextOverflowError(
+            f"texts[{index}] has {tokens} tokens, over the context length "
+            f"{context} of {ctx.session.model.key}: split it"
+        )
+    return tokens, True
 
 
 def _check_job(ctx: JobContext, job: EmbeddingJob) -> None:

@@ -156,11 +156,14 @@ class Session:
     def measure_overhead(self) -> TemplateOverhead | None:
         """Tokens the model's template and tokenizer add around text (4 RPCs, once).
 
-        Used for the local upper bound of prompt tokens (`workers.prompt_bound`); None
-        (every prompt is counted by LM Studio) for embedding models or when it fails.
+        Used for the local upper bound of prompt tokens (`workers.prompt_bound`); for
+        embedding models only the text overhead (1 RPC); None (every prompt is counted by
+        LM Studio) when it fails.
         """
-        if self.model is None or self.model.kind != "llm":
+        if self.model is None:
             return None
+        if self.model.kind != "llm":
+            return self._measure_text_overhead()
         try:
             one = self.count_chat_tokens(self.chat(_history("x")), ())
             three = self.count_chat_tokens(self.chat(_history("x", "y", "z")), ())
@@ -172,6 +175,17 @@ class Session:
         self.overhead = TemplateOverhead(chat_base=max(0, one - 1),
                                          per_message=max(1, (three - one - 2 + 1) // 2),
                                          text_base=max(0, text - 1))
+        return self.overhead
+
+    def _measure_text_overhead(self) -> TemplateOverhead | None:
+        """Embedding models: only what the tokenizer adds around a text (1 RPC)."""
+        try:
+            text = self.count_tokens("x")
+        except LmqError as exc:
+            log.warning("could not measure the tokenizer's overhead (%s): every text is "
+                        "counted by LM Studio", exc)
+            return None
+        self.overhead = TemplateOverhead(chat_base=0, per_message=0, text_base=max(0, text - 1))
         return self.overhead
 
     def close(self, unload: bool = False) -> None:

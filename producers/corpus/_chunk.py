@@ -8,9 +8,13 @@ in production), spent so that there is never a round trip per sentence. Two mode
   punctuation) scaled by that window's exact/estimate ratio. Approximation: a chunk's count
   can differ from its estimate by a few percent, so `chunk_tokens` is a target. The hard
   limit is the model's context: a chunk whose estimate is above 3/4 of the context is
-  counted exactly and split if over, and every worker counts each text exactly and refuses
-  one over the context (ContextOverflowError) before embedding it. The exact count of
-  each chunk comes back with its vector (the `tokens` column).
+  counted exactly and split if over, and every worker refuses a text over the context
+  (ContextOverflowError) before embedding it, counting it exactly only when its local
+  upper bound exceeds the context (`EmbeddingJob.exact_token_counts=False`, one RPC per
+  text). The `tokens` column (and the summary, labelled "estimated") holds these
+  calibrated estimates.
+* exact mode also sets `exact_token_counts=True`: the exact count of each chunk comes
+  back with its vector (the `tokens` column).
 * exact: every paragraph is counted (concurrently, cached), over-long paragraphs are
   split into sentences (counted), and every chunk made of more than one piece is counted
   exactly; a chunk over the limit is split at its middle piece and checked again. No

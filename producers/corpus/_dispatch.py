@@ -46,6 +46,7 @@ class DispatchResult:
     retried_jobs: int = 0
     failed: list[tuple[JobPlan, str]] = field(default_factory=list)
     parts: list[Any] = field(default_factory=list)
+    tokens_estimated: bool = False  # some token counts are the chunker's estimates
 
 
 @dataclass
@@ -56,6 +57,9 @@ class DispatchOptions:
     job_timeout_s: float = 300.0
     enqueue_anyway: bool = False
     batch_id: str | None = None
+    # False: workers skip LM Studio's count per text (1 RPC instead of 2), guarding the
+    # context with a local bound; the tokens column then holds the chunker's figures.
+    exact_token_counts: bool = True
 
 
 class Dispatcher:
@@ -111,6 +115,7 @@ class Dispatcher:
     def _send(self, batch: list[Flight]) -> None:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
                              submitted_at=None,
+                             exact_token_counts=self.options.exact_token_counts,
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
         self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=self.options.enqueue_anyway)
@@ -142,6 +147,8 @@ class Dispatcher:
         if payload.get("cancelled") or len(vectors) != len(flight.plan.items):
             return self._failed(flight, f"incomplete result ({len(vectors)} vectors)")
         counts = payload.get("token_counts") or []
+        if payload.get("token_counts_exact") is False:  # upper bounds: the chunker knows better
+            counts, self.result.tokens_estimated = [], True
         if len(counts) != len(vectors):
             counts = [chunk.tokens for _, _, chunk in flight.plan.items]
         write_part(flight.part, rows_table(flight.plan.items, self.options.model, vectors,

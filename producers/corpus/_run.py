@@ -67,6 +67,7 @@ class CorpusSummary:
     duplicates_file: str | None = None
     failed_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    tokens_estimated: bool = False  # the chunker's calibrated estimates (no --exact-chunks)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +79,8 @@ class CorpusSummary:
             + (f" ({len(self.skipped)} skipped)" if self.skipped else ""),
             f"chunks: {self.chunks} ({self.embedded_chunks} embedded now, "
             f"{self.resumed_chunks} from an earlier run, {self.duplicates} duplicates skipped)",
-            f"tokens: {self.tokens:,} in {self.elapsed_s:.1f}s ({self.tokens_per_s:,.0f} tok/s)",
+            f"tokens{' (estimated)' if self.tokens_estimated else ''}: {self.tokens:,} in "
+            f"{self.elapsed_s:.1f}s ({self.tokens_per_s:,.0f} tok/s)",
             f"failures: {self.failed_chunks} chunks, {self.retried_jobs} job retries",
             f"output: {self.out}" + (f"; duplicates: {self.duplicates_file}"
                                      if self.duplicates_file else ""),
@@ -159,7 +161,8 @@ def _dispatch(planner: Planner, sources: list[SourceFile], options: CorpusOption
     feed = _Feed(planner.jobs(sources), depth=max(2, options.max_in_flight * 2))
     dispatch_options = DispatchOptions(
         model=options.model, max_in_flight=options.max_in_flight, retries=options.retries,
-        job_timeout_s=options.job_timeout_s, enqueue_anyway=options.enqueue_anyway)
+        job_timeout_s=options.job_timeout_s, enqueue_anyway=options.enqueue_anyway,
+        exact_token_counts=options.exact_chunks)
     dispatcher = Dispatcher(queue, state, dispatch_options, progress)
 
     def next_plan(wait_s: float) -> JobPlan | None:
@@ -193,6 +196,7 @@ def _finish(options: CorpusOptions, state: RunState, planner: Planner, result: D
         tokens=result.embedded_tokens, elapsed_s=elapsed,
         tokens_per_s=result.embedded_tokens / max(elapsed, 1e-9),
         retried_jobs=result.retried_jobs, failed_chunks=failed_chunks,
+        tokens_estimated=result.tokens_estimated,
         duplicates_file=str(dup_path), failed_file=str(failed_path) if failed_path else None,
         extra={"rows": rows, "token_count_calls": getattr(planner.chunker.counter, "calls", None)})
 
