@@ -79,7 +79,12 @@ def test_redis_restart_mid_run(own_redis, worker_factory, simulator):  # type: i
 
 def _assert_documented_loss(queue, ids: list[str], url: str) -> None:  # type: ignore[no-untyped-def]
     wait_until(lambda: broker_drained(url), timeout=120, message="nothing left to run")
-    states = {job_id: state for job_id, (state, _) in queue.fetch_results(ids).items()}
+
+    def settled() -> dict[str, str] | None:  # jobs running at the restart finish first
+        found = {job_id: state for job_id, (state, _) in queue.fetch_results(ids).items()}
+        return found if set(found.values()) <= {"SUCCESS", "PENDING"} else None
+
+    states = wait_until(settled, timeout=120, message="running jobs to finish")
     lost = [job_id for job_id, state in states.items() if state == "PENDING"]
     assert set(states.values()) <= {"SUCCESS", "PENDING"}, states
     assert lost, "a restart without persistence lost nothing? then document that instead"

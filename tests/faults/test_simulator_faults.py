@@ -34,7 +34,6 @@ def test_simulator_restarted_mid_run(worker_factory, lmq_env, queue, tap, simula
     found = wait_finished(queue, ids, timeout=240)
     counts = assert_each_once(found, tap, errors=(LMStudioUnavailableError,))
     assert counts.get("SUCCESS", 0) == 40, counts  # 1 s down < the retries' backoff
-    assert "reconnected to LM Studio" in worker.log_tail(400)
     assert worker.is_running()
     assert broker_drained(queue.settings.broker_url)
 
@@ -54,5 +53,4 @@ def test_simulator_drops_connections_at_random(worker_factory, lmq_env, queue, t
     counts = assert_each_once(found, tap, errors=(LMStudioUnavailableError,))
     assert counts.get("SUCCESS", 0) >= 55, counts
     assert worker.is_running()
-    drops = [e for e in simulator.admin.log(type="connectionDropped")]
-    assert drops or "reconnected to LM Studio" in worker.log_tail(400)
+    assert simulator.admin.log(type="connectionDropped")  # the faults really fired
