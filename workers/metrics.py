@@ -15,8 +15,9 @@ set `lmq:metrics:models` naming the models the readers report. Jobs queued are r
 the length of the model's broker queue `lmq.<model>`. Host groups come from admission.
 
 Worker side: `connect(app)` (called by `workers.celery` at import) connects Celery signal
-handlers: `task_prerun` (running +1), `task_postrun` (running -1 and the outcome, with the
-stats of the result dict), `task_revoked` (jobs revoked before they ran). Counting never
+handlers: `task_prerun` (running +1: one pipelined round trip), `task_postrun` (running -1
+and the outcome, with the stats of the result dict: one Lua script, `FINISH_SCRIPT`),
+`task_revoked` (jobs revoked before they ran). Counting never
 fails a job: Redis errors are logged and dropped. A job id is counted once (marker key
 `lmq:metrics:counted:<id>`, kept 7 days), so a redelivered job does not count twice. A worker
 killed with SIGKILL leaves its running entries behind until a worker with the same hostname
@@ -51,6 +52,23 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     "time_to_first_token_s": (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     "queue_wait_s": (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
 }
+# One round trip per finished job: leave the running hash, count the outcome once (marker
+# key), add the observations. ARGV: stopped, job id, outcome ('' = none), marker TTL,
+# model, then (kind 'i'|'f', field, amount) triples.
+FINISH_SCRIPT = """
+if ARGV[1] == '1' then redis.call('HDEL', KEYS[1], ARGV[2]) end
+if ARGV[3] == '' then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
+redis.call('SADD', KEYS[4], ARGV[5])
+for i = 6, #ARGV, 3 do
+  if ARGV[i] == 'f' then
+    redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+  end
+end
+return 1
+"""
 # Kombu's Redis transport keeps priorities 1-9 in sibling lists of the queue.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -79,6 +97,7 @@ class Recorder:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._finish: Any = None
 
     def register(self, model: str | None) -> None:
         if model:
@@ -94,22 +113,24 @@ class Recorder:
         self.client.hdel(running_key(model), job_id)
 
     def finished(
-        self, model: str, job_id: str, outcome: str, result: Mapping[str, Any] | None = None
+        self, model: str, job_id: str, outcome: str | None,
+        result: Mapping[str, Any] | None = None, *, stopped: bool = False
     ) -> bool:
-        """Count a job's outcome once; False if this job id was already counted."""
-        if not self.client.set(counted_key(job_id), outcome, nx=True, ex=COUNTED_TTL_S):
-            return False
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(MODELS_KEY, model)
-        pipe.hincrby(keys.metrics(model), outcome, 1)
+        """Count a job's outcome once; False if this job id was already counted.
+
+        One round trip (`FINISH_SCRIPT`): with `stopped`, the job also leaves the running
+        hash; `outcome` None only does that.
+        """
+        increments: list[str | float] = [] if outcome is None else ["i", outcome, 1]
         if outcome == "succeeded":  # histograms describe completed jobs only
-            for obs, value in observations(result).items():
-                _observe(pipe, keys.metrics(model), obs, value)
-            predicted = _stats(result).get("predicted_tokens_count")
-            if isinstance(predicted, int):
-                pipe.hincrby(keys.metrics(model), "predicted_tokens", predicted)
-        pipe.execute()
-        return True
+            increments += _increments(result)
+        if self._finish is None:
+            self._finish = self.client.register_script(FINISH_SCRIPT)
+        counted = self._finish(
+            keys=[running_key(model), counted_key(job_id), keys.metrics(model), MODELS_KEY],
+            args=["1" if stopped else "0", job_id, outcome or "", COUNTED_TTL_S, model,
+                  *increments])
+        return bool(counted)
 
     def forget_worker(self, model: str, worker: str) -> None:
         """Drop the running entries of a worker that shuts down."""
@@ -142,12 +163,17 @@ def observations(result: Mapping[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in found.items() if isinstance(v, int | float) and v >= 0}
 
 
-def _observe(pipe: Any, key: str, obs: str, value: float) -> None:
-    pipe.hincrbyfloat(key, f"{obs}_sum", value)
-    pipe.hincrby(key, f"{obs}_count", 1)
-    for bound in BUCKETS[obs]:
-        if value <= bound:
-            pipe.hincrby(key, bucket_field(obs, bound), 1)
+def _increments(result: Mapping[str, Any] | None) -> list[str | float]:
+    """FINISH_SCRIPT's (kind, field, amount) triples for a succeeded job's result."""
+    out: list[str | float] = []
+    for obs, value in observations(result).items():
+        out += ["f", f"{obs}_sum", value, "i", f"{obs}_count", 1]
+        out += [x for bound in BUCKETS[obs] if value <= bound
+                for x in ("i", bucket_field(obs, bound), 1)]
+    predicted = _stats(result).get("predicted_tokens_count")
+    if isinstance(predicted, int):
+        out += ["i", "predicted_tokens", predicted]
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -225,14 +251,11 @@ def on_postrun(
     model = job_model(args, task.request)
     if not model:
         return
-    recorder = _get_recorder()
-    recorder.stopped(model, task_id)
     if state == "IGNORED":  # the task stored its own end state (e.g. REVOKED): read it
         meta = task.backend.get_task_meta(task_id, cache=False)
         state, retval = meta.get("status"), meta.get("result")
     outcome, result = outcome_of(state, retval)
-    if outcome:
-        recorder.finished(model, task_id, outcome, result)
+    _get_recorder().finished(model, task_id, outcome, result, stopped=True)
 
 
 @_safely
