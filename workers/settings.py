@@ -89,8 +89,7 @@ class Settings(BaseSettings):
         "exact count (2 RPCs); 0 counts every prompt through LM Studio."
     )
     concurrency: int | None = Field(
-        None, description="Worker threads; when unset, the predictions the GPU budget allows "
-        "(at most LMQ_SLOTS, with the loaded context) + LMQ_PREFETCH_THREADS."
+        None, description="Worker threads; LMQ_SLOTS + LMQ_PREFETCH_THREADS when unset."
     )
     prefetch_threads: int = Field(
         2, ge=0, description="Threads beyond the slots: they receive the next jobs while the "
