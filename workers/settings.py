@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         "exact count (2 RPCs); 0 counts every prompt through LM Studio."
     )
     concurrency: int | None = Field(
-        None, description="Worker threads; LMQ_SLOTS + LMQ_PREFETCH_THREADS when unset."
+        None, description="Worker threads; when unset, the predictions the GPU budget and "
+        "LMQ_SLOTS allow for the loaded context, plus LMQ_PREFETCH_THREADS."
     )
     prefetch_threads: int = Field(
         2, ge=0, description="Threads beyond the slots: they receive the next jobs while the "
