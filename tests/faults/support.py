@@ -109,3 +109,19 @@ def broker_drained(redis_url: str, model: str = LLM) -> bool:
         return client.llen(f"lmq.{model}") == 0 and client.hlen("unacked") == 0
     finally:
         client.close()
+
+
+def broker_picture(redis_url: str, job_ids: list[str], model: str = LLM) -> str:
+    """Where the given jobs are on the broker (for a failure message)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        queued = [m for m in client.lrange(f"lmq.{model}", 0, -1)
+                  if any(i.encode() in m for i in job_ids)]
+        unacked = [k for k, v in client.hgetall("unacked").items()
+                   if any(i.encode() in v for i in job_ids)]
+        held = [k.decode() for k in client.scan_iter("lmq:*held*")]
+        return (f"queued: {len(queued)}, unacked: {len(unacked)}, queue length "
+                f"{client.llen(f'lmq.{model}')}, unacked total {client.hlen('unacked')}, "
+                f"held keys: {held[:10]}")
+    finally:
+        client.close()

@@ -11,7 +11,13 @@ import random
 
 import pytest
 
-from tests.faults.support import LLM, assert_each_once, broker_drained, wait_finished
+from tests.faults.support import (
+    LLM,
+    assert_each_once,
+    broker_drained,
+    broker_picture,
+    wait_finished,
+)
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -32,7 +38,12 @@ def run_with_kills(jobs: int, kills: int, seed: int, worker_factory, lmq_env, qu
         victim = workers.pop(rng.randrange(len(workers)))
         victim.kill()
         workers.append(worker_factory(LLM, env, wait_ready=False))
-    found = wait_finished(queue, ids, timeout=timeout)
+    try:
+        found = wait_finished(queue, ids, timeout=timeout)
+    except AssertionError as exc:
+        missing = [i for i, (state, _) in queue.fetch_results(ids).items() if state != "SUCCESS"]
+        raise AssertionError(f"{exc}; lost jobs on the broker: "
+                             f"{broker_picture(queue.settings.broker_url, missing)}") from None
     counts = assert_each_once(found, tap)
     assert counts == {"SUCCESS": jobs}, counts
     wait_until(lambda: broker_drained(queue.settings.broker_url), timeout=60,
