@@ -1,7 +1,9 @@
 """Workers killed with SIGKILL at random points of a run; a replacement starts each time.
 
-A killed worker's unacknowledged jobs come back after the visibility timeout (kept short
-here; jobs take well under a second) and run on the replacement. Every job must end
+A killed worker's unacknowledged jobs come back after LMQ_HOLD_LEASE_S (workers.redelivery;
+8 s by default) and run on another worker. The visibility timeout stays well above the
+longest job (60 s): with it at 4 s, a job slowed past 4 s on this shared machine was
+redelivered while it still ran and both runs published a different SUCCESS. Every job must end
 exactly once with its result; no caller may see two different results.
 """
 
@@ -25,7 +27,7 @@ pytestmark = [pytest.mark.timeout(600)]
 
 def run_with_kills(jobs: int, kills: int, seed: int, worker_factory, lmq_env, queue, tap,
                    timeout: float) -> None:  # type: ignore[no-untyped-def]
-    env = {**lmq_env, "LMQ_VISIBILITY_TIMEOUT_S": "4", "LMQ_CONCURRENCY": "4"}
+    env = {**lmq_env, "LMQ_VISIBILITY_TIMEOUT_S": "60", "LMQ_CONCURRENCY": "4"}
     workers = [worker_factory(LLM, env), worker_factory(LLM, env)]
     rng = random.Random(seed)
     handles = queue.submit_many([{"model": LLM, "messages": f"kill test {i}",
