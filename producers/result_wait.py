@@ -58,6 +58,7 @@ async def await_meta(app: Celery, url: str, job_id: str,
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
     client = aioredis.Redis.from_url(url)
+    reader: asyncio.Task[Any] | None = None
     try:
         async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(key)
@@ -68,6 +69,16 @@ async def await_meta(app: Celery, url: str, job_id: str,
                 remaining = RECHECK_S if deadline is None else deadline - loop.time()
                 if remaining <= 0:
                     raise _timeout_error(job_id, timeout_s, (meta or {}).get("status", "PENDING"))
-                await pubsub.get_message(timeout=min(remaining, RECHECK_S))
+                # A blocking read in its own task, awaited with asyncio.wait: a timeout inside
+                # redis-py's read can swallow a cancel of the awaiting task (Python 3.11),
+                # asyncio.wait cannot, so cancelling the caller always revokes the job.
+                if reader is not None and reader.done() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]  # e.g. Redis went away
+                if reader is None or reader.done():
+                    reader = asyncio.ensure_future(pubsub.get_message(timeout=None))
+                await asyncio.wait({reader}, timeout=min(remaining, RECHECK_S))
     finally:
+        if reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
         await client.aclose()
