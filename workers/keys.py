@@ -45,6 +45,17 @@ def held(worker: str) -> str:
     return f"{KEY_PREFIX}held:{worker}"
 
 
+def popping(worker: str, source: str) -> str:
+    """List of entries a worker moved off broker list `source` but has not booked in `unacked`."""
+    return f"{KEY_PREFIX}popping:{worker}|{source}"
+
+
+def popping_pattern(worker: str) -> str:
+    """SCAN pattern of a worker's `popping` lists."""
+    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in worker)
+    return f"{KEY_PREFIX}popping:{escaped}|*"
+
+
 def alive(worker: str) -> str:
     """A worker's lease: exists while the worker heartbeats (expires when it dies)."""
     return f"{KEY_PREFIX}alive:{worker}"

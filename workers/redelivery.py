@@ -15,14 +15,18 @@ The fix. Every worker leases what it holds:
   `lmq:held:<hostname>` in the same MULTI (`Transport` here, the `broker_transport` of
   worker processes on `redis://` and `rediss://` brokers, set at `celeryd_init`; its
   channel also dead-letters malformed entries, `workers.dead_letter`): no extra round
-  trip, and no instant where a delivered message is unrecorded. (`task_received` adds any
+  trip. The pop itself is atomic too: the channel takes an entry with BLMOVE into
+  `lmq:popping:<hostname>|<list>` (not kombu's BRPOP, after which a SIGKILL before the
+  booking lost the message for good), and the booking MULTI removes it from there; so no
+  instant where a delivered message is unrecorded (`HeldChannel`). (`task_received` adds any
   tag the transport did not record, e.g. with another `broker_transport`: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
   `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
   `unacked` (acknowledged, or restored);
 * **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
-  gone, each held tag still in `unacked` is moved back to its queue, exactly as kombu's
+  gone, its `popping` entries are pushed back verbatim, and each held tag still in
+  `unacked` is moved back to its queue, exactly as kombu's
   `QoS.restore_by_tag` does it: in a WATCH transaction on `unacked`, the tag is removed
   from `unacked` and `unacked_index`, and the payload is pushed back with kombu's own
   `Channel._do_restore_message` (it sets the `redelivered` flag, resolves the exchange and
@@ -48,7 +52,7 @@ import logging
 import os
 import threading
 from ssl import CERT_NONE
-from time import time
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -219,6 +223,11 @@ class Redelivery:
                 restored += self.restore_tag(worker, tag, check_alive=check_alive)
             except _LeaseBack:
                 return restored
+        for key in [_text(k) for k in self.client.scan_iter(keys.popping_pattern(worker))]:
+            try:
+                restored += self.restore_popping(worker, key, check_alive=check_alive)
+            except _LeaseBack:
+                return restored
         if check_alive:
             if self._forget is None:
                 self._forget = self.client.register_script(FORGET_SCRIPT)
@@ -248,6 +257,25 @@ class Redelivery:
         self.client.transaction(transaction, channel.unacked_key, alive_key)
         return restored[0]
 
+    def restore_popping(self, worker: str, key: str, *, check_alive: bool) -> int:
+        """Push back, verbatim, the entries a dead worker popped but never booked."""
+        alive_key = keys.alive(worker)
+        source = key[len(keys.popping(worker, "")):]
+        restored: list[int] = [0]
+
+        def transaction(pipe: Any) -> None:
+            if check_alive and pipe.exists(alive_key):
+                raise _LeaseBack(worker)
+            entries = pipe.lrange(key, 0, -1)  # newest first: the oldest ends up consumed first
+            pipe.multi()
+            pipe.delete(key)
+            if entries:
+                pipe.rpush(source, *entries)
+            restored[0] = len(entries)
+
+        self.client.transaction(transaction, key, alive_key)
+        return restored[0]
+
 
 class HeldQoS(kombu_redis.QoS):
     """kombu's Redis QoS; booking a delivery also leases it, in the same MULTI.
@@ -263,20 +291,81 @@ class HeldQoS(kombu_redis.QoS):
             return
         delivery = message.delivery_info
         exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+        popping, self.channel._popping = getattr(self.channel, "_popping", None), None
         with self.pipe_or_acquire() as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
             pipe.hset(self.unacked_key, delivery_tag,
                       dumps([message._raw, exchange, routing_key]))  # type: ignore[no-untyped-call]
             pipe.sadd(current.held_key, delivery_tag)
+            if popping is not None:  # booked now: no longer only in our `popping` list
+                pipe.lrem(popping[0], 1, popping[1])
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
         current.note(delivery_tag)
 
 
 class HeldChannel(DeadLetterChannel):
-    """kombu's Redis channel with `HeldQoS`, dead-lettering malformed entries."""
+    """kombu's Redis channel with `HeldQoS`, dead-lettering malformed entries.
+
+    kombu takes a message with BRPOP and books it in `unacked` in a later round trip: a
+    worker SIGKILLed between the two had the message only in its memory, and it was lost
+    for good (in nothing the janitor or kombu's visibility sweep can see; seen as a job
+    that never started while the queue, `unacked` and every held set were empty). So with
+    one consumed list (one queue, `priority_steps` [0], see `celery_config`) the worker
+    takes entries with BLMOVE into `lmq:popping:<hostname>|<list>` instead, atomically, and
+    `HeldQoS.append` removes the entry from there in its booking MULTI; the janitor pushes a
+    dead worker's `popping` entries back on their list. Otherwise kombu's BRPOP.
+    """
 
     QoS = HeldQoS
+    _popping: tuple[str, bytes] | None = None  # (popping key, entry) being delivered
+    _moving: tuple[str, str] | None = None  # (queue, popping key) of the BLMOVE sent
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        current = _current
+        queues = list(self.active_queues)
+        if (current is None or not current._ready or len(queues) != 1
+                or list(self.priority_steps) != [0] or self.global_keyprefix):
+            self._moving = None
+            super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
+            return
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queue = queues[0]
+        source = self._q_for_pri(queue, 0)  # type: ignore[no-untyped-call]
+        self._moving = (queue, keys.popping(current.hostname, source))
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self.client.connection.send_command("BLMOVE", source, self._moving[1], "RIGHT", "LEFT",
+                                            timeout or 0)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        moving = self._moving
+        if moving is None:
+            return super()._brpop_read(**options)
+        self._moving = None
+        queue, popping_key = moving
+        try:
+            try:
+                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not item:
+                raise kombu_redis.Empty()  # type: ignore[attr-defined]
+            self._popping = (popping_key, item)
+            try:
+                self._deliver_entry(item, queue)
+            finally:
+                if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
+                    self._popping = None
+                    self.client.lrem(popping_key, 1, item)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
+            if flush is not None:
+                flush()
 
 
 class Transport(kombu_redis.Transport):
