@@ -53,5 +53,8 @@ def test_gpu_text(redis_url: str, held: GroupSemaphore) -> None:
 
 
 def test_gpu_without_groups(redis_url: str) -> None:
-    assert "no admission groups" in lmq(redis_url, "gpu")
-    assert json.loads(lmq(redis_url, "gpu", "--json")) == []
+    # A database of its own: DB 0 is shared with processes of earlier tests.
+    empty_url = redis_url.rsplit("/", 1)[0] + "/13"
+    redis.Redis.from_url(empty_url).flushdb()
+    assert "no admission groups" in lmq(empty_url, "gpu")
+    assert json.loads(lmq(empty_url, "gpu", "--json")) == []
