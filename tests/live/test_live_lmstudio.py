@@ -39,7 +39,7 @@ def lmstudio() -> Iterator[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def pool(redis_server: RedisServer, lmstudio: tuple[str, Any]) -> Iterator[LocalPool]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    url = redis_server.url.rsplit("/", 1)[0] + "/10"
     with local_pool(url, lmstudio[0], [CHAT, EMBED]) as started:
         yield started
 
