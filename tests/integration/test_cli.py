@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.local_pool import LocalPool, local_pool
+from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer, free_port
+from tests.support.pool import pool_on_database
 
 CHAT = "llama-3.2-1b-instruct"
 EMBED = "text-embedding-nomic-embed-text-v1.5"
@@ -22,17 +23,8 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[object]:
-    from simulator.testing import running_simulator
-
-    with running_simulator(in_process=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/5"
-    with local_pool(url, sim.host, [CHAT, EMBED]) as started:  # type: ignore[attr-defined]
+    with pool_on_database(redis_server, sim, 5, [CHAT, EMBED]) as started:
         yield started
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from producers import JobCancelledError, JobHandle
 from producers.cancellation import CancelOutcome
-from producers.local_pool import LocalPool, local_pool
+from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer
+from tests.support.pool import pool_on_database
 from tests.support.wait import wait_until
 
 CHAT = "llama-3.2-1b-instruct"
@@ -27,17 +28,8 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[object]:
-    from simulator.testing import running_simulator
-
-    with running_simulator(in_process=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/4"
-    with local_pool(url, sim.host, [CHAT]) as started:  # type: ignore[attr-defined]
+    with pool_on_database(redis_server, sim, 4, [CHAT]) as started:
         yield started
 
 

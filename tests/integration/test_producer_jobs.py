@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from producers import InvalidJobError, JobQueue, ModelNotServedError
-from producers.local_pool import LocalPool, local_pool
+from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer
+from tests.support.pool import pool_on_database
 from tests.support.wait import wait_until
 from workers.contract import PROGRESS, ChatResult, CompletionResult, EmbeddingResult
 
@@ -23,17 +24,8 @@ pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[object]:
-    from simulator.testing import running_simulator
-
-    with running_simulator(in_process=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/3"
-    with local_pool(url, sim.host, [CHAT, EMBED]) as started:  # type: ignore[attr-defined]
+    with pool_on_database(redis_server, sim, 3, [CHAT, EMBED]) as started:
         yield started
 
 

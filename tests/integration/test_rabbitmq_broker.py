@@ -135,14 +135,6 @@ class BrokerPool:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[object]:
-    from simulator.testing import running_simulator
-
-    with running_simulator(in_process=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def results_url(redis_server: RedisServer) -> str:
     import redis
 
