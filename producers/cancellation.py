@@ -17,6 +17,7 @@ from celery import Celery, states
 
 from producers import job_registry
 from producers.outcome import FINISHED_STATES
+from producers.served_models import fresh_inspector
 from workers import keys
 from workers.contract import queue_name
 
@@ -75,11 +76,11 @@ def running_on(app: Celery, workers: list[str], reply_timeout_s: float = 1.0) ->
     """Ids of the jobs the given workers run or hold reserved."""
     if not workers:
         return []
-    inspector = app.control.inspect(destination=workers, timeout=reply_timeout_s)
     ids: list[str] = []
-    for replies in (inspector.active(), inspector.reserved()):
-        for requests in (replies or {}).values():
-            ids += [request["id"] for request in requests or [] if request.get("id")]
+    with fresh_inspector(app, destination=workers, timeout=reply_timeout_s) as inspector:
+        for replies in (inspector.active(), inspector.reserved()):
+            for requests in (replies or {}).values():
+                ids += [request["id"] for request in requests or [] if request.get("id")]
     return ids
 
 

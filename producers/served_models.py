@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery
+from celery.app.control import Inspect
 
 from workers.contract import model_from_queue
 
@@ -21,6 +23,18 @@ def models_from_queues(
             if model:
                 served.setdefault(model, []).append(worker)
     return served
+
+
+@contextmanager
+def fresh_inspector(app: Celery, **options: Any) -> Iterator[Inspect]:
+    """`app.control.inspect` over a new broker connection, closed afterwards.
+
+    Not one from the app's pool: kombu keeps connection pools per broker URL for the whole
+    process, so after a Redis restart every JobQueue of the process would first get a
+    connection whose socket the old server closed, and the reply read would fail.
+    """
+    with app.connection_for_write() as connection:
+        yield app.control.inspect(connection=connection, **options)
 
 
 class ServedModels:
@@ -39,8 +53,8 @@ class ServedModels:
         if refresh or time.monotonic() - self._fetched_at > self.ttl_s:
             if self.broker_check is not None:
                 self.broker_check()
-            inspector = self.app.control.inspect(timeout=self.reply_timeout_s)
-            self._served = models_from_queues(inspector.active_queues())
+            with fresh_inspector(self.app, timeout=self.reply_timeout_s) as inspector:
+                self._served = models_from_queues(inspector.active_queues())
             self._fetched_at = time.monotonic()
         return {model: list(workers) for model, workers in self._served.items()}
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
+from producers.cancellation import running_on
 from producers.redis_server import RedisServer
 from tests.faults.support import (
     LLM,
@@ -26,7 +26,7 @@ from tests.faults.support import (
 )
 from tests.support.services import start_redis
 from tests.support.wait import wait_until
-from workers.error import JobFailedError, JobTimeoutError
+from workers.error import JobFailedError, JobTimeoutError, ModelNotServedError
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
@@ -68,9 +68,8 @@ def test_redis_restart_mid_run(own_redis, worker_factory, simulator):  # type: i
         else:
             _assert_documented_loss(queue, ids, url)
         assert worker.is_running()
-        # The pool keeps serving after the restart (enqueue_anyway: see the xfail below).
-        again = queue.chat(LLM, "after the restart", config={"max_tokens": 3},
-                           enqueue_anyway=True)
+        # The pool keeps serving after the restart (the served-models check included).
+        again = queue.chat(LLM, "after the restart", config={"max_tokens": 3})
         assert again.result(60).stats.predicted_tokens_count == 3
     finally:
         tap.close()
@@ -92,19 +91,20 @@ def _assert_documented_loss(queue, ids: list[str], url: str) -> None:  # type: i
         queue.handle(lost[0]).result(timeout=1)
 
 
-
-@pytest.mark.xfail(strict=True, raises=redis.ConnectionError, reason=(
-    "producers bug: after a Redis restart, JobQueue.served_models() (the check every "
-    "chat/complete/embed runs unless enqueue_anyway) raises redis.ConnectionError('Connection "
-    "closed by server') from kombu's pidbox reply BRPOP, even in a JobQueue created after the "
-    "restart in the same process; submits with enqueue_anyway=True work"))
 def test_producer_checks_served_models_after_redis_restart():  # type: ignore[no-untyped-def]
+    """kombu pools connections per URL for the whole process: after a restart the pooled
+    one's socket is dead, for this JobQueue and for any new one (the served-models check
+    every submit runs unless enqueue_anyway, and cancel_model, use a fresh connection)."""
     server = start_redis()
     try:
         with job_queue(server.url) as queue:
             assert queue.served_models(refresh=True) == {}
             server.restart()
-            queue.chat("unserved-model", "after", enqueue_anyway=True)  # this works
+            with job_queue(server.url) as newer:
+                assert newer.served_models(refresh=True) == {}
             assert queue.served_models(refresh=True) == {}
+            assert running_on(queue.app, ["nobody@lmq"]) == []  # cancel_model's inspect
+            with pytest.raises(ModelNotServedError, match="no live worker"):
+                queue.chat("unserved-model", "after")
     finally:
         server.stop()
