@@ -13,10 +13,18 @@ working directory. Set here:
   from the moment they are queued);
 - `basic_auth` from `LMQ_FLOWER_BASIC_AUTH` (`user:pass[,user2:pass2]`). The UI and the HTTP
   API (`/api/...`, used by the Revoke and Terminate buttons) then take that auth.
-  **Unset:** Flower binds to 127.0.0.1 only, and Flower itself keeps its HTTP API off
-  without auth (so Revoke/Terminate answer 401 with Flower's message); a warning at start
-  says how to turn auth on. An explicit `--address`/`FLOWER_ADDRESS` or Flower's own
-  `--basic-auth` still win: that is the operator's choice.
+- **Auth is required.** Once Flower has read all its sources, and before it serves anything,
+  `check_auth` looks at the result: basic auth (ours, or Flower's own `--basic-auth` /
+  `FLOWER_BASIC_AUTH`) or OAuth (`--auth` / `FLOWER_AUTH`) lets it start. Without any, Flower
+  refuses: one line on stderr naming `LMQ_FLOWER_BASIC_AUTH=user:password`, exit status
+  `EXIT_NO_AUTH` (78, EX_CONFIG: the systemd unit does not restart on it), no traceback.
+  `LMQ_FLOWER_ALLOW_NO_AUTH=true` is the opt-out for local development: Flower then binds to
+  127.0.0.1 (an explicit `--address`/`FLOWER_ADDRESS` still wins: the operator's choice),
+  Flower itself keeps its HTTP API off without auth (Revoke/Terminate answer 401 with
+  Flower's message), and a warning at start says so. Credentials are never logged or printed.
+  The hook wraps `flower.command.extract_settings`, which Flower 2.x calls right after
+  parsing: a Flower without it refuses to start, and tests/integration/test_flower.py
+  fails on a Flower that stops calling it.
 - `format_task` = `workers.flower_view.format_task` bound to the app: arguments shortened
   and safe, results with the prediction stats first, the PROGRESS state and meta of running
   jobs, and REVOKED with the partial result of cancelled jobs (read from the result backend).
@@ -30,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery
 
@@ -39,10 +47,20 @@ from workers.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
+EXIT_NO_AUTH = 78  # EX_CONFIG (sysexits.h): a configuration error, not worth a restart
+NO_AUTH_REFUSAL = (
+    "Flower refuses to start without auth: set LMQ_FLOWER_BASIC_AUTH=user:password "
+    "(or LMQ_FLOWER_ALLOW_NO_AUTH=true for a Flower without auth on 127.0.0.1, "
+    "local development only)"
+)
 NO_AUTH_WARNING = (
-    "LMQ_FLOWER_BASIC_AUTH is not set: Flower listens on 127.0.0.1 only and its HTTP API "
-    "(Revoke/Terminate buttons, /api/...) stays off. Set LMQ_FLOWER_BASIC_AUTH=user:password "
-    "to serve Flower with basic auth on all interfaces."
+    "Flower runs WITHOUT auth (LMQ_FLOWER_ALLOW_NO_AUTH=true): it listens on %s only and its "
+    "HTTP API (Revoke/Terminate buttons, /api/...) stays off. Set "
+    "LMQ_FLOWER_BASIC_AUTH=user:password for anything but local development."
+)
+UNSUPPORTED_FLOWER = (
+    "Flower refuses to start: this Flower version has no flower.command.extract_settings, "
+    "so lmstudio-queue cannot check that auth is on (supported: Flower 2.x)"
 )
 
 
@@ -74,8 +92,6 @@ def option_values(settings: Settings) -> dict[str, Any]:
     credentials = [c.strip() for c in auth.split(",") if c.strip()]
     if credentials:
         values["basic_auth"] = credentials
-    else:
-        values["address"] = LOCALHOST
     return values
 
 
@@ -86,12 +102,42 @@ def install(app: Celery, settings: Settings) -> None:
 
     from workers import flower_metrics, flower_view
 
-    values = option_values(settings)
-    for name, value in values.items():
+    for name, value in option_values(settings).items():
         setattr(options, name, value)
     options.format_task = flower_view.make_format_task(app)
     flower_view.install_template_tweak()
     flower_metrics.register_default(settings.store_url)
-    if "basic_auth" not in values:
-        log.warning(NO_AUTH_WARNING)
-        print(NO_AUTH_WARNING, file=sys.stderr)
+    check_auth_once_parsed(settings.flower_allow_no_auth)
+
+
+def check_auth_once_parsed(allow_no_auth: bool) -> None:
+    """Run `check_auth` after Flower has read FLOWER_*, its config file and its flags."""
+    import flower.command
+    from tornado.options import options
+
+    extract_settings = getattr(flower.command, "extract_settings", None)
+    if not callable(extract_settings):
+        refuse(UNSUPPORTED_FLOWER)
+
+    def check_then_extract() -> None:
+        check_auth(options, allow_no_auth)
+        extract_settings()
+
+    flower.command.extract_settings = check_then_extract
+
+
+def check_auth(options: Any, allow_no_auth: bool) -> None:
+    """Let Flower start only with auth on, or without it on 127.0.0.1 when allowed."""
+    if any(options.basic_auth or ()) or options.auth:
+        return
+    if not allow_no_auth:
+        refuse(NO_AUTH_REFUSAL)
+    if not options.address:
+        options.address = LOCALHOST
+    log.warning(NO_AUTH_WARNING, options.address)
+
+
+def refuse(message: str) -> NoReturn:
+    """One line on stderr and exit status EXIT_NO_AUTH: no traceback, nothing to retry."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_NO_AUTH)

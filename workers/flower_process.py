@@ -1,7 +1,10 @@
-"""Start `celery -A workers flower` as a child process (tests, benchmarks, demo).
+"""Start `celery -A workers flower` as a child process (tests, benchmarks).
 
 It is the exact command a user types: settings travel in `LMQ_*` environment variables,
-and nothing else is passed (the port comes from `LMQ_FLOWER_PORT`).
+and nothing else is passed (the port comes from `LMQ_FLOWER_PORT`) unless `args` adds
+Flower flags. Flower needs auth (`LMQ_FLOWER_BASIC_AUTH` in `env`, or
+`LMQ_FLOWER_ALLOW_NO_AUTH=true`): without it the process exits at once and `start()`
+raises with its one-line message.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,12 +30,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def flower_command(*args: str) -> list[str]:
+    """`celery -A workers flower [args]`, run with this interpreter."""
+    return [sys.executable, "-m", "celery", "-A", "workers", "flower", *args]
+
+
 class FlowerProcess:
     """One Flower process; `url` answers once `start()` returned."""
 
     def __init__(self, env: Mapping[str, str], *, port: int | None = None,
-                 cwd: Path | str | None = None) -> None:
+                 cwd: Path | str | None = None, args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.args = flower_command(*args)
         self.env = {**os.environ, **env, "LMQ_FLOWER_PORT": str(self.port)}
         self.cwd = Path(cwd) if cwd else PROJECT_ROOT
         self.log_path = Path(tempfile.mkstemp(prefix="lmq-flower-", suffix=".log")[1])
@@ -43,9 +52,8 @@ class FlowerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> FlowerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "workers", "flower"]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(args, env=self.env, cwd=self.cwd,
+            self.process = subprocess.Popen(self.args, env=self.env, cwd=self.cwd,
                                             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while not self._healthy():

@@ -127,7 +127,13 @@ class Settings(BaseSettings):
         0.02, description="How often running jobs are checked against the revoked set."
     )
     flower_basic_auth: SecretStr | None = Field(
-        None, description="Flower basic auth, user:password[,user2:password2]."
+        None, description="Flower basic auth, user:password[,user2:password2]. Flower refuses "
+        "to start without auth (this, or Flower's own --basic-auth/--auth) unless "
+        "LMQ_FLOWER_ALLOW_NO_AUTH is true."
+    )
+    flower_allow_no_auth: bool = Field(
+        False, description="Local development only: let Flower start without any auth; it "
+        "then listens on 127.0.0.1 and keeps its HTTP API (Revoke/Terminate) off."
     )
     flower_max_tasks: int = Field(10_000, description="Tasks Flower keeps in memory.")
     flower_port: int = Field(5555, description="Port Flower listens on.")

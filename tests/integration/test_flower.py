@@ -1,12 +1,17 @@
 """`celery -A workers flower` with nothing else typed, against real workers and the simulator.
 
-Flower's HTTP API with basic auth from LMQ_FLOWER_BASIC_AUTH; job arguments shortened and
-safe; results with the stats; revoke (and terminate) through the API cancel the prediction.
+Flower needs auth: without any it refuses to start (one line, exit 78); with
+LMQ_FLOWER_ALLOW_NO_AUTH it runs on 127.0.0.1 with its API off; Flower's own basic auth or
+OAuth also count. Flower's HTTP API with basic auth from LMQ_FLOWER_BASIC_AUTH; job
+arguments shortened and safe; results with the stats; revoke (and terminate) through the
+API cancel the prediction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -25,7 +30,8 @@ from tests.e2e.support import (
     wait_flower_state,
 )
 from tests.support.wait import wait_until
-from workers.flower_process import FlowerProcess
+from workers.flower_config import EXIT_NO_AUTH, NO_AUTH_REFUSAL
+from workers.flower_process import FlowerProcess, flower_command, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,14 +53,47 @@ def test_api_needs_the_basic_auth_from_settings(lmq_env, flowers):
     assert httpx.get(f"{flower.url}/tasks").status_code == 401
     assert httpx.get(f"{flower.url}/api/tasks", auth=("admin", "wrong")).status_code == 401
     assert httpx.get(f"{flower.url}/api/tasks", auth=AUTH).status_code == 200
+    assert _listen_addresses(flower.port) - {"127.0.0.1"}, "with auth: all interfaces"
+    assert AUTH[1] not in flower.log_tail(500)
 
 
-def test_without_auth_flower_binds_localhost_and_keeps_the_api_off(lmq_env, flowers):
-    flower = start_flower(lmq_env, flowers)
-    assert "LMQ_FLOWER_BASIC_AUTH is not set" in flower.log_tail()
+def test_without_auth_flower_refuses_to_start_with_one_clear_line(lmq_env, tmp_path):
+    # A clean environment and working directory: no auth from the shell or a .env file.
+    env = {**_without_auth(os.environ), **lmq_env, "LMQ_FLOWER_PORT": str(free_port())}
+    done = subprocess.run(flower_command(), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == EXIT_NO_AUTH, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [NO_AUTH_REFUSAL], done.stderr  # no traceback
+    assert "LMQ_FLOWER_BASIC_AUTH=user:password" in NO_AUTH_REFUSAL
+    assert done.stdout == ""
+
+
+def test_opted_out_of_auth_flower_binds_localhost_and_keeps_the_api_off(lmq_env, flowers):
+    env = {**lmq_env, "LMQ_FLOWER_BASIC_AUTH": "", "LMQ_FLOWER_ALLOW_NO_AUTH": "true"}
+    flower = start_flower(env, flowers)
+    assert "Flower runs WITHOUT auth (LMQ_FLOWER_ALLOW_NO_AUTH=true)" in flower.log_tail()
     assert _listen_addresses(flower.port) == {"127.0.0.1"}
+    assert httpx.get(f"{flower.url}/tasks").status_code == 200
     response = httpx.post(f"{flower.url}/api/task/revoke/some-id")
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("extra_env", "args", "locked"), [
+    ({"FLOWER_BASIC_AUTH": "own:auth-pass"}, (), 401),
+    ({}, ("--basic-auth=own:auth-pass",), 401),
+    ({}, (r"--auth=.*@example\.com",), 302),  # OAuth: the UI redirects to the login page
+], ids=["FLOWER_BASIC_AUTH", "--basic-auth", "--auth"])
+def test_flowers_own_auth_counts_as_auth(lmq_env, flowers, extra_env, args, locked):
+    env = {**lmq_env, "LMQ_FLOWER_BASIC_AUTH": "", **extra_env}
+    flower = FlowerProcess(env, args=args)
+    flowers.append(flower)
+    flower.start()
+    assert httpx.get(f"{flower.url}/tasks").status_code == locked
+    assert "auth-pass" not in flower.log_tail(500)
+
+
+def _without_auth(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if not k.startswith(("LMQ_FLOWER_", "FLOWER_"))}
 
 
 def test_a_job_shows_with_short_safe_args_and_its_stats(lmq_env, worker_factory, flowers):
