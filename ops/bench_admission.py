@@ -123,7 +123,8 @@ def measure(app: Celery, sim: Any, env: dict[str, str], payloads: list[dict[str,
         worker.stop()
 
 
-def bench_workloads(count: int) -> None:
+def workload_results(count: int) -> dict[tuple[str, bool, int], dict[str, Any]]:
+    """Every workload run, keyed by (workload, admission, worker threads); used by ops/bench."""
     from simulator.testing import running_simulator
 
     with ExitStack() as stack:
@@ -143,7 +144,11 @@ def bench_workloads(count: int) -> None:
                                                      key[2]), p)
                    for key, p in runs.items()}
         app.close()
-    print_workloads(results)
+    return results
+
+
+def bench_workloads(count: int) -> None:
+    print_workloads(workload_results(count))
 
 
 def print_workloads(results: dict[tuple[str, bool, int], dict[str, Any]]) -> None:
@@ -201,7 +206,8 @@ def time_ms(fn: Any, repeat: int) -> list[float]:
     return out
 
 
-def bench_gguf(size_gib: float) -> None:
+def gguf_results(size_gib: float) -> dict[str, Any]:
+    """Read times (ms, per repeat) of a sparse GGUF file; used by ops/bench and bench_gguf."""
     import gguf
 
     from workers.admission.gguf_kv import read_kv_shape, read_metadata
@@ -215,6 +221,14 @@ def bench_gguf(size_gib: float) -> None:
         shape = read_kv_shape(path)
         size = os.path.getsize(path)
         used = os.stat(path).st_blocks * 512
+    return {"ours_ms": ours, "full_ms": full, "theirs_ms": theirs, "shape": shape,
+            "size": size, "used": used}
+
+
+def bench_gguf(size_gib: float) -> None:
+    r = gguf_results(size_gib)
+    ours, full, theirs, shape, size, used = (r[k] for k in ("ours_ms", "full_ms", "theirs_ms",
+                                                           "shape", "size", "used"))
     print(f"GGUF file {size / GIB:.1f} GiB apparent ({used / 2**20:.1f} MiB on disk, "
           f"{len(shape.kv_heads_per_layer)} layers, {shape.kv_bytes_per_token():,} B/token)")
     print(f"header-only read: first {ours[0]:.1f} ms, median {statistics.median(ours):.1f} ms "

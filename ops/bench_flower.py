@@ -34,14 +34,14 @@ MODEL = "llama-3.2-1b-instruct"
 CHUNK = 2000
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per phase")
     parser.add_argument("--max-tasks", type=int, default=10_000, help="LMQ_FLOWER_MAX_TASKS")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=8, help="threads per worker")
     parser.add_argument("--timeout-s", type=float, default=3600)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -89,6 +89,12 @@ def run_phase(env: dict[str, str], jobs: int, flower: FlowerProcess | None,
 
 def main() -> None:
     args = parse_args()
+    report(args, *measure(args))
+
+
+def measure(args: argparse.Namespace) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """(without Flower, with Flower) phase results; `args` as from `parse_args`. ops/bench
+    calls this too."""
     server = RedisServer().start()
     sim_config = {"timing": {"prefill_tokens_per_s": 0, "decode_tokens_per_s": 0,
                              "parallel_slots": 64, "reply_min_tokens": 2,
@@ -100,7 +106,7 @@ def main() -> None:
                    "LMQ_SLOTS": str(args.concurrency), "LMQ_CONCURRENCY": str(args.concurrency),
                    "LMQ_FLOWER_BASIC_AUTH": "bench:bench",
                    "LMQ_FLOWER_MAX_TASKS": str(args.max_tasks), "PYTHONUNBUFFERED": "1"}
-            report(args, *run_both(args, env))
+            return run_both(args, env)
     finally:
         server.stop()
 

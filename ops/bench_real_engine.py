@@ -22,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def pool_tokens_per_s(queue: JobQueue, texts: list[str], max_tokens: int) -> flo
     return sum(r.stats.predicted_tokens_count for r in results) / elapsed_s
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12, help="Jobs per round and side.")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -72,7 +73,7 @@ def parse_args() -> argparse.Namespace:
                              "concurrency from the slots).")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads.")
     parser.add_argument("--rounds", type=int, default=2)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
@@ -80,6 +81,17 @@ def main() -> None:
     reason = missing_reason()
     if reason:
         sys.exit(f"bench_real_engine: {reason}")
+    report(args, measure(args))
+
+
+def say_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def measure(args: argparse.Namespace, say: Callable[[str], None] = say_now
+            ) -> dict[str, list[float]]:
+    """Tokens/s per round, {"direct": [...], "pool": [...]}; `args` as from `parse_args`.
+    Needs the local models (`missing_reason()` is None). ops/bench calls this too."""
     config = {"engine": "real", "real": {"threads": args.threads},
               "timing": {"parallel_slots": args.concurrency}}
     redis = RedisServer().start()
@@ -87,12 +99,13 @@ def main() -> None:
         with running_simulator(config, in_process=False) as sim, \
                 local_pool(redis.url, sim.host, [LLM_KEY],
                            extra_env={"LMQ_SLOTS": str(args.concurrency)}) as pool:
-            run(sim.host, pool.queue, args)
+            return run(sim.host, pool.queue, args, say)
     finally:
         redis.stop()
 
 
-def run(host: str, queue: JobQueue, args: argparse.Namespace) -> None:
+def run(host: str, queue: JobQueue, args: argparse.Namespace, say: Callable[[str], None]
+        ) -> dict[str, list[float]]:
     # Warm up both paths (model pages, connections) outside the measurement.
     direct_tokens_per_s(host, prompts("warm-d", args.concurrency), args.concurrency, 8)
     pool_tokens_per_s(queue, prompts("warm-p", args.concurrency), 8)
@@ -102,8 +115,12 @@ def run(host: str, queue: JobQueue, args: argparse.Namespace) -> None:
                                           args.concurrency, args.max_tokens))
         pooled.append(pool_tokens_per_s(queue, prompts(f"p{round_no}", args.jobs),
                                         args.max_tokens))
-        print(f"round {round_no + 1}: direct {direct[-1]:.1f} tok/s, "
-              f"pool {pooled[-1]:.1f} tok/s", flush=True)
+        say(f"round {round_no + 1}: direct {direct[-1]:.1f} tok/s, pool {pooled[-1]:.1f} tok/s")
+    return {"direct": direct, "pool": pooled}
+
+
+def report(args: argparse.Namespace, rounds: dict[str, list[float]]) -> None:
+    direct, pooled = rounds["direct"], rounds["pool"]
     ratio = statistics.mean(pooled) / statistics.mean(direct)
     print(f"\nreal engine ({LLM_KEY}, {args.threads} llama.cpp thread(s), "
           f"{args.concurrency} slots, {args.jobs} jobs x {args.max_tokens} max tokens, "

@@ -1,40 +1,59 @@
 #!/usr/bin/env python
 """Every benchmark of the project in one run, written as one report (Markdown and JSON).
 
-    ops/bench [--quick | --full] [--out ops] [--only pool,slots,cancel,corpus,scale]
-              [--jobs N] [--sizes 100,1000,10000] [--concurrency 4] [--cancels N]
+    ops/bench [--quick | --full] [--out ops] [--only SECTION[,SECTION...]]
+              [--jobs N] [--sizes 100,1000,10000] [--concurrency 4] [--cancels N] ...
 
 Each figure has the pool's number, its peer's number measured in the same run against the
-same simulator, and their ratio. Sections (each starts its own Redis and simulator):
+same simulator, and their ratio; a figure with nothing to compare with is given against its
+goal instead. Sections (each starts its own Redis and simulator):
 
-pool    pool vs direct SDK calls at the same concurrency (`ops/bench_pool.py`), vs a naive
-        Celery app with a client per job on the prefork pool (`ops/naive_app.py`); enqueue
-        rate; queue overhead; worker peak memory
-slots   chat tokens/s through the pool with 1, 4 and 8 slots (goal: 4 slots >= 2.5x one)
-cancel  revoke -> cancel at LM Studio vs direct SDK cancel() (`ops/bench_cancel.py`)
-corpus  `embed_corpus` chunks/s vs direct SDK embed() (`ops/bench_corpus.py`)
-scale   100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
+pool        pool vs direct SDK calls at the same concurrency (`ops/bench_pool.py`), vs a
+            naive Celery app with a client per job on the prefork pool (`ops/naive_app.py`);
+            enqueue rate; queue overhead; worker peak memory
+slots       chat tokens/s through the pool with 1, 4 and 8 slots (goal: 4 slots >= 2.5x one)
+cancel      revoke -> cancel at LM Studio vs direct SDK cancel() (`ops/bench_cancel.py`)
+corpus      `embed_corpus` chunks/s vs direct SDK embed() (`ops/bench_corpus.py`)
+scale       100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
+admission   mixed big/small flood with vs without admission, slot utilisation (goal >= 85%),
+            GGUF metadata read vs gguf.GGUFReader (goal < 100 ms) (`ops/bench_admission.py`)
+flower      jobs/s with Flower attached vs without, Flower's memory (`ops/bench_flower.py`)
+simulator   the simulator's fragments/s and embedString/s vs their goals
+            (`ops/bench_simulator.py`)
+real-engine real SmolLM2-135M tokens/s through the pool vs direct SDK (goal >= 0.9x;
+            `ops/bench_real_engine.py`); skipped without the local-models extra
 
-`--quick` (default) takes a few minutes; `--full` uses the sizes of the goals.
+`--quick` (default) takes a few minutes; `--full` uses the sizes of the goals. A section
+that cannot run here is recorded as skipped with its reason; a section that fails is
+recorded as failed and makes the exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ops.benchlib import figure  # noqa: E402
 
-SECTIONS = ("pool", "slots", "cancel", "corpus", "scale")
+SECTIONS = ("pool", "slots", "cancel", "corpus", "scale", "admission", "flower", "simulator",
+            "real-engine")
 QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
-         "corpus_mb": 1, "sizes": "100,300"}
+         "corpus_mb": 1, "sizes": "100,300", "admission_jobs": 64, "gguf_gib": 8,
+         "flower_jobs": 2000, "flower_max_tasks": 1000, "simulator_s": 5,
+         "engine_jobs": 12, "engine_rounds": 2}
 FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
-        "corpus_mb": 20, "sizes": "100,1000,10000"}
+        "corpus_mb": 20, "sizes": "100,1000,10000", "admission_jobs": 256, "gguf_gib": 8,
+        "flower_jobs": 20000, "flower_max_tasks": 10000, "simulator_s": 20,
+        "engine_jobs": 24, "engine_rounds": 4}
+FLOATS = ("corpus_mb", "gguf_gib", "simulator_s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,11 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help="a few minutes (default)")
     mode.add_argument("--full", action="store_true", help="the goals' sizes (long)")
     parser.add_argument("--out", type=Path, default=ROOT / "ops", help="report folder")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of sections")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma list of sections: {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--concurrency", type=int, default=4)
     for name in QUICK:
-        kind = {"sizes": str, "corpus_mb": float}.get(name, int)
-        parser.add_argument(f"--{name.replace('_', '-')}", default=None, type=kind)
+        kind = str if name == "sizes" else float if name in FLOATS else int
+        parser.add_argument(f"--{name.replace('_', '-')}", default=None, type=kind,
+                            help=f"quick: {QUICK[name]}, full: {FULL[name]}")
     args = parser.parse_args(argv)
     defaults = FULL if args.full else QUICK
     for name, value in defaults.items():
@@ -67,23 +88,22 @@ def say(line: str) -> None:
 
 
 def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
-    from ops.benchlib import (
-        cancel_section,
-        corpus_section,
-        pool_section,
-        scale_section,
-        slots_section,
-    )
-
-    if name == "pool":
-        return pool_section.measure(args.jobs, args.concurrency, args.enqueue_jobs, say)
-    if name == "slots":
-        return slots_section.measure(args.jobs_per_slot, say)
-    if name == "cancel":
-        return cancel_section.measure(args.cancels, say)
-    if name == "corpus":
-        return corpus_section.measure(args.corpus_mb, say)
-    return scale_section.measure(args.sizes, args.concurrency, say)
+    """Import only this section's module (`ops/benchlib/<name>_section.py`), so a missing
+    dependency of one section cannot stop the others, and run it."""
+    a = args
+    runners: dict[str, Callable[[Any], list[figure.Figure]]] = {
+        "pool": lambda m: m.measure(a.jobs, a.concurrency, a.enqueue_jobs, say),
+        "slots": lambda m: m.measure(a.jobs_per_slot, say),
+        "cancel": lambda m: m.measure(a.cancels, say),
+        "corpus": lambda m: m.measure(a.corpus_mb, say),
+        "scale": lambda m: m.measure(a.sizes, a.concurrency, say),
+        "admission": lambda m: m.measure(a.admission_jobs, a.gguf_gib, say),
+        "flower": lambda m: m.measure(a.flower_jobs, a.flower_max_tasks, say),
+        "simulator": lambda m: m.measure(a.simulator_s, say),
+        "real-engine": lambda m: m.measure(a.engine_jobs, a.engine_rounds, say),
+    }
+    module = importlib.import_module(f"ops.benchlib.{name.replace('-', '_')}_section")
+    return runners[name](module)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,19 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     started, started_at = time.monotonic(), figure.now()
     figures: list[figure.Figure] = []
     skipped: list[str] = []
+    failed: list[str] = []
     for name in args.only:
         try:
             figures += run_section(name, args)
+        except figure.SectionSkippedError as exc:
+            say(f"section {name} skipped: {exc}")
+            skipped.append(f"{name} ({exc})")
         except Exception as exc:  # noqa: BLE001 - one broken section must not hide the rest
             say(f"section {name} FAILED: {type(exc).__name__}: {exc}")
-            skipped.append(f"{name} ({type(exc).__name__}: {str(exc)[:200]})")
+            failed.append(f"{name} ({type(exc).__name__}: {str(exc)[:200]})")
     meta = {"mode": args.mode, "started": started_at, "machine": figure.machine(),
-            "elapsed_s": time.monotonic() - started, "skipped": skipped,
+            "elapsed_s": time.monotonic() - started, "skipped": skipped, "failed": failed,
             "command": "ops/bench " + " ".join(argv if argv is not None else sys.argv[1:])}
     md, js = figure.write(args.out, figures, meta)
     print(figure.markdown(figures, meta))
     say(f"wrote {md} and {js}")
-    return 1 if skipped else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -79,17 +79,22 @@ def measure(host: str, kind: str, seconds: float, procs: int, threads: int) -> f
     return sum(n for n, _ in results) / max(elapsed for _, elapsed in results)
 
 
+def rates(seconds: float, procs: int, threads: int) -> tuple[float, float]:
+    """(fragments/s, embedString/s) of a fresh simulator subprocess; ops/bench calls this."""
+    from simulator.testing import running_simulator
+
+    with running_simulator(ZERO_TIMING, in_process=False) as sim:
+        return (measure(sim.host, "fragments", seconds, procs, threads),
+                measure(sim.host, "embeds", seconds, procs, threads))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--procs", type=int, default=2, help="driver processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per driver")
     args = parser.parse_args()
-    from simulator.testing import running_simulator
-
-    with running_simulator(ZERO_TIMING, in_process=False) as sim:
-        frag_rate = measure(sim.host, "fragments", args.seconds, args.procs, args.threads)
-        embed_rate = measure(sim.host, "embeds", args.seconds, args.procs, args.threads)
+    frag_rate, embed_rate = rates(args.seconds, args.procs, args.threads)
     print(f"drivers: {args.procs} processes x {args.threads} threads, {args.seconds:.0f} s each")
     print(f"fragments/s:   {frag_rate:8.0f}  (goal {GOAL_FRAGMENTS_PER_S:.0f}, "
           f"ratio {frag_rate / GOAL_FRAGMENTS_PER_S:.2f})")

@@ -1,4 +1,8 @@
-"""A benchmark figure (pool vs its peer, same run) and the Markdown / JSON report."""
+"""A benchmark figure (pool vs its peer, same run) and the Markdown / JSON report.
+
+A figure with no peer to measure (the simulator's own rate, slot utilisation) sets
+`peer_is_goal`: its `peer` is then the goal's number, and its ratio is to the goal.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+class SectionSkippedError(RuntimeError):
+    """A section cannot run on this machine (e.g. an optional extra is missing); the report
+    records the reason and `ops/bench` does not count it as a failure."""
 
 
 @dataclass
@@ -21,6 +30,7 @@ class Figure:
     higher_is_better: bool = True
     goal: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
+    peer_is_goal: bool = False
 
     @property
     def ratio(self) -> float:
@@ -28,9 +38,16 @@ class Figure:
 
     def as_row(self) -> str:
         better = "higher" if self.higher_is_better else "lower"
+        peer = "no peer, goal" if self.peer_is_goal else self.peer_name
         return (f"| {self.section} | {self.name} | {_num(self.pool)} {self.unit} | "
-                f"{self.peer_name}: {_num(self.peer)} {self.unit} | {self.ratio:.2f}x "
+                f"{peer}: {_num(self.peer)} {self.unit} | {_ratio(self.ratio)} "
                 f"({better} is better) | {self.goal} |")
+
+
+def _ratio(value: float) -> str:
+    if 0 < value < 0.01:  # e.g. a 0.2 ms read next to a 10 s one: 0.00x would hide it
+        return f"{value:.2g}x (1/{1 / value:,.0f})"
+    return f"{value:.2f}x"
 
 
 def _num(value: float) -> str:
@@ -47,10 +64,13 @@ def markdown(figures: list[Figure], meta: dict[str, Any]) -> str:
     lines = [f"# lmstudio-queue benchmark report ({meta['mode']})", "",
              f"Run {meta['started']} on {meta['machine']}, {meta['elapsed_s']:.0f} s, "
              f"command `{meta['command']}`. Every peer was measured in the same run, "
-             "against the same simulator.", "", HEADER]
+             "against the same simulator; a row whose peer reads \"no peer, goal\" has "
+             "nothing to compare with, and its ratio is to the goal.", "", HEADER]
     lines += [figure.as_row() for figure in figures]
     if meta.get("skipped"):
-        lines += ["", "Not measured in this run: " + "; ".join(meta["skipped"])]
+        lines += ["", "Skipped in this run: " + "; ".join(meta["skipped"])]
+    if meta.get("failed"):
+        lines += ["", "Failed in this run (not measured): " + "; ".join(meta["failed"])]
     return "\n".join(lines) + "\n"
 
 

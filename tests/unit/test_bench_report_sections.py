@@ -1,0 +1,87 @@
+"""`ops/bench` sections turn each benchmark's results into figures: the right numbers on the
+pool and peer sides, ratios to the goal where there is no peer, skips that do not fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops import bench_report
+from ops.benchlib import (
+    admission_section,
+    flower_section,
+    real_engine_section,
+    simulator_section,
+)
+
+
+def run(jobs: int, ok: int, oom: int, ok_per_s: float, utilisation: float) -> dict[str, Any]:
+    return {"jobs": jobs, "ok": ok, "oom": oom, "other": jobs - ok - oom, "elapsed_s": 1.0,
+            "ok_per_s": ok_per_s, "utilisation": utilisation, "concurrency": 3.0}
+
+
+def test_admission_figures_compare_with_and_without_admission() -> None:
+    runs = {("mixed", True, 4): run(64, 64, 0, 8.0, 0.6),
+            ("mixed", False, 4): run(64, 16, 48, 4.0, 0.3),
+            ("mixed", True, 8): run(64, 64, 0, 6.0, 0.6),
+            ("small", True, 4): run(64, 64, 0, 30.0, 0.9)}
+    flood, threads, slots = admission_section.workload_figures(runs)
+    assert (flood.pool, flood.peer, flood.ratio) == (8.0, 4.0, 2.0)
+    assert "0 with admission, 48 without (48 out of memory)" in flood.name
+    assert threads.pool == 6.0 and threads.peer == 8.0
+    assert slots.peer_is_goal and slots.pool == pytest.approx(90.0)
+    assert slots.ratio == pytest.approx(90 / 85)
+    assert "no peer, goal: 85.0 %" in slots.as_row()
+
+
+def test_gguf_figure_is_ours_vs_gguf_reader_lower_is_better() -> None:
+    class Shape:
+        def kv_bytes_per_token(self) -> int:
+            return 131072
+
+    results = {"ours_ms": [9.0, 2.0, 3.0], "theirs_ms": [40.0, 50.0, 60.0],
+               "full_ms": [20.0], "size": 8 * 1024**3, "used": 4096, "shape": Shape()}
+    (read,) = admission_section.gguf_figures(results)
+    assert (read.pool, read.peer, read.higher_is_better) == (3.0, 50.0, False)
+    assert read.goal == "< 100 ms" and "first: 9.0 ms" in read.name
+
+
+def test_flower_memory_is_compared_with_the_first_sample_past_max_tasks() -> None:
+    def mib(n: int) -> dict[str, int]:
+        return {"VmRSS": n * 1024, "VmHWM": n * 1024}
+
+    with_flower = {"jobs_per_s": 90.0, "memory": [(500, mib(50)), (1000, mib(70)),
+                                                  (1500, mib(72)), (2000, mib(73))]}
+    speed, memory = flower_section.figures({"jobs_per_s": 100.0}, with_flower, 2000, 1000)
+    assert speed.ratio == pytest.approx(0.9)
+    assert (memory.pool, memory.peer) == (73.0, 70.0)
+    assert "after 1000 jobs" in memory.peer_name
+    only_speed = flower_section.figures({"jobs_per_s": 100.0}, with_flower, 2000, 5000)
+    assert len(only_speed) == 1
+
+
+def test_simulator_rates_are_given_against_their_goals() -> None:
+    fragments, embeds = simulator_section.figures(3000.0, 500.0)
+    assert fragments.peer_is_goal and fragments.ratio == pytest.approx(1.5)
+    assert embeds.peer == 1000.0 and embeds.ratio == pytest.approx(0.5)
+
+
+def test_real_engine_ratio_is_mean_pool_over_mean_direct() -> None:
+    (tokens,) = real_engine_section.figures({"pool": [45.0, 55.0], "direct": [50.0, 50.0]},
+                                            2, 32, 0.9)
+    assert tokens.ratio == pytest.approx(1.0) and tokens.goal == ">= 0.9x"
+
+
+def test_a_skipped_section_is_reported_without_failing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(real_engine_section, "missing_reason",
+                        lambda: "package 'xllamacpp' is missing")
+    status = bench_report.main(["--only", "real-engine", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "bench-report.json").read_text())
+    assert status == 0 and report["meta"]["failed"] == []
+    assert report["meta"]["skipped"] == ["real-engine (no local models: package 'xllamacpp' "
+                                         "is missing)"]
+    assert "Skipped in this run: real-engine" in (tmp_path / "bench-report.md").read_text()
