@@ -31,9 +31,14 @@ class Figure:
     goal: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
     peer_is_goal: bool = False
+    # Set when pool and peer ran in alternating rounds: the median of the rounds' ratios
+    # (steadier on a shared machine than the ratio of the medians shown as pool and peer).
+    paired_ratio: float | None = None
 
     @property
     def ratio(self) -> float:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         return self.pool / self.peer if self.peer else float("nan")
 
     def as_row(self) -> str:

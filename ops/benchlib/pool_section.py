@@ -13,14 +13,19 @@ from ops.benchlib.stack import CHAT, stack
 from producers.local_pool import local_pool
 
 
-def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any) -> list[Figure]:
+def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any,
+            rounds: int = 2) -> list[Figure]:
     texts = bench_pool.prompts(jobs)
     slots = {"parallel_slots": concurrency}
     env = {"LMQ_CONCURRENCY": str(concurrency), "LMQ_SLOTS": str(concurrency)}
     with stack(slots) as parts:
         say(f"pool vs direct SDK vs naive Celery: {jobs} chat jobs, concurrency {concurrency}")
-        direct = bench_pool.direct_sdk(parts.host, texts, concurrency)
         with local_pool(parts.redis_url, parts.host, [CHAT], extra_env=env) as pool:
+            pids = [pool.workers[0].process.pid]  # type: ignore[union-attr]
+            vs_direct = [bench_pool.compare(pool.queue, parts.host, texts, concurrency,
+                                            profile, rounds, pids)
+                         for profile in bench_pool.PROFILES]
+            # the naive app and (b)/(c) below run on the stress timing compare() ends with
             pooled, _ = bench_pool.through_pool(pool.queue, texts)
             bulk, loop = bench_pool.enqueue_rates(pool.queue, enqueue_jobs)
             waits = bench_pool.queue_overhead_ms(pool.queue, 30)
@@ -33,8 +38,13 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any) -> list[Fi
             app.close()
     section = f"pool ({concurrency} threads)"
     return [
-        Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled, direct,
-               f"direct SDK, {concurrency} threads", goal=">= 0.9x"),
+        *(Figure(section, f"chat throughput, {jobs} jobs, {_timing(c.profile)}", "jobs/s",
+                 statistics.median(c.pooled), statistics.median(c.direct),
+                 f"direct SDK, {concurrency} threads (ratio: median of {rounds} alternating "
+                 f"rounds; CPU/job worker {c.pool_cpu_ms:.1f} ms, direct {c.direct_cpu_ms:.1f} "
+                 "ms)", goal=">= 0.9x" if c.profile == "lmstudio" else "",
+                 paired_ratio=c.ratio)
+          for c in vs_direct),
         Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled,
                naive["jobs_per_s"], f"naive Celery (prefork -c {concurrency}, client per job)"),
         Figure(section, f"enqueue rate, {enqueue_jobs} jobs", "jobs/s", bulk, loop,
@@ -46,3 +56,9 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any) -> list[Fi
                naive_kib / 1024, f"naive prefork worker (parent + {concurrency} children)",
                higher_is_better=False),
     ]
+
+
+def _timing(profile: str) -> str:
+    decode = bench_pool.PROFILES[profile]["decode_tokens_per_s"]
+    what = "LM Studio-like timing" if profile == "lmstudio" else "stress timing"
+    return f"{what} ({decode:.0f} tokens/s per slot)"
