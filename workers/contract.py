@@ -137,6 +137,11 @@ class EmbeddingJob(_JobBase):
         "embedding it. False: a local upper bound (UTF-8 bytes + the tokenizer's overhead) "
         "guards the context, LM Studio counts only texts whose bound exceeds it, and the "
         "result's token_counts are those bounds (token_counts_exact=False).")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="How the result carries the vectors (as in OpenAI's embeddings "
+        "API): 'float' lists in `vectors`, or 'base64' strings in `vectors_base64` (each the "
+        "little-endian float32 bytes of one vector: ~4x smaller, far cheaper to store and "
+        "parse).")
 
     @model_validator(mode="after")
     def _no_empty_texts(self) -> EmbeddingJob:
@@ -233,7 +238,11 @@ class CompletionResult(_ResultBase):
 
 class EmbeddingResult(_ResultBase):
     kind: Literal["embedding"] = "embedding"
-    vectors: list[list[float]]
+    vectors: list[list[float]] = Field(description="One float list per text (empty when "
+                                       "the job asked for encoding_format='base64').")
+    vectors_base64: list[str] = Field(
+        default_factory=list, description="encoding_format='base64': one string per text, "
+        "the base64 of the vector's little-endian float32 values.")
     dimension: int
     token_counts: list[int] = Field(description="Tokens per text: LM Studio's exact count, or "
                                     "an upper bound when token_counts_exact is False.")

@@ -21,9 +21,11 @@ from celery import states
 
 from producers.corpus._plan import JobPlan
 from producers.corpus._progress import Progress
+from producers.corpus._served import ServedCheck, take_back
 from producers.corpus._state import RunState, signature
-from producers.corpus._writer import rows_table, write_part
+from producers.corpus._writer import base64_vectors, float_vectors, rows_table, write_part
 from workers.contract import EmbeddingJob
+from workers.error import ModelNotServedError
 
 POLL_MIN_S = 0.02
 POLL_MAX_S = 0.5
@@ -73,6 +75,7 @@ class Dispatcher:
         self.retry: deque[Flight] = deque()
         self.result = DispatchResult()
         self._poll_s = POLL_MIN_S
+        self._served: ServedCheck | None = None
 
     def run(self, next_plan: Callable[[float], JobPlan | None], exhausted: Callable[[], bool]
             ) -> DispatchResult:
@@ -116,10 +119,13 @@ class Dispatcher:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
                              submitted_at=None,
                              exact_token_counts=self.options.exact_token_counts,
+                             encoding_format="base64",
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
-        self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=self.options.enqueue_anyway)
-        self.options.enqueue_anyway = True  # checked once: no broadcast per send
+        if not self.options.enqueue_anyway:  # checked once, alongside the first jobs
+            self._served = ServedCheck(self.queue, self.options.model)
+            self.options.enqueue_anyway = True
+        self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=True)
         now = time.monotonic()
         for flight, job_id in zip(batch, ids, strict=True):
             flight.job_id, flight.sent_at, flight.attempt = job_id, now, flight.attempt + 1
@@ -129,6 +135,7 @@ class Dispatcher:
         found = self.queue.fetch_results(list(self.flights))
         finished = 0
         now = time.monotonic()
+        self._check_served(found)
         for job_id, (state, payload) in found.items():
             flight = self.flights[job_id]
             if state == states.SUCCESS:
@@ -142,22 +149,38 @@ class Dispatcher:
         if not finished:
             time.sleep(self._poll_s)
 
+    def _check_served(self, found: dict[str, tuple[str, Any]]) -> None:
+        if self._served is None:
+            return
+        if any(state != states.PENDING for state, _ in found.values()):
+            self._served.confirm()
+            self._served = None
+            return
+        try:
+            self._served.raise_if_not_served()
+        except ModelNotServedError:
+            take_back(self.queue, self.options.model, list(self.flights))
+            raise
+
     def _complete(self, flight: Flight, payload: dict[str, Any]) -> int:
-        vectors = payload.get("vectors") or []
-        if payload.get("cancelled") or len(vectors) != len(flight.plan.items):
+        items = flight.plan.items
+        try:
+            vectors = _vectors(payload)
+        except (ValueError, TypeError) as exc:
+            return self._failed(flight, f"unreadable vectors: {exc}")
+        if payload.get("cancelled") or len(vectors) != len(items):
             return self._failed(flight, f"incomplete result ({len(vectors)} vectors)")
         counts = payload.get("token_counts") or []
         if payload.get("token_counts_exact") is False:  # upper bounds: the chunker knows better
             counts, self.result.tokens_estimated = [], True
         if len(counts) != len(vectors):
-            counts = [chunk.tokens for _, _, chunk in flight.plan.items]
-        write_part(flight.part, rows_table(flight.plan.items, self.options.model, vectors,
-                                           counts))
+            counts = [chunk.tokens for _, _, chunk in items]
+        write_part(flight.part, rows_table(items, self.options.model, vectors, counts))
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
-        self.result.embedded_chunks += len(flight.plan.items)
+        self.result.embedded_chunks += len(items)
         self.result.embedded_tokens += sum(counts)
-        self.progress.advance(len(flight.plan.items), sum(counts))
+        self.progress.advance(len(items), sum(counts))
         return 1
 
     def _failed(self, flight: Flight, error: str) -> int:
@@ -181,3 +204,12 @@ class Dispatcher:
         """Interrupted: revoke what is in flight (best effort); parts written are kept."""
         with contextlib.suppress(Exception):  # the broker may be what failed
             self._revoke(list(self.flights))
+
+
+def _vectors(payload: dict[str, Any]) -> Any:
+    """The result's vectors as one Arrow array (base64 float32, or float lists)."""
+    packed = payload.get("vectors_base64") or []
+    if packed:
+        return base64_vectors(packed, int(payload.get("dimension") or 0))
+    floats = payload.get("vectors") or []
+    return float_vectors(floats) if floats else []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -31,12 +33,12 @@ def schema(dimension: int) -> pa.Schema:
 
 
 def rows_table(chunks: Sequence[tuple[str, str, Chunk]], model: str,
-               vectors: Sequence[Sequence[float]],
+               vectors: Sequence[Sequence[float]] | pa.FixedSizeListArray,
                token_counts: Sequence[int] | None = None) -> pa.Table:
     """A table of (id, sha256, chunk) rows with their vectors (and exact token counts)."""
     tokens = list(token_counts) if token_counts else [c.tokens for _, _, c in chunks]
-    dimension = len(vectors[0])
-    flat = pa.array([x for vector in vectors for x in vector], pa.float32())
+    if not isinstance(vectors, pa.FixedSizeListArray):
+        vectors = float_vectors(vectors)
     columns = [
         pa.array([cid for cid, _, _ in chunks], pa.string()),
         pa.array([c.source for _, _, c in chunks], pa.string()),
@@ -47,9 +49,23 @@ def rows_table(chunks: Sequence[tuple[str, str, Chunk]], model: str,
         pa.array([sha for _, sha, _ in chunks], pa.string()),
         pa.array(tokens, pa.int32()),
         pa.array([model] * len(chunks), pa.string()),
-        pa.FixedSizeListArray.from_arrays(flat, dimension),
+        vectors,
     ]
-    return pa.Table.from_arrays(columns, schema=schema(dimension))
+    return pa.Table.from_arrays(columns, schema=schema(vectors.type.list_size))
+
+
+def float_vectors(vectors: Sequence[Sequence[float]]) -> pa.FixedSizeListArray:
+    flat = pa.array([x for vector in vectors for x in vector], pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, len(vectors[0]))
+
+
+def base64_vectors(packed: Sequence[str], dimension: int) -> pa.FixedSizeListArray:
+    """Vectors from EmbeddingResult.vectors_base64 (little-endian float32), never as floats."""
+    raw = b"".join(base64.b64decode(text) for text in packed)
+    if len(raw) != 4 * dimension * len(packed):
+        raise ValueError(f"{len(raw)} bytes for {len(packed)} vectors of dimension {dimension}")
+    flat = pa.array(np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False))
+    return pa.FixedSizeListArray.from_arrays(flat, dimension)
 
 
 def write_part(path: Path, table: pa.Table) -> None:

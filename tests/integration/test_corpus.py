@@ -174,3 +174,17 @@ def test_failed_jobs_are_retried_then_listed_and_resume_finishes_them(
     resumed = lmq(*args, "--no-progress", "--retries", "0", "--resume", env=lmq_env)
     assert f"{len(listed)} embedded now" in resumed.stdout
     assert rows(out) == expected and not Path(f"{out}.failed.jsonl").exists()
+
+
+def test_no_worker_for_the_model_fails_fast_and_leaves_no_job_queued(
+        lmq_env, redis_url, tmp_path):  # type: ignore[no-untyped-def]
+    import redis
+
+    from workers.contract import queue_name
+
+    corpus = make_corpus(tmp_path)
+    out = tmp_path / "c.parquet"
+    refused = lmq(*embed_args(corpus, out), "--no-progress", env=lmq_env, check=False)
+    assert refused.returncode != 0 and "no live worker serves model" in refused.stderr
+    assert "--enqueue-anyway" in refused.stderr
+    assert redis.Redis.from_url(redis_url).llen(queue_name(EMBED)) == 0  # taken back
