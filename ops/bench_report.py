@@ -48,11 +48,11 @@ SECTIONS = ("pool", "slots", "cancel", "corpus", "scale", "admission", "flower",
 QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
          "corpus_mb": 1, "sizes": "100,300", "admission_jobs": 64, "gguf_gib": 8,
          "flower_jobs": 2000, "flower_max_tasks": 1000, "simulator_s": 5,
-         "engine_jobs": 12, "engine_rounds": 2}
+         "engine_jobs": 12, "engine_rounds": 6}
 FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
         "corpus_mb": 20, "sizes": "100,1000,10000", "admission_jobs": 256, "gguf_gib": 8,
         "flower_jobs": 20000, "flower_max_tasks": 10000, "simulator_s": 20,
-        "engine_jobs": 24, "engine_rounds": 4}
+        "engine_jobs": 24, "engine_rounds": 10}
 FLOATS = ("corpus_mb", "gguf_gib", "simulator_s")
 
 

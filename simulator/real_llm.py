@@ -40,6 +40,8 @@ class LlamaModel:
         params.cpuparams.n_threads = settings.threads
         params.cpuparams_batch.n_threads = settings.threads
         params.verbosity = settings.llama_log_verbosity
+        if settings.prompt_cache_mib is not None:
+            params.cache_ram_mib = settings.prompt_cache_mib
         params.warmup = False
         self.gguf_path = gguf_path
         self.slots = params.n_parallel

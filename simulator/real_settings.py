@@ -23,5 +23,12 @@ class RealEngineConfig(BaseModel):
         default=0.7, ge=0.0,
         description="Sampling temperature (the LM Studio request's temperature is not "
                     "forwarded; 0 = greedy).")
+    prompt_cache_mib: int | None = Field(
+        default=None, ge=0,
+        description="llama.cpp's host-memory prompt cache across slots (its cache_ram_mib); "
+                    "None keeps llama.cpp's default (8192 MiB), 0 turns it off (each slot "
+                    "still reuses the prefix it holds). ops/bench_real_engine.py sets 0 so "
+                    "that a prompt one side of the comparison sent is not cached for the "
+                    "other.")
     llama_log_verbosity: int = Field(
         default=-1, description="llama.cpp log verbosity (-1 quiet, 3 debug).")

@@ -118,6 +118,13 @@ class RunningSimulator:
         self.admin = SimulatorAdmin(self.host)
         self.simulator: Simulator | None = runner.simulator  # None for subprocesses
 
+    @property
+    def pid(self) -> int:
+        """The process serving: the subprocess's pid, or this process's when in-process
+        (e.g. for benchmarks reading the simulator's CPU time)."""
+        proc = getattr(self._runner, "proc", None)
+        return proc.pid if proc is not None else os.getpid()
+
     def stop(self) -> None:
         """Stop listening and drop every socket."""
         self._runner.stop()

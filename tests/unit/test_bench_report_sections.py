@@ -69,10 +69,21 @@ def test_simulator_rates_are_given_against_their_goals() -> None:
     assert embeds.peer == 1000.0 and embeds.ratio == pytest.approx(0.5)
 
 
-def test_real_engine_ratio_is_mean_pool_over_mean_direct() -> None:
-    (tokens,) = real_engine_section.figures({"pool": [45.0, 55.0], "direct": [50.0, 50.0]},
-                                            2, 32, 0.9)
+def test_real_engine_ratio_is_the_median_of_the_rounds_ratios() -> None:
+    from ops.bench_real_engine import Comparison, Round, Side
+
+    def side(tokens_per_s: float, slots_busy: float) -> Side:
+        return Side(tokens_per_s, 300, 300 / tokens_per_s, 3.0, 0.2, 0.0, slots_busy)
+
+    result = Comparison([Round("direct", side(100.0, 0.98), side(50.0, 0.96), 1.0),
+                         Round("pool", side(90.0, 0.97), side(90.0, 0.95), 0.0),
+                         Round("direct", side(100.0, 0.99), side(120.0, 0.97), 1.0)])
+    tokens, slots = real_engine_section.figures(result, 2, 32, 0.9)
+    # rounds' ratios 0.5, 1.0, 1.2: median 1.0 (the medians' ratio would be 90 / 100)
     assert tokens.ratio == pytest.approx(1.0) and tokens.goal == ">= 0.9x"
+    assert (tokens.pool, tokens.peer) == (90.0, 100.0)
+    assert tokens.notes["first_side"] == ["direct", "pool", "direct"]
+    assert (slots.pool, slots.peer) == pytest.approx((96.0, 98.0))
 
 
 def test_a_skipped_section_is_reported_without_failing(
