@@ -22,13 +22,20 @@ from celery import states
 from producers.corpus._plan import JobPlan
 from producers.corpus._progress import Progress
 from producers.corpus._served import ServedCheck, take_back
+from producers.corpus._signal import ResultSignals
 from producers.corpus._state import RunState, signature
-from producers.corpus._writer import base64_vectors, float_vectors, rows_table, write_part
+from producers.corpus._writer import (
+    OrderedOutput,
+    base64_vectors,
+    float_vectors,
+    rows_table,
+    write_part,
+)
 from workers.contract import EmbeddingJob
 from workers.error import ModelNotServedError
 
 POLL_MIN_S = 0.02
-POLL_MAX_S = 0.5
+POLL_MAX_S = 0.5  # with result notifications: the longest wait between two reads
 
 
 @dataclass
@@ -47,7 +54,6 @@ class DispatchResult:
     resumed_chunks: int = 0
     retried_jobs: int = 0
     failed: list[tuple[JobPlan, str]] = field(default_factory=list)
-    parts: list[Any] = field(default_factory=list)
     tokens_estimated: bool = False  # some token counts are the chunker's estimates
 
 
@@ -66,8 +72,9 @@ class DispatchOptions:
 
 class Dispatcher:
     def __init__(self, queue: Any, state: RunState, options: DispatchOptions,
-                 progress: Progress) -> None:
+                 progress: Progress, output: OrderedOutput) -> None:
         self.queue = queue
+        self.output = output
         self.state = state
         self.options = options
         self.progress = progress
@@ -76,10 +83,13 @@ class Dispatcher:
         self.result = DispatchResult()
         self._poll_s = POLL_MIN_S
         self._served: ServedCheck | None = None
+        self._signals = ResultSignals(queue)
+        self._exhausted: Callable[[], bool] = lambda: False
 
     def run(self, next_plan: Callable[[float], JobPlan | None], exhausted: Callable[[], bool]
             ) -> DispatchResult:
         """Drive jobs until the plan is exhausted and nothing is in flight."""
+        self._exhausted = exhausted
         try:
             while True:
                 self._fill(next_plan)
@@ -92,6 +102,8 @@ class Dispatcher:
         except BaseException:
             self._abandon()
             raise
+        finally:
+            self._signals.close()
 
     def _fill(self, next_plan: Callable[[float], JobPlan | None], wait_s: float = 0.0) -> None:
         batch: list[Flight] = []
@@ -108,10 +120,10 @@ class Dispatcher:
                     wait_s: float) -> Flight | None:
         while (plan := next_plan(wait_s)) is not None:
             part = self.state.part(plan.index, signature([(i, s) for i, s, _ in plan.items]))
-            self.result.parts.append(part)
             if not part.exists():
                 return Flight(plan, part)
             self.result.resumed_chunks += len(plan.items)
+            self.output.ready(plan.index, part)
             self.progress.advance(len(plan.items), 0)
         return None
 
@@ -125,6 +137,7 @@ class Dispatcher:
         if not self.options.enqueue_anyway:  # checked once, alongside the first jobs
             self._served = ServedCheck(self.queue, self.options.model)
             self.options.enqueue_anyway = True
+        self._signals.watch(ids)
         self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=True)
         now = time.monotonic()
         for flight, job_id in zip(batch, ids, strict=True):
@@ -147,7 +160,12 @@ class Dispatcher:
                 finished += self._failed(flight, f"no result after {self.options.job_timeout_s:g}s")
         self._poll_s = POLL_MIN_S if finished else min(self._poll_s * 1.5, POLL_MAX_S)
         if not finished:
-            time.sleep(self._poll_s)
+            self._signals.wait(self._wait_s())
+
+    def _wait_s(self) -> float:
+        """Until the next read: long when only a result can change anything."""
+        room = len(self.flights) < self.options.max_in_flight and not self._exhausted()
+        return self._poll_s if room or self._served is not None else POLL_MAX_S
 
     def _check_served(self, found: dict[str, tuple[str, Any]]) -> None:
         if self._served is None:
@@ -176,6 +194,7 @@ class Dispatcher:
         if len(counts) != len(vectors):
             counts = [chunk.tokens for _, _, chunk in items]
         write_part(flight.part, rows_table(items, self.options.model, vectors, counts))
+        self.output.ready(flight.plan.index, flight.part)
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
         self.result.embedded_chunks += len(items)
@@ -191,9 +210,11 @@ class Dispatcher:
             self.retry.append(flight)
         else:
             self.result.failed.append((flight.plan, error))
+            self.output.ready(flight.plan.index, None)
         return 1
 
     def _forget(self, job_id: str) -> None:
+        self._signals.forget([job_id])
         self.queue.forget([job_id])
 
     def _revoke(self, job_ids: list[str]) -> None:

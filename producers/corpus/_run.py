@@ -18,7 +18,7 @@ from producers.corpus._dispatch import Dispatcher, DispatchOptions, DispatchResu
 from producers.corpus._plan import JobPlan, Planner
 from producers.corpus._progress import Progress
 from producers.corpus._state import RunState, state_dir_for
-from producers.corpus._writer import FORMATS, merge
+from producers.corpus._writer import FORMATS, OrderedOutput
 
 
 @dataclass
@@ -147,23 +147,29 @@ def run_corpus(paths: Sequence[str], options: CorpusOptions, queue: Any,
     progress = Progress(sum(s.size_bytes for s in sources), enabled=options.progress)
     chunker = Chunker(counter, ChunkSpec(options.chunk_tokens, options.overlap_tokens),
                       context_tokens, exact=options.exact_chunks)
-    with state.duplicates.open("w", encoding="utf-8") as dup_file:
-        planner = Planner(chunker, job_tokens=options.job_tokens,
-                          job_max_texts=options.job_max_texts, text_field=options.text_field,
-                          duplicates=dup_file)
-        result = _dispatch(planner, sources, options, queue, state, progress)
+    output = OrderedOutput(options.out, options.fmt)
+    try:
+        with state.duplicates.open("w", encoding="utf-8") as dup_file:
+            planner = Planner(chunker, job_tokens=options.job_tokens,
+                              job_max_texts=options.job_max_texts,
+                              text_field=options.text_field, duplicates=dup_file)
+            result = _dispatch(planner, sources, options, queue, state, progress, output)
+    except BaseException:
+        output.abort()
+        raise
     progress.close()
-    return _finish(options, state, planner, result, progress)
+    return _finish(options, state, planner, result, progress, output)
 
 
 def _dispatch(planner: Planner, sources: list[SourceFile], options: CorpusOptions,
-              queue: Any, state: RunState, progress: Progress) -> DispatchResult:
+              queue: Any, state: RunState, progress: Progress,
+              output: OrderedOutput) -> DispatchResult:
     feed = _Feed(planner.jobs(sources), depth=max(2, options.max_in_flight * 2))
     dispatch_options = DispatchOptions(
         model=options.model, max_in_flight=options.max_in_flight, retries=options.retries,
         job_timeout_s=options.job_timeout_s, enqueue_anyway=options.enqueue_anyway,
         exact_token_counts=options.exact_chunks)
-    dispatcher = Dispatcher(queue, state, dispatch_options, progress)
+    dispatcher = Dispatcher(queue, state, dispatch_options, progress, output)
 
     def next_plan(wait_s: float) -> JobPlan | None:
         plan = feed.next(wait_s)
@@ -178,9 +184,9 @@ def _dispatch(planner: Planner, sources: list[SourceFile], options: CorpusOption
 
 
 def _finish(options: CorpusOptions, state: RunState, planner: Planner, result: DispatchResult,
-            progress: Progress) -> CorpusSummary:
+            progress: Progress, output: OrderedOutput) -> CorpusSummary:
     stats = planner.stats
-    rows = merge([p for p in result.parts if p.exists()], options.out, options.fmt)
+    rows = output.close()
     dup_path = _sidecar(options.out, "duplicates.jsonl")
     shutil.copyfile(state.duplicates, dup_path)
     failed_path = _write_failed(options.out, result)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pyarrow.parquet as pq
 from producers.corpus._chunk import Chunk
 
 FORMATS = ("parquet", "jsonl")
+ROW_GROUP_ROWS = 4096  # Parquet row group: ~16 MB of 768-dimension vectors
 
 
 def schema(dimension: int) -> pa.Schema:
@@ -83,25 +87,112 @@ def read_part(path: Path) -> pa.Table:
 
 def merge(parts: Iterable[Path], out: Path, fmt: str) -> int:
     """Concatenate part files, in the given order, into `out`; returns rows written."""
-    tmp = out.with_name(out.name + ".tmp")
-    rows = 0
-    writer: pq.ParquetWriter | None = None
-    with tmp.open("wb") as handle:
-        for path in parts:
-            table = read_part(path)
-            rows += table.num_rows
-            if fmt == "jsonl":
-                _write_jsonl(handle, table)
-                continue
-            if writer is None:
-                writer = pq.ParquetWriter(handle, table.schema, compression="zstd")
-            writer.write_table(table)
-        if writer is not None:
-            writer.close()
-        elif fmt == "parquet":
-            pq.write_table(schema(0).empty_table(), handle)
-    os.replace(tmp, out)
-    return rows
+    output = OrderedOutput(out, fmt)
+    for index, path in enumerate(parts):
+        output.ready(index, path)
+    return output.close()
+
+
+class OrderedOutput:
+    """The output file, written while the run goes on: parts in job order as they are ready.
+
+    Jobs finish out of order; part k is written once every part before it was written (or
+    its job failed for good: `ready(k, None)`). A thread does the reading and writing, so
+    the dispatcher never waits on it, and memory holds one row group (`ROW_GROUP_ROWS`)
+    being built. Rows go to `<out>.tmp`, renamed to `out` by `close()`; `abort()` drops it.
+    """
+
+    def __init__(self, out: Path, fmt: str) -> None:
+        self.out = out
+        self.fmt = fmt
+        self.rows = 0
+        self._tmp = out.with_name(out.name + ".tmp")
+        self._handle = self._tmp.open("wb")
+        self._writer: pq.ParquetWriter | None = None
+        self._group: list[pa.Table] = []
+        self._group_rows = 0
+        self._waiting: dict[int, Path | None] = {}
+        self._next = 0
+        self._inbox: queue.Queue[tuple[int, Path | None] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lmq-corpus-output",
+                                        daemon=True)
+        self._thread.start()
+
+    def ready(self, index: int, part: Path | None) -> None:
+        """Part `index` is complete (None: its job failed; nothing to write for it)."""
+        self._raise_error()
+        self._inbox.put((index, part))
+
+    def close(self) -> int:
+        """Write what is left in job order, finish the file and rename it; rows written."""
+        self._stop()
+        if self._error is not None:
+            self.abort()
+            raise self._error
+        for index in sorted(self._waiting):  # gaps: parts never reported (nothing to write)
+            self._write(self._waiting.pop(index))
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+        elif self.fmt == "parquet":
+            pq.write_table(schema(0).empty_table(), self._handle)
+        self._handle.close()
+        os.replace(self._tmp, self.out)
+        return self.rows
+
+    def abort(self) -> None:
+        """Interrupted: no output file (the parts stay for --resume)."""
+        if self._thread.is_alive():
+            self._stop()
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def _stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (item := self._inbox.get()) is not None:
+                self._waiting[item[0]] = item[1]
+                while self._next in self._waiting:
+                    self._write(self._waiting.pop(self._next))
+                    self._next += 1
+        except BaseException as exc:  # noqa: BLE001 - raised in the dispatching thread
+            self._error = exc
+
+    def _write(self, part: Path | None) -> None:
+        if part is None:
+            return
+        table = read_part(part)
+        self.rows += table.num_rows
+        if self.fmt == "jsonl":
+            _write_jsonl(self._handle, table)
+            return
+        self._group.append(table)
+        self._group_rows += table.num_rows
+        if self._group_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._group:
+            return
+        table = pa.concat_tables(self._group)
+        self._group, self._group_rows = [], 0
+        if self._writer is None:
+            # Dictionaries only where values repeat: tried on the vectors (and ids, texts),
+            # they cost two thirds of the write time and make the file larger.
+            self._writer = pq.ParquetWriter(self._handle, table.schema, compression="zstd",
+                                            use_dictionary=["source", "model"])
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
 
 
 def _write_jsonl(handle: object, table: pa.Table) -> None:

@@ -16,7 +16,7 @@ from producers.corpus._state import (
     signature,
     state_dir_for,
 )
-from producers.corpus._writer import merge, read_part, rows_table, write_part
+from producers.corpus._writer import OrderedOutput, merge, read_part, rows_table, write_part
 
 
 def items(n: int, offset: int = 0) -> list[tuple[str, str, Chunk]]:
@@ -55,6 +55,38 @@ def test_parts_merge_in_the_given_order(tmp_path: Path) -> None:
     merge(paths, jsonl, "jsonl")
     first_row = json.loads(jsonl.read_text().splitlines()[0])
     assert first_row["vector"] == [0.5, 0.25, 0.0] and first_row["text"] == "text 0"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_parts_reported_out_of_order_are_written_in_job_order(tmp_path: Path, fmt: str) -> None:
+    state = RunState(tmp_path / "s")
+    state.parts.mkdir(parents=True)
+    paths = []
+    for k in range(4):
+        path = state.part(k, "x")
+        write_part(path, rows_table(items(2, offset=2 * k), "m", [[float(k)] * 3] * 2))
+        paths.append(path)
+    out = tmp_path / f"out.{fmt}"
+    output = OrderedOutput(out, fmt)
+    for k in (3, 1, 0):
+        output.ready(k, paths[k])
+    output.ready(2, None)  # job 2 failed for good: nothing to write, the rest goes on
+    assert not out.exists()  # written to <out>.tmp until closed
+    assert output.close() == 6 and not out.with_name(out.name + ".tmp").exists()
+    ids = (pq.read_table(out).column("id").to_pylist() if fmt == "parquet"
+           else [json.loads(line)["id"] for line in out.read_text().splitlines()])
+    assert ids == ["id0", "id1", "id2", "id3", "id6", "id7"]
+
+
+def test_an_aborted_output_leaves_no_file(tmp_path: Path) -> None:
+    state = RunState(tmp_path / "s")
+    state.parts.mkdir(parents=True)
+    write_part(state.part(0, "x"), rows_table(items(1), "m", [[1.0]]))
+    out = tmp_path / "out.parquet"
+    output = OrderedOutput(out, "parquet")
+    output.ready(0, state.part(0, "x"))
+    output.abort()
+    assert not out.exists() and not list(tmp_path.glob("out.parquet*"))
 
 
 def test_signature_changes_with_the_chunks() -> None:
