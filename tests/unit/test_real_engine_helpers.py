@@ -22,8 +22,23 @@ def test_tool_history_becomes_plain_turns() -> None:
     ]
     out = chat_messages(history)
     assert out[0] == {"role": "user", "content": "add 1 and 1"}
-    assert out[1]["role"] == "assistant" and '[called add({"a": 1, "b": 1})]' in out[1]["content"]
-    assert out[2] == {"role": "user", "content": "Tool result: 2"}
+    assert out[1] == {"role": "assistant",
+                      "content": 'I called the tool add with {"a": 1, "b": 1}.'}
+    assert out[2] == {"role": "user", "content": "The tool add returned: 2"}
+
+
+def test_tool_result_without_a_known_call_and_text_with_a_call() -> None:
+    history = [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Let me look."},
+            {"type": "toolCallRequest", "toolCallRequest": {"id": "c2", "name": "find",
+                                                            "arguments": {}}}]},
+        {"role": "tool", "content": [{"type": "toolCallResult", "content": "x",
+                                      "toolCallId": "other"}]},
+    ]
+    out = chat_messages(history)
+    assert out[0]["content"] == "Let me look.\nI called the tool find with {}."
+    assert out[1] == {"role": "user", "content": "The tool returned: x"}
 
 
 def test_completion_body_forwards_limits_schema_and_seed() -> None:
