@@ -21,8 +21,9 @@ class WorkerProcess:
     """One worker pinned to one model; its log goes to `log_path`."""
 
     def __init__(self, model: str, env: Mapping[str, str], *, name: str | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, app: str = "workers") -> None:
         self.model = model
+        self.app = app  # `celery -A <app>`: tests may wrap the workers app
         self.name = name or f"{model}-{os.getpid()}-{time.monotonic_ns() % 100000}"
         self.env = {**os.environ, **env, "LMQ_MODEL": model}
         self.extra_args = extra_args or []
@@ -34,7 +35,7 @@ class WorkerProcess:
         return f"{self.name}@lmq"
 
     def start(self) -> WorkerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "workers", "worker",
+        args = [sys.executable, "-m", "celery", "-A", self.app, "worker",
                 "--hostname", self.hostname, "--loglevel", "INFO", *self.extra_args]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, env=self.env, cwd=PROJECT_ROOT,

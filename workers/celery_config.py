@@ -22,8 +22,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # backstop, so once a minute is enough (kombu's default: every 100 s).
         "unacked_restore_interval": 60,
         "unacked_restore_throttle": 1,
-        # One list per queue (every job is published at priority 0): the worker can then
-        # take entries atomically into its `popping` list (`workers.redelivery.HeldChannel`).
+        # One list per queue (every job is published at priority 0): fewer lists for the
+        # worker to take entries from (`workers.held_transport`).
         "priority_steps": [0],
         "socket_keepalive": True,
         "health_check_interval": 10,

@@ -50,10 +50,10 @@ def popping(worker: str, source: str) -> str:
     return f"{KEY_PREFIX}popping:{worker}|{source}"
 
 
-def popping_pattern(worker: str) -> str:
-    """SCAN pattern of a worker's `popping` lists."""
-    escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in worker)
-    return f"{KEY_PREFIX}popping:{escaped}|*"
+def popping_pattern(worker: str, key_prefix: str = "") -> str:
+    """SCAN pattern of a worker's `popping` lists (under the broker's global key prefix)."""
+    literal = f"{key_prefix}{popping(worker, '')}"
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in literal) + "*"
 
 
 def alive(worker: str) -> str:

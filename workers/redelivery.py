@@ -10,32 +10,34 @@ drops, so this module does nothing for `amqp://` brokers.
 
 The fix. Every worker leases what it holds:
 
-* **record** — the worker's broker transport is kombu's Redis transport whose QoS, when it
-  books a delivery into `unacked`/`unacked_index`, also adds the delivery tag to
-  `lmq:held:<hostname>` in the same MULTI (`Transport` here, the `broker_transport` of
-  worker processes on `redis://` and `rediss://` brokers, set at `celeryd_init`; its
-  channel also dead-letters malformed entries, `workers.dead_letter`): no extra round
-  trip. The pop itself is atomic too: the channel takes an entry with BLMOVE into
-  `lmq:popping:<hostname>|<list>` (not kombu's BRPOP, after which a SIGKILL before the
-  booking lost the message for good), and the booking MULTI removes it from there; so no
-  instant where a delivered message is unrecorded (`HeldChannel`). (`task_received` adds any
-  tag the transport did not record, e.g. with another `broker_transport`: one SADD.)
+* **record** — worker processes on `redis://` and `rediss://` brokers use
+  `workers.held_transport.Transport` (their `broker_transport`, set at `celeryd_init`). It
+  takes each entry atomically off its broker list into `lmq:popping:<hostname>|<list>`
+  (one queue or several), and its QoS, when it books a delivery into
+  `unacked`/`unacked_index`, also adds the delivery tag to `lmq:held:<hostname>` and removes
+  the entry from `popping`, in the same MULTI: no instant where a delivered message is
+  unrecorded. Its channel also dead-letters malformed entries (`workers.dead_letter`).
+  (`task_received` adds any tag the transport did not record, e.g. with another
+  `broker_transport`: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
   `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
   `unacked` (acknowledged, or restored);
 * **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
   gone, its `popping` entries are pushed back verbatim, and each held tag still in
-  `unacked` is moved back to its queue, exactly as kombu's
-  `QoS.restore_by_tag` does it: in a WATCH transaction on `unacked`, the tag is removed
-  from `unacked` and `unacked_index`, and the payload is pushed back with kombu's own
-  `Channel._do_restore_message` (it sets the `redelivered` flag, resolves the exchange and
-  routing key through kombu's binding table, and honours priority lists; pushed to the
+  `unacked` is moved back to its queue, exactly as kombu's `QoS.restore_by_tag` does it:
+  in a WATCH transaction on `unacked`, the tag is removed from `unacked` and
+  `unacked_index`, and the payload is pushed back the way kombu's own
+  `Channel._do_restore_message` says (it sets the `redelivered` flag, resolves the exchange
+  and routing key through kombu's binding table, and honours priority lists; pushed to the
   consuming end, like kombu's visibility-timeout restore). The transaction also watches
   the dead worker's lease key and gives up if the lease reappears. Two janitors restoring
   one tag: the second finds it gone from `unacked` and restores nothing;
 * **restart** — a worker starting with a hostname that holds tags restores them first
   (its previous process is dead: live workers have unique hostnames), before it consumes.
+
+With a broker `global_keyprefix` (a transport option), all of these keys carry it, like
+kombu's own.
 
 So a killed worker's jobs are queued again `LMQ_HOLD_LEASE_S` (+ one beat) after its last
 heartbeat by any live worker of the pool, or when it restarts. Delivery stays
@@ -52,15 +54,12 @@ import logging
 import os
 import threading
 from ssl import CERT_NONE
-from time import monotonic, time
 from typing import Any
 
-from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
-from kombu.utils.json import dumps, loads
+import redis
+from kombu.utils.json import loads
 
 from workers import keys
-from workers.dead_letter import DeadLetterChannel
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,20 @@ class _LeaseBack(Exception):
     """The worker's lease reappeared: leave its messages alone."""
 
 
+class _Pushes:
+    """Stands in for the pipe kombu's `Channel._do_restore_message` pushes a message onto.
+
+    kombu resolves the message's lists (binding table, priority) and marks it redelivered;
+    the janitor makes the pushes itself, with the key prefix, in its own transaction.
+    """
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, bytes | str]] = []
+
+    def rpush(self, key: str, value: bytes | str) -> None:
+        self.made.append((key, value))
+
+
 class Redelivery:
     """One worker's held set, lease and janitor, over a dedicated kombu channel."""
 
@@ -91,6 +104,7 @@ class Redelivery:
         self._ready = False
         self._forget: Any = None
         self._channel: Any = None
+        self._client: redis.Redis | None = None
         self._channel_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lmq-held-heartbeat",
                                         daemon=True)
@@ -105,8 +119,24 @@ class Redelivery:
         return self._channel
 
     @property
-    def client(self) -> Any:
-        return self.channel.client
+    def client(self) -> redis.Redis:
+        """A plain client on the channel's pool: every key named here carries the prefix.
+
+        (kombu's prefixing client prefixes only the commands it uses itself: EXISTS,
+        SISMEMBER, LRANGE... would reach unprefixed keys.)
+        """
+        if self._client is None:
+            self._client = redis.Redis(connection_pool=self.channel.pool)
+        return self._client
+
+    def key(self, name: str) -> str:
+        """`name` with the broker's `global_keyprefix` (kombu prefixes its keys with it)."""
+        return f"{self.channel.global_keyprefix}{name}"
+
+    @property
+    def ready(self) -> bool:
+        """Leased: the transport may take entries into this worker's `popping` lists."""
+        return self._ready
 
     # --- this worker --------------------------------------------------------------------
 
@@ -132,6 +162,7 @@ class Redelivery:
 
     @property
     def held_key(self) -> str:
+        """This worker's held set, unprefixed: kombu's pipe prefixes SADD itself."""
         return keys.held(self.hostname)
 
     def note(self, tag: str) -> bool:
@@ -144,13 +175,13 @@ class Redelivery:
     def record(self, tag: str) -> None:
         """Lease a received message (unless the transport already did)."""
         if self.note(tag):
-            self.client.sadd(self.held_key, tag)
+            self.client.sadd(self.key(self.held_key), tag)
 
     def renew(self) -> None:
         ttl_ms = max(1, int(self.lease_s * 1000))
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.alive(self.hostname), f"{os.getpid()}", px=ttl_ms)
-        pipe.sadd(keys.held_workers(), self.hostname)
+        pipe.set(self.key(keys.alive(self.hostname)), f"{os.getpid()}", px=ttl_ms)
+        pipe.sadd(self.key(keys.held_workers()), self.hostname)
         pipe.execute()
         self._prune()
 
@@ -172,10 +203,10 @@ class Redelivery:
             return
         pipe = self.client.pipeline(transaction=False)
         for tag in tags:
-            pipe.hexists(self.channel.unacked_key, tag)
+            pipe.hexists(self.key(self.channel.unacked_key), tag)
         gone = [tag for tag, held in zip(tags, pipe.execute(), strict=True) if not held]
         if gone:
-            self.client.srem(keys.held(self.hostname), *gone)
+            self.client.srem(self.key(self.held_key), *gone)
             with self._lock:
                 self._tags.difference_update(gone)
 
@@ -194,13 +225,13 @@ class Redelivery:
 
     def sweep(self) -> int:
         """Restore the held messages of every worker whose lease expired."""
-        others = [_text(w) for w in self.client.smembers(keys.held_workers())]
+        others = [_text(w) for w in self.client.smembers(self.key(keys.held_workers()))]
         others = [w for w in others if w != self.hostname]
         if not others:
             return 0
         pipe = self.client.pipeline(transaction=False)
         for worker in others:
-            pipe.exists(keys.alive(worker))
+            pipe.exists(self.key(keys.alive(worker)))
         dead = [w for w, alive in zip(others, pipe.execute(), strict=True) if not alive]
         restored = 0
         for worker in dead:
@@ -216,51 +247,64 @@ class Redelivery:
         restored = 0
         with self._lock:
             mine = set(self._tags) if worker == self.hostname else set()
-        for tag in [_text(t) for t in self.client.smembers(keys.held(worker))]:
+        for tag in [_text(t) for t in self.client.smembers(self.key(keys.held(worker)))]:
             if tag in mine:
                 continue  # received by this process: running here, not lost
             try:
                 restored += self.restore_tag(worker, tag, check_alive=check_alive)
             except _LeaseBack:
                 return restored
-        for key in [_text(k) for k in self.client.scan_iter(keys.popping_pattern(worker))]:
+        pattern = keys.popping_pattern(worker, self.key(""))
+        for key in [_text(k) for k in self.client.scan_iter(pattern)]:
             try:
                 restored += self.restore_popping(worker, key, check_alive=check_alive)
             except _LeaseBack:
                 return restored
         if check_alive:
-            if self._forget is None:
-                self._forget = self.client.register_script(FORGET_SCRIPT)
-            self._forget(keys=[keys.alive(worker), keys.held(worker), keys.held_workers()],
-                         args=[worker])
+            self._forget_if_done(worker)
         return restored
+
+    def _forget_if_done(self, worker: str) -> None:
+        if self._forget is None:
+            self._forget = self.client.register_script(FORGET_SCRIPT)
+        self._forget(keys=[self.key(keys.alive(worker)), self.key(keys.held(worker)),
+                           self.key(keys.held_workers())], args=[worker])
 
     def restore_tag(self, worker: str, tag: str, *, check_alive: bool) -> int:
         """kombu's `QoS.restore_by_tag`, also watching the worker's lease (1 if restored)."""
-        channel, alive_key = self.channel, keys.alive(worker)
+        held_key, alive_key = self.key(keys.held(worker)), self.key(keys.alive(worker))
+        unacked_key = self.key(self.channel.unacked_key)
+        index_key = self.key(self.channel.unacked_index_key)
         restored: list[int] = [0]
 
         def transaction(pipe: Any) -> None:
+            restored[0] = 0
             if check_alive and pipe.exists(alive_key):
                 raise _LeaseBack(worker)
-            payload = pipe.hget(channel.unacked_key, tag)
+            payload = pipe.hget(unacked_key, tag)
+            pushes = self._pushes(payload) if payload else []
             pipe.multi()
-            pipe.zrem(channel.unacked_index_key, tag)
-            pipe.hdel(channel.unacked_key, tag)
-            pipe.srem(keys.held(worker), tag)
-            restored[0] = 0
-            if payload:
-                message, exchange, routing_key = loads(_text(payload))  # type: ignore[no-untyped-call]
-                channel._do_restore_message(message, exchange, routing_key, pipe, False)
-                restored[0] = 1
+            pipe.zrem(index_key, tag)
+            pipe.hdel(unacked_key, tag)
+            pipe.srem(held_key, tag)
+            for key, value in pushes:
+                pipe.rpush(self.key(key), value)
+            restored[0] = 1 if pushes else 0
 
-        self.client.transaction(transaction, channel.unacked_key, alive_key)
+        self.client.transaction(transaction, unacked_key, alive_key)
         return restored[0]
 
+    def _pushes(self, payload: bytes) -> list[tuple[str, bytes | str]]:
+        """The (unprefixed list, entry) pushes that put an `unacked` payload back."""
+        message, exchange, routing_key = loads(_text(payload))  # type: ignore[no-untyped-call]
+        pushes = _Pushes()
+        self.channel._do_restore_message(message, exchange, routing_key, pushes, False)
+        return pushes.made
+
     def restore_popping(self, worker: str, key: str, *, check_alive: bool) -> int:
-        """Push back, verbatim, the entries a dead worker popped but never booked."""
-        alive_key = keys.alive(worker)
-        source = key[len(keys.popping(worker, "")):]
+        """Push back, verbatim, the entries a dead worker took but never booked."""
+        alive_key = self.key(keys.alive(worker))
+        source = self.key(key[len(self.key(keys.popping(worker, ""))):])
         restored: list[int] = [0]
 
         def transaction(pipe: Any) -> None:
@@ -277,104 +321,7 @@ class Redelivery:
         return restored[0]
 
 
-class HeldQoS(kombu_redis.QoS):
-    """kombu's Redis QoS; booking a delivery also leases it, in the same MULTI.
-
-    `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
-    into this worker's held set.
-    """
-
-    def append(self, message: Any, delivery_tag: str) -> None:
-        current = _current
-        if current is None:
-            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
-            return
-        delivery = message.delivery_info
-        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
-        popping, self.channel._popping = getattr(self.channel, "_popping", None), None
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
-            pipe.hset(self.unacked_key, delivery_tag,
-                      dumps([message._raw, exchange, routing_key]))  # type: ignore[no-untyped-call]
-            pipe.sadd(current.held_key, delivery_tag)
-            if popping is not None:  # booked now: no longer only in our `popping` list
-                pipe.lrem(popping[0], 1, popping[1])
-            pipe.execute()
-        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
-        current.note(delivery_tag)
-
-
-class HeldChannel(DeadLetterChannel):
-    """kombu's Redis channel with `HeldQoS`, dead-lettering malformed entries.
-
-    kombu takes a message with BRPOP and books it in `unacked` in a later round trip: a
-    worker SIGKILLed between the two had the message only in its memory, and it was lost
-    for good (in nothing the janitor or kombu's visibility sweep can see; seen as a job
-    that never started while the queue, `unacked` and every held set were empty). So with
-    one consumed list (one queue, `priority_steps` [0], see `celery_config`) the worker
-    takes entries with BLMOVE into `lmq:popping:<hostname>|<list>` instead, atomically, and
-    `HeldQoS.append` removes the entry from there in its booking MULTI; the janitor pushes a
-    dead worker's `popping` entries back on their list. Otherwise kombu's BRPOP.
-    """
-
-    QoS = HeldQoS
-    _popping: tuple[str, bytes] | None = None  # (popping key, entry) being delivered
-    _moving: tuple[str, str] | None = None  # (queue, popping key) of the BLMOVE sent
-
-    def _brpop_start(self, timeout: Any = None) -> None:
-        current = _current
-        queues = list(self.active_queues)
-        if (current is None or not current._ready or len(queues) != 1
-                or list(self.priority_steps) != [0] or self.global_keyprefix):
-            self._moving = None
-            super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
-            return
-        if timeout is None:
-            timeout = self.brpop_timeout
-        queue = queues[0]
-        source = self._q_for_pri(queue, 0)  # type: ignore[no-untyped-call]
-        self._moving = (queue, keys.popping(current.hostname, source))
-        self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        self.client.connection.send_command("BLMOVE", source, self._moving[1], "RIGHT", "LEFT",
-                                            timeout or 0)
-
-    def _brpop_read(self, **options: Any) -> bool:
-        moving = self._moving
-        if moving is None:
-            return super()._brpop_read(**options)
-        self._moving = None
-        queue, popping_key = moving
-        try:
-            try:
-                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
-            except self.connection_errors:
-                self.client.connection.disconnect()
-                raise
-            if not item:
-                raise kombu_redis.Empty()  # type: ignore[attr-defined]
-            self._popping = (popping_key, item)
-            try:
-                self._deliver_entry(item, queue)
-            finally:
-                if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
-                    self._popping = None
-                    self.client.lrem(popping_key, 1, item)
-            return True
-        finally:
-            self._in_poll = None  # type: ignore[assignment]
-            flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
-            if flush is not None:
-                flush()
-
-
-class Transport(kombu_redis.Transport):
-    """kombu's Redis transport with `HeldQoS` (the worker's `broker_transport`)."""
-
-    Channel = HeldChannel
-
-
-TRANSPORT = "workers.redelivery:Transport"
+TRANSPORT = "workers.held_transport:Transport"
 
 
 def _text(value: bytes | str) -> str:
@@ -382,6 +329,11 @@ def _text(value: bytes | str) -> str:
 
 
 _current: Redelivery | None = None
+
+
+def current() -> Redelivery | None:
+    """This worker process's lease and janitor, once started (None elsewhere)."""
+    return _current
 
 
 def start(app: Any, hostname: str, lease_s: float) -> Redelivery | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -20,6 +21,8 @@ from workers.settings import Settings
 
 LLM = "llama-3.2-1b-instruct"
 FINISHED = ("SUCCESS", "FAILURE", "REVOKED")
+# The broker `global_keyprefix` of `tests.faults.prefixed_workers` (a deployment's choice).
+KEY_PREFIX = "tenant-a:"
 META_PREFIX = "celery-task-meta-"
 
 
@@ -111,17 +114,19 @@ def broker_drained(redis_url: str, model: str = LLM) -> bool:
         client.close()
 
 
-def broker_picture(redis_url: str, job_ids: list[str], model: str = LLM) -> str:
+def broker_picture(redis_url: str, job_ids: list[str], models: Sequence[str] = (LLM,)) -> str:
     """Where the given jobs are on the broker (for a failure message)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        queued = [m for m in client.lrange(f"lmq.{model}", 0, -1)
+        lists = [f"lmq.{model}" for model in models]
+        queued = [m for key in lists for m in client.lrange(key, 0, -1)
                   if any(i.encode() in m for i in job_ids)]
         unacked = [k for k, v in client.hgetall("unacked").items()
                    if any(i.encode() in v for i in job_ids)]
         held = [k.decode() for k in client.scan_iter("lmq:*held*")]
-        return (f"queued: {len(queued)}, unacked: {len(unacked)}, queue length "
-                f"{client.llen(f'lmq.{model}')}, unacked total {client.hlen('unacked')}, "
-                f"held keys: {held[:10]}")
+        popping = [k.decode() for k in client.scan_iter("lmq:popping:*")]
+        return (f"queued: {len(queued)}, unacked: {len(unacked)}, queue lengths "
+                f"{[client.llen(key) for key in lists]}, unacked total {client.hlen('unacked')}, "
+                f"held keys: {held[:10]}, popping keys: {popping[:10]}")
     finally:
         client.close()

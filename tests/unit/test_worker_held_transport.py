@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workers import redelivery
+from workers import held_transport, redelivery
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -39,6 +39,7 @@ def test_an_explicit_transport_is_kept() -> None:
 def test_the_held_transport_is_kombus_redis_transport() -> None:
     from kombu.transport import redis as kombu_redis
 
-    assert issubclass(redelivery.Transport, kombu_redis.Transport)
-    assert redelivery.Transport.driver_type == "redis"
-    assert redelivery.Transport.Channel.QoS is redelivery.HeldQoS
+    assert redelivery.TRANSPORT == "workers.held_transport:Transport"
+    assert issubclass(held_transport.Transport, kombu_redis.Transport)
+    assert held_transport.Transport.driver_type == "redis"
+    assert held_transport.Transport.Channel.QoS is held_transport.HeldQoS

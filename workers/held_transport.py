@@ -1,0 +1,193 @@
+"""The worker's broker transport: kombu's Redis transport that never has a message unrecorded.
+
+kombu takes a message with BRPOP and books it in `unacked` in a later round trip: a worker
+SIGKILLed between the two had the message only in its memory, and it was lost for good (in
+nothing the janitor or kombu's visibility sweep can see; seen as a job that never started
+while the queue, `unacked` and every held set were empty). So, once the worker's lease is
+up (`workers.redelivery`), `HeldChannel` moves each entry atomically off its broker list
+into `lmq:popping:<hostname>|<list>`, and `HeldQoS.append` removes it from there in the
+MULTI that books it in `unacked` and in the worker's held set. The janitor pushes a dead
+worker's `popping` entries back on their lists.
+
+How an entry is taken, without a busy loop:
+
+* one broker list (one queue, the usual case): BLMOVE, blocking like kombu's BRPOP;
+* several lists (several queues, or priority steps): `TAKE_SCRIPT` moves the tail of the
+  first non-empty list, in kombu's order; if all are empty, BLMOVE on the first list for at
+  most `MULTI_LIST_WAIT_S`, then the script again. An entry on that first list is taken as
+  soon as it arrives; one on another list waits at most `MULTI_LIST_WAIT_S` when the worker
+  is idle (Redis cannot block on several lists without popping).
+
+With a `global_keyprefix` every key sent here carries it (kombu's prefixing client leaves
+the commands it does not know, such as LREM, unprefixed; SADD it prefixes itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from time import monotonic, time
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import dumps
+
+from workers import keys, redelivery
+from workers.dead_letter import DeadLetterChannel
+
+# The longest an idle worker consuming several lists leaves an entry on one it is not
+# blocked on: a round trip pair per interval while idle, no wait on a busy queue.
+MULTI_LIST_WAIT_S = 0.1
+
+# Move the tail of the first non-empty list to the head of its `popping` list.
+# KEYS: the n broker lists in the order to try, then their n `popping` lists.
+# Returns {index (0-based), entry}, or nil if every list is empty.
+TAKE_SCRIPT = """
+local n = #KEYS / 2
+for i = 1, n do
+  local entry = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
+  if entry then return {i - 1, entry} end
+end
+return false
+"""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A broker list to take from: its queue, and the full (prefixed) keys involved."""
+
+    queue: str
+    list_key: str
+    popping_key: str
+
+
+@dataclass(frozen=True)
+class Take:
+    """The command in flight on the consuming connection: "EVAL" or "BLMOVE"."""
+
+    command: str
+    sources: list[Source]
+
+
+class HeldQoS(kombu_redis.QoS):
+    """kombu's Redis QoS; booking a delivery also leases it, in the same MULTI.
+
+    `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
+    into this worker's held set (prefixed by kombu's pipe) and the LREM of the entry from
+    the `popping` list it was taken into (its key already prefixed).
+    """
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        current = redelivery.current()
+        if current is None:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        delivery = message.delivery_info
+        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+        popping, self.channel._popping = getattr(self.channel, "_popping", None), None
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
+            pipe.hset(self.unacked_key, delivery_tag,
+                      dumps([message._raw, exchange, routing_key]))  # type: ignore[no-untyped-call]
+            pipe.sadd(current.held_key, delivery_tag)
+            if popping is not None:  # booked now: no longer only in our `popping` list
+                pipe.lrem(popping[0], 1, popping[1])
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+        current.note(delivery_tag)
+
+
+class HeldChannel(DeadLetterChannel):
+    """kombu's Redis channel taking entries atomically into `popping` (module docstring).
+
+    Until the worker's lease is up (Redis down at start-up), kombu's BRPOP.
+    """
+
+    QoS = HeldQoS
+    _popping: tuple[str, bytes] | None = None  # (popping key, entry) being delivered
+    _take: Take | None = None  # our command in flight (None: kombu's BRPOP, or nothing)
+
+    def _brpop_start(self, timeout: Any = None) -> None:
+        current = redelivery.current()
+        if current is None or not current.ready:
+            self._take = None
+            super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
+            return
+        sources = self._sources(current.hostname)
+        if len(sources) == 1:
+            self._send_blmove(sources, self.brpop_timeout if timeout is None else timeout)
+        elif sources:
+            self._send_take(sources)
+
+    def _sources(self, hostname: str) -> list[Source]:
+        """The lists kombu's BRPOP would name, in its order (priority, then queue cycle)."""
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        lists = [(queue, self._q_for_pri(queue, pri))  # type: ignore[no-untyped-call]
+                 for pri in self.priority_steps for queue in queues]
+        prefix = self.global_keyprefix
+        return [Source(queue, prefix + name, prefix + keys.popping(hostname, name))
+                for queue, name in lists]
+
+    def _send_take(self, sources: list[Source]) -> None:
+        keys_ = [s.list_key for s in sources] + [s.popping_key for s in sources]
+        self._send(Take("EVAL", sources), "EVAL", TAKE_SCRIPT, len(keys_), *keys_)
+
+    def _send_blmove(self, sources: list[Source], timeout_s: float) -> None:
+        first = sources[0]
+        self._send(Take("BLMOVE", sources), "BLMOVE", first.list_key, first.popping_key,
+                   "RIGHT", "LEFT", timeout_s or 0)
+
+    def _send(self, take: Take, *command: Any) -> None:
+        self._take = take
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        take, self._take = self._take, None
+        if take is None:
+            return super()._brpop_read(**options)
+        try:
+            taken = self._read_taken(take, **options)
+            if taken is not None:
+                index, entry = taken
+                source = take.sources[index]
+                self._queue_cycle.rotate(source.queue)
+                self._deliver_taken(source, entry)
+                return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
+            if flush is not None:
+                flush()
+        if take.command == "EVAL":  # every list was empty: block on the first, briefly
+            self._send_blmove(take.sources, MULTI_LIST_WAIT_S)
+        raise kombu_redis.Empty()  # type: ignore[attr-defined]
+
+    def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes] | None:
+        """(index of the source, entry) from the reply, or None if nothing was taken."""
+        try:
+            reply = self.client.parse_response(self.client.connection, take.command, **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        if not reply:
+            return None
+        if take.command == "BLMOVE":
+            return 0, reply
+        return int(reply[0]), reply[1]
+
+    def _deliver_taken(self, source: Source, entry: bytes) -> None:
+        self._popping = (source.popping_key, entry)
+        try:
+            self._deliver_entry(entry, source.queue)
+        finally:
+            if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
+                self._popping = None
+                self.client.lrem(source.popping_key, 1, entry)
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with `HeldChannel` (the worker's `broker_transport`)."""
+
+    Channel = HeldChannel
