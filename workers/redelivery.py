@@ -24,15 +24,17 @@ The fix. Every worker leases what it holds:
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
   `unacked` (acknowledged, or restored);
 * **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
-  gone, its `popping` entries are pushed back verbatim, and each held tag still in
-  `unacked` is moved back to its queue, exactly as kombu's `QoS.restore_by_tag` does it:
-  in a WATCH transaction on `unacked`, the tag is removed from `unacked` and
-  `unacked_index`, and the payload is pushed back the way kombu's own
-  `Channel._do_restore_message` says (it sets the `redelivered` flag, resolves the exchange
-  and routing key through kombu's binding table, and honours priority lists; pushed to the
-  consuming end, like kombu's visibility-timeout restore). The transaction also watches
-  the dead worker's lease key and gives up if the lease reappears. Two janitors restoring
-  one tag: the second finds it gone from `unacked` and restores nothing;
+  gone, its `popping` entries are pushed back verbatim, and each tag still in its held set
+  and in `unacked` is moved back to its queue as kombu's `QoS.restore_by_tag` does it
+  (kombu's own `Channel._do_restore_message` sets the `redelivered` flag, resolves the
+  exchange and routing key through kombu's binding table, and honours priority lists; the
+  payload goes to the consuming end, like kombu's visibility-timeout restore). Each restore
+  is one WATCH transaction over what it reads (`unacked`, the worker's held set or `popping`
+  list, its lease key): it gives up if the lease reappears, and it happens once even when
+  janitors race. A tag is restored only while the dead worker's held set still has it:
+  checking `unacked` alone let a janitor that listed the tags before another janitor
+  restored one find it in `unacked` again once a live worker had taken the message back
+  (same delivery tag), and queue it a second time while it ran;
 * **restart** — a worker starting with a hostname that holds tags restores them first
   (its previous process is dead: live workers have unique hostnames), before it consumes.
 
@@ -271,7 +273,14 @@ class Redelivery:
                            self.key(keys.held_workers())], args=[worker])
 
     def restore_tag(self, worker: str, tag: str, *, check_alive: bool) -> int:
-        """kombu's `QoS.restore_by_tag`, also watching the worker's lease (1 if restored)."""
+        """kombu's `QoS.restore_by_tag`, if `worker` still holds `tag` (1 if restored).
+
+        One WATCH transaction over `unacked`, the worker's held set and its lease: it
+        restores the tag at most once. Checking the held set, not only `unacked`, matters:
+        a janitor that listed the tag before another one restored it would otherwise find
+        it in `unacked` again once a live worker has taken the message back (same delivery
+        tag), and queue it a second time while it runs.
+        """
         held_key, alive_key = self.key(keys.held(worker)), self.key(keys.alive(worker))
         unacked_key = self.key(self.channel.unacked_key)
         index_key = self.key(self.channel.unacked_index_key)
@@ -281,6 +290,8 @@ class Redelivery:
             restored[0] = 0
             if check_alive and pipe.exists(alive_key):
                 raise _LeaseBack(worker)
+            if not pipe.sismember(held_key, tag):
+                return  # restored by another janitor (or acknowledged, then pruned)
             payload = pipe.hget(unacked_key, tag)
             pushes = self._pushes(payload) if payload else []
             pipe.multi()
@@ -291,7 +302,7 @@ class Redelivery:
                 pipe.rpush(self.key(key), value)
             restored[0] = 1 if pushes else 0
 
-        self.client.transaction(transaction, unacked_key, alive_key)
+        self.client.transaction(transaction, unacked_key, held_key, alive_key)
         return restored[0]
 
     def _pushes(self, payload: bytes) -> list[tuple[str, bytes | str]]:
