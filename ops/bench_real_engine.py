@@ -2,7 +2,7 @@
 """Real-engine benchmark: real SmolLM2-135M tokens through the pool vs direct, same run.
 
     .venv/bin/python ops/bench_real_engine.py [--jobs 12] [--max-tokens 32]
-                                              [--concurrency 2] [--threads 1] [--rounds 5]
+                                              [--concurrency 2] [--threads 1] [--rounds 6]
 
 Starts a private redis-server and `python -m simulator --engine real` (llama.cpp on the
 CPU, `--threads` threads, `--concurrency` slots), one `celery -A workers worker` for the
@@ -18,13 +18,22 @@ simulator, the side that goes first alternates too, and the ratio is the median 
 rounds' ratios (as in `ops/bench_pool.py`). Within a round both sides send the same
 prompts with the same maxTokens, and the model's seed is the instance's load seed, so both
 generate the same tokens (the token counts per side are reported); each round uses fresh
-prompts. Each side runs one warm-up job per round outside its timer, as `ops/bench_pool.py`
-does: the direct side's `lms.Client` connection and model handle, and the pool side's
-served-model check (`JobQueue` re-inspects the workers when its cache is over 5 s old,
-which blocks `submit` for the 1 s inspect reply timeout; its cost is reported apart as
-`served-check submit`). CPU seconds per round are reported per process: llama.cpp's
-(the simulator process) and the client side's (this process for direct; the worker and
-this process for the pool), so CPU taken from llama.cpp by the pool's own processes shows.
+prompts. llama.cpp's cross-slot prompt cache is off for the run (`[real] prompt_cache_mib =
+0`): with it, the side that ran second found every prompt already processed and was ~25%
+faster (each slot still reuses the prefix it holds, the chat template, on both sides).
+Each side runs one warm-up job per round outside its timer, as `ops/bench_pool.py`
+does (for the direct side also its `lms.Client` connection and model handle). Also outside
+the pool's timer: `JobQueue`'s served-model check. `submit` re-inspects the workers when
+its cache is over 5 s old, and that inspect waits its whole 1 s reply timeout; left to
+itself it fell inside some timed runs and not others (a ~3.5 s run then took ~4.5 s), so
+the benchmark refreshes it just before each pool run and reports its cost apart
+(`served-model check`, ~1.0 s): a latency a producer pays on a submit after 5 s without
+one, not a throughput cost. Reported per side and round: CPU seconds of llama.cpp's process (the
+simulator; over the wall time, the cores it got), of the client side (this process for
+direct; the worker and this process for the pool) and of redis, so CPU the pool's own
+processes take from llama.cpp shows; and the share of the slots' time holding a
+prediction (from the simulator's channels), which shows the pool's hand-off delays apart
+from how much CPU the machine left to llama.cpp.
 Goal: pool / direct >= 0.9 tokens per second.
 """
 
@@ -80,7 +89,7 @@ class Round:
     first: str  # "direct" or "pool"
     direct: Side
     pool: Side
-    served_check_s: float  # the pool's warm-up submit (includes the served-model check)
+    served_check_s: float  # JobQueue's served-model check, done just before the pool run
 
     @property
     def ratio(self) -> float:
@@ -149,17 +158,18 @@ def direct_tokens(host: str, texts: list[str], concurrency: int, max_tokens: int
 
 def pool_tokens(queue: JobQueue, texts: list[str], max_tokens: int,
                 timed: Timed) -> tuple[int, float]:
-    """(predicted tokens, warm-up submit seconds) of the jobs through the pool; `timed()`
-    wraps submit_many and the results (one warm-up job runs before, outside)."""
+    """(predicted tokens, served-model check seconds) of the jobs through the pool;
+    `timed()` wraps submit_many and the results. Outside it: one warm-up job, then the
+    served-model check, refreshed so that it cannot fall due inside the timed run."""
+    queue.chat(LLM_KEY, "Say hello.", config={"max_tokens": WARM_UP_TOKENS}).result(timeout=120)
     started = time.perf_counter()
-    warm = queue.chat(LLM_KEY, "Say hello.", config={"max_tokens": WARM_UP_TOKENS})
-    submit_s = time.perf_counter() - started
-    warm.result(timeout=120)
+    queue.served_models(refresh=True)
+    served_check_s = time.perf_counter() - started
     with timed():
         handles = queue.submit_many([{"model": LLM_KEY, "messages": text,
                                       "config": {"max_tokens": max_tokens}} for text in texts])
         results = [handle.result(timeout=600) for handle in handles]
-    return sum(r.stats.predicted_tokens_count for r in results), submit_s
+    return sum(r.stats.predicted_tokens_count for r in results), served_check_s
 
 
 class _Meter:
@@ -215,8 +225,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=2,
                         help="Simulator slots = direct threads = the worker's LMQ_SLOTS.")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads.")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="Alternating direct/pool rounds; the ratio is their median.")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="Alternating direct/pool rounds (even: each side goes first as "
+                             "often); the ratio is the median of their ratios.")
     return parser.parse_args(argv)
 
 
@@ -268,7 +279,7 @@ def describe(round_no: int, r: Round) -> str:
             f"{r.pool.llama_cpu_s:.2f} (cores {r.direct.llama_share:.2f}/"
             f"{r.pool.llama_share:.2f}), client {r.direct.client_cpu_s:.2f}/"
             f"{r.pool.client_cpu_s:.2f}, redis {r.direct.redis_cpu_s:.2f}/"
-            f"{r.pool.redis_cpu_s:.2f} (direct/pool); served-check submit "
+            f"{r.pool.redis_cpu_s:.2f} (direct/pool); served-model check "
             f"{r.served_check_s:.2f} s")
 
 
