@@ -45,7 +45,7 @@ def figures(result: Any, concurrency: int, max_tokens: int, goal_ratio: float) -
                        "direct": [round(r.direct.slots_busy, 3) for r in rounds]},
         "llama_cores": {"pool": [round(r.pool.llama_share, 3) for r in rounds],
                         "direct": [round(r.direct.llama_share, 3) for r in rounds]},
-        "served_check_submit_s": [r.served_check_s for r in rounds],
+        "served_model_check_s": [r.served_check_s for r in rounds],
     }
     return [Figure(
         SECTION, f"{LLM_KEY} chat tokens/s, {concurrency} slots, up to {max_tokens} tokens "
