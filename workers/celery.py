@@ -7,10 +7,9 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
 * concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions) plus
   LMQ_PREFETCH_THREADS: with acks_late and prefetch 1 per thread, the extra threads receive
   the next jobs while the slots predict, so Celery's messaging overlaps with predictions;
-  they wait in `workers.gate.SlotLimit`, which keeps predictions at most LMQ_SLOTS. That is
-  the upper bound: once the model is loaded, `workers.lifecycle` shrinks the pool to the
-  predictions the GPU budget allows (`workers.admission.thread_count`) + the prefetch
-  threads, before the consumer starts;
+  they wait in `workers.gate.SlotLimit`, which keeps predictions at most LMQ_SLOTS, and
+  hold jobs behind those waiting for GPU memory. Memory does not lower the count: the
+  group's semaphore admits each job by its own KV (`workers.admission.thread_count`);
 * queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
   `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
   with a clear message (`workers.lifecycle`);

@@ -87,11 +87,6 @@ class SlotLimit:
     def loaded(self, context_length: int) -> None:
         self.gate.loaded(context_length)
 
-    def set_slots(self, slots: int) -> None:
-        """Change the limit; only before any job was admitted (at start-up)."""
-        self.slots = slots
-        self._free = threading.BoundedSemaphore(slots)
-
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
         return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)

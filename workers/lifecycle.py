@@ -17,11 +17,11 @@ the worker consumes no job until LM Studio serves its model. At start it:
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
    template's token overhead (`workers.prompt_bound`), and logs what it serves;
-7. tells the gate the context length the model was loaded with, and sizes the pool
-   (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
-   LMQ_PREFETCH_THREADS threads (the upper bound); with fewer predictions allowed by the
-   GPU budget it is shrunk before the consumer starts (the pool, the prefetch count, and
-   the slot limit), so `celery inspect stats` shows the real max-concurrency.
+7. tells the gate the context length the model was loaded with, and checks the pool
+   size (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
+   LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
+   and the prefetch count) before the consumer starts. GPU memory does not lower it: the
+   group's semaphore admits each job by its own KV (`workers.admission.thread_count`).
 
 While it serves, LM Studio lost for good (a job's retries exhausted) stops the consumer
 until reconnecting succeeds (`workers.outage`).
@@ -118,8 +118,6 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     facts = replace(facts, context_length=loaded.context_length)
     gate.loaded(loaded.context_length)
     threads = worker_threads(settings, facts)
-    if not settings.concurrency:
-        gate.set_slots(threads - settings.prefetch_threads)
     _runtime = Runtime(settings=settings, session=session, gate=gate,
                        redis=_redis(settings), watcher=cancel.watcher(settings.cancel_poll_s),
                        hostname=hostname, outage=_outage(app, hostname, settings, session),
@@ -130,11 +128,10 @@ def start_runtime(hostname: str, settings: Settings | None = None,
 
 
 def worker_threads(settings: Settings, facts: ModelFacts) -> int:
-    """LMQ_CONCURRENCY, else predictions by the GPU budget plus LMQ_PREFETCH_THREADS.
+    """LMQ_CONCURRENCY, else predictions at once plus LMQ_PREFETCH_THREADS.
 
-    Predictions at once: `workers.admission.thread_count` (slots, fewer when the budget
-    minus the weights holds less KV than that many slot-sized contexts; >= 1), with the
-    loaded context length. The prefetch threads receive the next jobs meanwhile.
+    Predictions at once: `workers.admission.thread_count` (LMQ_SLOTS). The prefetch threads
+    receive the next jobs meanwhile, and hold jobs behind those waiting for GPU memory.
     """
     if settings.concurrency:
         return settings.concurrency
@@ -155,7 +152,7 @@ def _size_pool(worker: Any, threads: int) -> None:
         consumer = getattr(worker, "consumer", None)
         if consumer is not None and consumer.initial_prefetch_count:
             consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
-    log.info("%d worker threads (LMQ_CONCURRENCY, else GPU budget rule + %d prefetch)",
+    log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch)",
              worker.concurrency, get_settings().prefetch_threads)
 
 

@@ -89,8 +89,8 @@ class Settings(BaseSettings):
         "exact count (2 RPCs); 0 counts every prompt through LM Studio."
     )
     concurrency: int | None = Field(
-        None, description="Worker threads; when unset, the predictions the GPU budget and "
-        "LMQ_SLOTS allow for the loaded context, plus LMQ_PREFETCH_THREADS."
+        None, description="Worker threads; when unset, LMQ_SLOTS plus LMQ_PREFETCH_THREADS "
+        "(GPU memory is enforced per job by admission, not by fewer threads)."
     )
     prefetch_threads: int = Field(
         2, ge=0, description="Threads beyond the slots: they receive the next jobs while the "

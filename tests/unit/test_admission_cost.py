@@ -103,15 +103,16 @@ def test_reserved_tokens_unset_without_context() -> None:
         reserved_tokens(10, 0, None)
 
 
-def test_thread_count_rules(tmp_path: Path) -> None:
+def test_thread_count_is_the_slots_whatever_the_budget(tmp_path: Path) -> None:
     path = str(write_gguf(tmp_path / "m.gguf"))  # 32 KiB/token
     facts = ModelFacts("m", GIB, path=path, context_length=4096)
     assert thread_count(settings(concurrency=7), facts) == 7
     assert thread_count(settings(admission=False, slots=3), facts) == 3
     assert thread_count(settings(gpu_memory="24GiB", slots=4), facts) == 4
-    # 1 GiB of weights + 1 GiB reserve + room for 2 quarter-context jobs (2 x 32 MiB)
+    # 1 GiB of weights + 1 GiB reserve + room for 2 quarter-context jobs (2 x 32 MiB): still
+    # four, since the semaphore admits each job by its own KV and small jobs fit four at once
     tight = 2 * GIB + 2 * 1024 * 32 * KIB
-    assert thread_count(settings(gpu_memory=tight, gpu_reserve=GIB, slots=4), facts) == 2
-    assert thread_count(settings(gpu_memory=GIB, gpu_reserve=0, slots=4), facts) == 1
+    assert thread_count(settings(gpu_memory=tight, gpu_reserve=GIB, slots=4), facts) == 4
+    assert thread_count(settings(gpu_memory=GIB, gpu_reserve=0, slots=4), facts) == 4
     embed = ModelFacts("e", GIB, is_embedding=True)
     assert thread_count(settings(gpu_memory="24GiB", slots=5), embed) == 5

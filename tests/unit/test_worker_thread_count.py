@@ -22,16 +22,14 @@ def settings(**values: object) -> Settings:
     return Settings(kv_bytes_per_token=KV, slots=4, prefetch_threads=2, **values)  # type: ignore[arg-type]
 
 
-def test_a_small_budget_gives_fewer_threads() -> None:
+def test_a_small_budget_keeps_every_slot() -> None:
+    """Admission admits each job by its own KV: a budget with room for two slot-sized
+    contexts (or none of the max context) still runs LMQ_SLOTS small jobs at once."""
     room = 80 * (1 << 20)  # KV for two 1024-token slot contexts, not three
     small = settings(gpu_memory=GIB + WEIGHTS + room)
-    assert worker_threads(small, facts(4096)) == 2 + 2
+    assert worker_threads(small, facts(4096)) == 4 + 2
+    assert worker_threads(small, facts(131072)) == 4 + 2
     assert worker_threads(settings(gpu_memory=24 * GIB), facts(4096)) == 4 + 2
-
-
-def test_the_loaded_context_not_the_max_sets_the_rule() -> None:
-    small = settings(gpu_memory=GIB + WEIGHTS + 80 * (1 << 20))
-    assert worker_threads(small, facts(131072)) == 1 + 2  # what the max context would give
 
 
 def test_concurrency_and_admission_off_override() -> None:

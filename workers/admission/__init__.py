@@ -1,7 +1,7 @@
 """GPU-memory-aware admission: the real `Gate`, and how many threads a worker runs.
 
     build_gate(settings, facts)    AdmissionGate (NullGate when LMQ_ADMISSION=false)
-    thread_count(settings, facts)  the worker's thread count (rule below)
+    thread_count(settings, facts)  predictions per worker process (LMQ_SLOTS; rule below)
     status.group_status(url, g)    what `lmq gpu` shows; reusable by `lmq workers`, metrics
 
 Modules: `gguf_kv` (KV bytes/token from a GGUF header), `estimate` (weights and KV cost,
@@ -12,7 +12,6 @@ semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side).
 from __future__ import annotations
 
 import logging
-import math
 
 import redis
 
@@ -86,25 +85,18 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
 
 
 def thread_count(settings: Settings, facts: ModelFacts) -> int:
-    """Worker threads: LMQ_CONCURRENCY if set, else slots, fewer when memory is short.
+    """Predictions a worker process runs at once: LMQ_CONCURRENCY if set, else LMQ_SLOTS.
 
-    With admission on, a "typical" job is taken as the model's context shared by its slots
-    (context_length / slots tokens of KV, as llama.cpp splits a context among parallel
-    sessions). Threads = clamp((budget - weights) // that job's bytes, 1, slots): more
-    threads than can run at once would only hold prefetched jobs that other workers could
-    take. Embedding models and admission off: slots. Unknown budget: slots (build_gate
-    reports the error).
+    GPU memory does not lower it. The group's semaphore already admits each job only when
+    its own KV fits, so a process limit derived from a "typical" job (the context shared by
+    the slots) only stops small jobs from using slots that memory leaves them: measured
+    with `ops/bench_admission.py` on a model loaded at a 16k context (such a job is 128 MiB,
+    the GPU has 200 MiB of KV room, so the old rule allowed one prediction), 64 jobs of
+    ~7 MiB reached 0.25 slot utilisation, and 0.95 with LMQ_SLOTS. The worker adds
+    LMQ_PREFETCH_THREADS (`workers.lifecycle.worker_threads`) so that it holds jobs behind
+    those waiting for memory; more waiting threads did not pay on that benchmark (2-3
+    more: 0.01-0.02 of slot-time on 3/4 big jobs, up to 0.04 less on 1/4 big jobs, because more
+    lookahead admits a second big job sooner and, with the prompt-token margin, small jobs
+    no longer fit beside two). `facts` is kept for rules that need the model.
     """
-    if settings.concurrency:
-        return settings.concurrency
-    if not settings.admission or facts.is_embedding:
-        return settings.slots
-    try:
-        budget = gpu_budget(settings)
-    except BudgetUnknownError:
-        return settings.slots
-    cost = plan_cost(settings, facts)
-    context = cost.context_length or DEFAULT_CONTEXT_LENGTH
-    job_bytes = math.ceil(context / settings.slots) * cost.kv_bytes_per_token
-    kv_room = budget.usable_bytes - cost.weights_bytes
-    return max(1, min(settings.slots, kv_room // max(1, job_bytes)))
+    return settings.concurrency or settings.slots
