@@ -30,7 +30,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 
 from workers import keys, redelivery
 from workers.dead_letter import DeadLetterChannel
@@ -74,7 +75,8 @@ class HeldQoS(kombu_redis.QoS):
 
     `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
     into this worker's held set (prefixed by kombu's pipe) and the LREM of the entry from
-    the `popping` list it was taken into (its key already prefixed).
+    the `popping` list it was taken into (its key already prefixed); `restore_by_tag` drops
+    the tag from the held set.
     """
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -95,6 +97,31 @@ class HeldQoS(kombu_redis.QoS):
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
         current.note(delivery_tag)
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        """kombu 5.x's `QoS.restore_by_tag`, also dropping the tag from this worker's held set.
+
+        kombu restores this worker's own messages on a requeue (`Reject(requeue=True)`, an
+        LM Studio outage) and at shutdown. Left in the held set, the tag would be restored
+        once more when this worker's lease ends, even though another worker had taken the
+        message back meanwhile (same delivery tag) and was running it.
+        """
+        current = redelivery.current()
+        if current is None:
+            super().restore_by_tag(tag, client, leftmost)  # type: ignore[no-untyped-call]
+            return
+
+        def restore(pipe: Any) -> None:
+            payload = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)  # type: ignore[no-untyped-call]
+            pipe.srem(current.held_key, tag)
+            if payload:
+                message, exchange, routing_key = loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
+                self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore, self.unacked_key)
 
 
 class HeldChannel(DeadLetterChannel):

@@ -16,7 +16,10 @@ The fix. Every worker leases what it holds:
   (one queue or several), and its QoS, when it books a delivery into
   `unacked`/`unacked_index`, also adds the delivery tag to `lmq:held:<hostname>` and removes
   the entry from `popping`, in the same MULTI: no instant where a delivered message is
-  unrecorded. Its channel also dead-letters malformed entries (`workers.dead_letter`).
+  unrecorded. When kombu gives one of this worker's messages back itself (a requeue, at
+  shutdown), the tag leaves the held set in the same transaction: nothing for a janitor
+  to restore a second time. Its channel also dead-letters malformed entries
+  (`workers.dead_letter`).
   (`task_received` adds any tag the transport did not record, e.g. with another
   `broker_transport`: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of

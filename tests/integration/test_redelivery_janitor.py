@@ -1,7 +1,8 @@
-"""Janitors racing on one dead worker's keys restore each of its jobs exactly once.
+"""Janitors restore each of a dead worker's jobs exactly once, and nothing it gave back.
 
-Real redis-server, kombu's Redis transport and `workers.redelivery.Redelivery` objects
-driven directly (no worker processes: the interleavings are set up step by step).
+Real redis-server, kombu's Redis transport (and the worker's, `workers.held_transport`) and
+`workers.redelivery.Redelivery` objects driven directly (no worker processes: the
+interleavings are set up step by step).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import redis
 from kombu import Connection, Exchange, Producer, Queue
 
 from tests.faults.support import KEY_PREFIX
-from workers import keys
+from workers import keys, redelivery
 from workers.redelivery import Redelivery
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -92,6 +93,31 @@ def test_janitors_sweeping_at_once_restore_each_job_once(broker: Connection,
         assert not client.sismember(f"{prefix}{keys.held_workers()}", DEAD)
         assert len(set(tags)) == 4
         client.delete(f"{prefix}{QUEUE.name}")
+
+
+def test_a_job_its_worker_gave_back_is_not_restored_when_that_worker_dies(
+        broker: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's own restore (a requeue, `Reject(requeue=True)`; shutdown) drops the tag
+    from the worker's held set: else the janitor queued the job again once that worker
+    died, while another worker ran it."""
+    _publish(broker, 1)
+    with broker.clone(transport="workers.held_transport:Transport") as held_broker:
+        giver = _janitor(held_broker, "giver@lmq")
+        monkeypatch.setattr(redelivery, "_current", giver)  # as in the giver's process
+        channel = held_broker.default_channel
+        message = channel.basic_get(QUEUE.name, no_ack=False)  # booked and held (HeldQoS)
+        client, prefix = _raw(broker)
+        assert client.sismember(f"{prefix}{keys.held('giver@lmq')}", message.delivery_tag)
+        client.sadd(f"{prefix}{keys.held_workers()}", "giver@lmq")
+        message.reject(requeue=True)  # LM Studio lost: back to the queue
+        monkeypatch.setattr(redelivery, "_current", None)
+    tag = _take(broker, "live@lmq")  # another worker runs it: same delivery tag
+    client.set(f"{prefix}{keys.alive('live@lmq')}", "1", ex=60)
+    assert tag == message.delivery_tag
+    assert _janitor(broker, "janitor@lmq").sweep() == 0  # the giver has no lease: dead
+    assert client.llen(f"{prefix}{QUEUE.name}") == 0
+    assert client.hexists(f"{prefix}unacked", tag)
+    assert not client.sismember(f"{prefix}{keys.held_workers()}", "giver@lmq")
 
 
 def _sweep_at_once(janitors: list[Redelivery]) -> list[int]:
