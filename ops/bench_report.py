@@ -15,8 +15,11 @@ slots       chat tokens/s through the pool with 1, 4 and 8 slots (goal: 4 slots 
 cancel      revoke -> cancel at LM Studio vs direct SDK cancel() (`ops/bench_cancel.py`)
 corpus      `embed_corpus` chunks/s vs direct SDK embed() (`ops/bench_corpus.py`)
 scale       100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
-admission   mixed big/small flood with vs without admission, slot utilisation (goal >= 85%),
-            GGUF metadata read vs gguf.GGUFReader (goal < 100 ms) (`ops/bench_admission.py`)
+admission   mixed big/small flood with vs without admission; slot utilisation of small,
+            3/4-big and 1/4-big workloads (goal >= 85%) and, for the mixed ones, as a
+            fraction of the bound GPU memory allows; 8 threads vs the rule; exact prompt
+            counts vs the local bound; GGUF metadata read vs gguf.GGUFReader (goal
+            < 100 ms) (`ops/bench_admission.py`)
 flower      jobs/s with Flower attached vs without, Flower's memory (`ops/bench_flower.py`)
 simulator   the simulator's fragments/s and embedString/s vs their goals
             (`ops/bench_simulator.py`)

@@ -1,7 +1,10 @@
 """GPU-memory-aware admission, reusing `ops/bench_admission.py` (its workloads, its sparse
-GGUF file): successful jobs/s of a mixed big/small flood with admission vs without
-(`LMQ_ADMISSION=false`), the same flood on 8 worker threads vs 4, slot utilisation on small
-jobs (goal >= 85%, nothing to compare with), GGUF metadata read time vs gguf.GGUFReader."""
+GGUF file; what each measures is in that script's docstring): successful jobs/s of the
+3/4-big flood with admission vs without (`LMQ_ADMISSION=false`); raw slot utilisation of
+the small, 3/4-big and 1/4-big workloads against the issue's goal (>= 85%); for each mixed
+workload the utilisation bound that GPU memory allows and the fraction of it reached; the
+mixed workloads on 8 threads vs the worker's rule, and with exact prompt counts vs the
+local bound; GGUF metadata read time vs gguf.GGUFReader."""
 
 from __future__ import annotations
 
@@ -9,44 +12,90 @@ import statistics
 from typing import Any
 
 from ops import bench_admission
+from ops.benchlib.admission_workload import (
+    GOAL_UTILISATION,
+    MIB,
+    MIXED,
+    MORE_THREADS,
+    TYPICAL,
+    Run,
+)
 from ops.benchlib.figure import Figure
 
 SECTION = "admission"
-Runs = dict[tuple[str, bool, int], dict[str, Any]]
+GOAL_PCT = 100 * GOAL_UTILISATION
 
 
 def measure(jobs: int, gguf_gib: float, say: Any) -> list[Figure]:
     say(f"admission: GGUF metadata of a sparse {gguf_gib:g} GiB file, ours vs gguf.GGUFReader")
     gguf = bench_admission.gguf_results(gguf_gib)
-    say(f"admission: {jobs} chat jobs per workload run (mixed with / without admission, "
-        "mixed on 8 threads, small)")
+    say(f"admission: {jobs} chat jobs per run, 2 runs per configuration (small, 3/4 big, "
+        "1/4 big; without admission, on 8 threads, with exact prompt counts)")
     return workload_figures(bench_admission.workload_results(jobs)) + gguf_figures(gguf)
 
 
-def workload_figures(runs: Runs) -> list[Figure]:
-    slots = bench_admission.SLOTS
-    on, off = runs[("mixed", True, slots)], runs[("mixed", False, slots)]
-    wide, small = runs[("mixed", True, 2 * slots)], runs[("small", True, slots)]
-    goal_pct = 100 * bench_admission.GOAL_UTILISATION
-    notes = {"runs": [{"workload": name, "admission": admission, "threads": threads, **run}
-                      for (name, admission, threads), run in runs.items()]}
-    return [
-        Figure(SECTION, f"mixed flood (3/4 big jobs), {on['jobs']} jobs: successful jobs/s; "
-               f"failed: {_failed(on)} with admission, {_failed(off)} without "
-               f"({off['oom']} out of memory)", "jobs/s", on["ok_per_s"], off["ok_per_s"],
-               f"without admission, {slots} threads", notes=notes),
-        Figure(SECTION, f"mixed flood, {wide['jobs']} jobs: successful jobs/s on "
-               f"{2 * slots} worker threads", "jobs/s", wide["ok_per_s"], on["ok_per_s"],
-               f"{slots} worker threads, with admission"),
-        Figure(SECTION, f"slot utilisation, {small['jobs']} small jobs (memory not binding); "
-               f"mixed flood: {100 * on['utilisation']:.0f}%", "%", 100 * small["utilisation"],
-               goal_pct, "goal", goal=f">= {goal_pct:.0f}%", peer_is_goal=True),
-    ]
+def workload_figures(results: dict[str, Any]) -> list[Figure]:
+    runs: dict[Run, dict[str, Any]] = results["runs"]
+    figures = [throughput_figure(runs, results["sizes"]),
+               goal_figure("small", runs[Run("small", True)], "memory never binds")]
+    for name in (MIXED, TYPICAL):
+        run = runs[Run(name, True)]
+        figures += [goal_figure(name, run, f"memory permits at most "
+                                f"{100 * run['bound_gpu']:.0f}%"), bound_figure(name, run)]
+    for name in (MIXED, TYPICAL):
+        figures.append(compare_figure(
+            name, runs[Run(name, True, MORE_THREADS)], runs[Run(name, True)],
+            f"LMQ_CONCURRENCY={MORE_THREADS}",
+            "the worker's rule (LMQ_SLOTS + LMQ_PREFETCH_THREADS)"))
+    for name in (MIXED, TYPICAL):
+        figures.append(compare_figure(
+            name, runs[Run(name, True)], runs[Run(name, True, exact_count=True)],
+            "prompt tokens bounded locally (default)",
+            "exact counts (LMQ_LOCAL_COUNT_MAX_TOKENS=0)"))
+    return figures
+
+
+def throughput_figure(runs: dict[Run, dict[str, Any]], sizes: dict[str, Any]) -> Figure:
+    on, off = runs[Run(MIXED, True)], runs[Run(MIXED, False)]
+    notes = {"sizes": sizes, "runs": [{**run._asdict(), **summary}
+                                      for run, summary in runs.items()]}
+    return Figure(SECTION, f"{MIXED} flood, {_rounds(on)}: successful "
+                  f"jobs/s; failed: {_failed(on)} with admission, {_failed(off)} without "
+                  f"({off['oom']} out of memory)", "jobs/s", on["ok_per_s"], off["ok_per_s"],
+                  f"without admission, {off['threads']} threads", notes=notes)
+
+
+def goal_figure(name: str, run: dict[str, Any], why: str) -> Figure:
+    return Figure(SECTION, f"slot utilisation, {name} ({why}), {run['threads']} threads, "
+                  f"{_rounds(run)}, {_range(run, 'utilisation')}", "%",
+                  100 * run["utilisation"], GOAL_PCT, "goal", goal=f">= {GOAL_PCT:.0f}%",
+                  peer_is_goal=True)
+
+
+def bound_figure(name: str, run: dict[str, Any]) -> Figure:
+    """Utilisation vs the bound GPU memory allows; the ratio is the median of the rounds'."""
+    return Figure(
+        SECTION, f"slot utilisation as a fraction of what GPU memory allows, {name} "
+        f"(as admission reserves: bound {100 * run['bound_reserved']:.0f}%, reached "
+        f"{run['of_bound_reserved']:.2f}); ratio {_range(run, 'of_bound_gpu')}", "%",
+        100 * run["utilisation"], 100 * run["bound_gpu"],
+        "bound by GPU memory and slots (best schedule of these jobs)",
+        goal=f">= {GOAL_UTILISATION:.2f}x of the bound (the issue's goal, applied to it)",
+        paired_ratio=run["of_bound_gpu"])
+
+
+def compare_figure(name: str, pool: dict[str, Any], peer: dict[str, Any], pool_name: str,
+                   peer_name: str) -> Figure:
+    return Figure(SECTION, f"slot utilisation, {name}, {pool_name}, {pool['threads']} "
+                  f"threads, {_range(pool, 'utilisation')}; vs the bound "
+                  f"{pool['of_bound_gpu']:.2f} (peer {peer['of_bound_gpu']:.2f})", "%",
+                  100 * pool["utilisation"], 100 * peer["utilisation"],
+                  f"{peer_name}, {peer['threads']} threads, {_range(peer, 'utilisation')}")
 
 
 def gguf_figures(gguf: dict[str, Any]) -> list[Figure]:
     ours, theirs = statistics.median(gguf["ours_ms"]), statistics.median(gguf["theirs_ms"])
-    size_gib = gguf["size"] / bench_admission.GIB
+    size_gib = gguf["size"] / (1024 * MIB)
     notes = {key: gguf[key] for key in ("ours_ms", "theirs_ms", "full_ms", "size", "used")}
     notes["kv_bytes_per_token"] = gguf["shape"].kv_bytes_per_token()
     return [Figure(SECTION, f"GGUF metadata read, sparse {size_gib:.1f} GiB file, "
@@ -54,6 +103,15 @@ def gguf_figures(gguf: dict[str, Any]) -> list[Figure]:
                    "ms", ours, theirs, f"gguf.GGUFReader, median of {len(gguf['theirs_ms'])}",
                    higher_is_better=False, goal=f"< {bench_admission.GOAL_GGUF_MS:.0f} ms",
                    notes=notes)]
+
+
+def _rounds(run: dict[str, Any]) -> str:
+    return f"{run['jobs_per_run']} jobs, median of {len(run['rounds'])} runs"
+
+
+def _range(run: dict[str, Any], name: str) -> str:
+    low, high = run["range"][name]
+    return f"range {low:.2f}-{high:.2f}"
 
 
 def _failed(run: dict[str, Any]) -> int:

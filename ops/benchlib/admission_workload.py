@@ -1,0 +1,296 @@
+"""The admission benchmark's workloads: jobs, workers, the simulator's slot times, the bound.
+
+What each workload and figure measures is in `ops/bench_admission.py`'s docstring (the
+script); the bound's arithmetic in `ops.benchlib.admission_bound`. `workload_results()` is
+what `ops/bench_admission.py` prints and `ops.benchlib.admission_section` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import redis
+from celery import Celery
+
+from ops.benchlib.admission_bound import JobClass, min_makespan_s
+from producers.redis_server import RedisServer
+from producers.worker_process import WorkerProcess
+from workers import keys
+from workers.celery_config import celery_config
+from workers.contract import TASK_CHAT, ChatJob, queue_name
+from workers.settings import Settings
+
+LLM = "llama-3.2-1b-instruct"
+MIB, GIB = 1024**2, 1024**3
+WEIGHTS_BYTES = 807_694_464
+KV_ROOM_BYTES = 200 * MIB  # two big jobs at once
+SLOTS = 4
+BIG_MAX_TOKENS, SMALL_MAX_TOKENS = 3000, 100
+GOAL_UTILISATION = 0.85
+SIM_CONFIG = {
+    "gpu": {"vram_bytes": WEIGHTS_BYTES + KV_ROOM_BYTES},
+    "timing": {"decode_tokens_per_s": 100, "reply_min_tokens": 10, "reply_max_tokens": 30,
+               "parallel_slots": SLOTS},
+    "models": {"text-embedding-nomic-embed-text-v1.5": {"loaded": False}},
+}
+WORKLOADS = {"small": 0.0, "mixed-3/4-big": 0.75, "mixed-1/4-big": 0.25}  # big share
+MIXED, TYPICAL = "mixed-3/4-big", "mixed-1/4-big"
+
+
+
+class Run(NamedTuple):
+    """One measured configuration."""
+
+    workload: str  # a WORKLOADS key
+    admission: bool  # LMQ_ADMISSION
+    threads: int | None = None  # LMQ_CONCURRENCY; None: the worker's own rule
+    exact_count: bool = False  # LMQ_LOCAL_COUNT_MAX_TOKENS=0: LM Studio counts every prompt
+
+    @property
+    def label(self) -> str:
+        threads = "auto" if self.threads is None else str(self.threads)
+        return (f"{self.workload}:{'on' if self.admission else 'off'}:{threads}"
+                + (":exact" if self.exact_count else ""))
+
+
+MORE_THREADS = 2 * SLOTS  # the lookahead comparison: 8 threads vs the rule's 4 + 2
+DEFAULT_RUNS: tuple[Run, ...] = (
+    Run(MIXED, True), Run(MIXED, False), Run(TYPICAL, True), Run("small", True),
+    Run(MIXED, True, MORE_THREADS), Run(TYPICAL, True, MORE_THREADS),
+    Run(MIXED, True, exact_count=True), Run(TYPICAL, True, exact_count=True),
+)
+Sizes = dict[str, dict[str, int]]  # job class -> {"gpu": bytes, "reserved": bytes}
+
+
+@contextmanager
+def stack() -> Iterator[tuple[Celery, Any, str]]:
+    """(client app, simulator, redis url) on a private redis-server."""
+    from simulator.testing import running_simulator
+
+    with RedisServer() as server, running_simulator(SIM_CONFIG, in_process=False) as sim:
+        app = Celery("bench-admission")
+        app.conf.update(celery_config(Settings(broker_url=server.url,
+                                               result_backend=server.url)))
+        try:
+            yield app, sim, server.url
+        finally:
+            app.close()
+
+
+def worker_env(redis_url: str, host: str, run: Run) -> dict[str, str]:
+    env = {"LMQ_BROKER_URL": redis_url, "LMQ_RESULT_BACKEND": redis_url,
+           "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": str(WEIGHTS_BYTES + KV_ROOM_BYTES),
+           "LMQ_GPU_RESERVE": "0", "LMQ_SLOTS": str(SLOTS),
+           "LMQ_ADMISSION": "true" if run.admission else "false", "PYTHONUNBUFFERED": "1"}
+    if run.threads:
+        env["LMQ_CONCURRENCY"] = str(run.threads)
+    if run.exact_count:
+        env["LMQ_LOCAL_COUNT_MAX_TOKENS"] = "0"
+    return env
+
+
+def start_worker(app: Celery, env: dict[str, str]) -> tuple[WorkerProcess, int]:
+    """A started worker and its pool's thread count."""
+    worker = WorkerProcess(LLM, env, name=f"bench-{uuid.uuid4().hex[:6]}").start()
+    deadline = time.monotonic() + 90
+    while not any(worker.hostname in r for r in app.control.ping([worker.hostname], 0.5)):
+        if not worker.is_running() or time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start:\n{worker.log_tail()}")
+    stats = app.control.inspect([worker.hostname], timeout=5).stats() or {}
+    return worker, int(stats[worker.hostname]["pool"]["max-concurrency"])
+
+
+def jobs(count: int, big_share: float) -> list[dict[str, Any]]:
+    """`count` chat jobs, a `big_share` fraction of them big, spread evenly."""
+    return [job_payload(int((i + 1) * big_share) > int(i * big_share), i) for i in range(count)]
+
+
+def job_payload(big: bool, index: int) -> dict[str, Any]:
+    job = ChatJob(model=LLM, config={"max_tokens": BIG_MAX_TOKENS if big else SMALL_MAX_TOKENS},
+                  messages=[{"role": "user", "content": f"Tell me about item {index}."}])
+    return {**job.model_dump(mode="json"), "submitted_at": time.time()}
+
+
+def run_workload(app: Celery, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    started = time.monotonic()
+    handles = [app.send_task(TASK_CHAT, args=[p], queue=queue_name(LLM)) for p in payloads]
+    ok = oom = other = 0
+    for handle in handles:
+        handle.get(timeout=300, propagate=False)
+        if handle.successful():
+            ok += 1
+        elif "out of memory" in str(handle.result):
+            oom += 1
+        else:
+            other += 1
+    elapsed_s = time.monotonic() - started
+    return {"jobs": len(payloads), "ok": ok, "oom": oom, "other": other,
+            "elapsed_s": elapsed_s, "ok_per_s": ok / elapsed_s}
+
+
+def slot_stats(sim: Any) -> dict[str, Any]:
+    """Busy slot-seconds per job class, the span, utilisation and mean concurrency."""
+    sizes = {(e["conn"], e["msg"].get("channelId")): _max_tokens(e["msg"])
+             for e in sim.admin.log(type="channelCreate")}
+    busy = {"big": 0.0, "small": 0.0}
+    first, last = float("inf"), 0.0
+    for c in sim.admin.channels():
+        if c["endpoint"] != "predict" or not (c["slot_acquired_t"] and c["closed_t"]):
+            continue
+        kind = "big" if sizes.get((c["conn"], c["channel_id"])) == BIG_MAX_TOKENS else "small"
+        busy[kind] += c["closed_t"] - c["slot_acquired_t"]
+        first, last = min(first, c["slot_acquired_t"]), max(last, c["closed_t"])
+    span_s = max(0.0, last - first)
+    total = busy["big"] + busy["small"]
+    return {"busy_s": busy, "span_s": span_s,
+            "utilisation": total / (SLOTS * span_s) if span_s else 0.0,
+            "concurrency": total / span_s if span_s else 0.0}
+
+
+def _max_tokens(create: dict[str, Any]) -> int | None:
+    from simulator.kvconfig import checkbox, stack_fields
+
+    stack = (create.get("creationParameter") or {}).get("predictionConfigStack")
+    value = checkbox(stack_fields(stack).get("llm.prediction.maxPredictedTokens"))
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def with_bounds(run: dict[str, Any], sizes: Sizes, exact_count: bool) -> dict[str, Any]:
+    """Add, per accounting ("gpu", "reserved"), the utilisation bound and the fraction of it.
+    With exact prompt counts admission reserves what the GPU allocates."""
+    for basis in ("gpu", "reserved"):
+        size_of = "gpu" if exact_count else basis
+        classes = [JobClass(kind, busy_s, sizes[kind][size_of])
+                   for kind, busy_s in run["busy_s"].items() if busy_s > 0]
+        makespan_s = min_makespan_s(classes, SLOTS, KV_ROOM_BYTES) if classes else 0.0
+        total = sum(c.busy_s for c in classes)
+        run[f"bound_{basis}"] = total / (SLOTS * makespan_s) if makespan_s else 1.0
+        run[f"of_bound_{basis}"] = makespan_s / run["span_s"] if run["span_s"] else 0.0
+    return run
+
+
+def probe_sizes(app: Celery, sim: Any, redis_url: str) -> Sizes:
+    """KV bytes of one big and one small job, allocated by the simulator and reserved by
+    admission: read while each runs (slowed by a prefill fault); needs a worker running."""
+    client = redis.Redis.from_url(redis_url)
+    sim.admin.set_faults(slow_prefill_s=1.0)
+    try:
+        return {kind: _probe_one(app, sim, client, kind == "big") for kind in ("big", "small")}
+    finally:
+        sim.admin.clear_faults()
+        client.close()
+
+
+def _probe_one(app: Celery, sim: Any, client: redis.Redis, big: bool) -> dict[str, int]:
+    info_key = keys.admission(sim.host) + ":info"
+    handle = app.send_task(TASK_CHAT, args=[job_payload(big, 10)], queue=queue_name(LLM))
+    deadline = time.monotonic() + 30
+    while True:
+        reserved = [t["b"] for t in map(json.loads, client.hgetall(info_key).values())
+                    if t["k"] == "job"]
+        allocated = [b for owner, b in sim.admin.state()["vram"]["held"].items()
+                     if owner.startswith("kv:")]
+        if reserved and allocated:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"probe job not running: {reserved} {allocated}")
+        time.sleep(0.02)
+    handle.get(timeout=60)
+    return {"gpu": allocated[0], "reserved": reserved[0]}
+
+
+def measure(app: Celery, sim: Any, redis_url: str, run: Run, count: int, rounds: int,
+            sizes: Sizes | None) -> tuple[dict[str, Any], Sizes | None]:
+    """`rounds` runs of one workload on one warm worker; probes the sizes if not known
+    (on a worker with admission on and the default prompt counting)."""
+    worker, pool_threads = start_worker(app, worker_env(redis_url, sim.host, run))
+    try:
+        if sizes is None and run.admission and not run.exact_count:
+            sizes = probe_sizes(app, sim, redis_url)
+        runs = []
+        for _ in range(rounds):
+            sim.admin.clear_log()
+            result = {**run_workload(app, jobs(count, WORKLOADS[run.workload])),
+                      **slot_stats(sim)}
+            runs.append(with_bounds(result, sizes, run.exact_count) if sizes else result)
+    finally:
+        worker.stop()
+    return summarise(runs, pool_threads), sizes
+
+
+SUMMARY_KEYS = ("ok_per_s", "utilisation", "concurrency", "bound_gpu", "of_bound_gpu",
+                "bound_reserved", "of_bound_reserved", "elapsed_s")
+
+
+def summarise(runs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """Medians of the rounds (min and max under `range`), failures summed, every round kept."""
+    out: dict[str, Any] = {"threads": threads, "rounds": runs, "range": {},
+                           "jobs_per_run": int(runs[0]["jobs"]) if runs else 0}
+    for name in ("jobs", "ok", "oom", "other"):
+        out[name] = sum(int(r[name]) for r in runs)
+    for name in SUMMARY_KEYS:
+        values = [float(r[name]) for r in runs if name in r]
+        if values:
+            out[name] = statistics.median(values)
+            out["range"][name] = (min(values), max(values))
+    return out
+
+
+def workload_results(count: int, rounds: int = 2, runs: tuple[Run, ...] = DEFAULT_RUNS
+                     ) -> dict[str, Any]:
+    """{"sizes": probe sizes, "runs": {Run: summary}}; used by ops/bench.
+
+    A summary holds the medians over the rounds (ok_per_s, utilisation, bound_gpu,
+    of_bound_gpu, bound_reserved, of_bound_reserved, ...), their min and max under
+    "range", failures summed, the pool's thread count, and every round under "rounds".
+    """
+    with stack() as (app, sim, redis_url):
+        sizes: Sizes | None = None
+        # First a run that can probe the sizes (admission on, default counting).
+        ordered = sorted(runs, key=lambda r: not (r.admission and not r.exact_count))
+        results = {}
+        for run in ordered:
+            results[run], sizes = measure(app, sim, redis_url, run, count, rounds, sizes)
+    return {"sizes": sizes, "runs": {run: results[run] for run in runs}}
+
+
+def print_workloads(results: dict[str, Any]) -> None:
+    sizes = results["sizes"]
+    if sizes:
+        print("KV per job, allocated by the GPU / reserved by admission: " + ", ".join(
+            f"{kind} {s['gpu'] / MIB:.2f} / {s['reserved'] / MIB:.2f} MiB"
+            for kind, s in sizes.items()) + f"; KV room {KV_ROOM_BYTES / MIB:.0f} MiB")
+    print(f"{'run':<26} {'thr':>3} {'jobs':>5} {'ok':>5} {'oom':>4} "
+          f"{'ok/s':>13} {'slot util':>11} {'bound gpu':>9} {'of bound':>11} "
+          f"{'bound res':>9} {'of bound':>11}")
+    for run, r in results["runs"].items():
+        print(f"{run.label:<26} {r['threads']:>3} {r['jobs']:>5} "
+              f"{r['ok']:>5} {r['oom']:>4} {_ranged(r, 'ok_per_s'):>13} "
+              f"{_ranged(r, 'utilisation'):>11} {r.get('bound_gpu', 0):>9.2f} "
+              f"{_ranged(r, 'of_bound_gpu'):>11} {r.get('bound_reserved', 0):>9.2f} "
+              f"{_ranged(r, 'of_bound_reserved'):>11}")
+
+
+def _ranged(run: dict[str, Any], name: str) -> str:
+    if name not in run:
+        return "-"
+    low, high = run["range"][name]
+    return f"{run[name]:.2f} ({low:.2f}-{high:.2f})" if high - low >= 0.005 else f"{run[name]:.2f}"
+
+
+def parse_runs(text: str) -> tuple[Run, ...]:
+    """"mixed-3/4-big:on:auto,small:on:4,mixed-1/4-big:on:auto:exact" -> runs."""
+    out = []
+    for item in text.split(","):
+        name, admission, threads, *exact = item.strip().split(":")
+        if name not in WORKLOADS:
+            raise SystemExit(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
+        out.append(Run(name, admission == "on", None if threads == "auto" else int(threads),
+                       exact == ["exact"]))
+    return tuple(out)
