@@ -142,12 +142,19 @@ class EmbeddingJob(_JobBase):
         "API): 'float' lists in `vectors`, or 'base64' strings in `vectors_base64` (each the "
         "little-endian float32 bytes of one vector: ~4x smaller, far cheaper to store and "
         "parse).")
+    token_counts: list[int | None] | None = Field(
+        None, description="Per text, its exact token count from LM Studio's countTokens for "
+        "this model, where the producer has it (the corpus chunker counts long chunks): the "
+        "worker checks the context with it instead of counting the text again, and returns "
+        "it as exact. null: the worker decides as usual.")
 
     @model_validator(mode="after")
     def _no_empty_texts(self) -> EmbeddingJob:
         empty = [i for i, text in enumerate(self.texts) if not text.strip()]
         if empty:
             raise ValueError(f"texts at positions {empty[:10]} are empty")
+        if self.token_counts is not None and len(self.token_counts) != len(self.texts):
+            raise ValueError(f"{len(self.token_counts)} token_counts for {len(self.texts)} texts")
         return self
 
 

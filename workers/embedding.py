@@ -12,7 +12,10 @@ RPC per text) and a text over the context fails with ContextOverflowError. With
 (`workers.prompt_bound.text_bound`: UTF-8 bytes + twice the tokenizer's measured overhead)
 guards the context, and only a text whose bound exceeds the context length (or when no
 overhead was measured) is counted exactly. The result's `token_counts` are then the bounds
-(exact figures only for the texts counted), with `token_counts_exact=False`.
+(exact figures only for the texts counted), with `token_counts_exact=False`. A job may
+carry exact counts (`EmbeddingJob.token_counts`, from LM Studio's countTokens on the
+producer's side): those texts are checked against the context with them, and not counted
+again.
 
 Vectors. `encoding_format="base64"` packs each vector as it arrives into the base64 of its
 little-endian float32 bytes (`vectors_base64`): the stored result is ~4x smaller than JSON
@@ -88,7 +91,8 @@ def _embed_one(ctx: JobContext, job: EmbeddingJob, index: int) -> Item:
     text = job.texts[index]
 
     def attempt() -> Item:
-        tokens, counted = _tokens(ctx, index, text, job.exact_token_counts)
+        given = job.token_counts[index] if job.token_counts else None
+        tokens, counted = _tokens(ctx, index, text, job.exact_token_counts, given)
         vector = ctx.session.embed(text)
         return (float32_base64(vector) if job.encoding_format == "base64" else vector,
                 tokens, counted)
@@ -108,14 +112,16 @@ def _dimension(vector: list[float] | str) -> int:
     return len(base64.b64decode(vector)) // 4 if isinstance(vector, str) else len(vector)
 
 
-def _tokens(ctx: JobContext, index: int, text: str, exact: bool) -> tuple[int, bool]:
-    """(tokens, exact?): the local bound when allowed and within the context, else counted."""
+def _tokens(ctx: JobContext, index: int, text: str, exact: bool,
+            given: int | None = None) -> tuple[int, bool]:
+    """(tokens, exact?): the job's exact count if it has one, else the local bound when
+    allowed and within the context, else counted."""
     assert ctx.session.model is not None
     context = ctx.session.model.context_length
-    bound = None if exact else text_bound(ctx.session.overhead, text)
+    bound = None if exact or given is not None else text_bound(ctx.session.overhead, text)
     if bound is not None and bound <= context:
         return bound, False
-    tokens = ctx.session.count_tokens(text)
+    tokens = ctx.session.count_tokens(text) if given is None else given
     if tokens > context:
         raise ContextOverflowError(
             f"texts[{index}] has {tokens} tokens, over the context length "

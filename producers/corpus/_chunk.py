@@ -12,7 +12,11 @@ in production), spent so that there is never a round trip per sentence. Two mode
   (ContextOverflowError) before embedding it, counting it exactly only when its local
   upper bound exceeds the context (`EmbeddingJob.exact_token_counts=False`, one RPC per
   text). The `tokens` column (and the summary, labelled "estimated") holds these
-  calibrated estimates.
+  calibrated estimates. A chunk whose UTF-8 bytes come within `NEAR_CONTEXT_TOKENS` of the
+  context is counted exactly too (batched, here): a worker's local bound (bytes) would not
+  clear it, and the job carries the count (`EmbeddingJob.token_counts`), so the worker does
+  not spend an RPC of its own on it (with 512-token chunks of English and a 2048 context,
+  that is every chunk, and the count doubled the worker's cost per text).
 * exact mode also sets `exact_token_counts=True`: the exact count of each chunk comes
   back with its vector (the `tokens` column).
 * exact: every paragraph is counted (concurrently, cached), over-long paragraphs are
@@ -25,14 +29,26 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 _SENTENCE_RE = re.compile(r".*?(?:[.!?。！？]+[\"')\]]*\s+|\n|$)", re.S)
 _WINDOW_BLOCKS = 64
+_WINDOWS_AHEAD = 4  # windows whose scale counts are in flight while one is chunked
+_GROUPS_PER_CHECK = 16  # chunks checked with one batch of exact counts
+_CHECKS_AHEAD = 4  # such batches in flight while one is used
+T = TypeVar("T")
+R = TypeVar("R")
 _ESTIMATE_RE = re.compile(r"\w+|[^\w\s]")
+_LONG_WORD_RE = re.compile(r"\w{8,}")  # the \w+ pieces of _ESTIMATE_RE that are 8+ long
 VERIFY_ABOVE_CONTEXT = 0.75  # calibrated mode: chunks estimated above this are counted
+NEAR_CONTEXT_TOKENS = 64  # calibrated mode: and chunks with more UTF-8 bytes than context - this
+
+
+Span = tuple[int, str, int, bool]  # (start, text, tokens, tokens counted exactly)
 
 
 class TokenCounter(Protocol):
@@ -56,6 +72,7 @@ class Chunk:
     end: int
     text: str
     tokens: int
+    counted: bool = False  # `tokens` is LM Studio's exact count (not an estimate)
 
 
 @dataclass(frozen=True)
@@ -71,8 +88,12 @@ class ChunkSpec:
 
 
 def estimate_tokens(text: str) -> int:
-    """Local estimate: words and punctuation, long words counted as several pieces."""
-    return sum(1 + len(piece) // 8 for piece in _ESTIMATE_RE.findall(text))
+    """Local estimate: words and punctuation, long words counted as several pieces.
+
+    That is one per piece, plus len // 8 more per word of 8 characters or more (counted
+    apart, so that the common short pieces never reach Python code)."""
+    extra = sum(len(word) // 8 for word in _LONG_WORD_RE.findall(text))
+    return len(_ESTIMATE_RE.findall(text)) + extra
 
 
 class Chunker:
@@ -87,26 +108,45 @@ class Chunker:
 
     def chunks(self, source: str, blocks: Iterable[str]) -> Iterator[Chunk]:
         """The chunks of one document, in order, with exact character spans."""
-        for index, (start, text, tokens) in enumerate(self._spans(self._units(blocks))):
-            yield Chunk(source, index, start, start + len(text), text, tokens)
+        for index, (start, text, tokens, counted) in enumerate(
+                self._spans(self._units(blocks))):
+            yield Chunk(source, index, start, start + len(text), text, tokens,
+                        counted or self.exact)
 
     # -- units -----------------------------------------------------------------------
 
     def _units(self, blocks: Iterable[str]) -> Iterator[Unit]:
+        for window, counts in _ahead(self._counted_windows(blocks), _WINDOWS_AHEAD):
+            yield from self._window_units(window, counts)
+
+    def _counted_windows(self, blocks: Iterable[str]
+                         ) -> Iterator[tuple[list[tuple[int, str]], Callable[[], list[int]]]]:
         offset = 0
         window: list[tuple[int, str]] = []
         for block in blocks:
             window.append((offset, block))
             offset += len(block)
             if len(window) >= _WINDOW_BLOCKS:
-                yield from self._window_units(window)
+                yield window, self._submit_window([raw for _, raw in window])
                 window = []
-        yield from self._window_units(window)
+        yield window, self._submit_window([raw for _, raw in window])
 
-    def _window_units(self, window: list[tuple[int, str]]) -> Iterator[Unit]:
-        if not self.exact:
-            self._calibrate("".join(raw for _, raw in window))
-        counts = self._count([raw for _, raw in window])
+    def _submit_window(self, raws: list[str]) -> Callable[[], list[int]]:
+        """Send the window's count(s); the call returned gives each block's count."""
+        if self.exact:
+            return self._submit_exact(raws)
+        estimates = [estimate_tokens(raw) for raw in raws]  # for the scale and each block
+        text, total = "".join(raws).strip(), sum(estimates)
+        scale = self._submit([text]) if total and text else None
+
+        def counts() -> list[int]:  # called in window order: the scale is the window's
+            if scale is not None:
+                self._ratio = max(scale.result()[0] / total, 0.1)
+            return [math.ceil(estimate * self._ratio) for estimate in estimates]
+
+        return counts
+
+    def _window_units(self, window: list[tuple[int, str]], counts: list[int]) -> Iterator[Unit]:
         for (start, raw), tokens in zip(window, counts, strict=True):
             if tokens <= self.limit:
                 yield Unit(start, raw, tokens)
@@ -122,29 +162,43 @@ class Chunker:
                 yield from self._split(start, _parts(piece, -(-tokens * 5 // (self.limit * 4))))
             start += len(piece)
 
-    def _calibrate(self, text: str) -> None:
-        """One exact count for the whole window sets the estimate's scale."""
-        text = text.strip()
-        estimate = estimate_tokens(text)
-        if estimate:
-            (exact,) = self.counter.count_many([text])
-            self._ratio = max(exact / estimate, 0.1)
-
     def _count(self, texts: list[str]) -> list[int]:
         if not self.exact:
             return [math.ceil(estimate_tokens(text) * self._ratio) for text in texts]
-        return self._count_exact(texts)
+        return self._submit_exact(texts)()
 
-    def _count_exact(self, texts: list[str]) -> list[int]:
+    def _submit_exact(self, texts: list[str]) -> Callable[[], list[int]]:
         stripped = [text.strip() for text in texts]
         wanted = [text for text in stripped if text]
-        counts = iter(self.counter.count_many(wanted) if wanted else [])
-        return [next(counts) if text else 0 for text in stripped]
+        found = self._submit(wanted) if wanted else None
+
+        def counts() -> list[int]:
+            numbers = iter(found.result() if found is not None else [])
+            return [next(numbers) if text else 0 for text in stripped]
+
+        return counts
+
+    def _submit(self, texts: list[str]) -> Future[list[int]]:
+        """The counts of `texts`, on their way (at once from a counter without `submit`)."""
+        submit = getattr(self.counter, "submit", None)
+        if submit is not None:
+            return submit(texts)  # type: ignore[no-any-return]
+        done: Future[list[int]] = Future()
+        try:
+            done.set_result(self.counter.count_many(texts))
+        except Exception as exc:  # noqa: BLE001 - raised where the result is read
+            done.set_exception(exc)
+        return done
 
     # -- packing -----------------------------------------------------------------------
 
-    def _spans(self, units: Iterator[Unit]) -> Iterator[tuple[int, str, int]]:
+    def _spans(self, units: Iterator[Unit]) -> Iterator[Span]:
         """Greedy packing of units into (start, text, tokens) spans, checked exactly."""
+        for groups, counted in _ahead(self._group_batches(units), _CHECKS_AHEAD):
+            yield from self._checked(groups, counted)
+
+    def _group_batches(self, units: Iterator[Unit]
+                       ) -> Iterator[tuple[list[list[Unit]], Callable[[], dict[int, int]]]]:
         pending: list[list[Unit]] = []
         current: list[Unit] = []
         total = 0
@@ -157,12 +211,12 @@ class Chunker:
                     current, total = [], 0
             current.append(unit)
             total += unit.tokens
-            if len(pending) >= _WINDOW_BLOCKS:
-                yield from self._checked(pending)
+            if len(pending) >= _GROUPS_PER_CHECK:
+                yield self._submit_check(pending)
                 pending = []
         if current:
             pending.append(current)
-        yield from self._checked(pending)
+        yield self._submit_check(pending)
 
     def _overlap_tail(self, units: list[Unit]) -> list[Unit]:
         tail: list[Unit] = []
@@ -174,38 +228,62 @@ class Chunker:
             total += unit.tokens
         return tail
 
-    def _checked(self, groups: list[list[Unit]]) -> Iterator[tuple[int, str, int]]:
+    def _submit_check(self, groups: list[list[Unit]]
+                      ) -> tuple[list[list[Unit]], Callable[[], dict[int, int]]]:
+        """Send the exact counts these groups need; the call returned gives them by index."""
         groups = [g for g in groups if any(u.raw.strip() for u in g)]
         check = [i for i, g in enumerate(groups) if self._needs_count(g)]
-        found = self._count_exact([_joined(groups[i]) for i in check])
-        exact = dict(zip(check, found, strict=True))
+        counts = self._submit_exact([_joined(groups[i]) for i in check])
+        return groups, lambda: dict(zip(check, counts(), strict=True))
+
+    def _checked(self, groups: list[list[Unit]], exact: dict[int, int]) -> Iterator[Span]:
         bound = self.limit if self.exact else (self.context or self.limit)
         for i, group in enumerate(groups):
             tokens = exact.get(i, sum(u.tokens for u in group))
             if tokens <= bound:
-                yield _span(group, tokens)
+                yield _span(group, tokens, i in exact)
             elif len(group) == 1:
                 raise ValueError(f"cannot split {group[0].raw[:20]!r} under {self.limit} tokens")
             else:
                 middle = len(group) // 2
-                yield from self._checked([group[:middle], group[middle:]])
-
+                halves, counted = self._submit_check([group[:middle], group[middle:]])
+                yield from self._checked(halves, counted())
 
     def _needs_count(self, group: list[Unit]) -> bool:
         if self.exact:
             return len(group) > 1
+        if self.context is None:
+            return False
         estimate = sum(u.tokens for u in group)
-        return self.context is not None and estimate > VERIFY_ABOVE_CONTEXT * self.context
+        return (estimate > VERIFY_ABOVE_CONTEXT * self.context
+                or len(_joined(group).encode()) > self.context - NEAR_CONTEXT_TOKENS)
+
+
+def _ahead(items: Iterator[tuple[T, Callable[[], R]]], depth: int) -> Iterator[tuple[T, R]]:
+    """`items` in order, each with its result, while the next `depth` are on their way.
+
+    Each item comes with the call that waits for its counts, sent when the item was made:
+    pulling `depth` items ahead keeps that many count requests in flight, so the chunker
+    is not one round trip to LM Studio after another."""
+    waiting: deque[tuple[T, Callable[[], R]]] = deque()
+    for item in items:
+        waiting.append(item)
+        if len(waiting) > depth:
+            first, result = waiting.popleft()
+            yield first, result()
+    while waiting:
+        first, result = waiting.popleft()
+        yield first, result()
 
 
 def _joined(units: list[Unit]) -> str:
     return "".join(u.raw for u in units)
 
 
-def _span(units: list[Unit], tokens: int) -> tuple[int, str, int]:
+def _span(units: list[Unit], tokens: int, counted: bool) -> Span:
     raw = _joined(units)
     lead = len(raw) - len(raw.lstrip())
-    return units[0].start + lead, raw.strip(), tokens
+    return units[0].start + lead, raw.strip(), tokens, counted
 
 
 def _sentences(text: str) -> list[str]:

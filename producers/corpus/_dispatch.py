@@ -131,7 +131,7 @@ class Dispatcher:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
                              submitted_at=None,
                              exact_token_counts=self.options.exact_token_counts,
-                             encoding_format="base64",
+                             encoding_format="base64", token_counts=_counts(f.plan),
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
         if not self.options.enqueue_anyway:  # checked once, alongside the first jobs
@@ -234,3 +234,9 @@ def _vectors(payload: dict[str, Any]) -> Any:
         return base64_vectors(packed, int(payload.get("dimension") or 0))
     floats = payload.get("vectors") or []
     return float_vectors(floats) if floats else []
+
+
+def _counts(plan: JobPlan) -> list[int | None] | None:
+    """The exact counts the chunker has (the worker need not count those texts again)."""
+    counts = [chunk.tokens if chunk.counted else None for _, _, chunk in plan.items]
+    return counts if any(count is not None for count in counts) else None

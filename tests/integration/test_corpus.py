@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 from pathlib import Path
@@ -188,3 +189,29 @@ def test_no_worker_for_the_model_fails_fast_and_leaves_no_job_queued(
     assert refused.returncode != 0 and "no live worker serves model" in refused.stderr
     assert "--enqueue-anyway" in refused.stderr
     assert redis.Redis.from_url(redis_url).llen(queue_name(EMBED)) == 0  # taken back
+
+
+def test_workers_use_the_token_counts_a_job_carries_and_pack_vectors(
+        embed_worker, lmq_env, simulator):  # type: ignore[no-untyped-def]
+    from producers.job_queue import JobQueue
+    from workers.contract import EmbeddingJob
+    from workers.error import ContextOverflowError
+    from workers.settings import Settings
+
+    settings = Settings(broker_url=lmq_env["LMQ_BROKER_URL"],
+                        result_backend=lmq_env["LMQ_RESULT_BACKEND"],
+                        lmstudio_host=lmq_env["LMQ_LMSTUDIO_HOST"])
+    texts = ["a short text", "another short one"]
+    with JobQueue(settings) as queue:
+        packed = queue.submit(EmbeddingJob(model=EMBED, texts=texts, token_counts=[3, None],
+                                           exact_token_counts=False, encoding_format="base64"))
+        result = packed.result(timeout=30)
+        plain = queue.embed(EMBED, texts).result(timeout=30)
+        claimed = queue.submit(EmbeddingJob(model=EMBED, texts=["tiny"],
+                                            token_counts=[10**6]))
+        with pytest.raises(ContextOverflowError, match="1000000 tokens, over the context"):
+            claimed.result(timeout=30)
+    assert result.vectors == [] and result.token_counts[0] == 3  # type: ignore[attr-defined]
+    vectors = [np.frombuffer(base64.b64decode(v), "<f4")
+               for v in result.vectors_base64]  # type: ignore[attr-defined]
+    assert np.allclose(vectors, plain.vectors, atol=1e-6)  # type: ignore[attr-defined]

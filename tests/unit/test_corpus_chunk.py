@@ -115,3 +115,44 @@ def test_calibrated_mode_counts_chunks_near_the_context_exactly() -> None:
     chunker = Chunker(counter, ChunkSpec(10_000, 0), 100)
     chunks = list(chunker.chunks("d", split_paragraphs(text)))
     assert all(2 * len(TOKEN_RE.findall(c.text)) <= 100 for c in chunks)
+
+
+def test_calibrated_chunks_near_the_context_are_counted_exactly_for_the_workers() -> None:
+    """Their UTF-8 bytes exceed the context: a worker's local bound would not clear them."""
+    text = "\n\n".join(f"Paragraph {i} has a few plain words in it." for i in range(200))
+    chunks, counter = chunks_of(text, 100, context=300, exact=False)
+    long_ones = [c for c in chunks if len(c.text.encode()) > 300 - 64]
+    assert long_ones and all(c.counted for c in long_ones)
+    assert all(c.tokens == len(TOKEN_RE.findall(c.text)) for c in long_ones)
+    assert not any(c.counted for c in chunks if c not in long_ones)
+    assert counter.calls < len(chunks)  # batched, not one call per chunk
+
+
+def test_counts_sent_ahead_give_the_same_chunks_as_one_by_one() -> None:
+    """A counter with `submit` (requests in flight while the chunker works, answered out of
+    order) changes nothing."""
+    import random
+    import time
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(4)
+    delays = random.Random(3)
+
+    class SubmittingCounter(WordCounter):
+        def submit(self, texts: Sequence[str]) -> Future[list[int]]:
+            delay_s = delays.random() / 500
+
+            def late() -> list[int]:
+                time.sleep(delay_s)
+                return self.count_many(texts)
+
+            return pool.submit(late)
+
+    text = "\n\n".join(f"Part {i}. " + "word " * (i % 37) for i in range(400))
+    for exact in (True, False):
+        plain = list(Chunker(WordCounter(), ChunkSpec(40, 8), 200, exact=exact)
+                     .chunks("d", split_paragraphs(text)))
+        ahead = list(Chunker(SubmittingCounter(), ChunkSpec(40, 8), 200, exact=exact)
+                     .chunks("d", split_paragraphs(text)))
+        assert plain == ahead and len(plain) > 20
+    pool.shutdown()
