@@ -13,7 +13,8 @@ the worker consumes no job until LM Studio serves its model. At start it:
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
    available models;
 5. builds the admission gate (`workers.admission.build_gate`) behind this process's slot
-   limit (`workers.gate.SlotLimit`) and calls `before_load()`;
+   limit (`workers.gate.SlotLimit`) and calls `before_load()`; GPU memory unknown (no
+   LMQ_GPU_MEMORY, NVML unavailable): exit 78 with one line saying why and what to set;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
    template's token overhead (`workers.prompt_bound`), and logs what it serves;
@@ -45,7 +46,7 @@ from celery.worker import state as worker_state
 from workers import cancel, redelivery
 from workers.admission import build_gate, thread_count
 from workers.contract import queue_name
-from workers.error import BadJobError, LMStudioUnavailableError
+from workers.error import BadJobError, BudgetUnknownError, LMStudioUnavailableError
 from workers.gate import Gate, ModelFacts, SlotLimit
 from workers.outage import Outage
 from workers.session import DownloadedModel, Session, load_config
@@ -105,7 +106,11 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
     facts = _facts(settings, model)
-    gate = SlotLimit(build_gate(settings, facts), settings.slots)
+    try:
+        gate = SlotLimit(build_gate(settings, facts), settings.slots)
+    except BudgetUnknownError as exc:  # no LMQ_GPU_MEMORY and no NVML: say why, exit 78
+        session.close()
+        _exit(str(exc))
     try:
         gate.before_load()
         loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))

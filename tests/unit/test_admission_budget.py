@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from workers.admission.budget import (
@@ -10,6 +12,7 @@ from workers.admission.budget import (
     default_reserve_bytes,
     gpu_budget,
     is_local_host,
+    nvml_memory,
     nvml_memory_bytes,
 )
 from workers.error import LmqError
@@ -49,17 +52,30 @@ def test_remote_host_without_setting_is_unknown() -> None:
     with pytest.raises(BudgetUnknownError, match="LMQ_GPU_MEMORY") as info:
         gpu_budget(settings(lmstudio_host="gpu-box.invalid:1234"))
     exc = info.value
+    assert "gpu-box.invalid:1234 is not on this host, so NVML cannot see its GPU" in str(exc)
     assert isinstance(exc, LmqError)
     assert str(type(exc)(*exc.args)) == str(exc)  # rebuilds from its args
 
 
-def test_local_host_uses_nvml_or_says_so() -> None:
-    nvml = nvml_memory_bytes()
-    if nvml is None:
-        with pytest.raises(BudgetUnknownError):
+def test_local_host_uses_nvml_or_says_why_not() -> None:
+    reading = nvml_memory()
+    if reading.total_bytes is None:  # no nvidia-ml-py, no driver, or no GPU: which one
+        with pytest.raises(BudgetUnknownError, match="Set LMQ_GPU_MEMORY") as info:
             gpu_budget(settings(lmstudio_host="localhost:1234"))
+        assert reading.detail in str(info.value)
     else:  # a machine with an NVIDIA GPU and the nvml extra
-        assert gpu_budget(settings(lmstudio_host="localhost:1234")).gpu_memory_bytes == nvml
+        budget = gpu_budget(settings(lmstudio_host="localhost:1234"))
+        assert (budget.gpu_memory_bytes, budget.source) == (reading.total_bytes, "nvml")
+        assert nvml_memory_bytes() == reading.total_bytes
+
+
+def test_nvml_not_installed_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    reading = nvml_memory()
+    assert reading.total_bytes is None
+    assert "nvidia-ml-py is not installed" in reading.detail
+    with pytest.raises(BudgetUnknownError, match="nvidia-ml-py is not installed"):
+        gpu_budget(settings(lmstudio_host="127.0.0.1:1234"))
 
 
 @pytest.mark.parametrize(("host", "local"), [

@@ -65,7 +65,7 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         facts.model_key,
         settings.group,
         f"{budget.usable_bytes:,}",
-        budget.source,
+        budget.detail or budget.source,
         f"{budget.reserve_bytes:,}",
         f"{cost.weights_bytes:,}",
         f"{cost.kv_bytes_per_token:,}",
