@@ -38,7 +38,8 @@ class JobQueue:
         self.app = producer_app(self.settings)
         self.backend_client = redis.Redis.from_url(self.settings.backend_url)
         self.store_client = redis.Redis.from_url(self.settings.store_url)
-        self._served = ServedModels(self.app, broker_check=self._broker_answers)
+        self._served = ServedModels(self.app, broker_check=self._broker_answers,
+                                    registry=self.store_client)
         self._publisher: Publisher | None = None
         self._broker_seen = False
 

@@ -1,4 +1,6 @@
-"""Which models live workers serve, from the queues they consume (control inspect)."""
+"""Which models live workers serve: from their registrations in Redis when one is live
+(`workers.served_registry`, one round trip), else from the queues they consume (control
+inspect, which waits a whole reply timeout)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.app.control import Inspect
 
+from workers import served_registry
 from workers.contract import model_from_queue
 
 
@@ -41,8 +45,10 @@ class ServedModels:
     """A short-lived cache of model -> live workers; inspecting costs one reply timeout."""
 
     def __init__(self, app: Celery, *, ttl_s: float = 5.0, reply_timeout_s: float = 1.0,
-                 broker_check: Callable[[], None] | None = None) -> None:
+                 broker_check: Callable[[], None] | None = None,
+                 registry: Any = None) -> None:
         self.app = app
+        self.registry = registry  # a redis.Redis on the store, or None: inspect only
         self.broker_check = broker_check
         self.ttl_s = ttl_s
         self.reply_timeout_s = reply_timeout_s
@@ -59,5 +65,19 @@ class ServedModels:
         return {model: list(workers) for model, workers in self._served.items()}
 
     def serves(self, model: str) -> bool:
-        """True if a live worker serves `model`; a miss re-inspects once before saying no."""
-        return model in self.get() or model in self.get(refresh=True)
+        """True if a live worker serves `model`: a live registration, else the cached
+        inspect, and a miss there re-inspects once before saying no."""
+        return (self._registered(model) or model in self.get()
+                or model in self.get(refresh=True))
+
+    def _registered(self, model: str) -> bool:
+        if self.registry is None:
+            return False
+        for _ in range(2):  # a pooled socket a restarted server closed fails once
+            try:
+                return bool(served_registry.live_workers(self.registry, model))
+            except (redis.ConnectionError, redis.TimeoutError):
+                continue
+            except redis.RedisError:
+                break
+        return False  # Redis trouble: ask the workers instead

@@ -69,3 +69,8 @@ def held_workers() -> str:
 def dead_letters(queue: str) -> str:
     """List of malformed entries taken off broker queue `queue` (newest first, bounded)."""
     return f"{KEY_PREFIX}dead:{queue}"
+
+
+def served() -> str:
+    """Sorted set of `<model>|<worker>` members scored by when their registration lapses."""
+    return f"{KEY_PREFIX}served"

@@ -22,7 +22,9 @@ the worker consumes no job until LM Studio serves its model. At start it:
    size (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
    LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
    and the prefetch count) before the consumer starts. GPU memory does not lower it: the
-   group's semaphore admits each job by its own KV (`workers.admission.thread_count`).
+   group's semaphore admits each job by its own KV (`workers.admission.thread_count`);
+8. registers the worker as serving its model (`workers.served_registry`), so producers'
+   served check is one Redis read.
 
 While it serves, LM Studio lost for good (a job's retries exhausted) stops the consumer
 until reconnecting succeeds (`workers.outage`).
@@ -49,6 +51,7 @@ from workers.contract import queue_name
 from workers.error import BadJobError, BudgetUnknownError, LMStudioUnavailableError
 from workers.gate import Gate, ModelFacts, SlotLimit
 from workers.outage import Outage
+from workers.served_registry import Registration
 from workers.session import DownloadedModel, Session, load_config
 from workers.settings import Settings, get_settings
 
@@ -70,6 +73,7 @@ class Runtime:
     hostname: str
     outage: Outage | None = None  # None outside a worker (no app to stop consuming with)
     threads: int = 1  # the pool's thread count (`worker_threads`)
+    registration: Registration | None = None  # this worker in `workers.served_registry`
 
 
 _runtime: Runtime | None = None
@@ -123,10 +127,11 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     facts = replace(facts, context_length=loaded.context_length)
     gate.loaded(loaded.context_length)
     threads = worker_threads(settings, facts)
+    client, outage = _redis(settings), _outage(app, hostname, settings, session)
     _runtime = Runtime(settings=settings, session=session, gate=gate,
-                       redis=_redis(settings), watcher=cancel.watcher(settings.cancel_poll_s),
-                       hostname=hostname, outage=_outage(app, hostname, settings, session),
-                       threads=threads)
+                       redis=client, watcher=cancel.watcher(settings.cancel_poll_s),
+                       hostname=hostname, outage=outage, threads=threads,
+                       registration=_register(client, settings.model, hostname, outage))
     log.info("serving %s model %s as %r (context length %d) from LM Studio at %s",
              loaded.kind, loaded.key, loaded.identifier, loaded.context_length, session.host)
     return _runtime
@@ -190,6 +195,8 @@ def stop_runtime(**_: Any) -> None:
     if rt is None:
         return
     rt.watcher.stop()
+    if rt.registration is not None:
+        rt.registration.stop()
     if rt.outage is not None:
         rt.outage.stop()
     try:
@@ -231,6 +238,14 @@ def _outage(app: Any, hostname: str, settings: Settings, session: Session) -> Ou
         return None
     return Outage(app, hostname, queue_name(settings.model),
                   lambda: session.recover(session.generation), settings.connect_backoff_max_s)
+
+
+def _register(client: redis.Redis | None, model: str, hostname: str,
+              outage: Outage | None) -> Registration | None:
+    if client is None:
+        return None
+    serving = (lambda: not outage.down.is_set()) if outage is not None else (lambda: True)
+    return Registration(client, model, hostname, serving).start()
 
 
 def _redis(settings: Settings) -> redis.Redis | None:

@@ -49,6 +49,18 @@ def test_chat_end_to_end_with_stats(pool: LocalPool) -> None:
     assert result.worker == pool.workers[0].hostname
 
 
+def test_served_check_reads_the_workers_registrations(pool: LocalPool) -> None:
+    from workers.served_registry import live_workers
+
+    store = pool.queue.store_client
+    assert live_workers(store, CHAT) == [pool.workers[0].hostname]
+    assert live_workers(store, EMBED) == [pool.workers[1].hostname]
+    queue = JobQueue(pool.queue.settings)
+    queue.chat(CHAT, "Hi", config={"max_tokens": 4}).result(timeout=60)
+    # answered by the registry: no `inspect` broadcast, which waits a whole reply timeout
+    assert queue._served._fetched_at == float("-inf")
+
+
 def test_completion_and_embedding_end_to_end(pool: LocalPool) -> None:
     completion = pool.queue.complete(CHAT, "The sky is", config={"max_tokens": 10})
     embedding = pool.queue.embed(EMBED, ["one text", "another text"])
