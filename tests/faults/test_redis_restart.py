@@ -68,7 +68,10 @@ def test_redis_restart_mid_run(own_redis, worker_factory, simulator):  # type: i
         else:
             _assert_documented_loss(queue, ids, url)
         assert worker.is_running()
-        # The pool keeps serving after the restart (the served-models check included).
+        # The pool keeps serving after the restart, the served-models check included (the
+        # worker's consumer reconnects within seconds; the check never raises meanwhile).
+        wait_until(lambda: LLM in queue.served_models(refresh=True), timeout=60,
+                   message="the worker serving again")
         again = queue.chat(LLM, "after the restart", config={"max_tokens": 3})
         assert again.result(60).stats.predicted_tokens_count == 3
     finally:
