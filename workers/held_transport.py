@@ -15,8 +15,9 @@ How an entry is taken, without a busy loop:
 * several lists (several queues, or priority steps): `TAKE_SCRIPT` moves the tail of the
   first non-empty list, in kombu's order; if all are empty, BLMOVE on the first list for at
   most `MULTI_LIST_WAIT_S`, then the script again. An entry on that first list is taken as
-  soon as it arrives; one on another list waits at most `MULTI_LIST_WAIT_S` when the worker
-  is idle (Redis cannot block on several lists without popping).
+  soon as it arrives; one on another list waits, when the worker is idle, up to that wait
+  plus Redis's timer resolution (1/hz, 0.1 s by default): measured <= 0.16 s, about six
+  script calls a second. (Redis cannot block on several lists without popping.)
 
 With a `global_keyprefix` every key sent here carries it (kombu's prefixing client leaves
 the commands it does not know, such as LREM, unprefixed; SADD it prefixes itself).
@@ -36,8 +37,8 @@ from kombu.utils.json import dumps, loads
 from workers import keys, redelivery
 from workers.dead_letter import DeadLetterChannel
 
-# The longest an idle worker consuming several lists leaves an entry on one it is not
-# blocked on: a round trip pair per interval while idle, no wait on a busy queue.
+# How long an idle worker consuming several lists blocks on the first before it tries
+# them all again: the extra latency of the others when idle (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
 
 # Move the tail of the first non-empty list to the head of its `popping` list.
