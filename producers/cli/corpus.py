@@ -26,8 +26,10 @@ from producers.cli._context import cli_settings, echo_json
 @click.option("--exact-chunks", is_flag=True,
               help="Count every paragraph and chunk exactly (slower): --chunk-tokens becomes "
               "a hard limit. Default: calibrated estimates; only the context is hard.")
-@click.option("--job-tokens", default=8192, show_default=True, type=click.IntRange(1),
-              help="Token budget of one embedding job.")
+@click.option("--job-tokens", default=32768, show_default=True, type=click.IntRange(1),
+              help="Token budget of one embedding job (at most 256 chunks). A job costs a "
+              "worker a few ms besides its texts: against the simulator, 8192 gave ~25% "
+              "less throughput.")
 @click.option("--max-in-flight", default=8, show_default=True, type=click.IntRange(1),
               help="Embedding jobs queued or running at once (backpressure).")
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(0))

@@ -30,7 +30,7 @@ class CorpusOptions:
     chunk_tokens: int = 512
     overlap_tokens: int = 64
     exact_chunks: bool = False
-    job_tokens: int = 8192
+    job_tokens: int = 32768
     job_max_texts: int = 256
     max_in_flight: int = 8
     retries: int = 2
