@@ -94,9 +94,10 @@ def thread_count(settings: Settings, facts: ModelFacts) -> int:
     the GPU has 200 MiB of KV room, so the old rule allowed one prediction), 64 jobs of
     ~7 MiB reached 0.25 slot utilisation, and 0.95 with LMQ_SLOTS. The worker adds
     LMQ_PREFETCH_THREADS (`workers.lifecycle.worker_threads`) so that it holds jobs behind
-    those waiting for memory; more waiting threads did not pay on that benchmark (2-3
-    more: 0.01-0.02 of slot-time on 3/4 big jobs, up to 0.04 less on 1/4 big jobs, because more
-    lookahead admits a second big job sooner and, with the prompt-token margin, small jobs
-    no longer fit beside two). `facts` is kept for rules that need the model.
+    those waiting for memory. More waiting threads did not pay consistently on that
+    benchmark: 8 or 9 threads instead of 6 gave +0.01-0.02 of slot-time on 3/4 big jobs,
+    and from -0.05 to +0.05 on 1/4 big jobs across runs (more lookahead also admits a
+    second big job sooner, beside which, with the prompt-token margin, no small job fits).
+    `facts` is kept for rules that need the model.
     """
     return settings.concurrency or settings.slots
