@@ -2,9 +2,11 @@
 
 Order of a prediction job:
 1. build the request (chat history or prompt) and the SDK config; bad input -> InvalidJobError;
-2. bound the prompt tokens locally (`workers.prompt_bound`); when the bound is near a limit,
-   count them through LM Studio instead (template applied for chats); prompt plus max
-   output over the loaded context length -> ContextOverflowError at once;
+2. bound the prompt tokens locally (`workers.prompt_bound`); when the bound is near a limit
+   (the context, or the GPU memory admission last saw free: a smaller exact reservation
+   may be admitted sooner), count them through LM Studio instead (template applied for
+   chats); prompt plus max output over the loaded context length -> ContextOverflowError
+   at once;
 3. `with gate.admit(job_id, prompt_tokens, max_tokens, cancelled):`
 4. start the prediction stream, attach its `cancel()` to the job's cancel token, forward
    fragments to the progress reporter; a dropped connection restarts it (bounded retries).
@@ -104,13 +106,20 @@ def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
 
 
 def prompt_tokens_of(ctx: JobContext, request: PredictionRequest) -> int:
-    """The local bound when it clearly fits, else LM Studio's exact count."""
+    """The local bound when it clearly fits (the context, and GPU memory as admission last
+    saw it), else LM Studio's exact count: a tighter reservation is admitted sooner."""
     assert ctx.session.model is not None
     bound, context = request.bound, ctx.session.model.context_length
     if (bound is not None and bound <= ctx.settings.local_count_max_tokens
-            and bound + (request.max_tokens or 0) <= context and bound < context):
+            and bound + (request.max_tokens or 0) <= context and bound < context
+            and not ctx.gate.is_tight(bound, _reserved_output(request.max_tokens, bound,
+                                                              context))):
         return bound
     return with_retries(ctx, request.count_tokens)
+
+
+def _reserved_output(max_tokens: int | None, prompt_tokens: int, context: int) -> int:
+    return max_tokens if max_tokens is not None else context - prompt_tokens
 
 
 def _check_size(ctx: JobContext, chars: int) -> None:
@@ -133,4 +142,4 @@ def _check_context(ctx: JobContext, prompt_tokens: int, max_tokens: int | None) 
             f"of {context}: shorten the prompt, lower max_tokens, or load the model with a "
             "larger LMQ_CONTEXT_LENGTH"
         )
-    return max_tokens if max_tokens is not None else context - prompt_tokens
+    return _reserved_output(max_tokens, prompt_tokens, context)

@@ -48,6 +48,9 @@ class Gate(Protocol):
     def loaded(self, context_length: int) -> None:
         """The model is loaded with this context length (clamps reservations to it)."""
 
+    def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
+        """True when GPU memory is short for this job (worth counting its prompt exactly)."""
+
     def close(self) -> None:
         """Release everything this worker holds (at shutdown)."""
 
@@ -69,6 +72,9 @@ class NullGate:
     def loaded(self, context_length: int) -> None:
         return None
 
+    def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
+        return False
+
     def close(self) -> None:
         return None
 
@@ -86,6 +92,9 @@ class SlotLimit:
 
     def loaded(self, context_length: int) -> None:
         self.gate.loaded(context_length)
+
+    def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
+        return self.gate.is_tight(prompt_tokens, max_output_tokens)
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool]) -> AbstractContextManager[None]:

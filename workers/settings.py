@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     )
     local_count_max_tokens: int = Field(
         1024, ge=0, description="Prompts whose local upper bound of tokens (UTF-8 bytes plus "
-        "the template's overhead) is at most this, and fits the context, skip LM Studio's "
-        "exact count (2 RPCs); 0 counts every prompt through LM Studio."
+        "the template's overhead) is at most this, and fits the context and the GPU memory "
+        "admission last saw free, skip LM Studio's exact count (2 RPCs); 0 counts every "
+        "prompt through LM Studio."
     )
     concurrency: int | None = Field(
         None, description="Worker threads; when unset, LMQ_SLOTS plus LMQ_PREFETCH_THREADS "

@@ -145,3 +145,13 @@ def test_embedding_jobs_take_a_slot_only(make_gate: Callable[..., Gate],
     with gate.admit("e", 0, 0, lambda: False):
         now = status(redis_url)
         assert now.kv_bytes == 0 and now.slots_in_use == {"embed": 1}
+
+
+def test_tight_when_the_job_would_not_fit_the_free_memory_last_seen(
+        make_gate: Callable[..., Gate]) -> None:
+    gate = make_gate()  # 300 MiB budget, 100 MiB weights, 32 KiB of KV per token
+    gate.before_load()
+    assert not gate.is_tight(6000, 24)  # nothing seen yet: the local bound is used
+    with gate.admit("big", 5000, 24, lambda: False):  # 156 MiB of the 200 MiB KV room
+        assert gate.is_tight(2000, 24)  # 63 MiB > the 44 MiB free after "big"
+        assert not gate.is_tight(1000, 24)  # 32 MiB still fits

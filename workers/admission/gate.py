@@ -85,6 +85,14 @@ class AdmissionGate:
             return max(0, prompt_tokens)
         return reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
 
+    def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
+        """True when this job's reservation would not fit the group's free memory as last
+        seen: then an exact prompt count (instead of the local upper bound) is worth its
+        round trip, because a smaller reservation may be admitted sooner."""
+        free = self.semaphore.last_free_bytes
+        nbytes = self.job_tokens(prompt_tokens, max_output_tokens) * self.cost.kv_bytes_per_token
+        return free is not None and nbytes > free
+
     def before_load(self) -> None:
         """Hold the model's weights in the group budget (DoesNotFitError or wait)."""
         if self._load is not None:

@@ -125,6 +125,7 @@ class GroupSemaphore:
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self._closed = False
+        self.last_free_bytes: int | None = None  # group's free bytes at the latest verdict
 
     # --- scripts ---------------------------------------------------------------------
     @property
@@ -146,11 +147,15 @@ class GroupSemaphore:
             self._ttl_ms,
             self.max_bypass,
         )
-        return Verdict.parse(reply)
+        return self._noted(Verdict.parse(reply))
 
     def _poll(self, ticket_id: str) -> Verdict:
         reply = self._run("POLL", ticket_id, self.budget_bytes, self._ttl_ms, self.max_bypass)
-        return Verdict.parse(reply)
+        return self._noted(Verdict.parse(reply))
+
+    def _noted(self, verdict: Verdict) -> Verdict:
+        self.last_free_bytes = verdict.free_bytes
+        return verdict
 
     def release(self, *ticket_ids: str) -> None:
         """Give back held tickets, or withdraw waiting ones."""
