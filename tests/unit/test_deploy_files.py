@@ -321,6 +321,13 @@ def test_worker_unit_is_a_template_pinned_to_its_model_with_a_warm_stop() -> Non
     assert unit("lmq-worker@.service")["Install"]["WantedBy"] == ["lmq.target"]
 
 
+def test_worker_unit_does_not_restart_a_worker_that_exits_for_its_configuration() -> None:
+    from workers.lifecycle import EXIT_CONFIG
+
+    worker = unit("lmq-worker@.service")["Service"]
+    assert worker["RestartPreventExitStatus"] == [str(EXIT_CONFIG)]
+
+
 def test_flower_unit_runs_flower_with_the_shared_settings() -> None:
     flower = unit("lmq-flower.service")["Service"]
     assert "celery -A workers flower" in flower["ExecStart"][0]
