@@ -1,8 +1,11 @@
 """Send planned jobs with a bounded number in flight; collect results by id.
 
 No chords and no per-task result handles: the in-flight ids are read with one pipelined
-`fetch_results` per poll, a finished job's rows go to its part file and its stored result
-is deleted. A failed or cancelled job is retried; a job still unfinished after
+`fetch_results` per poll, woken by the result backend's notifications for those ids
+(`_signal`); a finished job's rows go to its part file (and on to the output, in job order:
+`OrderedOutput`) and its stored result is deleted. Jobs ask for base64 float32 vectors and
+carry the chunker's exact token counts. The served check runs alongside the first jobs
+(`_served`). A failed or cancelled job is retried; a job still unfinished after
 `job_timeout_s` (its worker died, for one) is revoked and sent again. Chunks still failing
 after the retries are reported, never dropped silently.
 """
