@@ -77,7 +77,8 @@ class _Writer:
             body = "\n".join(p if p.startswith("<h2>") else f"<p>{p}</p>" for p in parts)
             return f"<html><head><title>doc</title></head><body>\n{body}\n</body></html>\n"
         if kind == "jsonl":
-            records, start = [], 0
+            records: list[str] = []
+            start = 0
             while start < len(parts):
                 step = rng.randint(1, 20)
                 records.append(json.dumps({"id": len(records), "text": "\n\n".join(

@@ -161,6 +161,6 @@ def _embedding_client(host: str) -> Any:
         return lms.AsyncClient(host)
 
     class EmbeddingOnlyClient(lms.AsyncClient):
-        _ALL_SESSIONS = (session,)
+        _ALL_SESSIONS = (session,)  # type: ignore[assignment]  # a private class, looked up by name
 
     return EmbeddingOnlyClient(host)
