@@ -20,7 +20,7 @@ from celery import Celery
 from producers import job_registry
 from workers import keys
 from workers.contract import TASK_FOR_KIND, Job, queue_name
-from workers.flower_events import send_sent_events
+from workers.flower_events import SentEvents
 from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
@@ -61,6 +61,7 @@ class Publisher:
         self.broker = redis.Redis.from_url(settings.broker_url) if self.raw else None
         self.store = redis.Redis.from_url(settings.store_url)
         self.same_server = self.raw and settings.broker_url == settings.store_url
+        self.sent_events = SentEvents(app)
 
     def publish(self, jobs: Sequence[tuple[str, Job]]) -> None:
         for start in range(0, len(jobs), CHUNK_JOBS):
@@ -85,8 +86,8 @@ class Publisher:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()
         # send_task would have emitted these; Flower shows queued jobs from them.
-        send_sent_events(self.app, [(job_id, TASK_FOR_KIND[job.kind], job.model_dump(mode="json"),
-                                     queue_name(job.model)) for job_id, job in jobs])
+        self.sent_events.send([(job_id, TASK_FOR_KIND[job.kind], job.model_dump(mode="json"),
+                                queue_name(job.model)) for job_id, job in jobs])
 
     def _record(self, pipe: redis.client.Pipeline, jobs: Sequence[tuple[str, Job]]) -> None:
         ttl_s = self.settings.result_expires_s
@@ -100,6 +101,7 @@ class Publisher:
             pipe.expire(keys.batch_jobs(batch_id), ttl_s)
 
     def close(self) -> None:
+        self.sent_events.close()
         self.store.close()
         if self.broker is not None:
             self.broker.close()

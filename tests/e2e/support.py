@@ -45,6 +45,17 @@ def wait_flower_state(flower: FlowerProcess, job_id: str, wanted: set[str],
                       f"{flower_task(flower, job_id)}; log:\n{flower.log_tail()}")
 
 
+def wait_flower_sees_events(flower: FlowerProcess, timeout: float = 30) -> None:
+    """Until Flower's event consumer has received a worker's heartbeat: events are
+    broadcast, and those sent before it subscribed never reach it."""
+    def listed() -> bool:
+        reply = httpx.get(f"{flower.url}/workers?json=1", auth=AUTH, timeout=5)
+        return reply.status_code == 200 and bool(reply.json().get("data"))
+
+    wait_until(listed, timeout=timeout, interval=0.2,
+               message=lambda: f"Flower receiving worker events; log:\n{flower.log_tail()}")
+
+
 def wait_backend_state(handle: Any, wanted: set[str], timeout: float = 30) -> str:
     return wait_until(lambda: handle.status() if handle.status() in wanted else None,
                       timeout=timeout, interval=0.05,

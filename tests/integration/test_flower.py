@@ -23,10 +23,12 @@ from tests.e2e.support import (
     MODEL,
     cancels_sent,
     flower_env,
+    flower_task,
     job_queue,
     long_replies,
     start_flower,
     wait_backend_state,
+    wait_flower_sees_events,
     wait_flower_state,
 )
 from tests.support.wait import wait_until
@@ -100,6 +102,7 @@ def test_a_job_shows_with_short_safe_args_and_its_stats(lmq_env, worker_factory,
     env = flower_env(lmq_env)
     worker_factory(MODEL, env)
     flower = start_flower(env, flowers)
+    wait_flower_sees_events(flower)  # else a fast job's events may come before it listens
     prompt = "Summarise this. " + "x" * 300_000 + " key sk-abcdefghijklmnop1234"
     handle = job_queue(env).chat(MODEL, prompt)
     result = handle.result(timeout=60)
@@ -184,9 +187,16 @@ def test_queued_jobs_show_from_their_task_sent_event(lmq_env, flowers):
     handles = [queue.embed(EMBED_MODEL, f"text {i}", enqueue_anyway=True) for i in range(2)]
     app = producer_app(Settings(broker_url=env["LMQ_BROKER_URL"]))
     job = {"kind": "embedding", "model": EMBED_MODEL, "texts": ["text"]}
-    sent = send_sent_events(app, [(h.id, TASK_EMBED, job, queue_name(EMBED_MODEL))
-                                  for h in handles])
-    assert sent == 2
+
+    def shown() -> bool:
+        # Events are broadcast: those sent before Flower's event consumer subscribed (it
+        # starts after the HTTP server answers) are gone, so send them again until seen.
+        sent = send_sent_events(app, [(h.id, TASK_EMBED, job, queue_name(EMBED_MODEL))
+                                      for h in handles])
+        assert sent == 2
+        return all(flower_task(flower, h.id) for h in handles)
+
+    wait_until(shown, timeout=30, interval=0.5, message="Flower showing the queued jobs")
     for handle in handles:
         task = wait_flower_state(flower, handle.id, {"PENDING"})
         assert task["name"] == "lmq.embed"
