@@ -18,23 +18,40 @@ from ops.benchlib import (
 )
 
 
-def run(jobs: int, ok: int, oom: int, ok_per_s: float, utilisation: float) -> dict[str, Any]:
-    return {"jobs": jobs, "ok": ok, "oom": oom, "other": jobs - ok - oom, "elapsed_s": 1.0,
-            "ok_per_s": ok_per_s, "utilisation": utilisation, "concurrency": 3.0}
+def run(ok: int, oom: int, ok_per_s: float, utilisation: float, bound: float = 1.0,
+        threads: int = 6) -> dict[str, Any]:
+    """One configuration's summary as `bench_admission.workload_results` gives it."""
+    return {"jobs": 64, "jobs_per_run": 64, "ok": ok, "oom": oom, "ok_per_s": ok_per_s,
+            "threads": threads, "utilisation": utilisation, "rounds": [{}, {}],
+            "bound_gpu": bound, "bound_reserved": bound, "of_bound_gpu": utilisation / bound,
+            "of_bound_reserved": utilisation / bound,
+            "range": {"utilisation": (utilisation, utilisation),
+                      "of_bound_gpu": (utilisation / bound, utilisation / bound)}}
 
 
 def test_admission_figures_compare_with_and_without_admission() -> None:
-    runs = {("mixed", True, 4): run(64, 64, 0, 8.0, 0.6),
-            ("mixed", False, 4): run(64, 16, 48, 4.0, 0.3),
-            ("mixed", True, 8): run(64, 64, 0, 6.0, 0.6),
-            ("small", True, 4): run(64, 64, 0, 30.0, 0.9)}
-    flood, threads, slots = admission_section.workload_figures(runs)
+    from ops.benchlib.admission_workload import MIXED, MORE_THREADS, TYPICAL, Run
+
+    runs = {Run(MIXED, True): run(64, 0, 8.0, 0.6, bound=0.65),
+            Run(MIXED, False): run(16, 48, 4.0, 0.3),
+            Run("small", True): run(64, 0, 30.0, 0.9),
+            Run(TYPICAL, True): run(64, 0, 12.0, 0.88),
+            Run(MIXED, True, MORE_THREADS): run(64, 0, 8.1, 0.61, 0.65, threads=8),
+            Run(TYPICAL, True, MORE_THREADS): run(64, 0, 12.0, 0.89, threads=8),
+            Run(MIXED, True, exact_count=True): run(64, 0, 8.5, 0.62, bound=0.65),
+            Run(TYPICAL, True, exact_count=True): run(64, 0, 13.0, 0.94)}
+    figures = admission_section.workload_figures({"runs": runs, "sizes": {}})
+    flood, small, mixed, mixed_bound = figures[:4]
     assert (flood.pool, flood.peer, flood.ratio) == (8.0, 4.0, 2.0)
     assert "0 with admission, 48 without (48 out of memory)" in flood.name
-    assert threads.pool == 6.0 and threads.peer == 8.0
-    assert slots.peer_is_goal and slots.pool == pytest.approx(90.0)
-    assert slots.ratio == pytest.approx(90 / 85)
-    assert "no peer, goal: 85.0 %" in slots.as_row()
+    assert small.peer_is_goal and small.pool == pytest.approx(90.0)
+    assert small.ratio == pytest.approx(90 / 85)
+    assert "no peer, goal: 85.0 %" in small.as_row()
+    assert mixed.pool == pytest.approx(60.0) and mixed.ratio == pytest.approx(60 / 85)
+    assert mixed_bound.peer == pytest.approx(65.0)
+    assert mixed_bound.ratio == pytest.approx(0.6 / 0.65)  # the fraction of the bound
+    exact = figures[-1]
+    assert exact.pool == pytest.approx(88.0) and exact.peer == pytest.approx(94.0)
 
 
 def test_gguf_figure_is_ours_vs_gguf_reader_lower_is_better() -> None:
