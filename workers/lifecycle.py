@@ -21,8 +21,9 @@ the worker consumes no job until LM Studio serves its model. At start it:
 7. tells the gate the context length the model was loaded with, and checks the pool
    size (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
    LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
-   and the prefetch count) before the consumer starts. GPU memory does not lower it: the
-   group's semaphore admits each job by its own KV (`workers.admission.thread_count`);
+   and the prefetch count) before the consumer starts. GPU memory lowers it only when the
+   budget cannot hold LMQ_SLOTS short jobs (`workers.admission.thread_count`): the
+   group's semaphore admits each job by its own KV;
 8. registers the worker as serving its model (`workers.served_registry`), so producers'
    served check is one Redis read.
 
@@ -111,7 +112,8 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
     facts = _facts(settings, model)
     try:
-        gate = SlotLimit(build_gate(settings, facts), settings.slots)
+        predictions = settings.slots if settings.concurrency else thread_count(settings, facts)
+        gate = SlotLimit(build_gate(settings, facts), predictions)
     except BudgetUnknownError as exc:  # no LMQ_GPU_MEMORY and no NVML: say why, exit 78
         session.close()
         _exit(str(exc))

@@ -32,6 +32,14 @@ def test_a_small_budget_keeps_every_slot() -> None:
     assert worker_threads(settings(gpu_memory=24 * GIB), facts(4096)) == 4 + 2
 
 
+def test_a_budget_too_small_for_every_slot_lowers_the_predictions() -> None:
+    """Thread count follows from the budget too: room for two short (256-token) jobs."""
+    from workers.admission import SHORT_JOB_TOKENS
+
+    two_short_jobs = settings(gpu_memory=GIB + WEIGHTS + 2 * SHORT_JOB_TOKENS * KV)
+    assert worker_threads(two_short_jobs, facts(4096)) == 2 + 2
+
+
 def test_concurrency_and_admission_off_override() -> None:
     assert worker_threads(settings(concurrency=9, gpu_memory=GIB), facts(4096)) == 9
     assert worker_threads(settings(admission=False), facts(4096)) == 4 + 2

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONTEXT_LENGTH = 4096
 
 
+SHORT_JOB_TOKENS = 256  # a short chat's prompt plus reply
+
+
 def plan_cost(settings: Settings, facts: ModelFacts) -> ModelCost:
     """The model's cost, with the context length resolved: loaded, setting, GGUF, 4096."""
     cost = model_cost(facts, settings.kv_bytes_per_token)
@@ -85,19 +88,30 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
 
 
 def thread_count(settings: Settings, facts: ModelFacts) -> int:
-    """Predictions a worker process runs at once: LMQ_CONCURRENCY if set, else LMQ_SLOTS.
+    """Predictions a worker process runs at once: LMQ_CONCURRENCY if set, else LMQ_SLOTS,
+    fewer only when the GPU budget's KV room cannot hold that many short jobs
+    (`SHORT_JOB_TOKENS` each).
 
-    GPU memory does not lower it. The group's semaphore already admits each job only when
-    its own KV fits, so a process limit derived from a "typical" job (the context shared by
-    the slots) only stops small jobs from using slots that memory leaves them: measured
-    with `ops/bench_admission.py` on a model loaded at a 16k context (such a job is 128 MiB,
-    the GPU has 200 MiB of KV room, so the old rule allowed one prediction), 64 jobs of
-    ~7 MiB reached 0.25 slot utilisation, and 0.95 with LMQ_SLOTS. The worker adds
+    The group's semaphore admits each job only when its own KV fits, so the cap is sized by
+    a short job, not a "typical" one: an earlier rule sized it by the context shared by the
+    slots, and on a model loaded at a 16k context (such a job is 128 MiB, the GPU has 200
+    MiB of KV room, so it allowed one prediction) 64 jobs of ~7 MiB reached 0.25 slot
+    utilisation, and 0.95 with LMQ_SLOTS (`ops/bench_admission.py`). The worker adds
     LMQ_PREFETCH_THREADS (`workers.lifecycle.worker_threads`) so that it holds jobs behind
     those waiting for memory. More waiting threads did not pay consistently on that
     benchmark: 8 or 9 threads instead of 6 gave +0.01-0.02 of slot-time on 3/4 big jobs,
-    and from -0.05 to +0.05 on 1/4 big jobs across runs (more lookahead also admits a
-    second big job sooner, beside which, with the prompt-token margin, no small job fits).
-    `facts` is kept for rules that need the model.
+    and from -0.05 to +0.05 on 1/4 big jobs across runs. Embedding models, admission off
+    and an unknown budget (build_gate reports it): LMQ_SLOTS.
     """
-    return settings.concurrency or settings.slots
+    if settings.concurrency:
+        return settings.concurrency
+    if not settings.admission or facts.is_embedding:
+        return settings.slots
+    try:
+        budget = gpu_budget(settings)
+    except BudgetUnknownError:
+        return settings.slots
+    cost = plan_cost(settings, facts)
+    short_job_bytes = max(1, SHORT_JOB_TOKENS * cost.kv_bytes_per_token)
+    fits = (budget.usable_bytes - cost.weights_bytes) // short_job_bytes
+    return max(1, min(settings.slots, fits))
