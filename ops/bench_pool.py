@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.benchlib.cpu import cpu_s  # noqa: E402
 from producers.job_queue import JobQueue  # noqa: E402
 from producers.local_pool import LocalPool, local_pool  # noqa: E402
 from producers.redis_server import RedisServer  # noqa: E402
@@ -75,15 +76,6 @@ class Comparison:
 
 def prompts(n: int) -> list[str]:
     return [f"Short question number {i}?" for i in range(n)]
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def direct_sdk(host: str, texts: list[str], concurrency: int) -> float:

@@ -52,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.benchlib.cpu import cpu_s  # noqa: E402
 from producers.job_queue import JobQueue  # noqa: E402
 from producers.local_pool import local_pool  # noqa: E402
 from producers.redis_server import RedisServer  # noqa: E402
@@ -126,15 +127,6 @@ class Probe:
     def cpu_s(self) -> dict[str, float]:
         return {"llama": cpu_s(self.simulator), "redis": cpu_s(self.redis),
                 "workers": sum(cpu_s(pid) for pid in self.workers), "me": cpu_s(os.getpid())}
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def prompts(tag: str, n: int) -> list[str]:
