@@ -138,21 +138,18 @@ KILLERS = {  # each one, pushed alone, made the worker exit ("Unrecoverable erro
 @pytest.mark.parametrize("name", sorted(KILLERS))
 def test_malformed_queue_entry_does_not_kill_the_worker(name, worker_factory, lmq_env,
                                                         redis_url, simulator):  # type: ignore[no-untyped-def]
-    worker = worker_factory(LLM, lmq_env)
-    redis.Redis.from_url(redis_url).lpush(f"lmq.{LLM}", KILLERS[name]())
-    with job_queue(redis_url) as queue:
-        good = queue.chat(LLM, "after it", config={"max_tokens": 3}, enqueue_anyway=True)
-        wait_until(lambda: good.finished() or not worker.is_running(), timeout=60,
-                   message="the good job or the worker's death")
-        assert worker.is_running(), worker.log_tail(5)
-        assert good.result(timeout=10).stats.predicted_tokens_count == 3
+    assert_worker_serves_after(worker_factory(LLM, lmq_env), redis_url, KILLERS[name]())
 
 
 @pytest.mark.slow
 def test_non_json_queue_entry_is_dropped_and_the_worker_keeps_serving(
         worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
-    worker = worker_factory(LLM, lmq_env)
-    redis.Redis.from_url(redis_url).lpush(f"lmq.{LLM}", "not json at all")
+    assert_worker_serves_after(worker_factory(LLM, lmq_env), redis_url, "not json at all")
+
+
+def assert_worker_serves_after(worker, redis_url: str, entry: str | bytes) -> None:  # type: ignore[no-untyped-def]
+    """A raw `entry` on the model's queue, then a good job: the worker lives and serves it."""
+    redis.Redis.from_url(redis_url).lpush(f"lmq.{LLM}", entry)
     with job_queue(redis_url) as queue:
         good = queue.chat(LLM, "after it", config={"max_tokens": 3}, enqueue_anyway=True)
         wait_until(lambda: good.finished() or not worker.is_running(), timeout=60,
