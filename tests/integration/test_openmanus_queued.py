@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-try:
-    import app.llm  # noqa: F401  (OpenManus, installed by ops/setup.d/openmanus)
-except Exception as exc:  # noqa: BLE001
-    if IN_CI:
-        raise
-    pytest.skip(f"OpenManus is not installed ({exc}); run ops/setup", allow_module_level=True)
+from tests.support.openmanus import require_openmanus
+
+require_openmanus()
 
 from app.llm import LLM  # noqa: E402
 from app.schema import Memory  # noqa: E402
