@@ -103,7 +103,7 @@ def test_reserved_tokens_unset_without_context() -> None:
         reserved_tokens(10, 0, None)
 
 
-def test_thread_count_is_the_slots_whatever_the_budget(tmp_path: Path) -> None:
+def test_thread_count_is_the_slots_unless_the_budget_cannot_hold_short_jobs(tmp_path: Path) -> None:
     path = str(write_gguf(tmp_path / "m.gguf"))  # 32 KiB/token
     facts = ModelFacts("m", GIB, path=path, context_length=4096)
     assert thread_count(settings(concurrency=7), facts) == 7
@@ -113,6 +113,10 @@ def test_thread_count_is_the_slots_whatever_the_budget(tmp_path: Path) -> None:
     # four, since the semaphore admits each job by its own KV and small jobs fit four at once
     tight = 2 * GIB + 2 * 1024 * 32 * KIB
     assert thread_count(settings(gpu_memory=tight, gpu_reserve=GIB, slots=4), facts) == 4
-    assert thread_count(settings(gpu_memory=GIB, gpu_reserve=0, slots=4), facts) == 4
+    # no KV room at all next to the weights: one prediction (each job then fails at once)
+    assert thread_count(settings(gpu_memory=GIB, gpu_reserve=0, slots=4), facts) == 1
+    # room for three short (256-token, 8 MiB) jobs: three
+    assert thread_count(settings(gpu_memory=GIB + 24 * 1024 * KIB, gpu_reserve=0, slots=4),
+                        facts) == 3
     embed = ModelFacts("e", GIB, is_embedding=True)
     assert thread_count(settings(gpu_memory="24GiB", slots=5), embed) == 5
