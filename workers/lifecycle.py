@@ -128,7 +128,7 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     # The context LM Studio loaded it with (not the model's max): admission clamps to it.
     facts = replace(facts, context_length=loaded.context_length)
     gate.loaded(loaded.context_length)
-    threads = worker_threads(settings, facts)
+    threads = worker_threads(settings, facts, predictions)
     client, outage = _redis(settings), _outage(app, hostname, settings, session)
     _runtime = Runtime(settings=settings, session=session, gate=gate,
                        redis=client, watcher=cancel.watcher(settings.cancel_poll_s),
@@ -139,15 +139,19 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     return _runtime
 
 
-def worker_threads(settings: Settings, facts: ModelFacts) -> int:
+def worker_threads(settings: Settings, facts: ModelFacts, predictions: int | None = None) -> int:
     """LMQ_CONCURRENCY, else predictions at once plus LMQ_PREFETCH_THREADS.
 
-    Predictions at once: `workers.admission.thread_count` (LMQ_SLOTS). The prefetch threads
-    receive the next jobs meanwhile, and hold jobs behind those waiting for GPU memory.
+    Predictions at once: `workers.admission.thread_count` (LMQ_SLOTS, fewer on a budget too
+    small for that many short jobs), or `predictions` when the caller has it already. The
+    prefetch threads receive the next jobs meanwhile, and hold jobs behind those waiting
+    for GPU memory.
     """
     if settings.concurrency:
         return settings.concurrency
-    return thread_count(settings, facts) + settings.prefetch_threads
+    if predictions is None:
+        predictions = thread_count(settings, facts)
+    return predictions + settings.prefetch_threads
 
 
 def _size_pool(worker: Any, threads: int) -> None:
