@@ -46,14 +46,16 @@ def wait_flower_state(flower: FlowerProcess, job_id: str, wanted: set[str],
 
 
 def wait_flower_sees_events(flower: FlowerProcess, timeout: float = 30) -> None:
-    """Until Flower's event consumer has received a worker's heartbeat: events are
-    broadcast, and those sent before it subscribed never reach it."""
+    """Until Flower's event consumer has received a worker's event (it lists workers from
+    events only): events are broadcast, and those sent before it subscribed never reach it.
+    Workers send a heartbeat every 2 s, so a running worker is listed within seconds."""
     def listed() -> bool:
         reply = httpx.get(f"{flower.url}/workers?json=1", auth=AUTH, timeout=5)
         return reply.status_code == 200 and bool(reply.json().get("data"))
 
     wait_until(listed, timeout=timeout, interval=0.2,
-               message=lambda: f"Flower receiving worker events; log:\n{flower.log_tail()}")
+               message=lambda: f"Flower receiving worker events (is a worker running?); "
+               f"log:\n{flower.log_tail()}")
 
 
 def wait_backend_state(handle: Any, wanted: set[str], timeout: float = 30) -> str:
@@ -84,10 +86,18 @@ def scrape(url: str) -> dict[str, float]:
     return values
 
 
-def start_flower(env: dict[str, str], started: list[FlowerProcess]) -> FlowerProcess:
+def start_flower(env: dict[str, str], started: list[FlowerProcess], *,
+                 wait_for_worker_events: bool = True) -> FlowerProcess:
+    """Start Flower (appended to `started` for the caller to stop) and, by default, wait
+    until it receives the pool's worker events: Flower subscribes only after its HTTP
+    server answers, so a fast job run right after start-up could be missing from it.
+    Pass `wait_for_worker_events=False` when no worker runs (none would ever be listed)."""
     flower = FlowerProcess(env)
     started.append(flower)
-    return flower.start()
+    flower.start()
+    if wait_for_worker_events:
+        wait_flower_sees_events(flower)
+    return flower
 
 
 StopAll = Callable[[], None]

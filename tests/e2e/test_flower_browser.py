@@ -64,11 +64,13 @@ def flower(lmq_env, worker_factory, request) -> Iterator[FlowerProcess]:
     env = flower_env(lmq_env)
     worker_factory(MODEL, env)
     started: list[FlowerProcess] = []
-    yield start_flower(env, started)
-    for process in started:
-        process.stop()
-        if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
-            print(f"\n--- Flower log tail ---\n{process.log_tail()}")
+    try:  # stopped even if start_flower fails (e.g. it never sees the worker's events)
+        yield start_flower(env, started)
+    finally:
+        for process in started:
+            process.stop()
+            if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
+                print(f"\n--- Flower log tail ---\n{process.log_tail()}")
 
 
 def authed(flower: FlowerProcess, path: str) -> str:

@@ -28,7 +28,6 @@ from tests.e2e.support import (
     long_replies,
     start_flower,
     wait_backend_state,
-    wait_flower_sees_events,
     wait_flower_state,
 )
 from tests.support.wait import wait_until
@@ -50,7 +49,7 @@ def flowers(request: pytest.FixtureRequest) -> Iterator[list[FlowerProcess]]:
 
 
 def test_api_needs_the_basic_auth_from_settings(lmq_env, flowers):
-    flower = start_flower(flower_env(lmq_env), flowers)
+    flower = start_flower(flower_env(lmq_env), flowers, wait_for_worker_events=False)
     assert httpx.get(f"{flower.url}/api/workers").status_code == 401
     assert httpx.get(f"{flower.url}/tasks").status_code == 401
     assert httpx.get(f"{flower.url}/api/tasks", auth=("admin", "wrong")).status_code == 401
@@ -72,7 +71,7 @@ def test_without_auth_flower_refuses_to_start_with_one_clear_line(lmq_env, tmp_p
 
 def test_opted_out_of_auth_flower_binds_localhost_and_keeps_the_api_off(lmq_env, flowers):
     env = {**lmq_env, "LMQ_FLOWER_BASIC_AUTH": "", "LMQ_FLOWER_ALLOW_NO_AUTH": "true"}
-    flower = start_flower(env, flowers)
+    flower = start_flower(env, flowers, wait_for_worker_events=False)
     assert "Flower runs WITHOUT auth (LMQ_FLOWER_ALLOW_NO_AUTH=true)" in flower.log_tail()
     assert _listen_addresses(flower.port) == {"127.0.0.1"}
     assert httpx.get(f"{flower.url}/tasks").status_code == 200
@@ -102,7 +101,6 @@ def test_a_job_shows_with_short_safe_args_and_its_stats(lmq_env, worker_factory,
     env = flower_env(lmq_env)
     worker_factory(MODEL, env)
     flower = start_flower(env, flowers)
-    wait_flower_sees_events(flower)  # else a fast job's events may come before it listens
     prompt = "Summarise this. " + "x" * 300_000 + " key sk-abcdefghijklmnop1234"
     handle = job_queue(env).chat(MODEL, prompt)
     result = handle.result(timeout=60)
@@ -182,7 +180,7 @@ def test_queued_jobs_show_from_their_task_sent_event(lmq_env, flowers):
     from workers.settings import Settings
 
     env = flower_env(lmq_env)
-    flower = start_flower(env, flowers)  # no worker: the jobs stay queued
+    flower = start_flower(env, flowers, wait_for_worker_events=False)  # no worker: jobs stay queued
     queue = job_queue(env)
     handles = [queue.embed(EMBED_MODEL, f"text {i}", enqueue_anyway=True) for i in range(2)]
     app = producer_app(Settings(broker_url=env["LMQ_BROKER_URL"]))
