@@ -67,8 +67,9 @@ class SimulatorAdmin:
         return self._get("faults/clear")
 
     def set_timing(self, **knobs: float | int) -> dict[str, Any]:
-        """prefill_tokens_per_s, decode_tokens_per_s, embedding_latency_s, load_delay_s,
-        reply_min_tokens, reply_max_tokens, parallel_slots, vram_bytes."""
+        """prefill_tokens_per_s, decode_tokens_per_s, embedding_latency_s,
+        embedding_tokens_per_s, load_delay_s, reply_min_tokens, reply_max_tokens,
+        parallel_slots, vram_bytes."""
         return self._get("timing", **knobs)
 
     def restart(self, down_s: float = 0.5) -> None:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 PREFIX = "/__sim/"
 _encode = msgspec.json.Encoder().encode
 _TIMING_FIELDS = ("prefill_tokens_per_s", "decode_tokens_per_s", "embedding_latency_s",
-                  "load_delay_s", "reply_min_tokens", "reply_max_tokens")
+                  "embedding_tokens_per_s", "load_delay_s", "reply_min_tokens",
+                  "reply_max_tokens")
 
 
 class AdminError(Exception):

@@ -66,6 +66,8 @@ class TimingConfig(_Strict):
     decode_tokens_per_s: float = Field(default=200.0, description="Per slot; 0 = instant.")
     parallel_slots: int = Field(default=4, description="Concurrent predictions per model instance.")
     embedding_latency_s: float = Field(default=0.002, description="Per embedString call.")
+    embedding_tokens_per_s: float = Field(default=0.0, description="Per embedding slot: adds "
+                                          "tokens / rate to each embedString; 0 = off.")
     embedding_parallel: int = Field(default=4, description="Concurrent embeddings per instance.")
     load_delay_s: float = Field(default=0.2, description="Time to load a model on request.")
     reply_min_tokens: int = Field(default=8, description="Shortest default reply.")

@@ -63,12 +63,15 @@ async def tokenize(conn: Connection, param: Any) -> Any:
 async def embed_string(conn: Connection, param: Any) -> Any:
     inst = _instance(conn, param, "modelSpecifier")
     text = param.get("inputString", "")
-    latency_s = conn.state.config.timing.embedding_latency_s
+    timing = conn.state.config.timing
     engine = conn.state.engine
     await inst.embed_slots.acquire()
     try:
         if not engine.paced:  # a real model: its own latency, computed off the event loop
             return {"embedding": await asyncio.to_thread(engine.embed, inst.model, text)}
+        latency_s = timing.embedding_latency_s
+        if timing.embedding_tokens_per_s > 0:  # token-paced: a longer text holds its slot longer
+            latency_s += engine.count_tokens(inst.model, text) / timing.embedding_tokens_per_s
         if latency_s > 0:
             await asyncio.sleep(latency_s)
         return {"embedding": engine.embed(inst.model, text)}

@@ -12,6 +12,7 @@ import pytest
 from ops import bench_report
 from ops.benchlib import (
     admission_section,
+    corpus_section,
     flower_section,
     real_engine_section,
     simulator_section,
@@ -84,6 +85,29 @@ def test_simulator_rates_are_given_against_their_goals() -> None:
     fragments, embeds = simulator_section.figures(3000.0, 500.0)
     assert fragments.peer_is_goal and fragments.ratio == pytest.approx(1.5)
     assert embeds.peer == 1000.0 and embeds.ratio == pytest.approx(0.5)
+
+
+def test_corpus_figures_one_per_timing_profile_with_the_rounds_paired_ratio() -> None:
+    from ops.bench_corpus import Comparison
+
+    found = Comparison(chunks=2400, tokens=540_000, pool=[200.0, 150.0, 230.0],
+                       direct=[220.0, 250.0, 230.0], threads=[8, 16, 8])
+    lmstudio, stress = (corpus_section.figure(p, 3.0, found) for p in corpus_section.PROFILES)
+    # rounds' ratios 0.91, 0.6, 1.0: median 0.91 (the medians' ratio would be 200 / 230)
+    assert lmstudio.ratio == pytest.approx(200 / 220)
+    assert (lmstudio.pool, lmstudio.peer) == (200.0, 230.0)
+    for fig, profile in ((lmstudio, "lmstudio"), (stress, "stress")):
+        assert fig.goal == ">= 0.9x" and fig.unit == "chunks/s"
+        assert fig.notes["profile"] == profile and fig.notes["direct_threads"] == [8, 16, 8]
+    assert "LM Studio-like timing" in lmstudio.name and "stress timing" in stress.name
+    assert "LM Studio-bound" in lmstudio.notes["what"]
+    assert "CPU-bound" in stress.notes["what"]
+    assert lmstudio.notes["timing"]["embedding_tokens_per_s"] > 0
+    assert stress.notes["timing"]["embedding_tokens_per_s"] == 0
+    # --full's 20 MB applies to the stress profile; the LM Studio-bound one stays short
+    assert corpus_section.profile_mb("stress", 20) == 20
+    assert corpus_section.profile_mb("lmstudio", 20) < 20
+    assert corpus_section.profile_mb("lmstudio", 1) == 1
 
 
 def test_real_engine_ratio_is_the_median_of_the_rounds_ratios() -> None:
