@@ -17,7 +17,10 @@ class SimulatorAdmin:
     def _get(self, route: str, **params: Any) -> dict[str, Any]:
         query = {k: _fmt(v) for k, v in params.items() if v is not None}
         response = httpx.get(self.base_url + route, params=query, timeout=self.timeout_s)
-        response.raise_for_status()
+        if response.is_error:  # say what the simulator refused, not only the status
+            raise httpx.HTTPStatusError(f"simulator admin {route}: {response.status_code} "
+                                        f"{response.text}", request=response.request,
+                                        response=response)
         body: dict[str, Any] = response.json()
         return body
 

@@ -112,7 +112,15 @@ def _clear_faults(sim: Simulator, q: dict[str, str]) -> Any:
     return sim.state.faults.snapshot()
 
 
+_RESIZE_FIELDS = ("parallel_slots", "vram_bytes")
+
+
 def _set_timing(sim: Simulator, q: dict[str, str]) -> Any:
+    # An unknown knob is an error, not ignored: a test that sets one would measure nothing.
+    unknown = set(q) - set(_TIMING_FIELDS) - set(_RESIZE_FIELDS)
+    if unknown:
+        raise AdminError(f"unknown timing knobs {sorted(unknown)}; settable at run time: "
+                         f"{', '.join((*_TIMING_FIELDS, *_RESIZE_FIELDS))}")
     timing = sim.state.config.timing
     for name in _TIMING_FIELDS:
         if name in q:

@@ -128,7 +128,7 @@ def test_interrupted_run_resumes_to_the_same_output(
 
 def test_a_worker_killed_during_the_run_loses_no_chunk(
         worker_factory, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
-    simulator.admin.set_timing(embedding_latency_s=0.05, embedding_parallel=2)
+    simulator.admin.set_timing(embedding_latency_s=0.05)
     doomed = worker_factory(EMBED, lmq_env)
     worker_factory(EMBED, lmq_env)
     corpus = make_corpus(tmp_path, long_paragraphs=120)

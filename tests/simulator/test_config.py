@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gguf
+import httpx
 import lmstudio as lms
 import pydantic
 import pytest
@@ -74,3 +75,9 @@ def test_admin_timing_knobs(simulator) -> None:  # type: ignore[no-untyped-def]
     assert state["timing"]["parallel_slots"] == 1
     with lms.Client(simulator.host) as client:
         assert client.llm.model(LLM_KEY).respond("x").stats.predicted_tokens_count == 2
+
+
+def test_admin_refuses_an_unknown_timing_knob(simulator) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(httpx.HTTPStatusError, match="embedding_parallel"):
+        simulator.admin.set_timing(embedding_parallel=2)
+    assert simulator.admin.state()["timing"]["embedding_parallel"] == 4  # untouched
