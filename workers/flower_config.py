@@ -21,7 +21,10 @@ working directory. Set here:
   `LMQ_FLOWER_ALLOW_NO_AUTH=true` is the opt-out for local development: Flower then binds to
   127.0.0.1 (an explicit `--address`/`FLOWER_ADDRESS` still wins: the operator's choice),
   Flower itself keeps its HTTP API off without auth (Revoke/Terminate answer 401 with
-  Flower's message), and a warning at start says so. Credentials are never logged or printed.
+  Flower's message), and a warning at start says so; Flower's own
+  `FLOWER_UNAUTHENTICATED_API=true` still turns that API on (the operator's explicit
+  choice), and the warning then says the API is on for anyone who can reach it.
+  Credentials are never logged or printed.
   The hook wraps `flower.command.extract_settings`, which Flower 2.x calls right after
   parsing: a Flower without it refuses to start, and tests/integration/test_flower.py
   fails on a Flower that stops calling it.
@@ -37,6 +40,7 @@ working directory. Set here:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -57,6 +61,12 @@ NO_AUTH_WARNING = (
     "Flower runs WITHOUT auth (LMQ_FLOWER_ALLOW_NO_AUTH=true): it listens on %s only and its "
     "HTTP API (Revoke/Terminate buttons, /api/...) stays off. Set "
     "LMQ_FLOWER_BASIC_AUTH=user:password for anything but local development."
+)
+NO_AUTH_API_WARNING = (
+    "Flower runs WITHOUT auth (LMQ_FLOWER_ALLOW_NO_AUTH=true) on %s, and its HTTP API "
+    "(Revoke/Terminate, /api/...) is ON for anyone who can reach it, because "
+    "FLOWER_UNAUTHENTICATED_API is set. Set LMQ_FLOWER_BASIC_AUTH=user:password for anything "
+    "but local development."
 )
 UNSUPPORTED_FLOWER = (
     "Flower refuses to start: this Flower version has no flower.command.extract_settings, "
@@ -134,7 +144,20 @@ def check_auth(options: Any, allow_no_auth: bool) -> None:
         refuse(NO_AUTH_REFUSAL)
     if not options.address:
         options.address = LOCALHOST
-    log.warning(NO_AUTH_WARNING, options.address)
+    # Flower reads FLOWER_UNAUTHENTICATED_API itself, per request: the operator's explicit
+    # choice (like an explicit address), honoured, but the warning must say the API is on.
+    log.warning(NO_AUTH_API_WARNING if unauthenticated_api() else NO_AUTH_WARNING,
+                options.address)
+
+
+def unauthenticated_api() -> bool:
+    """Flower's own reading of FLOWER_UNAUTHENTICATED_API (an unreadable value: off)."""
+    from flower.utils import strtobool
+
+    try:
+        return bool(strtobool(os.environ.get("FLOWER_UNAUTHENTICATED_API") or "false"))
+    except ValueError:
+        return False
 
 
 def refuse(message: str) -> NoReturn:

@@ -42,11 +42,12 @@ def test_any_auth_starts_on_the_address_flower_was_given(options):
     assert options.address == ""  # Flower's default: all interfaces
 
 
-def test_opt_out_binds_localhost_unless_an_address_was_given(caplog):
+def test_opt_out_binds_localhost_unless_an_address_was_given(caplog, monkeypatch):
+    monkeypatch.delenv("FLOWER_UNAUTHENTICATED_API", raising=False)
     options = parsed()
     check_auth(options, allow_no_auth=True)
     assert options.address == LOCALHOST
-    assert "WITHOUT auth" in caplog.text
+    assert "WITHOUT auth" in caplog.text and "stays off" in caplog.text
     given = parsed(address="10.0.0.5")
     check_auth(given, allow_no_auth=True)
     assert given.address == "10.0.0.5"
@@ -61,3 +62,10 @@ def test_option_values_carry_the_credentials_but_no_address():
 
 def test_the_opt_out_is_off_by_default():
     assert Settings.model_fields["flower_allow_no_auth"].default is False
+
+
+def test_opt_out_warns_that_the_api_is_on_when_flower_is_told_so(caplog, monkeypatch):
+    monkeypatch.setenv("FLOWER_UNAUTHENTICATED_API", "true")
+    check_auth(parsed(), allow_no_auth=True)
+    assert "HTTP API (Revoke/Terminate, /api/...) is ON" in caplog.text
+    assert "stays off" not in caplog.text
