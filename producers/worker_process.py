@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from workers import child_process
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,10 +48,7 @@ class WorkerProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return child_process.log_tail(self.log_path, lines)
 
     def kill(self) -> None:
         """SIGKILL: the worker dies mid-job without acknowledging anything."""
@@ -60,13 +59,4 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """Warm shutdown (SIGTERM), then SIGKILL if it does not exit in time."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return child_process.stop(self.process, timeout_s)

@@ -10,7 +10,6 @@ raises with its one-line message.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+
+from workers import child_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,17 +75,7 @@ class FlowerProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 60) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return child_process.log_tail(self.log_path, lines)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return child_process.stop(self.process, timeout_s)
