@@ -194,13 +194,22 @@ def bench_throughput(args: argparse.Namespace, work: Path, settings: object,
           f"of {args.rounds} rounds' ratios; goal >= 0.9)")
 
 
-def bench_batch_file(args: argparse.Namespace, work: Path, settings: object) -> None:
+@dataclass
+class BatchFile:
+    lines: int
+    validate_s: float  # validation only
+    submit_s: float  # validation, batch bookkeeping and enqueue: the goal's figure
+
+
+def bench_batch_file(lines: int, work: Path, settings: object) -> BatchFile:
+    """A `lines`-line OpenAI batch file validated, then validated, recorded and enqueued
+    (on a database no worker consumes; the batch is cancelled afterwards)."""
     from producers.batch import submit_file, validate_file
     from producers.job_queue import JobQueue
 
     path = work / "requests.jsonl"
     with path.open("w") as handle:
-        for i in range(args.batch_lines):
+        for i in range(lines):
             if i % 4 == 3:
                 body = {"model": EMBED, "input": [f"text {i}", f"more {i}"]}
                 url = "/v1/embeddings"
@@ -218,17 +227,36 @@ def bench_batch_file(args: argparse.Namespace, work: Path, settings: object) -> 
         batch_id, _ = submit_file(queue, path, {"gpt-4o-mini": LLM}, enqueue_anyway=True)
         submit_s = time.perf_counter() - started
         queue.cancel_batch(batch_id)
-    print(f"BATCH FILE {len(validation.requests)} lines: validate only {validate_s:.2f} s; "
+    found = BatchFile(len(validation.requests), validate_s, submit_s)
+    print(f"BATCH FILE {found.lines} lines: validate only {validate_s:.2f} s; "
           f"validate + record + enqueue {submit_s:.2f} s (goal < 10 s)")
+    return found
 
 
-def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str],
-                 sim: Any) -> None:
+@dataclass
+class MemoryRun:
+    corpus_mb: float
+    elapsed_s: float
+    peak_mb: float  # the producer's VmHWM
+    embedded: int = 0
+    failed: int = 0
+    error: str = ""  # the child's stderr tail when it failed
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.embedded / self.elapsed_s if self.elapsed_s else 0.0
+
+
+def bench_memory(memory_mb: float, work: Path, env: dict[str, str], sim: Any,
+                 restore_timing: dict[str, float | int]) -> MemoryRun:
+    """The real CLI embeds a realistic `memory_mb` corpus in a child process, the
+    simulator's embeddings instant; its peak RSS, sampled from /proc."""
     from ops.benchlib import corpus_text
 
     started = time.perf_counter()
-    made = corpus_text.generate(work / "big", args.memory_mb)
-    print(f"MEMORY corpus: {made['bytes'] / 2**20:,.0f} MB in {made['files']:,} files "
+    made = corpus_text.generate(work / "big", memory_mb)
+    corpus_mb = made["bytes"] / 2**20
+    print(f"MEMORY corpus: {corpus_mb:,.0f} MB in {made['files']:,} files "
           f"({made['copies']} whole copies), generated in {time.perf_counter() - started:.0f} s")
     sim.admin.set_timing(embedding_latency_s=0.0, embedding_tokens_per_s=0.0)
     out = work / "big.parquet"
@@ -241,21 +269,24 @@ def bench_memory(args: argparse.Namespace, work: Path, env: dict[str, str],
     samples, peak_mb = _sample_rss_mb(child)
     stdout, stderr = child.communicate()
     elapsed = time.perf_counter() - started
-    sim.admin.set_timing(**runtime_timing(args.profile))
+    sim.admin.set_timing(**restore_timing)
     quarters = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in (1, 2, 3, 4)]
     print("  producer RSS at 1/4, 1/2, 3/4, end of the run: "
           + ", ".join(f"{mb:.0f} MB" for mb in quarters))
     if child.returncode != 0 or not out.exists():
         print(f"MEMORY run failed (exit {child.returncode}):\n{stderr[-2000:]}")
-        return
+        return MemoryRun(corpus_mb, elapsed, peak_mb,
+                         error=f"exit {child.returncode}: {stderr[-500:]}")
     summary = json.loads(stdout)
-    embedded = summary["embedded_chunks"]
+    found = MemoryRun(corpus_mb, elapsed, peak_mb, summary["embedded_chunks"],
+                      summary["failed_chunks"])
     print(f"  {summary['documents']:,} documents, {summary['chunks']:,} chunks "
           f"({summary['duplicates']:,} duplicates skipped), {summary['tokens']:,} tokens; "
           f"output {out.stat().st_size / 2**20:,.0f} MB")
-    print(f"MEMORY corpus {made['bytes'] / 2**20:,.0f} MB in {elapsed:.0f} s "
-          f"({embedded / elapsed:,.0f} chunks/s, {summary['failed_chunks']} failed): "
+    print(f"MEMORY corpus {corpus_mb:,.0f} MB in {elapsed:.0f} s "
+          f"({found.chunks_per_s:,.0f} chunks/s, {found.failed} failed): "
           f"producer peak RSS {peak_mb:.0f} MB (VmHWM; goal < 500 MB for 1 GB)")
+    return found
 
 
 def _sample_rss_mb(child: subprocess.Popen[str], every_s: float = 0.2
@@ -325,10 +356,11 @@ def main() -> None:
                 bench_throughput(args, work, settings, sim.host)
             if "batch" not in args.skip:  # its own database: no worker consumes these jobs
                 db1 = redis_server.url.rsplit("/", 1)[0] + "/1"
-                bench_batch_file(args, work, Settings(broker_url=db1, result_backend=db1,
-                                                      lmstudio_host=sim.host))
+                bench_batch_file(args.batch_lines, work,
+                                 Settings(broker_url=db1, result_backend=db1,
+                                          lmstudio_host=sim.host))
             if "memory" not in args.skip:
-                bench_memory(args, work, env, sim)
+                bench_memory(args.memory_mb, work, env, sim, runtime_timing(args.profile))
     finally:
         for worker in workers:
             worker.stop()

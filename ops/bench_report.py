@@ -13,7 +13,9 @@ pool        pool vs direct SDK calls at the same concurrency (`ops/bench_pool.py
             enqueue rate; queue overhead; worker peak memory
 slots       chat tokens/s through the pool with 1, 4 and 8 slots (goal: 4 slots >= 2.5x one)
 cancel      revoke -> cancel at LM Studio vs direct SDK cancel() (`ops/bench_cancel.py`)
-corpus      `embed_corpus` chunks/s vs direct SDK embed() (`ops/bench_corpus.py`)
+corpus      `embed_corpus` chunks/s vs direct SDK embed() at two timing profiles; a 10,000-line
+            batch file enqueued; producer peak memory on a 20 MB (--full: 1 GB) corpus
+            (`ops/bench_corpus.py`)
 scale       100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
 admission   mixed big/small flood with vs without admission; slot utilisation of small,
             3/4-big and 1/4-big workloads (goal >= 85%) and, for the mixed ones, as a
@@ -49,14 +51,16 @@ from ops.benchlib import figure  # noqa: E402
 SECTIONS = ("pool", "slots", "cancel", "corpus", "scale", "admission", "flower", "simulator",
             "real-engine")
 QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
-         "corpus_mb": 1, "sizes": "100,300", "admission_jobs": 64, "gguf_gib": 8,
+         "corpus_mb": 1, "batch_lines": 10000, "memory_mb": 20, "sizes": "100,300",
+         "admission_jobs": 64, "gguf_gib": 8,
          "flower_jobs": 2000, "flower_max_tasks": 1000, "simulator_s": 5,
          "engine_jobs": 12, "engine_rounds": 6}
 FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
-        "corpus_mb": 20, "sizes": "100,1000,10000", "admission_jobs": 256, "gguf_gib": 8,
+        "corpus_mb": 20, "batch_lines": 10000, "memory_mb": 1024, "sizes": "100,1000,10000",
+        "admission_jobs": 256, "gguf_gib": 8,
         "flower_jobs": 20000, "flower_max_tasks": 10000, "simulator_s": 20,
         "engine_jobs": 24, "engine_rounds": 10}
-FLOATS = ("corpus_mb", "gguf_gib", "simulator_s")
+FLOATS = ("corpus_mb", "memory_mb", "gguf_gib", "simulator_s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,7 +102,7 @@ def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
         "pool": lambda m: m.measure(a.jobs, a.concurrency, a.enqueue_jobs, say),
         "slots": lambda m: m.measure(a.jobs_per_slot, say),
         "cancel": lambda m: m.measure(a.cancels, say),
-        "corpus": lambda m: m.measure(a.corpus_mb, say),
+        "corpus": lambda m: m.measure(a.corpus_mb, a.batch_lines, a.memory_mb, say),
         "scale": lambda m: m.measure(a.sizes, a.concurrency, say),
         "admission": lambda m: m.measure(a.admission_jobs, a.gguf_gib, say),
         "flower": lambda m: m.measure(a.flower_jobs, a.flower_max_tasks, say),

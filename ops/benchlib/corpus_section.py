@@ -12,6 +12,11 @@ pool switched between them at run time:
   (`bench_corpus.PROFILE_CORPUS_MB`: ~10-20 s per side and round), so `--full` stays short.
 * `stress`: 2 ms per call, no token pacing; LM Studio could do 2,000 embeddings/s, so both
   sides are bound by this machine's Python CPU: the client-side cost per chunk.
+
+Then the issue's other two goals, measured by the same `ops/bench_corpus.py` code (no peer:
+their ratio is to the goal): a `batch_lines` OpenAI batch file validated, recorded and
+enqueued (< 10 s for 10,000 lines), and the producer's peak RSS while `lmq embed-corpus`
+embeds a realistic `memory_mb` corpus (< 500 MB for 1 GB; `--full` runs the 1 GB).
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from ops import bench_corpus
 from ops.benchlib.figure import Figure
 from ops.benchlib.stack import EMBED, stack
 from producers.local_pool import local_pool
+from workers.settings import Settings
 
 THREADS = [4, 8, 16]
 ROUNDS = 3
+BATCH_GOAL_S = 10.0  # a 10,000-line batch file validated and enqueued
+MEMORY_GOAL_MB = 500.0  # peak producer RSS embedding a 1 GB corpus
 PROFILES = ("lmstudio", "stress")
 WHAT = {"lmstudio": "LM Studio-bound: token-paced simulator (an assumed 16k tokens/s per "
                     "slot, 4 slots), does the pool keep LM Studio as busy as a direct script",
@@ -42,7 +50,7 @@ def profile_mb(profile: str, corpus_mb: float) -> float:
     return corpus_mb
 
 
-def measure(corpus_mb: float, say: Any) -> list[Figure]:
+def measure(corpus_mb: float, batch_lines: int, memory_mb: float, say: Any) -> list[Figure]:
     figures = []
     with stack(bench_corpus.PROFILES[PROFILES[0]]) as parts, \
             tempfile.TemporaryDirectory(prefix="lmq-bench-corpus-") as tmp:
@@ -56,7 +64,39 @@ def measure(corpus_mb: float, say: Any) -> list[Figure]:
                 found = bench_corpus.compare(corpus, work, pool.settings, parts.host, ROUNDS,
                                              THREADS)
                 figures.append(figure(profile, size, found))
+            say(f"OpenAI batch file: {batch_lines:,} lines validated and enqueued")
+            db1 = parts.redis_url.rsplit("/", 1)[0] + "/1"  # no worker consumes it
+            batch = bench_corpus.bench_batch_file(
+                batch_lines, work, Settings(broker_url=db1, result_backend=db1,
+                                            lmstudio_host=parts.host))
+            figures.append(batch_figure(batch))
+            say(f"producer memory: lmq embed-corpus on a {memory_mb:g} MB corpus")
+            memory = bench_corpus.bench_memory(
+                memory_mb, work, bench_corpus.env_for(parts.redis_url, parts.host), parts.sim,
+                bench_corpus.runtime_timing(PROFILES[-1]))
+            if memory.error:
+                raise RuntimeError(f"lmq embed-corpus failed on the memory corpus: "
+                                   f"{memory.error}")
+            figures.append(memory_figure(memory))
     return figures
+
+
+def batch_figure(batch: bench_corpus.BatchFile) -> Figure:
+    return Figure("corpus", f"OpenAI batch file, {batch.lines:,} lines: validated, recorded "
+                  f"and enqueued (validation alone {batch.validate_s:.2f} s)", "s",
+                  batch.submit_s, BATCH_GOAL_S, "", higher_is_better=False,
+                  goal=f"< {BATCH_GOAL_S:g} s", peer_is_goal=True,
+                  notes={"validate_s": batch.validate_s})
+
+
+def memory_figure(memory: bench_corpus.MemoryRun) -> Figure:
+    return Figure("corpus", f"producer peak RSS, lmq embed-corpus on a {memory.corpus_mb:,.0f} "
+                  f"MB corpus ({memory.embedded:,} chunks in {memory.elapsed_s:.0f} s, "
+                  f"{memory.chunks_per_s:,.0f} chunks/s, {memory.failed} failed)", "MB",
+                  memory.peak_mb, MEMORY_GOAL_MB, "", higher_is_better=False,
+                  goal=f"< {MEMORY_GOAL_MB:g} MB for a 1 GB corpus", peer_is_goal=True,
+                  notes={"corpus_mb": memory.corpus_mb, "elapsed_s": memory.elapsed_s,
+                         "embedded_chunks": memory.embedded, "failed_chunks": memory.failed})
 
 
 def figure(profile: str, corpus_mb: float, found: bench_corpus.Comparison) -> Figure:

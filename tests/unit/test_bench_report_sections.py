@@ -110,6 +110,27 @@ def test_corpus_figures_one_per_timing_profile_with_the_rounds_paired_ratio() ->
     assert corpus_section.profile_mb("lmstudio", 1) == 1
 
 
+def test_corpus_batch_and_memory_figures_are_ratios_to_their_goals() -> None:
+    from ops.bench_corpus import BatchFile, MemoryRun
+
+    batch = corpus_section.batch_figure(BatchFile(lines=10_000, validate_s=0.8, submit_s=2.5))
+    assert batch.peer_is_goal and not batch.higher_is_better
+    assert (batch.pool, batch.peer, batch.unit) == (2.5, 10.0, "s")
+    assert batch.ratio == pytest.approx(0.25) and "10,000 lines" in batch.name
+    memory = corpus_section.memory_figure(MemoryRun(corpus_mb=1024.0, elapsed_s=680.0,
+                                                    peak_mb=297.0, embedded=504_089))
+    assert memory.peer_is_goal and not memory.higher_is_better
+    assert (memory.pool, memory.peer) == (297.0, 500.0)
+    assert "1,024 MB corpus" in memory.name and "504,089 chunks" in memory.name
+    assert "741 chunks/s" in memory.name  # 504,089 / 680 s
+
+
+def test_bench_modes_size_the_corpus_goals() -> None:
+    quick, full = bench_report.parse_args([]), bench_report.parse_args(["--full"])
+    assert quick.batch_lines == full.batch_lines == 10_000
+    assert full.memory_mb == 1024 and quick.memory_mb < full.memory_mb
+
+
 def test_real_engine_ratio_is_the_median_of_the_rounds_ratios() -> None:
     from ops.bench_real_engine import Comparison, Round, Side
 
