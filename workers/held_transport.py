@@ -19,12 +19,20 @@ How an entry is taken, without a busy loop:
   plus Redis's timer resolution (1/hz, 0.1 s by default): measured <= 0.16 s, about six
   script calls a second. (Redis cannot block on several lists without popping.)
 
+A take whose reply is lost (the connection drops just after Redis moved the entry) leaves
+the entry in this live worker's `popping` list, where the janitor would not look until the
+worker dies. So a connection error during a take marks its `popping` lists as possibly
+stranded, and the next take, on the new connection, first pushes them back on their lists
+(`Redelivery.restore_popping`). That is safe: an entry still in `popping` was never booked,
+so it is not running anywhere, and no take of this process is in flight at that moment.
+
 With a `global_keyprefix` every key sent here carries it (kombu's prefixing client leaves
 the commands it does not know, such as LREM, unprefixed; SADD it prefixes itself).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any
@@ -36,6 +44,8 @@ from kombu.utils.json import dumps, loads
 
 from workers import keys, redelivery
 from workers.dead_letter import DeadLetterChannel
+
+log = logging.getLogger(__name__)
 
 # How long an idle worker consuming several lists blocks on the first before it tries
 # them all again: the extra latency of the others when idle (none on a busy queue).
@@ -52,6 +62,11 @@ for i = 1, n do
 end
 return false
 """
+
+
+# `popping` keys of takes cut by a connection error: pushed back before the next take.
+# Module-level because kombu replaces the channel after a connection error.
+_stranded: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -141,6 +156,7 @@ class HeldChannel(DeadLetterChannel):
             self._take = None
             super()._brpop_start(timeout)  # type: ignore[no-untyped-call]
             return
+        _restore_stranded(current)
         sources = self._sources(current.hostname)
         if len(sources) == 1:
             self._send_blmove(sources, self.brpop_timeout if timeout is None else timeout)
@@ -183,6 +199,9 @@ class HeldChannel(DeadLetterChannel):
                 self._queue_cycle.rotate(source.queue)
                 self._deliver_taken(source, entry)
                 return True
+        except self.connection_errors:
+            _stranded.update(source.popping_key for source in take.sources)
+            raise
         finally:
             self._in_poll = None  # type: ignore[assignment]
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
@@ -213,6 +232,20 @@ class HeldChannel(DeadLetterChannel):
             if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
                 self._popping = None
                 self.client.lrem(source.popping_key, 1, entry)
+
+
+def _restore_stranded(current: redelivery.Redelivery) -> None:
+    """Push back what takes cut by a connection error left in our `popping` lists.
+
+    A key leaves `_stranded` only once restored: if Redis is still down this raises, kombu
+    reconnects, and the next take tries again.
+    """
+    for key in sorted(_stranded):
+        restored = current.restore_popping(current.hostname, key, check_alive=False)
+        _stranded.discard(key)
+        if restored:
+            log.warning("%d job(s) taken off %s when the broker connection dropped were "
+                        "queued again", restored, key)
 
 
 class Transport(kombu_redis.Transport):

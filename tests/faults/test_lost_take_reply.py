@@ -1,0 +1,50 @@
+"""A take whose reply is lost: Redis moved the job into the worker's `popping` list, then the
+connection dropped before the worker read the reply. The job must run anyway, on the live
+worker that reconnects (not only once that worker dies and a janitor looks)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from producers import job_registry
+from producers.job_building import make_config, make_job
+from producers.publisher import task_message
+from tests.faults.support import LLM, job_queue
+from tests.support.wait import wait_until
+from workers import keys
+from workers.contract import queue_name
+
+pytestmark = pytest.mark.slow
+
+
+def blocked_take(client: redis.Redis) -> dict[str, str] | None:
+    """The worker's consuming connection, blocked in BLMOVE on its queue."""
+    return next((c for c in client.client_list() if c.get("cmd") == "blmove"), None)
+
+
+def test_a_take_cut_by_a_dropped_connection_is_queued_again(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    worker = worker_factory(LLM, lmq_env)
+    client = redis.Redis.from_url(redis_url)
+    taking = wait_until(lambda: blocked_take(client), timeout=60,
+                        message=lambda: f"the worker blocked in BLMOVE\n{worker.log_tail(20)}")
+    popping = keys.popping(worker.hostname, queue_name(LLM))
+    with job_queue(redis_url) as queue:
+        # What BLMOVE leaves when its reply is lost: the entry in the worker's `popping`.
+        job_id = str(uuid.uuid4())
+        job = make_job("chat", {"model": LLM, "messages": "lost reply",
+                                "config": make_config({"max_tokens": 3})})
+        pipe = client.pipeline()
+        job_registry.add_to_pipeline(pipe, job_id, job, 3600)
+        pipe.lpush(popping, task_message(queue.app, job_id, job))
+        pipe.execute()
+        client.client_kill_filter(_id=taking["id"])  # the connection drops
+
+        result = queue.handle(job_id).result(timeout=60)
+        assert result.stats.predicted_tokens_count == 3
+    assert client.llen(popping) == 0
+    assert worker.is_running()
+    assert "queued again" in worker.log_tail(200)
