@@ -19,7 +19,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout_s,
         # kombu's sweep restores messages older than the visibility timeout. A killed
         # worker's jobs come back much sooner through `workers.redelivery`; this sweep is the
-        # backstop, so once a minute is enough (kombu's default: every 100 s).
+        # backstop for jobs no worker holds (it skips held ones: `HeldQoS.restore_visible`),
+        # so once a minute is enough (kombu's default: every 100 s).
         "unacked_restore_interval": 60,
         "unacked_restore_throttle": 1,
         # One list per queue (every job is published at priority 0): fewer lists for the

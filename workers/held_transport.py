@@ -47,6 +47,10 @@ from workers.dead_letter import DeadLetterChannel
 
 log = logging.getLogger(__name__)
 
+# Tags past the visibility timeout read per sweep (kombu reads 10, but held tags are
+# skipped here and must not hide the unheld ones behind them).
+SWEEP_MAX_TAGS = 1000
+
 # How long an idle worker consuming several lists blocks on the first before it tries
 # them all again: the extra latency of the others when idle (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
@@ -113,6 +117,38 @@ class HeldQoS(kombu_redis.QoS):
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
         current.note(delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """kombu's sweep of `unacked` past the visibility timeout, without the tags workers
+        hold.
+
+        A held tag is leased (`workers.redelivery`): it runs on a live worker, or the janitor
+        puts it back once that worker's lease ends. kombu's sweep knows nothing of leases: it
+        queued a job running longer than the visibility timeout again at every sweep (a
+        130 s job with a 2 s timeout ran at least three times). Only tags booked without a lease
+        (kombu's path, before this worker's lease was up) are kombu's to restore.
+        """
+        current = redelivery.current()
+        if current is None:
+            super().restore_visible(start, num, interval)  # type: ignore[no-untyped-call]
+            return
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return  # kombu's throttle: one sweep per `interval` calls
+        with self.channel.conn_or_acquire() as client:
+            try:
+                with kombu_redis.Mutex(client, self.unacked_mutex_key,
+                                       self.unacked_mutex_expire):
+                    ceil = time() - self.visibility_timeout
+                    visible = [bytes_to_str(tag) for tag, _ in client.zrange(
+                        self.unacked_index_key, ceil, 0, desc=True, byscore=True,
+                        offset=start, num=SWEEP_MAX_TAGS, withscores=True)]
+                    held = current.held_by_any_worker(visible)
+                    for tag in visible:
+                        if tag not in held:
+                            self.restore_by_tag(tag, client)
+            except kombu_redis.MutexHeld:
+                pass  # another worker is sweeping
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
         """kombu 5.x's `QoS.restore_by_tag`, also dropping the tag from this worker's held set.

@@ -49,8 +49,9 @@ heartbeat by any live worker of the pool, or when it restarts. Delivery stays
 at-least-once: a redelivered job that already finished returns its stored result
 (`workers.result_store`); a worker paused (SIGSTOP) past its lease may see its job run
 elsewhere too. kombu's own visibility-timeout sweep (`celery_config`) stays as the backstop
-for anything else (e.g. a worker configured with another broker transport that died
-before its `task_received` SADD).
+for tags no worker holds (booked before the worker's lease was up, or by a worker on
+another broker transport); it skips held tags (`HeldQoS.restore_visible`), which are this
+module's to restore.
 """
 
 from __future__ import annotations
@@ -274,6 +275,19 @@ class Redelivery:
             self._forget = self.client.register_script(FORGET_SCRIPT)
         self._forget(keys=[self.key(keys.alive(worker)), self.key(keys.held(worker)),
                            self.key(keys.held_workers())], args=[worker])
+
+    def held_by_any_worker(self, tags: list[str]) -> set[str]:
+        """Those of `tags` in some worker's held set (live or not: the janitor owns them)."""
+        workers = [_text(w) for w in self.client.smembers(self.key(keys.held_workers()))]
+        if not tags or not workers:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for worker in workers:
+            pipe.smismember(self.key(keys.held(worker)), tags)
+        held: set[str] = set()
+        for flags in pipe.execute():
+            held.update(tag for tag, flag in zip(tags, flags, strict=True) if flag)
+        return held
 
     def restore_tag(self, worker: str, tag: str, *, check_alive: bool) -> int:
         """kombu's `QoS.restore_by_tag`, if `worker` still holds `tag` (1 if restored).
