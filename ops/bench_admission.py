@@ -31,7 +31,7 @@ Figures (per configuration: medians of `--rounds` runs on one warm worker, with 
   a linear program over the mixes of jobs that fit), as a utilisation bound, and the raw
   utilisation as a fraction of it. Two bounds: "gpu", with the KV the simulator really
   allocates (exact prompt tokens), and "reserved", with what admission reserves by default
-  (`workers/prompt_bound.py`'s local upper bound of the prompt tokens, ~100 tokens over for
+  (`workers/jobs/prompt_bound.py`'s local upper bound of the prompt tokens, ~100 tokens over for
   these short prompts: 6.8 instead of 3.6 MiB for a small job, 97.4 instead of 94.3 for a
   big one, so that beside two big jobs no small one fits in the 5.2 MiB left, where two
   exactly counted ones would). Sizes are read from one probe job of each

@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from producers.flower_process import FlowerProcess  # noqa: E402
 from producers.redis_server import RedisServer  # noqa: E402
 from producers.worker_process import WorkerProcess  # noqa: E402
 from simulator.testing import running_simulator  # noqa: E402
-from workers.flower_process import FlowerProcess  # noqa: E402
 from workers.metrics import read_model_metrics  # noqa: E402
 
 MODEL = "llama-3.2-1b-instruct"

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from celery import states
+import redis
+from celery import Celery, states
 
 from producers import fragment_reader, result_wait
 from producers.cancellation import CancelOutcome
 from producers.outcome import FINISHED_STATES, result_or_raise
 from workers.contract import PROGRESS, JobProgress
+from workers.settings import Settings
 
-if TYPE_CHECKING:
-    from producers.job_queue import JobQueue
+
+class JobSource(Protocol):
+    """What a handle reads its job through: `producers.JobQueue` (which imports this)."""
+
+    settings: Settings
+    app: Celery
+    backend_client: redis.Redis
+    store_client: redis.Redis
+
+    def job_meta(self, job_id: str) -> dict[str, Any]: ...
+
+    def cancel(self, job_id: str) -> CancelOutcome: ...
 
 
 class JobHandle:
     """A job by id. Cheap to create: it holds no Celery AsyncResult."""
 
-    def __init__(self, job_id: str, queue: JobQueue) -> None:
+    def __init__(self, job_id: str, queue: JobSource) -> None:
         self._id = job_id
         self._queue = queue
 

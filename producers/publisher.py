@@ -18,9 +18,9 @@ import redis
 from celery import Celery
 
 from producers import job_registry
+from producers.sent_events import SentEvents
 from workers import keys
 from workers.contract import TASK_FOR_KIND, Job, queue_name
-from workers.flower_events import SentEvents
 from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from workers import child_process
+from producers import child_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,15 +10,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-if TYPE_CHECKING:
-    from simulator.server import Simulator
+from simulator.state import SimState
 
 PREFIX = "/__sim/"
 _encode = msgspec.json.Encoder().encode
@@ -29,6 +28,18 @@ _TIMING_FIELDS = ("prefill_tokens_per_s", "decode_tokens_per_s", "embedding_late
 
 class AdminError(Exception):
     pass
+
+
+class Simulator(Protocol):
+    """What the admin API acts on (`simulator.server.Simulator`, which imports this)."""
+
+    state: SimState
+    host: str
+    port: int
+
+    def resize_slots(self, size: int) -> None: ...
+
+    async def restart(self, down_s: float = 0.5) -> None: ...
 
 
 def json_response(status: int, body: Any) -> Response:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from simulator.engine import ENGINE_NAMES
+from simulator.engine_choice import ENGINE_NAMES
 from simulator.server import serve_forever
 
 

@@ -60,23 +60,6 @@ class Engine(Protocol):
     def embed(self, model: ModelConfig, text: str) -> list[float]: ...
 
 
-ENGINE_NAMES = ("deterministic", "real")
-
-
-def make_engine(name: str, timing: TimingConfig, real: Any = None) -> Engine | None:
-    """The engine for `--engine NAME`; None means the state's default deterministic one.
-
-    `real` is the config's `RealEngineConfig` (threads, context, temperature).
-    """
-    if name == "deterministic":
-        return None
-    if name == "real":
-        from simulator.real_engine import RealEngine  # needs the local-models extra
-
-        return RealEngine(timing, real)
-    raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ENGINE_NAMES)}")
-
-
 def message_text(message: dict[str, Any]) -> str:
     parts = message.get("content", [])
     if isinstance(parts, str):

@@ -15,7 +15,8 @@ from websockets.http11 import Request, Response
 from simulator import admin_http, loading, predict
 from simulator.config import SimConfig, load_config
 from simulator.connection import ChannelHandler, Connection
-from simulator.engine import Engine, make_engine
+from simulator.engine import Engine
+from simulator.engine_choice import make_engine
 from simulator.gpu import SlotPool
 from simulator.rpc import NAMESPACE_RPCS
 from simulator.state import SimState

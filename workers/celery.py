@@ -2,21 +2,21 @@
 
 Configured from `workers.celery_config` (shared with producers) plus worker settings:
 
-* pool: `workers.pool:TaskPool` (Celery's threads pool whose terminate triggers our cancel
+* pool: `workers.delivery.pool:TaskPool` (Celery's threads pool whose terminate triggers our cancel
   path), selected through `worker_pool`, so `celery -A workers worker` needs no `-P`;
 * concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions) plus
   LMQ_PREFETCH_THREADS: with acks_late and prefetch 1 per thread, the extra threads receive
   the next jobs while the slots predict, so Celery's messaging overlaps with predictions;
-  they wait in `workers.gate.SlotLimit`, which keeps predictions at most LMQ_SLOTS, and
+  they wait in `workers.admission.seam.SlotLimit`, which keeps predictions at most LMQ_SLOTS, and
   hold jobs behind those waiting for GPU memory. Memory does not lower the count: the
   group's semaphore admits each job by its own KV (`workers.admission.thread_count`);
 * queue: `lmq.<LMQ_MODEL>` only. Importing this module without LMQ_MODEL works (producers,
   `celery -A workers flower`, `celery -A workers control ...`); a *worker* without it exits
   with a clear message (`workers.lifecycle`);
-* a killed worker's jobs are queued again within LMQ_HOLD_LEASE_S (`workers.redelivery`,
+* a killed worker's jobs are queued again within LMQ_HOLD_LEASE_S (`workers.delivery.redelivery`,
   Redis brokers; started by `workers.lifecycle`);
 * task events on; `worker_deduplicate_successful_tasks` on, and the STARTED state written
-  by `workers.result_store` instead of Celery's `task_track_started` (one round trip).
+  by `workers.delivery.result_store` instead of Celery's `task_track_started` (one round trip).
 
 Importing the app does not import the LM Studio SDK: task modules (`workers.tasks`) are
 imported by the worker only (`include`).
@@ -28,18 +28,20 @@ from celery import Celery
 from celery.signals import celeryd_init, task_received, worker_shutdown
 from kombu import Queue
 
-from workers import metrics, redelivery, result_store
+from workers import metrics
 from workers.celery_config import celery_config
 from workers.contract import queue_name
+from workers.delivery import redelivery, result_store
+from workers.flower import config as flower_config
 from workers.settings import Settings, get_settings
 
 
 def worker_config(settings: Settings) -> dict[str, object]:
     config: dict[str, object] = {
-        "worker_pool": "workers.pool:TaskPool",
+        "worker_pool": "workers.delivery.pool:TaskPool",
         "worker_concurrency": settings.concurrency or settings.slots + settings.prefetch_threads,
         "worker_deduplicate_successful_tasks": True,
-        # STARTED is written by workers.result_store in the same round trip as the dedupe
+        # STARTED is written by workers.delivery.result_store in the same round trip as the dedupe
         # check and the attempt count; Celery's own write would cost two more.
         "task_track_started": False,
         "worker_send_task_events": True,
@@ -64,7 +66,8 @@ def create_app(settings: Settings | None = None) -> Celery:
                          dispatch_uid="lmq-held-transport")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
-    metrics.connect(celery_app)
+    metrics.connect()
+    flower_config.install_if_flower(celery_app)
     return celery_app
 
 

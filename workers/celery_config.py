@@ -18,13 +18,13 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # An unacked job is redelivered after this: it must exceed the longest job.
         "visibility_timeout": settings.visibility_timeout_s,
         # kombu's sweep restores messages older than the visibility timeout. A killed
-        # worker's jobs come back much sooner through `workers.redelivery`; this sweep is the
-        # backstop for jobs no worker holds (it skips held ones: `HeldQoS.restore_visible`),
-        # so once a minute is enough (kombu's default: every 100 s).
+        # worker's jobs come back much sooner through `workers.delivery.redelivery`; this
+        # sweep is the backstop for jobs no worker holds (it skips held ones:
+        # `HeldQoS.restore_visible`), so once a minute is enough (kombu's default: 100 s).
         "unacked_restore_interval": 60,
         "unacked_restore_throttle": 1,
         # One list per queue (every job is published at priority 0): fewer lists for the
-        # worker to take entries from (`workers.held_transport`).
+        # worker to take entries from (`workers.delivery.held_transport`).
         "priority_steps": [0],
         "socket_keepalive": True,
         "health_check_interval": 10,

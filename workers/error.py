@@ -59,7 +59,7 @@ class LMStudioUnavailableError(TransientError, ConnectionError):
 
 
 class LMStudioLostError(LMStudioUnavailableError):
-    """LM Studio still unreachable after a job's retries: requeue it (`workers.outage`)."""
+    """LM Studio still unreachable after a job's retries: requeue it (`workers.lmstudio.outage`)."""
 
 
 class AdmissionClosedError(TransientError):

@@ -4,7 +4,7 @@
 the worker consumes no job until LM Studio serves its model. At start it:
 
 0. restores the jobs a previous process with this hostname held, and takes its lease on the
-   jobs it will hold (`workers.redelivery`, Redis brokers only);
+   jobs it will hold (`workers.delivery.redelivery`, Redis brokers only);
 1. requires LMQ_MODEL (exit 78 with a clear message otherwise);
 2. sets the SDK timeout (`lms.set_sync_api_timeout(LMQ_SDK_TIMEOUT_S)`);
 3. opens one scoped `lms.Client(LMQ_LMSTUDIO_HOST)`. LM Studio unreachable: one clear
@@ -13,11 +13,11 @@ the worker consumes no job until LM Studio serves its model. At start it:
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
    available models;
 5. builds the admission gate (`workers.admission.build_gate`) behind this process's slot
-   limit (`workers.gate.SlotLimit`) and calls `before_load()`; GPU memory unknown (no
+   limit (`workers.admission.seam.SlotLimit`) and calls `before_load()`; GPU memory unknown (no
    LMQ_GPU_MEMORY, NVML unavailable): exit 78 with one line saying why and what to set;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
-   template's token overhead (`workers.prompt_bound`), and logs what it serves;
+   template's token overhead (`workers.jobs.prompt_bound`), and logs what it serves;
 7. tells the gate the context length the model was loaded with, and checks the pool
    size (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
    LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
@@ -28,7 +28,7 @@ the worker consumes no job until LM Studio serves its model. At start it:
    served check is one Redis read.
 
 While it serves, LM Studio lost for good (a job's retries exhausted) stops the consumer
-until reconnecting succeeds (`workers.outage`).
+until reconnecting succeeds (`workers.lmstudio.outage`).
 
 At shutdown (`worker_shutdown`, after the pool finished its jobs) it stops the watcher,
 closes the client (unloading the model if LMQ_UNLOAD_ON_SHUTDOWN) and closes the gate.
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -46,44 +46,22 @@ from celery import bootsteps
 from celery.signals import worker_shutdown
 from celery.worker import state as worker_state
 
-from workers import cancel, redelivery
 from workers.admission import build_gate, thread_count
+from workers.admission.seam import ModelFacts, SlotLimit
 from workers.contract import queue_name
+from workers.delivery import cancel, redelivery
 from workers.error import BadJobError, BudgetUnknownError, LMStudioUnavailableError
-from workers.gate import Gate, ModelFacts, SlotLimit
-from workers.outage import Outage
+from workers.jobs.runtime import Runtime
+from workers.jobs.runtime import install as install_runtime
+from workers.lmstudio.outage import Outage
+from workers.lmstudio.session import DownloadedModel, Session, load_config
 from workers.served_registry import Registration
-from workers.session import DownloadedModel, Session, load_config
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger("workers.lifecycle")
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: fix the configuration, restarting will not help
 _POLL_S = 0.1
-
-
-@dataclass
-class Runtime:
-    """The per-process parts every job uses."""
-
-    settings: Settings
-    session: Session
-    gate: Gate
-    redis: redis.Redis | None
-    watcher: cancel.CancelWatcher
-    hostname: str
-    outage: Outage | None = None  # None outside a worker (no app to stop consuming with)
-    threads: int = 1  # the pool's thread count (`worker_threads`)
-    registration: Registration | None = None  # this worker in `workers.served_registry`
-
-
-_runtime: Runtime | None = None
-
-
-def runtime() -> Runtime:
-    if _runtime is None:
-        raise LMStudioUnavailableError("this worker is not connected to LM Studio yet")
-    return _runtime
 
 
 class LMStudioStep(bootsteps.StartStopStep):
@@ -101,7 +79,6 @@ class LMStudioStep(bootsteps.StartStopStep):
 
 def start_runtime(hostname: str, settings: Settings | None = None,
                   app: Any = None) -> Runtime:
-    global _runtime
     settings = settings or get_settings()
     if not settings.model:
         _exit("LMQ_MODEL is not set: set it to the model key this worker serves "
@@ -130,13 +107,14 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     gate.loaded(loaded.context_length)
     threads = worker_threads(settings, facts, predictions)
     client, outage = _redis(settings), _outage(app, hostname, settings, session)
-    _runtime = Runtime(settings=settings, session=session, gate=gate,
-                       redis=client, watcher=cancel.watcher(settings.cancel_poll_s),
-                       hostname=hostname, outage=outage, threads=threads,
-                       registration=_register(client, settings.model, hostname, outage))
+    rt = Runtime(settings=settings, session=session, gate=gate,
+                 redis=client, watcher=cancel.watcher(settings.cancel_poll_s),
+                 hostname=hostname, outage=outage, threads=threads,
+                 registration=_register(client, settings.model, hostname, outage))
+    install_runtime(rt)
     log.info("serving %s model %s as %r (context length %d) from LM Studio at %s",
              loaded.kind, loaded.key, loaded.identifier, loaded.context_length, session.host)
-    return _runtime
+    return rt
 
 
 def worker_threads(settings: Settings, facts: ModelFacts, predictions: int | None = None) -> int:
@@ -196,8 +174,7 @@ def connect_with_backoff(settings: Settings) -> Session:
 
 def stop_runtime(**_: Any) -> None:
     """Close everything start_runtime opened (idempotent)."""
-    global _runtime
-    rt, _runtime = _runtime, None
+    rt = install_runtime(None)
     if rt is None:
         return
     rt.watcher.stop()

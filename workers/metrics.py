@@ -14,7 +14,7 @@ plus `lmq:metrics:<model>:running` (hash job id -> worker) for jobs running now,
 set `lmq:metrics:models` naming the models the readers report. Jobs queued are read live:
 the length of the model's broker queue `lmq.<model>`. Host groups come from admission.
 
-Worker side: `connect(app)` (called by `workers.celery` at import) connects Celery signal
+Worker side: `connect()` (called by `workers.celery` at import) connects Celery signal
 handlers: `task_prerun` (running +1: one pipelined round trip), `task_postrun` (running -1
 and the outcome, with the stats of the result dict: one Lua script, `FINISH_SCRIPT`),
 `task_revoked` (jobs revoked before they ran). Counting never
@@ -24,7 +24,7 @@ killed with SIGKILL leaves its running entries behind until a worker with the sa
 starts again (they are dropped at `worker_ready`; warm shutdowns drop them at once).
 
 Reader side: `read_model_metrics(redis_url)` and `read_group_metrics(redis_url)`; the
-Prometheus exporter (`workers.flower_metrics`), `lmq workers` and `lmq doctor` use them.
+Prometheus exporter (`workers.prometheus`), `lmq workers` and `lmq doctor` use them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from celery import Celery, signals, states
+from celery import signals, states
 
 from workers import keys
 from workers.contract import KEY_PREFIX, model_from_queue, queue_name
@@ -287,16 +287,13 @@ def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         _get_recorder().forget_worker(model, hostname)
 
 
-def connect(app: Celery) -> None:
-    """Connect the signal handlers that count jobs per model (and set Flower up under it)."""
+def connect() -> None:
+    """Connect the signal handlers that count jobs per model."""
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.task_revoked.connect(on_revoked, weak=False)
     signals.worker_ready.connect(on_worker_ready, weak=False)
     signals.worker_shutdown.connect(on_worker_shutdown, weak=False)
-    from workers.flower_config import install_if_flower
-
-    install_if_flower(app)
 
 
 # --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ each submission would stall that long every few seconds. So each worker also reg
 itself: member `<model>|<worker hostname>` of the sorted set `workers.keys.served()`, scored
 by the time (epoch seconds) its registration lapses. A thread renews it every `RENEW_S`;
 a killed worker's entry lapses after `LAPSE_S`; a clean stop removes it. While LM Studio is
-lost (`workers.outage`), the worker consumes nothing and does not renew.
+lost (`workers.lmstudio.outage`), the worker consumes nothing and does not renew.
 
 Producers trust a live entry, and ask the workers only when there is none
 (`producers.served_models`), so a missing registration costs a slower answer, never a

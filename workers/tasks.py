@@ -1,8 +1,8 @@
-"""The lmq tasks: thin wrappers that parse the job contract and run it (`workers.execution`).
+"""The lmq tasks: thin wrappers that parse the job contract and run it (`workers.jobs.execution`).
 
 A task returns the result as a JSON dict (ChatResult / CompletionResult / EmbeddingResult).
 Bad jobs raise BadJobError subclasses and are never retried; a revoked job ends in REVOKED
-with its partial result (see `workers.execution`).
+with its partial result (see `workers.jobs.execution`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from workers.celery import app
-from workers.chat import run_chat, run_completion
 from workers.contract import (
     TASK_CHAT,
     TASK_COMPLETE,
@@ -19,10 +18,11 @@ from workers.contract import (
     CompletionJob,
     EmbeddingJob,
 )
-from workers.embedding import run_embedding
-from workers.execution import execute
+from workers.jobs.chat import run_chat, run_completion
+from workers.jobs.embedding import run_embedding
+from workers.jobs.execution import execute
 
-REQUEST = "workers.pool:CancellingRequest"  # revoke(terminate=True) -> cancel path
+REQUEST = "workers.delivery.pool:CancellingRequest"  # revoke(terminate=True) -> cancel path
 # Celery logs "Task ... succeeded in ...: <result repr>" at INFO; a result (content, stats,
 # vectors) is read from the backend, not the log: keep the line short.
 RESULT_LOG_CHARS = 160

@@ -18,7 +18,7 @@ from producers.cli._context import cli_settings
 def demo(chat_model: str | None, embed_model: str | None, sim_engine: str) -> None:
     """Run a chat, a completion and an embedding job through the pool (starts Redis, the
     simulator and workers when they are missing, and stops them after)."""
-    from producers.demo import run_demo
+    from producers.cli._demo_run import run_demo
     from producers.demo_stack import StartError
 
     def say(line: str) -> None:

@@ -59,7 +59,7 @@ def serve(port: int, address: str) -> None:
     """Serve the pool's metrics at http://ADDRESS:PORT/metrics until interrupted."""
     from prometheus_client import start_http_server
 
-    from workers.flower_metrics import pool_registry
+    from workers.prometheus import pool_registry
 
     server, _thread = start_http_server(port, addr=address,
                                         registry=pool_registry(cli_settings().store_url))

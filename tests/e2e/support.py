@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
+from producers.flower_process import FlowerProcess
 from tests.support.wait import wait_until
-from workers.flower_process import FlowerProcess
 
 MODEL = "llama-3.2-1b-instruct"
 EMBED_MODEL = "text-embedding-nomic-embed-text-v1.5"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from producers.flower_process import PROJECT_ROOT, FlowerProcess
 from tests.e2e.support import (
     AUTH,
     MODEL,
@@ -26,7 +27,6 @@ from tests.e2e.support import (
 )
 from tests.support.services import missing_service
 from tests.support.wait import wait_until
-from workers.flower_process import PROJECT_ROOT, FlowerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

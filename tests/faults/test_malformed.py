@@ -125,7 +125,7 @@ def _envelope(**changes: object) -> str:
 
 
 KILLERS = {  # each one, pushed alone, made the worker exit ("Unrecoverable error") before
-    # workers/dead_letter.py (found by this suite at 22:30; now they must be dropped)
+    # workers/delivery/dead_letter.py (found by this suite at 22:30; now they must be dropped)
     "body-empty": lambda: _envelope(body=""),  # TypeError: a bytes-like object is required
     "body-not-base64": lambda: _envelope(body="é¿"),  # same TypeError
     "body-json-int": lambda: _envelope(body=base64.b64encode(b"5").decode()),  # TypeError:

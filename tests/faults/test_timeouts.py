@@ -6,7 +6,7 @@
   serving.
 * Visibility timeout (LMQ_VISIBILITY_TIMEOUT_S): Redis redelivers an unacknowledged job
   only when a consumer sweeps the unacked set (once a minute: unacked_restore_interval in
-  workers/celery_config.py; a live worker's jobs are also leased, workers/redelivery.py).
+  workers/celery_config.py; a live worker's jobs are also leased, workers/delivery/redelivery.py).
   A job 3.5x longer than the visibility timeout runs once: asserted from the simulator's
   log (predictions of the job's prompt). The slow_extended variant runs a job longer than
   the sweep period: it runs once too, since the sweep skips jobs a live worker holds

@@ -1,14 +1,15 @@
 """Workers killed with SIGKILL at random points of a run; a replacement starts each time.
 
-A killed worker's unacknowledged jobs come back after LMQ_HOLD_LEASE_S (workers.redelivery;
+A killed worker's unacknowledged jobs come back after LMQ_HOLD_LEASE_S (workers.delivery.redelivery;
 8 s by default) and run on another worker. The visibility timeout stays well above the
 longest job (60 s): with it at 4 s, a job slowed past 4 s on this shared machine was
 redelivered while it still ran and both runs published a different SUCCESS. Every job must end
 exactly once with its result; no caller may see two different results.
 
 Workers may consume several queues (`-Q`), and the broker may use a global key prefix: the
-transport then takes entries with a script instead of BLMOVE (workers.held_transport), and a
-worker killed between taking an entry and booking it must lose it no more than with one queue.
+transport then takes entries with a script instead of BLMOVE
+(workers.delivery.held_transport), and a worker killed between taking an entry and booking
+it must lose it no more than with one queue.
 """
 
 from __future__ import annotations

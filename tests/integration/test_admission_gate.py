@@ -12,9 +12,9 @@ import redis
 from tests.support.wait import wait_until
 from tests.unit.test_admission_gguf import write_gguf
 from workers.admission import AdmissionGate, build_gate
+from workers.admission.seam import Gate, ModelFacts, NullGate
 from workers.admission.status import group_status
 from workers.error import DoesNotFitError, JobCancelledError
-from workers.gate import Gate, ModelFacts, NullGate
 from workers.settings import Settings
 
 MIB = 1024**2

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from producers.flower_process import FlowerProcess, flower_command, free_port
 from tests.e2e.support import (
     AUTH,
     EMBED_MODEL,
@@ -31,8 +32,7 @@ from tests.e2e.support import (
     wait_flower_state,
 )
 from tests.support.wait import wait_until
-from workers.flower_config import EXIT_NO_AUTH, NO_AUTH_REFUSAL
-from workers.flower_process import FlowerProcess, flower_command, free_port
+from workers.flower.config import EXIT_NO_AUTH, NO_AUTH_REFUSAL
 
 pytestmark = pytest.mark.slow
 
@@ -175,8 +175,8 @@ def _address(hex_address: str) -> str:
 
 def test_queued_jobs_show_from_their_task_sent_event(lmq_env, flowers):
     from producers.celery_app import producer_app
+    from producers.sent_events import send_sent_events
     from workers.contract import TASK_EMBED, queue_name
-    from workers.flower_events import send_sent_events
     from workers.settings import Settings
 
     env = flower_env(lmq_env)

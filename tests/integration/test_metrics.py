@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from producers.flower_process import FlowerProcess, free_port
 from tests.e2e.support import (
     EMBED_MODEL,
     MODEL,
@@ -22,7 +23,6 @@ from tests.e2e.support import (
     wait_backend_state,
 )
 from tests.support.wait import wait_until
-from workers.flower_process import FlowerProcess, free_port
 from workers.metrics import read_model_metrics
 
 pytestmark = pytest.mark.slow
@@ -129,7 +129,7 @@ def test_every_lmq_series_the_dashboard_uses_is_exported(lmq_env, worker_factory
     import json
     import re
 
-    from workers.flower_process import PROJECT_ROOT
+    from producers.flower_process import PROJECT_ROOT
 
     worker_factory(MODEL, lmq_env)
     job_queue(lmq_env).chat(MODEL, "Hello").result(timeout=60)

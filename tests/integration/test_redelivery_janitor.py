@@ -1,7 +1,7 @@
 """Janitors restore each of a dead worker's jobs exactly once, and nothing it gave back.
 
-Real redis-server, kombu's Redis transport (and the worker's, `workers.held_transport`) and
-`workers.redelivery.Redelivery` objects driven directly (no worker processes: the
+Real redis-server, kombu's Redis transport (and the worker's, `workers.delivery.held_transport`) and
+`workers.delivery.redelivery.Redelivery` objects driven directly (no worker processes: the
 interleavings are set up step by step).
 """
 
@@ -15,8 +15,9 @@ import redis
 from kombu import Connection, Exchange, Producer, Queue
 
 from tests.faults.support import KEY_PREFIX
-from workers import keys, redelivery
-from workers.redelivery import Redelivery
+from workers import keys
+from workers.delivery import redelivery
+from workers.delivery.redelivery import Redelivery
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -101,7 +102,7 @@ def test_a_job_its_worker_gave_back_is_not_restored_when_that_worker_dies(
     from the worker's held set: else the janitor queued the job again once that worker
     died, while another worker ran it."""
     _publish(broker, 1)
-    with broker.clone(transport="workers.held_transport:Transport") as held_broker:
+    with broker.clone(transport="workers.delivery.held_transport:Transport") as held_broker:
         giver = _janitor(held_broker, "giver@lmq")
         monkeypatch.setattr(redelivery, "_current", giver)  # as in the giver's process
         channel = held_broker.default_channel

@@ -10,7 +10,7 @@ import redis
 from tests.integration.test_worker_support import LLM, client_app, send
 from tests.support.wait import wait_until
 from workers.contract import ChatJob, ChatResult, queue_name
-from workers.dead_letter import DEAD_LETTERS_MAX
+from workers.delivery.dead_letter import DEAD_LETTERS_MAX
 from workers.keys import dead_letters
 
 pytestmark = [pytest.mark.timeout(120)]

@@ -187,7 +187,7 @@ def test_prompt_whose_bound_overflows_is_counted_and_fits(worker_factory, lmq_en
 
 
 def test_started_state_comes_before_progress(llm_worker, redis_url, simulator):  # type: ignore[no-untyped-def]
-    """STARTED (workers.result_store's one-round-trip start) with Celery's meta, then PROGRESS."""
+    """STARTED (result_store's one-round-trip start) with Celery's meta, then PROGRESS."""
     simulator.admin.set_timing(decode_tokens_per_s=20)
     simulator.admin.set_faults(reply_tokens=30)
     app = client_app(redis_url)

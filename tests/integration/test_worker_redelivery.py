@@ -1,7 +1,7 @@
 """A SIGKILLed worker's job comes back within its lease, not after the visibility timeout.
 
 Real worker processes, real Redis, the SDK against the simulator; the visibility timeout is
-the default (4 h), so only `workers.redelivery` can bring the job back in time.
+the default (4 h), so only `workers.delivery.redelivery` can bring the job back in time.
 """
 
 from __future__ import annotations

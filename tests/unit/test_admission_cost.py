@@ -15,7 +15,7 @@ from workers.admission.estimate import (
     weights_bytes,
 )
 from workers.admission.gate import reserved_tokens
-from workers.gate import ModelFacts
+from workers.admission.seam import ModelFacts
 from workers.settings import Settings
 
 GIB = 1024**3

@@ -7,7 +7,7 @@ import pytest
 from producers.corpus._chunk import Chunk
 from producers.corpus._writer import base64_vectors, float_vectors, rows_table
 from workers.contract import EmbeddingJob
-from workers.embedding import float32_base64
+from workers.jobs.embedding import float32_base64
 
 VECTORS = [[0.5, -1.25, 3.0], [1e-8, 0.0, -2.5]]
 

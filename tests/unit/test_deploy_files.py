@@ -335,7 +335,7 @@ def test_flower_unit_runs_flower_with_the_shared_settings() -> None:
 
 
 def test_flower_unit_does_not_restart_a_flower_refused_for_lack_of_auth() -> None:
-    from workers.flower_config import EXIT_NO_AUTH
+    from workers.flower.config import EXIT_NO_AUTH
 
     flower = unit("lmq-flower.service")["Service"]
     assert flower["RestartPreventExitStatus"] == [str(EXIT_NO_AUTH)]

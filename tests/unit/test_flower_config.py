@@ -1,4 +1,4 @@
-"""Flower's auth decision (`workers.flower_config.check_auth`) on Flower's parsed options.
+"""Flower's auth decision (`workers.flower.config.check_auth`) on Flower's parsed options.
 
 The real `celery -A workers flower` runs in tests/integration/test_flower.py; here only the
 decision, on a stand-in for tornado's parsed options.
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import SecretStr
 
-from workers.flower_config import (
+from workers.flower.config import (
     EXIT_NO_AUTH,
     LOCALHOST,
     NO_AUTH_REFUSAL,

@@ -8,9 +8,9 @@ import pytest
 from celery.worker import state as worker_state
 
 from tests.support.wait import wait_until
-from workers import cancel
-from workers.cancel import CancelToken, CancelWatcher
-from workers.pool import ApplyResult, CancellingRequest, TaskPool
+from workers.delivery import cancel
+from workers.delivery.cancel import CancelToken, CancelWatcher
+from workers.delivery.pool import ApplyResult, CancellingRequest, TaskPool
 
 
 @pytest.fixture()
@@ -99,8 +99,9 @@ def test_app_config_without_model_imports_light(monkeypatch) -> None:  # type: i
     from workers.settings import Settings
 
     config = worker_config(Settings(model=None, slots=3, prefetch_threads=2))
-    assert config["worker_pool"] == "workers.pool:TaskPool" and config["worker_concurrency"] == 5
-    assert config["task_track_started"] is False  # STARTED comes from workers.result_store
+    assert config["worker_pool"] == "workers.delivery.pool:TaskPool"
+    assert config["worker_concurrency"] == 5
+    assert config["task_track_started"] is False  # STARTED comes from workers.delivery.result_store
     assert "task_queues" not in config
     app = create_app(Settings(model="llama-3.2-1b-instruct", concurrency=6))
     assert [q.name for q in app.conf.task_queues] == ["lmq.llama-3.2-1b-instruct"]

@@ -1,4 +1,4 @@
-"""Which broker entries `workers.dead_letter` treats as malformed (no network)."""
+"""Which broker entries `workers.delivery.dead_letter` treats as malformed (no network)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from workers.dead_letter import DEAD_ENTRY_MAX_CHARS, dead_letter_record, parse_entry
+from workers.delivery.dead_letter import DEAD_ENTRY_MAX_CHARS, dead_letter_record, parse_entry
 
 
 def envelope(**changes: object) -> dict[str, object]:

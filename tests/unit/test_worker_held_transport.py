@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workers import held_transport, redelivery
+from workers.delivery import held_transport, redelivery
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -39,7 +39,7 @@ def test_an_explicit_transport_is_kept() -> None:
 def test_the_held_transport_is_kombus_redis_transport() -> None:
     from kombu.transport import redis as kombu_redis
 
-    assert redelivery.TRANSPORT == "workers.held_transport:Transport"
+    assert redelivery.TRANSPORT == "workers.delivery.held_transport:Transport"
     assert issubclass(held_transport.Transport, kombu_redis.Transport)
     assert held_transport.Transport.driver_type == "redis"
     assert held_transport.Transport.Channel.QoS is held_transport.HeldQoS

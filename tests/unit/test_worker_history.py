@@ -5,10 +5,10 @@ from __future__ import annotations
 import lmstudio as lms
 import pytest
 
-from workers.chat_history import build_history, prompt_chars, raw_tools
 from workers.contract import ChatJob, PredictionConfig, Tool
 from workers.error import InvalidJobError
-from workers.predict_config import sdk_prediction_config, seed_note
+from workers.jobs.chat_history import build_history, prompt_chars, raw_tools
+from workers.jobs.predict_config import sdk_prediction_config, seed_note
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {
     "type": "object", "properties": {"a": {"type": "integer"}}}}}

@@ -1,9 +1,9 @@
-"""The local upper bound of prompt tokens (workers.prompt_bound): no network."""
+"""The local upper bound of prompt tokens (workers.jobs.prompt_bound): no network."""
 
 from __future__ import annotations
 
-from workers.prompt_bound import chat_bound, text_bound
-from workers.session import TemplateOverhead
+from workers.jobs.prompt_bound import chat_bound, text_bound
+from workers.lmstudio.session import TemplateOverhead
 
 OVERHEAD = TemplateOverhead(chat_base=20, per_message=5, text_base=1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from workers.admission.estimate import ModelCost
 from workers.admission.gate import AdmissionGate
-from workers.gate import ModelFacts
+from workers.admission.seam import ModelFacts
 from workers.lifecycle import worker_threads
 from workers.settings import Settings
 

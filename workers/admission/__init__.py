@@ -6,7 +6,12 @@
 
 Modules: `gguf_kv` (KV bytes/token from a GGUF header), `estimate` (weights and KV cost,
 fallbacks), `budget` (GPU memory minus reserve), `semaphore` + `lua` (the shared weighted
-semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side).
+semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side), `seam`
+(the `Gate` protocol job runners call, `NullGate`, and the per-process `SlotLimit`).
+
+May import: the shared modules (`workers.error`, `settings`, `keys`) and Redis. Never the
+job runners, delivery, the LM Studio boundary (the worker's start-up passes in what it
+learnt of the model as `ModelFacts`) or Celery.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import redis
 from workers.admission.budget import Budget, gpu_budget
 from workers.admission.estimate import ModelCost, model_cost
 from workers.admission.gate import AdmissionGate
+from workers.admission.seam import Gate, ModelFacts, NullGate
 from workers.admission.semaphore import GroupSemaphore
 from workers.error import BudgetUnknownError
-from workers.gate import Gate, ModelFacts, NullGate
 from workers.settings import Settings
 
 __all__ = [

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.admission.gguf_kv import GgufFormatError, KvShape, read_kv_shape
-from workers.gate import ModelFacts
+from workers.admission.seam import ModelFacts
 
 log = logging.getLogger(__name__)
 

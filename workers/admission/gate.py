@@ -1,4 +1,4 @@
-"""AdmissionGate: the Gate of `workers.gate`, backed by the group's Redis semaphore.
+"""AdmissionGate: the Gate of `workers.admission.seam`, backed by the group's Redis semaphore.
 
 A job reserves KV for `prompt_tokens + max_output_tokens` tokens. When the job sets no
 max_tokens, the worker passes `max_output_tokens <= 0` and the gate reserves up to the

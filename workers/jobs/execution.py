@@ -9,7 +9,7 @@ End states:
   Celery neither overwrites the state nor retries; the message is acknowledged.
 * requeued: LM Studio still unreachable after the job's retries, or already known lost when
   the job starts: `Reject(requeue=True)` puts the message back on its queue for another
-  worker, and this worker stops consuming until LM Studio is back (`workers.outage`).
+  worker, and this worker stops consuming until LM Studio is back (`workers.lmstudio.outage`).
 * FAILURE: any other error (bad job, LM Studio error); never retried by Celery. Bad jobs
   fail before anything reaches a prediction.
 The fragment stream always gets its `{"end": state}` entry.
@@ -27,13 +27,13 @@ from celery import states
 from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 
-from workers.context import JobContext
 from workers.contract import RESULT_FOR_KIND
+from workers.delivery.result_store import next_attempt, take_attempt, take_stored
 from workers.error import InvalidJobError, JobCancelledError, LMStudioLostError
-from workers.lifecycle import runtime
-from workers.outage import Outage
-from workers.progress import ProgressReporter
-from workers.result_store import next_attempt, take_attempt, take_stored
+from workers.jobs.context import JobContext
+from workers.jobs.progress import ProgressReporter
+from workers.jobs.runtime import runtime
+from workers.lmstudio.outage import Outage
 
 log = logging.getLogger(__name__)
 J = TypeVar("J", bound=pydantic.BaseModel)

@@ -9,7 +9,7 @@ what is kept is exactly the first `completed` texts (a partial EmbeddingResult w
 Token counts. By default (`exact_token_counts=True`) LM Studio counts every text (one more
 RPC per text) and a text over the context fails with ContextOverflowError. With
 `exact_token_counts=False` a text costs one RPC: its local upper bound
-(`workers.prompt_bound.text_bound`: UTF-8 bytes + twice the tokenizer's measured overhead)
+(`workers.jobs.prompt_bound.text_bound`: UTF-8 bytes + twice the tokenizer's measured overhead)
 guards the context, and only a text whose bound exceeds the context length (or when no
 overhead was measured) is counted exactly. The result's `token_counts` are then the bounds
 (exact figures only for the texts counted), with `token_counts_exact=False`. A job may
@@ -33,10 +33,10 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from workers.context import JobContext, with_retries
 from workers.contract import EmbeddingJob
 from workers.error import ContextOverflowError, InvalidJobError
-from workers.prompt_bound import text_bound
+from workers.jobs.context import JobContext, with_retries
+from workers.jobs.prompt_bound import text_bound
 
 Item = tuple[list[float] | str, int, bool]  # (vector or its base64, tokens, count is exact)
 

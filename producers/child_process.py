@@ -2,7 +2,7 @@
 child's log, and a warm stop that escalates to SIGKILL.
 
 Here, not in `producers`, because `workers` must not import `producers` and both start
-children (`producers.worker_process`, `workers.flower_process`).
+children (`producers.worker_process`, `producers.flower_process`).
 """
 
 from __future__ import annotations

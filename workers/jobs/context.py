@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from workers.cancel import CancelToken
+from workers.admission.seam import Gate
+from workers.delivery.cancel import CancelToken
 from workers.error import LMStudioLostError, LMStudioUnavailableError
-from workers.gate import Gate
-from workers.progress import ProgressReporter
-from workers.session import Session
+from workers.jobs.progress import ProgressReporter
+from workers.lmstudio.session import Session
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Order of a prediction job:
 1. build the request (chat history or prompt) and the SDK config; bad input -> InvalidJobError;
-2. bound the prompt tokens locally (`workers.prompt_bound`); when the bound is near a limit
+2. bound the prompt tokens locally (`workers.jobs.prompt_bound`); when the bound is near a limit
    (the context, or the GPU memory admission last saw free: a smaller exact reservation
    may be admitted sooner), count them through LM Studio instead (template applied for
    chats); prompt plus max output over the loaded context length -> ContextOverflowError
@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from workers.chat_history import build_history, prompt_chars, raw_tools, tool_definitions
-from workers.context import JobContext, with_retries
 from workers.contract import ChatJob, CompletionJob, PredictionConfig
 from workers.error import ContextOverflowError, InvalidJobError, JobCancelledError
-from workers.predict_config import sdk_prediction_config, seed_note
-from workers.prediction import Outcome, Prediction, chat_stream, completion_stream
-from workers.prompt_bound import chat_bound, text_bound
+from workers.jobs.chat_history import build_history, prompt_chars, raw_tools, tool_definitions
+from workers.jobs.context import JobContext, with_retries
+from workers.jobs.predict_config import sdk_prediction_config, seed_note
+from workers.jobs.prompt_bound import chat_bound, text_bound
+from workers.lmstudio.prediction import Outcome, Prediction, chat_stream, completion_stream
 
 log = logging.getLogger(__name__)
 

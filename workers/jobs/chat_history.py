@@ -8,7 +8,7 @@ Accepted inputs (see `ChatJob.messages`):
 * an SDK chat-history dict `{"messages": [...]}` in LM Studio's own format, passed through.
 
 The output is `{"messages": [{"role": ..., "content": [parts...]}, ...]}` as described in
-lmstudio-protocol.md §4.1; `workers.session` hands it to `lms.Chat.from_history`, which
+lmstudio-protocol.md §4.1; `workers.lmstudio.session` hands it to `lms.Chat.from_history`, which
 validates it. Tools in OpenAI function format become the `rawTools` config value.
 Nothing here imports the SDK: these are pure functions, unit-tested on their own.
 """

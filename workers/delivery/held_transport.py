@@ -4,7 +4,7 @@ kombu takes a message with BRPOP and books it in `unacked` in a later round trip
 SIGKILLed between the two had the message only in its memory, and it was lost for good (in
 nothing the janitor or kombu's visibility sweep can see; seen as a job that never started
 while the queue, `unacked` and every held set were empty). So, once the worker's lease is
-up (`workers.redelivery`), `HeldChannel` moves each entry atomically off its broker list
+up (`workers.delivery.redelivery`), `HeldChannel` moves each entry atomically off its broker list
 into `lmq:popping:<hostname>|<list>`, and `HeldQoS.append` removes it from there in the
 MULTI that books it in `unacked` and in the worker's held set. The janitor pushes a dead
 worker's `popping` entries back on their lists.
@@ -42,8 +42,9 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from workers import keys, redelivery
-from workers.dead_letter import DeadLetterChannel
+from workers import keys
+from workers.delivery import redelivery
+from workers.delivery.dead_letter import DeadLetterChannel
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,9 @@ class HeldQoS(kombu_redis.QoS):
         """kombu's sweep of `unacked` past the visibility timeout, without the tags workers
         hold.
 
-        A held tag is leased (`workers.redelivery`): it runs on a live worker, or the janitor
-        puts it back once that worker's lease ends. kombu's sweep knows nothing of leases: it
-        queued a job running longer than the visibility timeout again at every sweep (a
+        A held tag is leased (`workers.delivery.redelivery`): it runs on a live worker, or the
+        janitor puts it back once that worker's lease ends. kombu's sweep knows nothing of
+        leases: it queued a job running longer than the visibility timeout again at every sweep (a
         130 s job with a 2 s timeout ran at least three times). Only tags booked without a lease
         (kombu's path, before this worker's lease was up) are kombu's to restore.
         """

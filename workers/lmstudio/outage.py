@@ -1,7 +1,7 @@
 """LM Studio lost for good: give the jobs back and stop taking new ones until it returns.
 
 A job whose LM Studio stays unreachable after `LMQ_JOB_MAX_RETRIES` retries
-(`workers.context.with_retries`) does not end in FAILURE: its message goes back on its
+(`workers.jobs.context.with_retries`) does not end in FAILURE: its message goes back on its
 queue (`celery.exceptions.Reject(requeue=True)`; with `task_acks_late` kombu restores the
 unacknowledged message), so a worker of another LM Studio host runs it. The result store
 stays right: the next start counts the next attempt and writes STARTED again; the fragment

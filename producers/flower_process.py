@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from workers import child_process
+from producers import child_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ results have no `terminate()`, so `revoke(id, terminate=True)` (Flower's Termina
 would surface errors in the worker. Threads cannot be killed, and need not be: before
 terminating, Celery has already added the id to the revoked set, so `terminate_job` only
 wakes the cancel watcher, which cancels the job's prediction; the job then ends as REVOKED
-with its partial result. Selected with `worker_pool = "workers.pool:TaskPool"`.
+with its partial result. Selected with `worker_pool = "workers.delivery.pool:TaskPool"`.
 
 `CancellingRequest` (the `Request` class of every lmq task) goes one step further: Celery's
 own `Request.terminate` would also store REVOKED with `TaskRevokedError('terminated')` and
@@ -22,7 +22,7 @@ from typing import Any
 from celery.concurrency import thread
 from celery.worker.request import Request
 
-from workers import cancel
+from workers.delivery import cancel
 
 
 class ApplyResult(thread.ApplyResult):

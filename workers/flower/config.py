@@ -1,8 +1,8 @@
 """`celery -A workers flower` with the project's configuration and nothing else typed.
 
 How it gets there: `celery -A workers ...` imports `workers.celery` (to find `app`) before
-it runs the subcommand, and that import calls `workers.metrics.connect(app)`, which calls
-`install_if_flower(app)`. When the subcommand is `flower`, this sets Flower's (tornado)
+it runs the subcommand, and that import calls `install_if_flower(app)` (from
+`workers.celery.create_app`). When the subcommand is `flower`, this sets Flower's (tornado)
 options to our values *before* Flower reads its own sources, so the usual Flower layering
 still holds on top of ours: `FLOWER_*` environment variables, then `flowerconfig.py` (or
 `--conf`), then command-line flags override what is set here. Nothing here depends on the
@@ -28,12 +28,12 @@ working directory. Set here:
   The hook wraps `flower.command.extract_settings`, which Flower 2.x calls right after
   parsing: a Flower without it refuses to start, and tests/integration/test_flower.py
   fails on a Flower that stops calling it.
-- `format_task` = `workers.flower_view.format_task` bound to the app: arguments shortened
+- `format_task` = `workers.flower.view.format_task` bound to the app: arguments shortened
   and safe, results with the prediction stats first, the PROGRESS state and meta of running
   jobs, and REVOKED with the partial result of cancelled jobs (read from the result backend).
 - the task page shows Revoke and Terminate for running jobs (PROGRESS included); both map to
   a prediction cancel in our workers.
-- Flower's `/metrics` also carries the pool's metrics (`workers.flower_metrics`): one scrape
+- Flower's `/metrics` also carries the pool's metrics (`workers.prometheus`): one scrape
   target for Flower and every worker.
 """
 
@@ -110,13 +110,14 @@ def install(app: Celery, settings: Settings) -> None:
     import flower.options  # noqa: F401  (defines Flower's options)
     from tornado.options import options
 
-    from workers import flower_metrics, flower_view
+    from workers import prometheus
+    from workers.flower import view as flower_view
 
     for name, value in option_values(settings).items():
         setattr(options, name, value)
     options.format_task = flower_view.make_format_task(app)
     flower_view.install_template_tweak()
-    flower_metrics.register_default(settings.store_url)
+    prometheus.register_default(settings.store_url)
     check_auth_once_parsed(settings.flower_allow_no_auth)
 
 

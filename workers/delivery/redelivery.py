@@ -11,7 +11,7 @@ drops, so this module does nothing for `amqp://` brokers.
 The fix. Every worker leases what it holds:
 
 * **record** — worker processes on `redis://` and `rediss://` brokers use
-  `workers.held_transport.Transport` (their `broker_transport`, set at `celeryd_init`). It
+  `workers.delivery.held_transport.Transport` (their `broker_transport`, set at `celeryd_init`). It
   takes each entry atomically off its broker list into `lmq:popping:<hostname>|<list>`
   (one queue or several), and its QoS, when it books a delivery into
   `unacked`/`unacked_index`, also adds the delivery tag to `lmq:held:<hostname>` and removes
@@ -19,7 +19,7 @@ The fix. Every worker leases what it holds:
   unrecorded. When kombu gives one of this worker's messages back itself (a requeue, at
   shutdown), the tag leaves the held set in the same transaction: nothing for a janitor
   to restore a second time. Its channel also dead-letters malformed entries
-  (`workers.dead_letter`).
+  (`workers.delivery.dead_letter`).
   (`task_received` adds any tag the transport did not record, e.g. with another
   `broker_transport`: one SADD.)
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
@@ -47,7 +47,7 @@ kombu's own.
 So a killed worker's jobs are queued again `LMQ_HOLD_LEASE_S` (+ one beat) after its last
 heartbeat by any live worker of the pool, or when it restarts. Delivery stays
 at-least-once: a redelivered job that already finished returns its stored result
-(`workers.result_store`); a worker paused (SIGSTOP) past its lease may see its job run
+(`workers.delivery.result_store`); a worker paused (SIGSTOP) past its lease may see its job run
 elsewhere too. kombu's own visibility-timeout sweep (`celery_config`) stays as the backstop
 for tags no worker holds (booked before the worker's lease was up, or by a worker on
 another broker transport); it skips held tags (`HeldQoS.restore_visible`), which are this
@@ -349,7 +349,7 @@ class Redelivery:
         return restored[0]
 
 
-TRANSPORT = "workers.held_transport:Transport"
+TRANSPORT = "workers.delivery.held_transport:Transport"
 
 
 def _text(value: bytes | str) -> str:

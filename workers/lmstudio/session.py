@@ -17,7 +17,7 @@ Dropped connections: the SDK never reconnects a namespace. `recover(generation)`
 model's namespace; if it is dead it closes it (`client.llm.close()`) and reconnects it
 eagerly, once, under a lock: threads that failed on the same dead socket pass the
 `generation` they saw, and only the first one reconnects (the others see a newer
-generation and just retry). Predictions are in `workers.prediction` (part of this boundary).
+generation and just retry). Predictions are in `workers.lmstudio.prediction`.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class Session:
     def measure_overhead(self) -> TemplateOverhead | None:
         """Tokens the model's template and tokenizer add around text (4 RPCs, once).
 
-        Used for the local upper bound of prompt tokens (`workers.prompt_bound`); for
+        Used for the local upper bound of prompt tokens (`workers.jobs.prompt_bound`); for
         embedding models only the text overhead (1 RPC); None (every prompt is counted by
         LM Studio) when it fails.
         """

@@ -8,7 +8,7 @@ error" and the worker process exits. The entry is already popped, so nothing els
 on it, but the model's worker is gone.
 
 The fix. `DeadLetterChannel` (the base of the worker's Redis channel, `redis://` and
-`rediss://`, see `workers.held_transport`, which hands it the entries it takes) reads BRPOP
+`rediss://`, see `workers.delivery.held_transport`, which hands it the entries it takes) reads BRPOP
 replies itself (kombu 5.x's `Channel._brpop_read`, with the entry parsed here) and:
 
 * checks the entry (`malformed`): UTF-8 JSON object; `properties` an object with a

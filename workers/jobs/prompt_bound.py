@@ -3,7 +3,7 @@
 Counting a prompt exactly costs two RPCs per chat job (`applyPromptTemplate`, then
 `countTokens`) before the prediction can start. For most prompts the answer does not
 matter: they are far below the context length. So a job first computes an upper bound here,
-locally, and asks LM Studio only when that bound is near a limit (`workers.chat`):
+locally, and asks LM Studio only when that bound is near a limit (`workers.jobs.chat`):
 
 * **Text.** Every token of a byte-level BPE or SentencePiece (byte-fallback) tokenizer
   covers at least one UTF-8 byte, so a text has at most as many tokens as bytes. The bound
@@ -15,7 +15,7 @@ locally, and asks LM Studio only when that bound is near a limit (`workers.chat`
 * **Tools.** Templates render tool definitions with prose of their own: a job with tools
   (or an unmeasured template) has no local bound and is always counted by LM Studio.
 
-Guarantees (enforced in `workers.chat.prompt_tokens`): the bound is used only when it is at
+Guarantees (enforced in `workers.jobs.chat.prompt_tokens`): the bound is used only when it is at
 most `LMQ_LOCAL_COUNT_MAX_TOKENS` and bound + max_tokens fits the context; otherwise LM
 Studio counts exactly and a prompt over the context fails at once with
 ContextOverflowError, as before. Admission gets the bound, which is never below the exact
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workers.session import TemplateOverhead
+from workers.lmstudio.session import TemplateOverhead
 
 
 def chat_bound(overhead: TemplateOverhead | None, history: dict[str, Any],

@@ -22,7 +22,7 @@ from typing import Any
 from lmstudio.json_api import PredictionFragmentEvent, PredictionToolCallEvent
 
 from workers.contract import PredictionStats
-from workers.session import Session, sdk_errors
+from workers.lmstudio.session import Session, sdk_errors
 
 _STAT_FIELDS = set(PredictionStats.model_fields)
 

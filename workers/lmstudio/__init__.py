@@ -1,0 +1,9 @@
+"""The LM Studio boundary: the only place that imports the `lmstudio` SDK.
+
+`session` holds the worker's one scoped `lms.Client` (connect, reconnect, load, token
+counts, SDK errors mapped to ours), `prediction` streams a prediction and cancels it,
+`outage` stops consuming while LM Studio is lost.
+
+May import: the SDK, the shared modules (`workers.contract`, `settings`, `error`). Nothing
+else of `workers`.
+"""
