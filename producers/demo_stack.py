@@ -105,9 +105,7 @@ def worker_env(settings: Settings, on_simulator: bool) -> dict[str, str]:
            "LMQ_LMSTUDIO_HOST": settings.lmstudio_host, "PYTHONUNBUFFERED": "1"}
     if settings.redis_url:
         env["LMQ_REDIS_URL"] = settings.redis_url
-    if on_simulator and settings.gpu_memory is None:
-        env["LMQ_GPU_MEMORY"] = "24GiB"  # the simulator's GPU; no NVML to ask
-    return env
+    return env  # no LMQ_GPU_MEMORY: workers find the host's memory or admit by slots
 
 
 def start_workers(settings: Settings, models: list[str], env: dict[str, str],

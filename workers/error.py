@@ -11,7 +11,6 @@
     │   │                                    the job goes back to its queue
     │   ├── AdmissionClosedError            the worker closed its gate while a job waited
     │   └── AdmissionUnavailableError(ConnectionError)  admission's Redis unreachable
-    ├── BudgetUnknownError(RuntimeError)    admission on, but the GPU's memory is unknown
     ├── ModelNotServedError(LookupError)    no live worker serves the model's queue
     ├── ModelNotAvailableError(LookupError) the model is not downloaded on the LM Studio host
     ├── JobCancelledError                   the job was revoked; carries the partial result
@@ -68,10 +67,6 @@ class AdmissionClosedError(TransientError):
 
 class AdmissionUnavailableError(TransientError, ConnectionError):
     """Admission's Redis stayed unreachable (connection error or timeout) through retries."""
-
-
-class BudgetUnknownError(LmqError, RuntimeError):
-    """Admission is on but the GPU's memory is unknown (no LMQ_GPU_MEMORY, no NVML)."""
 
 
 class ModelNotServedError(LmqError, LookupError):

@@ -13,8 +13,9 @@ the worker consumes no job until LM Studio serves its model. At start it:
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
    available models;
 5. builds the admission gate (`workers.admission.build_gate`) behind this process's slot
-   limit (`workers.admission.seam.SlotLimit`) and calls `before_load()`; GPU memory unknown (no
-   LMQ_GPU_MEMORY, NVML unavailable): exit 78 with one line saying why and what to set;
+   limit (`workers.admission.seam.SlotLimit`) and calls `before_load()`; host memory unknown
+   (no LMQ_GPU_MEMORY, and no NVML / Apple / AMD reading): one WARNING line, and admission by
+   slots only;
 6. gets or loads the model with the load settings (context length, GPU offload), warms the
    llm, embedding and system namespaces from this one thread, measures the prompt
    template's token overhead (`workers.jobs.prompt_bound`), and logs what it serves;
@@ -50,7 +51,7 @@ from workers.admission import build_gate, thread_count
 from workers.admission.seam import ModelFacts, SlotLimit
 from workers.contract import queue_name
 from workers.delivery import cancel, redelivery
-from workers.error import BadJobError, BudgetUnknownError, LMStudioUnavailableError
+from workers.error import BadJobError, LMStudioUnavailableError
 from workers.jobs.runtime import Runtime
 from workers.jobs.runtime import install as install_runtime
 from workers.lmstudio.outage import Outage
@@ -88,12 +89,8 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
     facts = _facts(settings, model)
-    try:
-        predictions = settings.slots if settings.concurrency else thread_count(settings, facts)
-        gate = SlotLimit(build_gate(settings, facts), predictions)
-    except BudgetUnknownError as exc:  # no LMQ_GPU_MEMORY and no NVML: say why, exit 78
-        session.close()
-        _exit(str(exc))
+    predictions = settings.slots if settings.concurrency else thread_count(settings, facts)
+    gate = SlotLimit(build_gate(settings, facts), predictions)
     try:
         gate.before_load()
         loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))

@@ -370,6 +370,7 @@ def read_group_metrics(redis_url: str) -> dict[str, dict[str, Any]]:
 def group_figures(status: Mapping[str, Any]) -> dict[str, Any]:
     slots, waiting = status.get("slots_in_use") or {}, status.get("waiting") or {}
     return {
+        "host_memory_known": bool(status.get("host_memory_known", True)),
         "budget_bytes": int(status.get("budget_bytes", 0)),
         "reserved_bytes": int(status.get("reserved_bytes", 0)),
         "free_bytes": int(status.get("free_bytes", 0)),

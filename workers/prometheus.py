@@ -55,6 +55,8 @@ GROUP_GAUGES = {
     "lmq_slots_in_use": ("slots_in_use", "Predictions admitted and running now."),
     "lmq_admission_waiting": ("waiting", "Jobs waiting for admission."),
 }
+# A group whose host memory is unknown has no byte budget: these series leave it out.
+BYTE_BUDGET_GAUGES = frozenset({"lmq_gpu_budget_bytes", "lmq_gpu_free_bytes"})
 
 
 class PoolCollector(Collector):
@@ -113,6 +115,8 @@ def group_families(groups: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
     for series, (field, text) in GROUP_GAUGES.items():
         family = GaugeMetricFamily(series, text, labels=["group"])
         for group, figures in groups.items():
+            if series in BYTE_BUDGET_GAUGES and not figures.get("host_memory_known", True):
+                continue
             family.add_metric([group], figures[field])
         yield family
 

@@ -101,7 +101,9 @@ class Settings(BaseSettings):
     # --- GPU-memory-aware admission ------------------------------------------------------
     admission: bool = Field(True, description="Admit predictions only when their KV cache fits.")
     gpu_memory: ByteSize | None = Field(
-        None, description="GPU memory of the LM Studio host (e.g. 24GiB); NVML when unset."
+        None, description="GPU memory of the LM Studio host (e.g. 24GiB). Unset: NVML, Apple "
+        "unified memory or AMD SMI when LM Studio runs on this host, else unknown (admission "
+        "by slots; model loads unguarded)."
     )
     gpu_reserve: ByteSize | None = Field(
         None, description="GPU memory kept free; default the larger of 1 GiB and 10%."

@@ -128,8 +128,11 @@ def _echo_group_figures(per_group: dict[str, dict[str, Any]]) -> None:
     click.echo(f"\n{'HOST GROUP':30} {'BUDGET':>10} {'RESERVED':>10} {'FREE':>10} "
                f"{'SLOTS USED':>11} {'WAITING':>8}")
     for group, figures in sorted(per_group.items()):
-        click.echo(f"{group:30} {_gib(figures['budget_bytes']):>10} "
-                   f"{_gib(figures['reserved_bytes']):>10} {_gib(figures['free_bytes']):>10} "
+        known = figures.get("host_memory_known", True)
+        budget = _gib(figures["budget_bytes"]) if known else "unknown"
+        free = _gib(figures["free_bytes"]) if known else "unknown"
+        click.echo(f"{group:30} {budget:>10} "
+                   f"{_gib(figures['reserved_bytes']):>10} {free:>10} "
                    f"{figures['slots_in_use']:>11} {figures['waiting']:>8}")
 
 
@@ -194,6 +197,11 @@ def _note_backlog(settings: Settings, served: list[str]) -> None:
             click.echo(f"warn  {figures['queued']} jobs queued for {model}, "
                        "which no live worker serves")
     for group, figures in sorted(read_group_metrics(settings.store_url).items()):
+        if not figures.get("host_memory_known", True):
+            click.echo(f"warn  GPU group {group}: host memory unknown: set LMQ_GPU_MEMORY to "
+                       f"guard model loads ({figures['slots_in_use']} slots in use, "
+                       f"{figures['waiting']} waiting)")
+            continue
         click.echo(f"info  GPU group {group}: {_gib(figures['free_bytes'])} free of "
                    f"{_gib(figures['budget_bytes'])}, {figures['slots_in_use']} slots in use, "
                    f"{figures['waiting']} waiting")

@@ -9,6 +9,8 @@ from producers.cli._context import cli_settings, echo_json
 from workers.admission.status import GroupStatus, all_status, group_status
 
 GIB = 1024**3
+# Written out here: producers may read admission's status, not its budget module.
+UNKNOWN_ADVICE = "host memory unknown: set LMQ_GPU_MEMORY to guard model loads"
 
 
 def _gib(nbytes: int) -> str:
@@ -19,13 +21,20 @@ def _per_model(counts: dict[str, int]) -> str:
     return ", ".join(f"{model}={n}" for model, n in sorted(counts.items())) or "-"
 
 
+def _budget_lines(status: GroupStatus) -> list[str]:
+    if not status.host_memory_known:
+        return [f"  budget        {UNKNOWN_ADVICE}"]
+    return [f"  budget        {_gib(status.budget_bytes)}  ({status.budget_bytes:,} bytes)"]
+
+
 def render(status: GroupStatus) -> list[str]:
+    free = _gib(status.free_bytes) if status.host_memory_known else "unknown"
     return [
         f"group {status.group}",
-        f"  budget        {_gib(status.budget_bytes)}  ({status.budget_bytes:,} bytes)",
+        *_budget_lines(status),
         f"  reserved      {_gib(status.reserved_bytes)}  (weights "
         f"{_gib(status.weights_bytes)}, KV {_gib(status.kv_bytes)})",
-        f"  free          {_gib(status.free_bytes)}",
+        f"  free          {free}",
         f"  models        {_per_model({m: b // 2**20 for m, b in status.models.items()})}"
         + (" (MiB)" if status.models else ""),
         f"  slots in use  {sum(status.slots_in_use.values())}  "

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.support.wait import wait_until
-from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.admission.semaphore import UNKNOWN_BUDGET, GroupSemaphore, Ticket
 from workers.admission.status import all_status, group_status, list_groups
 from workers.error import AdmissionClosedError, DoesNotFitError, JobCancelledError, TransientError
 
@@ -199,7 +199,7 @@ def test_close_gives_everything_back(make_sem: Callable[..., GroupSemaphore],
 
 HOLDER = """
 import sys, time, redis
-from workers.admission.semaphore import GroupSemaphore, Ticket
+from workers.admission.semaphore import UNKNOWN_BUDGET, GroupSemaphore, Ticket
 from workers.error import AdmissionClosedError
 sem = GroupSemaphore(redis.Redis.from_url(sys.argv[1]), sys.argv[2], 1000, float(sys.argv[3]))
 sem.acquire(Ticket("job", "m", 800, 4))
@@ -284,3 +284,22 @@ def test_close_wakes_waiters_with_a_transient_error(make_sem: Callable[..., Grou
     wait_until(w.done, timeout=2)
     assert isinstance(w.error, AdmissionClosedError) and isinstance(w.error, TransientError)
     assert waiting(client) == 0
+
+
+def test_unknown_host_memory_admits_by_slots_only(
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+    """No byte limit (any KV size is admitted, loads too), but still the model's slots."""
+    sem = make_sem(budget=UNKNOWN_BUDGET)
+    sem.acquire(Ticket("load", "m", 10**15))
+    held = [sem.acquire(job(10**14, slots=2)), sem.acquire(job(10**14, slots=2))]
+    assert sem.last_free_bytes is None
+    order: list[str] = []
+    third = Waiter(sem, job(1, slots=2, label="third"), order)
+    wait_until(lambda: group_status(client, GROUP).waiting_jobs == 1, timeout=10,
+               message="the third job to wait for a slot")
+    status = group_status(client, GROUP)
+    assert (status.host_memory_known, status.free_bytes, status.slots_in_use) == (
+        False, -1, {"m": 2})
+    sem.release(held[0].id)
+    third.thread.join(timeout=10)
+    assert order == ["third"] and third.error is None

@@ -1,11 +1,13 @@
 """GPU-memory-aware admission: the real `Gate`, and how many threads a worker runs.
 
-    build_gate(settings, facts)    AdmissionGate (NullGate when LMQ_ADMISSION=false)
+    build_gate(settings, facts)    AdmissionGate (NullGate when LMQ_ADMISSION=false); with the
+                                   host's memory unknown it admits by slots and warns once
     thread_count(settings, facts)  predictions per worker process (LMQ_SLOTS; rule below)
     status.group_status(url, g)    what `lmq gpu` shows; reusable by `lmq workers`, metrics
 
 Modules: `gguf_kv` (KV bytes/token from a GGUF header), `estimate` (weights and KV cost,
-fallbacks), `budget` (GPU memory minus reserve), `semaphore` + `lua` (the shared weighted
+fallbacks), `host_memory` (NVML, Apple unified memory, AMD SMI), `budget` (host memory
+minus reserve, or unknown), `semaphore` + `lua` (the shared weighted
 semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side), `seam`
 (the `Gate` protocol job runners call, `NullGate`, and the per-process `SlotLimit`).
 
@@ -24,14 +26,12 @@ from workers.admission.budget import Budget, gpu_budget
 from workers.admission.estimate import ModelCost, model_cost
 from workers.admission.gate import AdmissionGate
 from workers.admission.seam import Gate, ModelFacts, NullGate
-from workers.admission.semaphore import GroupSemaphore
-from workers.error import BudgetUnknownError
+from workers.admission.semaphore import UNKNOWN_BUDGET, GroupSemaphore
 from workers.settings import Settings
 
 __all__ = [
     "AdmissionGate",
     "Budget",
-    "BudgetUnknownError",
     "build_gate",
     "plan_cost",
     "thread_count",
@@ -60,19 +60,22 @@ def plan_cost(settings: Settings, facts: ModelFacts) -> ModelCost:
 
 
 def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
-    """The worker's gate; raises BudgetUnknownError when the GPU memory is unknown."""
+    """The worker's gate (one WARNING line when the host's memory is unknown)."""
     if not settings.admission:
         return NullGate()
     budget = gpu_budget(settings)
     cost = plan_cost(settings, facts)
     client = redis.Redis.from_url(settings.store_url)
-    semaphore = GroupSemaphore(client, settings.group, budget.usable_bytes, settings.lease_ttl_s)
+    usable = UNKNOWN_BUDGET if budget.usable_bytes is None else budget.usable_bytes
+    semaphore = GroupSemaphore(client, settings.group, usable, settings.lease_ttl_s)
+    if not budget.known:
+        log.warning(budget.warning())
     log.info(
         "admission for %s in group %r: budget %s bytes (%s, reserve %s), weights %s, "
         "KV %s bytes/token (%s), context %s, %s slots",
         facts.model_key,
         settings.group,
-        f"{budget.usable_bytes:,}",
+        "unknown" if budget.usable_bytes is None else f"{budget.usable_bytes:,}",
         budget.detail or budget.source,
         f"{budget.reserve_bytes:,}",
         f"{cost.weights_bytes:,}",
@@ -112,11 +115,10 @@ def thread_count(settings: Settings, facts: ModelFacts) -> int:
         return settings.concurrency
     if not settings.admission or facts.is_embedding:
         return settings.slots
-    try:
-        budget = gpu_budget(settings)
-    except BudgetUnknownError:
+    usable = gpu_budget(settings).usable_bytes
+    if usable is None:
         return settings.slots
     cost = plan_cost(settings, facts)
     short_job_bytes = max(1, SHORT_JOB_TOKENS * cost.kv_bytes_per_token)
-    fits = (budget.usable_bytes - cost.weights_bytes) // short_job_bytes
+    fits = (usable - cost.weights_bytes) // short_job_bytes
     return max(1, min(settings.slots, fits))

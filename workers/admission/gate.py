@@ -99,7 +99,7 @@ class AdmissionGate:
             return
         weights = self.cost.weights_bytes
         label = f"model {self.cost.model_key!r} ({weights:,} bytes of weights on GPU)"
-        if weights > self.semaphore.budget_bytes:
+        if self.semaphore.budget_known and weights > self.semaphore.budget_bytes:
             raise DoesNotFitError(
                 f"{label} can never fit GPU group {self.semaphore.group!r}: budget "
                 f"{self.semaphore.budget_bytes:,} bytes; lower LMQ_GPU_OFFLOAD or raise "

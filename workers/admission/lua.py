@@ -93,6 +93,7 @@ local function grant(budget, max_bypass, ttl_ms, now)
       redis.call('ZREM', QUEUE, id)
     else
       local room = budget - u.weights_total
+      if budget < 0 then room = math.huge end  -- host memory unknown: slots only
       local free = room - u.kv
       local need = t.b
       if t.k == 'load' then need = math.max(0, t.b - (u.weights[t.m] or 0)) end
@@ -117,6 +118,7 @@ local function grant(budget, max_bypass, ttl_ms, now)
       end
     end
   end
+  if budget < 0 then return -1 end
   return budget - u.weights_total - u.kv
 end
 

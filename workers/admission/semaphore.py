@@ -8,11 +8,12 @@ Data model (prefix `lmq:admission:{group}`):
     :exp     zset   every ticket id (waiting or held) -> expiry (ms, Redis clock)
     :bypass  hash   waiting ticket id -> times a later ticket was admitted past it
     :wake:ID list   the verdict for a waiter: "ok" or "no|need|room|budget|weights"
-    :meta    hash   budget_bytes (last written by a worker), updated_ms
+    :meta    hash   budget_bytes (last written by a worker; -1: host memory unknown), updated_ms
 
 Capacity. A "load" ticket holds a model's weights; weights count once per model, however
 many workers hold them. A "job" ticket holds KV bytes and one of its model's slots.
-free = budget - weights of loaded models - KV bytes of admitted jobs.
+free = budget - weights of loaded models - KV bytes of admitted jobs. A budget of
+`UNKNOWN_BUDGET` (the host's memory is unknown) admits by slots alone; free is then -1.
 
 Leases. Each ticket expires `ttl_s` after its last renewal; a heartbeat thread renews this
 process's tickets every ttl_s / 3. A worker killed with SIGKILL stops renewing, and every
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 MAX_BYPASS = 8
 CANCEL_CHECK_S = 0.5
 MIN_WAKE_S = 0.05
+UNKNOWN_BUDGET = -1  # the host's memory is unknown: no byte limit, slots only
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,12 @@ class GroupSemaphore:
         reply = self._run("POLL", ticket_id, self.budget_bytes, self._ttl_ms, self.max_bypass)
         return self._noted(Verdict.parse(reply))
 
+    @property
+    def budget_known(self) -> bool:
+        return self.budget_bytes >= 0
+
     def _noted(self, verdict: Verdict) -> Verdict:
-        self.last_free_bytes = verdict.free_bytes
+        self.last_free_bytes = verdict.free_bytes if self.budget_known else None
         return verdict
 
     def release(self, *ticket_ids: str) -> None:

@@ -26,7 +26,7 @@ _META_SUFFIX = ":meta"
 @dataclass(frozen=True)
 class GroupStatus:
     group: str
-    budget_bytes: int  # usable: GPU memory minus the reserve (as last written by a worker)
+    budget_bytes: int  # usable: host memory minus the reserve (last written); -1: unknown
     weights_bytes: int  # weights of loaded models, once per model
     kv_bytes: int  # KV reserved by admitted jobs
     slots_in_use: dict[str, int] = field(default_factory=dict)  # model -> admitted jobs
@@ -34,11 +34,18 @@ class GroupStatus:
     models: dict[str, int] = field(default_factory=dict)  # model -> weights bytes
 
     @property
+    def host_memory_known(self) -> bool:
+        return self.budget_bytes >= 0
+
+    @property
     def reserved_bytes(self) -> int:
         return self.weights_bytes + self.kv_bytes
 
     @property
     def free_bytes(self) -> int:
+        """Budget left; -1 when the host's memory is unknown."""
+        if not self.host_memory_known:
+            return -1
         return self.budget_bytes - self.reserved_bytes
 
     @property
@@ -48,6 +55,7 @@ class GroupStatus:
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
+            "host_memory_known": self.host_memory_known,
             "reserved_bytes": self.reserved_bytes,
             "free_bytes": self.free_bytes,
             "waiting_jobs": self.waiting_jobs,
