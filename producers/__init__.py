@@ -3,6 +3,9 @@
     from producers import JobQueue
     queue = JobQueue()
     print(queue.chat("llama-3.2-1b-instruct", "Hello").result(timeout=60).content)
+
+LM Studio scripts: `from producers import sdk as lms` (the `lmstudio` SDK's API over the pool;
+imported on first use, so `import producers` stays light).
 """
 
 from producers.cancellation import BulkCancel, CancelOutcome
@@ -40,4 +43,5 @@ __all__ = [
     "ModelNotAvailableError",
     "ModelNotServedError",
     "TransientError",
+    "sdk",
 ]

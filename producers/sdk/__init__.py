@@ -1,0 +1,128 @@
+"""The `lmstudio` SDK's API over the pool: change only the import line.
+
+    from producers import sdk as lms            # was: import lmstudio as lms
+    lms.configure_default_client()              # LMQ_* settings, or a broker URL
+    model = lms.llm("llama-3.2-1b-instruct")
+    print(model.respond("What is the meaning of life?").content)
+    for fragment in model.respond_stream(chat, config={"temperature": 0.6, "maxTokens": 50}):
+        print(fragment.content, end="", flush=True)
+
+Every prediction is one pool job (an `act()` round too); the results, fragments, stats and
+exceptions are the SDK's own classes, and the callbacks fire here, in the SDK's order.
+`Client`, `AsyncClient`, `llm()`, `embedding_model()` take the pool's `Settings` or a broker
+URL where the SDK takes an LM Studio host (a host is accepted and left to the workers).
+The SDK's types scripts use (`Chat`, `PredictionResult`, `BaseModel`, ...) are re-exported.
+Errors: see `producers.sdk._errors` (each derives from the pool's error and the SDK's).
+"""
+
+from lmstudio import (
+    ActResult,
+    AnyChatMessage,
+    AnyChatMessageDict,
+    AssistantResponse,
+    BaseModel,
+    Chat,
+    ChatHistoryData,
+    ChatHistoryDataDict,
+    LlmInfo,
+    LlmLoadModelConfig,
+    LlmPredictionConfig,
+    LlmPredictionConfigDict,
+    LlmPredictionFragment,
+    LlmPredictionStats,
+    LMStudioCancelledError,
+    LMStudioClientError,
+    LMStudioError,
+    LMStudioModelNotFoundError,
+    LMStudioPredictionError,
+    LMStudioRuntimeError,
+    LMStudioServerError,
+    LMStudioTimeoutError,
+    LMStudioValueError,
+    LMStudioWebsocketError,
+    PredictionResult,
+    PredictionRoundResult,
+    SystemPrompt,
+    TextData,
+    ToolCallRequest,
+    ToolCallResultData,
+    ToolFunctionDef,
+    ToolResultMessage,
+    UserMessage,
+)
+
+from producers.sdk._async import AsyncClient, AsyncEmbeddingModel, AsyncLLM, AsyncPredictionStream
+from producers.sdk._client import (
+    LLM,
+    Client,
+    EmbeddingModel,
+    configure_default_client,
+    embedding_model,
+    get_default_client,
+    llm,
+    reset_default_client,
+)
+from producers.sdk._errors import (
+    ContextTooLongError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    PoolTimeoutError,
+    PoolUnavailableError,
+    PredictionFailedError,
+)
+from producers.sdk._stream import PredictionStream
+
+__all__ = [
+    "LLM",
+    "ActResult",
+    "AnyChatMessage",
+    "AnyChatMessageDict",
+    "AssistantResponse",
+    "AsyncClient",
+    "AsyncEmbeddingModel",
+    "AsyncLLM",
+    "AsyncPredictionStream",
+    "BaseModel",
+    "Chat",
+    "ChatHistoryData",
+    "ChatHistoryDataDict",
+    "Client",
+    "ContextTooLongError",
+    "EmbeddingModel",
+    "InvalidRequestError",
+    "LMStudioCancelledError",
+    "LMStudioClientError",
+    "LMStudioError",
+    "LMStudioModelNotFoundError",
+    "LMStudioPredictionError",
+    "LMStudioRuntimeError",
+    "LMStudioServerError",
+    "LMStudioTimeoutError",
+    "LMStudioValueError",
+    "LMStudioWebsocketError",
+    "LlmInfo",
+    "LlmLoadModelConfig",
+    "LlmPredictionConfig",
+    "LlmPredictionConfigDict",
+    "LlmPredictionFragment",
+    "LlmPredictionStats",
+    "ModelNotFoundError",
+    "PoolTimeoutError",
+    "PoolUnavailableError",
+    "PredictionFailedError",
+    "PredictionResult",
+    "PredictionRoundResult",
+    "PredictionStream",
+    "SystemPrompt",
+    "TextData",
+    "ToolCallRequest",
+    "ToolCallResultData",
+    "ToolFunctionDef",
+    "ToolResultMessage",
+    "UserMessage",
+    "configure_default_client",
+    "embedding_model",
+    "get_default_client",
+    "llm",
+    "reset_default_client",
+]

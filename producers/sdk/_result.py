@@ -1,0 +1,94 @@
+"""The SDK's own result types, built from the pool's results (`workers.contract`).
+
+What the pool's result does not carry is filled in plainly: `model_info` is an `LlmInfo`
+from the result's model identity (vision and tool-use training unknown: False), `load_config`
+holds the context length the worker loaded, and `prediction_config` is the config the caller
+sent. Fragments are the pool's text pieces: a worker batches what arrives within 50 ms into
+one piece, so there may be fewer fragments than tokens, and their `tokens_count` is 0 (the
+stream does not carry it); joined, they are the content.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import lmstudio as lms
+
+from workers.contract import (
+    ChatResult,
+    CompletionResult,
+    ModelIdentity,
+    PredictionStats,
+    ToolCall,
+    parse_result,
+)
+
+PoolResult = ChatResult | CompletionResult
+
+
+def fragment(text: str) -> lms.LlmPredictionFragment:
+    return lms.LlmPredictionFragment(content=text, tokens_count=0, contains_drafted=False,
+                                     reasoning_type="none")
+
+
+def prediction_result(result: PoolResult, config: lms.LlmPredictionConfig
+                      ) -> lms.PredictionResult:
+    return lms.PredictionResult(
+        content=result.content, parsed=_parsed(result, config), stats=stats(result.stats),
+        model_info=model_info(result.model), load_config=load_config(result.model),
+        prediction_config=config)
+
+
+def cancelled_result(model_key: str, partial: dict[str, Any] | None,
+                     config: lms.LlmPredictionConfig) -> lms.PredictionResult:
+    """A cancelled job: its partial result, or an empty one when it never started."""
+    if partial is not None:
+        found = parse_result(partial)
+        assert isinstance(found, ChatResult | CompletionResult)
+        return prediction_result(found, config)
+    identity = ModelIdentity(model_key=model_key)
+    return lms.PredictionResult(
+        content="", parsed="", stats=lms.LlmPredictionStats(stop_reason="userStopped"),
+        model_info=model_info(identity), load_config=load_config(identity),
+        prediction_config=config)
+
+
+def stats(pool_stats: PredictionStats) -> lms.LlmPredictionStats:
+    fields = pool_stats.model_dump(exclude_none=True)
+    if "time_to_first_token_s" in fields:  # the pool names units `_s`, the SDK `_sec`
+        fields["time_to_first_token_sec"] = fields.pop("time_to_first_token_s")
+    return lms.LlmPredictionStats(**fields)
+
+
+def model_info(identity: ModelIdentity) -> lms.LlmInfo:
+    return lms.LlmInfo(
+        model_key=identity.model_key, format=identity.format or "gguf",
+        display_name=identity.display_name or identity.model_key, path=identity.path or "",
+        size_bytes=identity.size_bytes or 0, vision=False, trained_for_tool_use=False,
+        max_context_length=identity.context_length or 0, architecture=identity.architecture)
+
+
+def load_config(identity: ModelIdentity) -> lms.LlmLoadModelConfig:
+    return lms.LlmLoadModelConfig(context_length=identity.context_length)
+
+
+def tool_call_requests(calls: list[ToolCall]) -> list[lms.ToolCallRequest]:
+    """The pool's OpenAI-style tool calls as the SDK's requests (arguments parsed)."""
+    return [lms.ToolCallRequest(type="function", id=call.id, name=call.function.name,
+                                arguments=json.loads(call.function.arguments or "{}"))
+            for call in calls]
+
+
+def _parsed(result: PoolResult, config: lms.LlmPredictionConfig) -> Any:
+    """The SDK's rule: a dict for a structured prediction whose text is a JSON object, else
+    the content itself (the *same* object: `PredictionResult.structured` tests identity)."""
+    if config.structured is None or result.cancelled:
+        return result.content
+    parsed = result.parsed if isinstance(result, ChatResult) else None
+    if parsed is None:
+        try:
+            parsed = json.loads(result.content)
+        except json.JSONDecodeError:
+            return result.content
+    return parsed if isinstance(parsed, dict) else result.content
