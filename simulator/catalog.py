@@ -157,4 +157,9 @@ class Catalog:
         ]
         if inst.model.type == "llm":
             fields.append({"key": "llm.load.seed", "value": {"checked": True, "value": inst.seed}})
+        # Everything else the instance was loaded with, as LM Studio reports its loaded
+        # config (flash attention, K/V cache types, ...).
+        reported = {field["key"] for field in fields}
+        fields += [{"key": key, "value": value} for key, value in inst.load_fields.items()
+                   if key not in reported]
         return {"fields": fields}

@@ -11,6 +11,7 @@
     │   │                                    the job goes back to its queue
     │   ├── AdmissionClosedError            the worker closed its gate while a job waited
     │   └── AdmissionUnavailableError(ConnectionError)  admission's Redis unreachable
+    ├── ConfigError(ValueError)             a setting is wrong (LMQ_LOAD_CONFIG); fix, restart
     ├── ModelNotServedError(LookupError)    no live worker serves the model's queue
     ├── ModelNotAvailableError(LookupError) the model is not downloaded on the LM Studio host
     ├── JobCancelledError                   the job was revoked; carries the partial result
@@ -67,6 +68,10 @@ class AdmissionClosedError(TransientError):
 
 class AdmissionUnavailableError(TransientError, ConnectionError):
     """Admission's Redis stayed unreachable (connection error or timeout) through retries."""
+
+
+class ConfigError(LmqError, ValueError):
+    """A setting is wrong; the message names it and what is allowed."""
 
 
 class ModelNotServedError(LmqError, LookupError):

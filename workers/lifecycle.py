@@ -11,15 +11,19 @@ the worker consumes no job until LM Studio serves its model. At start it:
    ERROR line, then retries with doubling backoff capped at LMQ_CONNECT_BACKOFF_MAX_S;
    SIGTERM/SIGINT still stop the worker while it waits;
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the
-   available models;
+   available models; builds its load config (LMQ_LOAD_CONFIG checked by the SDK's schema,
+   plus LMQ_CONTEXT_LENGTH / LMQ_GPU_OFFLOAD: `workers.lmstudio.load_config`); a wrong
+   key or value: exit 78 naming it;
 5. builds the admission gate (`workers.admission.build_gate`) behind this process's slot
    limit (`workers.admission.seam.SlotLimit`) and calls `before_load()`; host memory unknown
    (no LMQ_GPU_MEMORY, and no NVML / Apple / AMD reading): one WARNING line, and admission by
    slots only;
-6. gets or loads the model with the load settings (context length, GPU offload), warms the
-   llm, embedding and system namespaces from this one thread, measures the prompt
-   template's token overhead (`workers.jobs.prompt_bound`), and logs what it serves;
-7. tells the gate the context length the model was loaded with, and checks the pool
+6. gets or loads the model with that load config (LM Studio refusing it: exit 78 with its
+   one-line reason), warms the llm, embedding and system namespaces from this one thread,
+   measures the prompt template's token overhead (`workers.jobs.prompt_bound`), and logs
+   what it serves;
+7. tells the gate what the model was loaded with (context length, KV cache types, as LM
+   Studio reports them, else as sent), and checks the pool
    size (`worker_threads`): Celery created it with LMQ_CONCURRENCY or LMQ_SLOTS +
    LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
    and the prefetch count) before the consumer starts. GPU memory lowers it only when the
@@ -51,11 +55,17 @@ from workers.admission import build_gate, thread_count
 from workers.admission.seam import ModelFacts, SlotLimit
 from workers.contract import queue_name
 from workers.delivery import cancel, redelivery
-from workers.error import BadJobError, LMStudioUnavailableError
+from workers.error import (
+    BadJobError,
+    ConfigError,
+    JobFailedError,
+    LMStudioUnavailableError,
+)
 from workers.jobs.runtime import Runtime
 from workers.jobs.runtime import install as install_runtime
+from workers.lmstudio import load_config
 from workers.lmstudio.outage import Outage
-from workers.lmstudio.session import DownloadedModel, Session, load_config
+from workers.lmstudio.session import DownloadedModel, LoadedModel, Session
 from workers.served_registry import Registration
 from workers.settings import Settings, get_settings
 
@@ -88,20 +98,23 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per websocket otherwise
     session = connect_with_backoff(settings)
     model = _find_model(session, settings.model)  # type: ignore[arg-type]
-    facts = _facts(settings, model)
+    config = _load_config(settings, session, model)
+    facts = _facts(settings, model, config)
     predictions = settings.slots if settings.concurrency else thread_count(settings, facts)
     gate = SlotLimit(build_gate(settings, facts), predictions)
     try:
         gate.before_load()
-        loaded = session.load(model, load_config(settings.context_length, settings.gpu_offload))
+        loaded = session.load(model, config)
         session.warm()
         session.measure_overhead()
     except BadJobError as exc:
         session.close()
         _exit(f"cannot serve {model.key}: {exc}")
-    # The context LM Studio loaded it with (not the model's max): admission clamps to it.
-    facts = replace(facts, context_length=loaded.context_length)
-    gate.loaded(loaded.context_length)
+    except JobFailedError as exc:  # LM Studio refused the load config (a key or a value)
+        session.close()
+        _exit(f"LM Studio did not load {model.key} with load config {config}: {exc}")
+    facts = _loaded_facts(facts, loaded, config)
+    gate.loaded(facts)
     threads = worker_threads(settings, facts, predictions)
     client, outage = _redis(settings), _outage(app, hostname, settings, session)
     rt = Runtime(settings=settings, session=session, gate=gate,
@@ -203,14 +216,37 @@ def _find_model(session: Session, key: str) -> DownloadedModel:
     raise AssertionError("unreachable")
 
 
-def _facts(settings: Settings, model: DownloadedModel) -> ModelFacts:
-    offload = settings.gpu_offload
+def _load_config(settings: Settings, session: Session, model: DownloadedModel
+                 ) -> dict[str, Any]:
+    try:
+        return load_config.build(model.kind, settings.load_config, settings.context_length,
+                                 settings.gpu_offload)
+    except ConfigError as exc:
+        session.close()
+        _exit(f"cannot load {model.key}: {exc}")
+        raise AssertionError("unreachable") from exc
+
+
+def _facts(settings: Settings, model: DownloadedModel, config: dict[str, Any]) -> ModelFacts:
+    offload = (config.get("gpu") or {}).get("ratio")
     ratio: float | None = ({"max": 1.0, "off": 0.0}[offload] if isinstance(offload, str)
                            else offload)
+    kv = load_config.kv_facts(config)
     return ModelFacts(model_key=model.key, size_bytes=model.size_bytes, path=model.path,
                       architecture=model.architecture,
-                      context_length=settings.context_length,
-                      offload_ratio=ratio, is_embedding=model.kind == "embedding")
+                      context_length=config.get("contextLength"),
+                      offload_ratio=ratio, is_embedding=model.kind == "embedding",
+                      k_cache_type=kv.k_cache_type, v_cache_type=kv.v_cache_type,
+                      kv_on_gpu=kv.kv_on_gpu)
+
+
+def _loaded_facts(facts: ModelFacts, loaded: LoadedModel, sent: dict[str, Any]) -> ModelFacts:
+    """The facts as LM Studio loaded the model: its context length (not the model's max),
+    and the KV cache types it reports, else those we sent (a server that leaves them out)."""
+    kv = load_config.kv_facts({**sent, **loaded.load_config})
+    return replace(facts, context_length=loaded.context_length,
+                   k_cache_type=kv.k_cache_type, v_cache_type=kv.v_cache_type,
+                   kv_on_gpu=kv.kv_on_gpu)
 
 
 def _outage(app: Any, hostname: str, settings: Settings, session: Session) -> Outage | None:

@@ -7,10 +7,10 @@ README's settings table and `lmq config show` are generated from them.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ByteSize, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GpuOffload = float | Literal["max", "off"]
 
@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     )
     gpu_offload: GpuOffload | None = Field(
         None, description="GPU offload ratio 0..1, or 'max' / 'off' (LM Studio default if unset)."
+    )
+    # NoDecode: the worker parses the JSON itself, so a typo is one line at its start
+    # (naming the key) rather than a settings traceback in every process.
+    load_config: Annotated[dict[str, Any] | str | None, NoDecode] = Field(
+        None, description="The model's load config, JSON in the SDK's LlmLoadModelConfig "
+        "keys, e.g. {\"flashAttention\": true, \"llamaKCacheQuantizationType\": \"q8_0\"}; "
+        "checked against the SDK's schema at worker start. LMQ_CONTEXT_LENGTH and "
+        "LMQ_GPU_OFFLOAD fill in contextLength and gpu.ratio."
     )
     unload_on_shutdown: bool = Field(
         False, description="Unload the pinned model when the worker shuts down."

@@ -47,5 +47,5 @@ def test_concurrency_and_admission_off_override() -> None:
 
 def test_the_gate_clamps_to_the_loaded_context() -> None:
     gate = AdmissionGate(None, ModelCost("m", WEIGHTS, KV, "setting", 131072), 4)  # type: ignore[arg-type]
-    gate.loaded(4096)
+    gate.loaded(ModelFacts("m", WEIGHTS, context_length=4096))
     assert gate.job_tokens(10, 0) == 4096 and gate.job_tokens(10, 100_000) == 4096

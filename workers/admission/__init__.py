@@ -92,6 +92,7 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         is_embedding=facts.is_embedding,
         retries=settings.job_max_retries,
         backoff_s=settings.job_retry_backoff_s,
+        recost=lambda loaded: plan_cost(settings, loaded),
     )
 
 

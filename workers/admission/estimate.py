@@ -2,9 +2,15 @@
 
 KV bytes per token, in order of preference:
 
-1. the model's GGUF file, when readable from this host (`gguf_kv`): exact;
+1. the model's GGUF file, when readable from this host (`gguf_kv`): exact, with the K and V
+   cache types the model is loaded with (`llamaK/VCacheQuantizationType` in
+   LMQ_LOAD_CONFIG; f16 by default);
 2. `LMQ_KV_BYTES_PER_TOKEN`, when set: the operator knows better than a guess;
-3. an estimate from the file size (`estimate_kv_bytes_per_token`), documented below.
+3. an estimate from the file size (`estimate_kv_bytes_per_token`), documented below, scaled
+   by the K and V types' bytes per element against f16's.
+
+A model loaded with `offloadKVCacheToGpu: false` keeps its KV cache in system memory: it
+costs the GPU budget nothing per token (source "off GPU").
 
 The estimate assumes a dense decoder quantized at ~4.8 bits per weight (Q4_K_M, LM
 Studio's usual download) with the usual transformer proportions:
@@ -28,7 +34,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.admission.gguf_kv import GgufFormatError, KvShape, read_kv_shape
+from workers.admission.gguf_kv import (
+    KV_BYTES_PER_ELEMENT,
+    GgufFormatError,
+    KvShape,
+    read_kv_shape,
+)
 from workers.admission.seam import ModelFacts
 
 log = logging.getLogger(__name__)
@@ -47,7 +58,7 @@ class ModelCost:
     model_key: str
     weights_bytes: int
     kv_bytes_per_token: int
-    kv_source: str  # "gguf", "setting" or "estimate"
+    kv_source: str  # "gguf", "setting", "estimate" or "off GPU"
     context_length: int | None
 
 
@@ -91,17 +102,20 @@ def read_shape(facts: ModelFacts) -> KvShape | None:
         return None
 
 
-def model_cost(
-    facts: ModelFacts, kv_bytes_setting: int | None = None, kv_cache_type: str = "f16"
-) -> ModelCost:
+def model_cost(facts: ModelFacts, kv_bytes_setting: int | None = None) -> ModelCost:
     """Weights and KV bytes per token of a model (sources in the module docstring)."""
     shape = read_shape(facts)
     context = facts.context_length
+    k_type, v_type = facts.k_cache_type or "f16", facts.v_cache_type or "f16"
     if shape is not None:
-        kv, source = shape.kv_bytes_per_token(kv_cache_type), "gguf"
+        kv, source = shape.kv_bytes_per_token(k_type, v_type), "gguf"
         context = context or shape.context_length
     elif kv_bytes_setting:
         kv, source = kv_bytes_setting, "setting"
     else:
-        kv, source = estimate_kv_bytes_per_token(facts.size_bytes), "estimate"
+        f16 = estimate_kv_bytes_per_token(facts.size_bytes)
+        share = (KV_BYTES_PER_ELEMENT[k_type] + KV_BYTES_PER_ELEMENT[v_type]) / 4.0
+        kv, source = max(1, math.ceil(f16 * share)), "estimate"
+    if facts.kv_on_gpu is False:
+        kv, source = 0, "off GPU"
     return ModelCost(facts.model_key, weights_bytes(facts), kv, source, context)

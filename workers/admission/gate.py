@@ -26,6 +26,7 @@ from dataclasses import replace
 import redis
 
 from workers.admission.estimate import ModelCost
+from workers.admission.seam import ModelFacts
 from workers.admission.semaphore import GroupSemaphore, Ticket
 from workers.error import AdmissionUnavailableError, DoesNotFitError, JobCancelledError
 
@@ -69,6 +70,7 @@ class AdmissionGate:
         is_embedding: bool = False,
         retries: int = 3,
         backoff_s: float = 1.0,
+        recost: Callable[[ModelFacts], ModelCost] | None = None,
     ) -> None:
         self.semaphore = semaphore
         self.cost = cost
@@ -77,6 +79,7 @@ class AdmissionGate:
         self.is_embedding = is_embedding
         self.retries = retries
         self.backoff_s = backoff_s
+        self.recost = recost
         self._load: Ticket | None = None
 
     def job_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
@@ -109,9 +112,18 @@ class AdmissionGate:
         self._load = self.semaphore.acquire(ticket, wait=self.wait_for_fit_on_load)
         log.info("admission: %s held in group %r", label, self.semaphore.group)
 
-    def loaded(self, context_length: int) -> None:
-        """Reservations clamp to the context the model was actually loaded with."""
-        self.cost = replace(self.cost, context_length=context_length)
+    def loaded(self, facts: ModelFacts) -> None:
+        """Reservations clamp to the context the model was actually loaded with, and count
+        KV bytes with the cache types it was loaded with (`recost`, when given)."""
+        if self.recost is not None:
+            kv = self.recost(facts)
+            if kv.kv_bytes_per_token != self.cost.kv_bytes_per_token:
+                log.info("admission: %s loaded with %s KV bytes/token (%s)",
+                         facts.model_key, f"{kv.kv_bytes_per_token:,}", kv.kv_source)
+            self.cost = replace(self.cost, kv_bytes_per_token=kv.kv_bytes_per_token,
+                                kv_source=kv.kv_source)
+        if facts.context_length:
+            self.cost = replace(self.cost, context_length=facts.context_length)
 
     def admit(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]

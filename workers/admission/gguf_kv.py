@@ -51,6 +51,7 @@ KV_BYTES_PER_ELEMENT: dict[str, float] = {
     "q5_0": 22 / 32,
     "q4_1": 20 / 32,
     "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,  # 4-bit non-linear: 16 bytes of nibbles + an f16 scale per 32
 }
 
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
@@ -86,11 +87,17 @@ class KvShape:
     value_length: int
     context_length: int | None = None
 
-    def kv_bytes_per_token(self, kv_cache_type: str = "f16") -> int:
-        """Bytes of K and V cache one token occupies over all layers (rounded up)."""
-        per_element = KV_BYTES_PER_ELEMENT[kv_cache_type]
-        elements = sum(self.kv_heads_per_layer) * (self.key_length + self.value_length)
-        return math.ceil(elements * per_element)
+    def kv_bytes_per_token(self, kv_cache_type: str = "f16", v_cache_type: str | None = None
+                           ) -> int:
+        """Bytes of K and V cache one token occupies over all layers (rounded up).
+
+        `kv_cache_type` is the K cache's element type, and the V cache's unless
+        `v_cache_type` says otherwise (LM Studio quantizes them separately).
+        """
+        heads = sum(self.kv_heads_per_layer)
+        k_bytes = heads * self.key_length * KV_BYTES_PER_ELEMENT[kv_cache_type]
+        v_bytes = heads * self.value_length * KV_BYTES_PER_ELEMENT[v_cache_type or kv_cache_type]
+        return math.ceil(k_bytes + v_bytes)
 
 
 class _Cursor:

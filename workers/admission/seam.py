@@ -31,6 +31,11 @@ class ModelFacts:
     context_length: int | None = None
     offload_ratio: float | None = None  # None: LM Studio's default (assume all on GPU)
     is_embedding: bool = False
+    # From the load config (LMQ_LOAD_CONFIG): the K and V cache element types (None: f16)
+    # and whether the KV cache lives in GPU memory (offloadKVCacheToGpu; None: it does).
+    k_cache_type: str | None = None
+    v_cache_type: str | None = None
+    kv_on_gpu: bool | None = None
 
 
 class Gate(Protocol):
@@ -45,8 +50,9 @@ class Gate(Protocol):
         turns true while waiting.
         """
 
-    def loaded(self, context_length: int) -> None:
-        """The model is loaded with this context length (clamps reservations to it)."""
+    def loaded(self, facts: ModelFacts) -> None:
+        """The model is loaded: its facts as LM Studio reports them (the context length
+        clamps reservations; the KV cache types set the bytes per token)."""
 
     def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
         """True when GPU memory is short for this job (worth counting its prompt exactly)."""
@@ -69,7 +75,7 @@ class NullGate:
               cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
         return self._admitted()
 
-    def loaded(self, context_length: int) -> None:
+    def loaded(self, facts: ModelFacts) -> None:
         return None
 
     def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
@@ -90,8 +96,8 @@ class SlotLimit:
     def before_load(self) -> None:
         self.gate.before_load()
 
-    def loaded(self, context_length: int) -> None:
-        self.gate.loaded(context_length)
+    def loaded(self, facts: ModelFacts) -> None:
+        self.gate.loaded(facts)
 
     def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
         return self.gate.is_tight(prompt_tokens, max_output_tokens)

@@ -93,6 +93,7 @@ class LoadedModel:
     identifier: str
     context_length: int
     identity: dict[str, Any]  # ModelIdentity fields
+    load_config: dict[str, Any]  # as LM Studio reports it (camelCase), {} if it would not say
 
 
 class Session:
@@ -139,11 +140,15 @@ class Session:
             handle = namespace.model(model.key, ttl=None, config=load_config or None)
             info = handle.get_info()
             context_length = int(handle.get_context_length())
+            # What the instance was loaded with: getOrLoad ignores our config when the
+            # model was already loaded (by LM Studio's UI or another client).
+            reported = dict(handle.get_load_config().to_dict())
         self._handle, self._load_config = handle, load_config
         self.model = LoadedModel(
             key=model.key, kind=model.kind, identifier=handle.identifier,
             context_length=context_length, identity=_identity(info, handle.identifier,
-                                                              context_length))
+                                                              context_length),
+            load_config=reported)
         return self.model
 
     def warm(self) -> None:
@@ -298,12 +303,3 @@ def _identity(info: Any, identifier: str, context_length: int) -> dict[str, Any]
         "size_bytes": getattr(info, "size_bytes", None), "context_length": context_length,
     }
 
-
-def load_config(context_length: int | None, gpu_offload: float | str | None) -> dict[str, Any]:
-    """The SDK load config for the pinned model (empty: LM Studio's defaults)."""
-    config: dict[str, Any] = {}
-    if context_length is not None:
-        config["contextLength"] = context_length
-    if gpu_offload is not None:
-        config["gpu"] = {"ratio": gpu_offload}
-    return config
