@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from producers.prediction_config import ConfigInput, checked_config
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
 from workers.error import InvalidJobError
 from workers.settings import Settings
@@ -31,15 +32,9 @@ def readable(exc: ValidationError, what: str) -> str:
     return f"invalid {what}: " + "; ".join(problems) + more
 
 
-def make_config(config: PredictionConfig | dict[str, Any] | None) -> PredictionConfig:
-    if config is None:
-        return PredictionConfig()
-    if isinstance(config, PredictionConfig):
-        return config
-    try:
-        return PredictionConfig.model_validate(config)
-    except ValidationError as exc:
-        raise InvalidJobError(readable(exc, "prediction config")) from None
+def make_config(config: ConfigInput, response_format: Any = None) -> PredictionConfig:
+    """The SDK's prediction config, checked with the SDK's schema (`prediction_config`)."""
+    return checked_config(config, response_format)
 
 
 def make_job(kind: str, fields: dict[str, Any]) -> Job:
@@ -47,6 +42,8 @@ def make_job(kind: str, fields: dict[str, Any]) -> Job:
     cls = JOB_FOR_KIND.get(kind)
     if cls is None:
         raise InvalidJobError(f"unknown job kind {kind!r}: use one of {sorted(JOB_FOR_KIND)}")
+    if kind != "embedding" and fields.get("config") is not None:
+        fields = {**fields, "config": make_config(fields["config"])}
     try:
         return cls.model_validate(fields)
     except ValidationError as exc:
@@ -55,7 +52,10 @@ def make_job(kind: str, fields: dict[str, Any]) -> Job:
 
 def coerce_job(job: Job | dict[str, Any]) -> Job:
     """Accept a contract object or a plain dict with a `kind` (default chat)."""
-    if isinstance(job, ChatJob | CompletionJob | EmbeddingJob):
+    if isinstance(job, ChatJob | CompletionJob):
+        # Built by hand: its config has not met the SDK's schema yet.
+        return job.model_copy(update={"config": make_config(job.config)})
+    if isinstance(job, EmbeddingJob):
         return job
     if not isinstance(job, dict):
         raise InvalidJobError(f"a job must be a ChatJob, CompletionJob, EmbeddingJob or dict, "

@@ -17,17 +17,18 @@ from producers.celery_app import producer_app
 from producers.job_building import check_limits, coerce_job, make_config, make_job
 from producers.job_handle import JobHandle
 from producers.outcome import payload_of
+from producers.prediction_config import ConfigInput
 from producers.publisher import Publisher
 from producers.redis_server import redis_answers
 from producers.result_wait import decode_meta, result_key
 from producers.served_models import ServedModels
 from producers.settings_view import mask_url
-from workers.contract import Job, PredictionConfig, queue_name
+from workers.contract import Job, queue_name
 from workers.error import InvalidJobError, ModelNotServedError
 from workers.metrics import count_cancelled_before_start
 from workers.settings import Settings, get_settings
 
-Config = PredictionConfig | dict[str, Any] | None
+Config = ConfigInput  # the SDK's prediction config: dict (camelCase or snake_case) or object
 
 
 class JobQueue:
@@ -55,18 +56,22 @@ class JobQueue:
 
     def chat(self, model: str, prompt_or_messages: Any, *, system_prompt: str | None = None,
              tools: list[dict[str, Any]] | None = None, config: Config = None,
-             enqueue_anyway: bool = False, job_id: str | None = None,
-             batch_id: str | None = None) -> JobHandle:
+             response_format: Any = None, enqueue_anyway: bool = False,
+             job_id: str | None = None, batch_id: str | None = None) -> JobHandle:
+        """`config`: the SDK's prediction config; `response_format`: as `respond()` takes it
+        (a JSON schema dict or a pydantic model class), the result's `parsed` is filled."""
         job = make_job("chat", {"model": model, "messages": prompt_or_messages,
                                 "system_prompt": system_prompt, "tools": tools,
-                                "config": make_config(config), "batch_id": batch_id})
+                                "config": make_config(config, response_format),
+                                "batch_id": batch_id})
         return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
 
     def complete(self, model: str, prompt: str, *, config: Config = None,
-                 enqueue_anyway: bool = False, job_id: str | None = None,
-                 batch_id: str | None = None) -> JobHandle:
+                 response_format: Any = None, enqueue_anyway: bool = False,
+                 job_id: str | None = None, batch_id: str | None = None) -> JobHandle:
         job = make_job("completion", {"model": model, "prompt": prompt,
-                                      "config": make_config(config), "batch_id": batch_id})
+                                      "config": make_config(config, response_format),
+                                      "batch_id": batch_id})
         return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
 
     def embed(self, model: str, texts: str | Sequence[str], *, enqueue_anyway: bool = False,

@@ -8,6 +8,7 @@ come back the same way. Task and queue names here are product decisions: keep th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -44,25 +45,96 @@ class _Contract(BaseModel):
 # --------------------------------------------------------------------------------------
 
 
+# Today's short names, kept as aliases of the SDK's prediction-config keys.
+PREDICTION_ALIASES = {"max_tokens": "maxTokens", "top_p": "topPSampling",
+                      "top_k": "topKSampling", "stop": "stopStrings", "json_schema": "structured"}
+
+
+def sdk_key(key: str) -> str:
+    """The SDK's camelCase name of a prediction-config key (alias, snake_case or camelCase)."""
+    if key in PREDICTION_ALIASES:
+        return PREDICTION_ALIASES[key]
+    first, *rest = key.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def sdk_keyed(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` with its top-level keys renamed to the SDK's (nested ones: the SDK does it).
+
+    None means unset and is dropped; `json_schema` becomes `structured` JSON output; a key
+    given under two names is an error rather than a silent pick of one of them.
+    """
+    out: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in config.items():
+        if value is None:
+            continue
+        name = "seed" if key == "seed" else sdk_key(str(key))
+        if key == "json_schema":
+            value = {"type": "json", "jsonSchema": value}
+        if name in out:
+            raise ValueError(f"{name} is given twice (as {given_as[name]!r} and {key!r}): "
+                             "keep one")
+        out[name], given_as[name] = value, str(key)
+    return out
+
+
 class PredictionConfig(_Contract):
-    """Per-job sampling settings (mapped onto LM Studio's prediction config)."""
+    """A job's prediction config: the SDK's `LlmPredictionConfig` as plain JSON, plus `seed`.
 
-    temperature: float | None = Field(None, ge=0, le=5)
-    max_tokens: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    stop: list[str] = Field(default_factory=list)
+    Keys are the SDK's camelCase names (snake_case and the aliases in PREDICTION_ALIASES are
+    renamed on the way in), values are sent to LM Studio as given. This module cannot
+    import the SDK, so the values are checked against the SDK's own schema by producers
+    (`producers.prediction_config`) and again at the worker's LM Studio boundary
+    (`workers.lmstudio.prediction_config`). `seed` is ours: LM Studio seeds at load time.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
     seed: int | None = None
-    json_schema: dict[str, Any] | None = Field(
-        None, description="Structured output: the reply is JSON valid against this schema."
-    )
 
-    @field_validator("json_schema")
+    @model_validator(mode="before")
     @classmethod
-    def _schema_is_an_object(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
-        if schema is not None and not isinstance(schema.get("type", "object"), str | list):
-            raise ValueError("json_schema must be a JSON Schema object, e.g. {'type': 'object'}")
-        return schema
+    def _sdk_keys(cls, data: Any) -> Any:
+        if isinstance(data, PredictionConfig):
+            return data
+        return sdk_keyed(data) if isinstance(data, Mapping) else data
+
+    def sdk_dict(self) -> dict[str, Any]:
+        """The SDK config dict (camelCase keys, without `seed`)."""
+        return {key: value for key, value in (self.model_extra or {}).items()
+                if value is not None}
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The output-token limit, or None (no limit: maxTokens false or -1)."""
+        value = self.sdk_dict().get("maxTokens")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+            else None
+
+    @property
+    def temperature(self) -> float | None:
+        return self.sdk_dict().get("temperature")
+
+    @property
+    def top_p(self) -> Any:
+        return self.sdk_dict().get("topPSampling")
+
+    @property
+    def top_k(self) -> Any:
+        return self.sdk_dict().get("topKSampling")
+
+    @property
+    def stop(self) -> list[str]:
+        return list(self.sdk_dict().get("stopStrings") or [])
+
+    @property
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON schema of structured output, if the config asks for JSON."""
+        structured = self.sdk_dict().get("structured")
+        if isinstance(structured, Mapping) and structured.get("type") == "json":
+            return structured.get("jsonSchema")
+        return None
 
 
 class ChatMessage(_Contract):
@@ -240,6 +312,7 @@ class ChatResult(_ResultBase):
 class CompletionResult(_ResultBase):
     kind: Literal["completion"] = "completion"
     content: str
+    parsed: Any = None
     stats: PredictionStats
 
 

@@ -11,6 +11,7 @@ Pure functions on plain dicts: no Celery, no Redis, no SDK.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,9 +20,13 @@ PREVIEW_CHARS = 60  # characters of a prompt or text shown
 MAX_REPR_CHARS = 400  # hard cap of every summary line
 SECRET = "***"
 
-_SECRET_KEY = re.compile(
-    r"(api[_-]?key|token|secret|passw(or)?d|authorization|cookie|credential)", re.IGNORECASE
-)
+# A key names a secret by its words, not by a substring: `maxTokens` and `tokens_so_far` are
+# counts, `api_key`, `accessToken` and `password` are secrets.
+_SECRET_WORDS = {"secret", "password", "passwd", "authorization", "cookie", "credential",
+                 "credentials", "apikey"}
+_SECRET_LAST_WORDS = {"token", "key"}  # ...as the last word: access_token, api_key, key
+_KEY_QUALIFIERS = {"api", "secret", "private", "access"}
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _SECRET_VALUE = re.compile(
     r"(sk-[A-Za-z0-9_-]{8,}|Bearer\s+\S+|[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@)"
 )
@@ -68,19 +73,35 @@ def _messages_part(messages: Any) -> str:
     return f"messages={len(messages)} last {role}={preview(_message_text(last))}"
 
 
-def _config_part(config: Any) -> str:
+def is_secret_key(key: str) -> bool:
+    """Does a setting's name say its value is a secret (API key, token, password, ...)?"""
+    words = [word.lower() for word in _KEY_WORDS.findall(key)]
+    if any(word in _SECRET_WORDS for word in words):
+        return True
+    if not words or words[-1] not in _SECRET_LAST_WORDS:
+        return False
+    # `token`, `access_token`; `key` alone or `api_key`, but not `sort_key`.
+    return words[-1] == "token" or len(words) == 1 or words[-2] in _KEY_QUALIFIERS
+
+
+def _config_value(value: Any) -> str:
+    """A config value as compact JSON, shortened (a JSON schema can be long)."""
+    if isinstance(value, str):
+        return preview(value, 30)
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return mask_secrets(text if len(text) <= 80 else text[:79] + "…")
+
+
+def config_summary(config: Any) -> str:
+    """The prediction config as sent, `config(maxTokens=64, temperature=0.6, ...)`: every
+    key shown with its value (shortened); only secrets are masked."""
     if not isinstance(config, Mapping):
         return ""
     shown = []
     for key, value in config.items():
-        if value in (None, [], {}):
+        if value is None:
             continue
-        if key == "json_schema":
-            shown.append("json_schema=yes")
-        elif _SECRET_KEY.search(key):
-            shown.append(f"{key}={SECRET}")
-        else:
-            shown.append(f"{key}={preview(str(value), 30) if isinstance(value, str) else value}")
+        shown.append(f"{key}={SECRET if is_secret_key(str(key)) else _config_value(value)}")
     return f"config({', '.join(shown)})" if shown else ""
 
 
@@ -105,7 +126,7 @@ def argsrepr(job: Mapping[str, Any]) -> str:
         parts.append(f"tools={names[:5]}")
     if job.get("system_prompt"):
         parts.append(f"system={preview(str(job['system_prompt']), 30)}")
-    parts.append(_config_part(job.get("config")))
+    parts.append(config_summary(job.get("config")))
     if job.get("batch_id"):
         parts.append(f"batch={job['batch_id']}")
     return _cap(" ".join(p for p in parts if p))
@@ -172,6 +193,6 @@ def progress_summary(meta: Any) -> str:
     shown = [
         f"{key} {value}"
         for key, value in meta.items()
-        if isinstance(value, int | float | str) and not _SECRET_KEY.search(key)
+        if isinstance(value, int | float | str) and not is_secret_key(key)
     ]
     return _cap("progress: " + " · ".join(shown))

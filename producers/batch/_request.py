@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from producers.job_building import readable
+from producers.prediction_config import checked_config
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
+from workers.error import InvalidJobError
 
 URL_KIND = {
     "/v1/chat/completions": "chat",
@@ -106,10 +108,13 @@ def _messages(value: Any) -> Any:
 def _config(body: dict[str, Any]) -> PredictionConfig:
     stop = body.get("stop")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    return PredictionConfig.model_validate({
-        "temperature": body.get("temperature"), "max_tokens": max_tokens,
-        "top_p": body.get("top_p"), "stop": [stop] if isinstance(stop, str) else (stop or []),
-        "seed": body.get("seed"), "json_schema": _schema(body.get("response_format"))})
+    try:  # the SDK's schema decides, as for every job (producers.prediction_config)
+        return checked_config({
+            "temperature": body.get("temperature"), "max_tokens": max_tokens,
+            "top_p": body.get("top_p"), "stop": [stop] if isinstance(stop, str) else stop,
+            "seed": body.get("seed"), "json_schema": _schema(body.get("response_format"))})
+    except InvalidJobError as exc:
+        raise LineError(f"body: {exc}") from None
 
 
 def _schema(response_format: Any) -> dict[str, Any] | None:

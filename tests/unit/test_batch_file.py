@@ -59,7 +59,7 @@ def test_bad_lines_are_each_reported_with_their_number(tmp_path: Path) -> None:
                  "{not json",
                  line("u", "/v1/images", {"model": "m"}),
                  line("ok", "/v1/completions", {"model": "m", "prompt": "p"}),
-                 line("t", "/v1/chat/completions", {**CHAT, "temperature": 9}),
+                 line("t", "/v1/chat/completions", {**CHAT, "temperature": -1}),
                  line("e", "/v1/embeddings", {"model": "m", "input": [1, 2]}),
                  json.dumps({"method": "POST", "url": "/v1/completions", "body": {}}),
                  line("g", "/v1/chat/completions", {"model": "m", "messages": []}),

@@ -20,8 +20,23 @@ def test_bad_jobs_are_rejected_with_reasons() -> None:
         ChatJob(model="bad model!", messages="hi")
     with pytest.raises(ValidationError, match="empty"):
         EmbeddingJob(model="m", texts=["ok", "  "])
-    with pytest.raises(ValidationError):
-        PredictionConfig(temperature=-1)
+    with pytest.raises(ValidationError, match="maxTokens is given twice"):
+        PredictionConfig(max_tokens=1, maxTokens=2)
+    with pytest.raises(ValidationError, match="seed"):
+        PredictionConfig(seed="x")
+
+
+def test_prediction_config_holds_the_sdk_keys() -> None:
+    config = PredictionConfig(max_tokens=5, top_p=0.5, stop=["x"], json_schema={"type": "object"},
+                              repeat_penalty=1.1, seed=3)
+    assert config.sdk_dict() == {"maxTokens": 5, "topPSampling": 0.5, "stopStrings": ["x"],
+                                 "structured": {"type": "json", "jsonSchema": {"type": "object"}},
+                                 "repeatPenalty": 1.1}
+    assert (config.max_tokens, config.stop, config.seed) == (5, ["x"], 3)
+    assert config.json_schema == {"type": "object"}
+    assert PredictionConfig(maxTokens=False).max_tokens is None  # no limit
+    # the job's JSON carries the SDK keys, and reads back the same
+    assert PredictionConfig.model_validate(config.model_dump(mode="json")) == config
 
 
 def test_errors_rebuild_from_args() -> None:

@@ -28,6 +28,8 @@ from workers.jobs.context import JobContext, with_retries
 from workers.jobs.predict_config import sdk_prediction_config, seed_note
 from workers.jobs.prompt_bound import chat_bound, text_bound
 from workers.lmstudio.prediction import Outcome, Prediction, chat_stream, completion_stream
+from workers.lmstudio.prediction_config import checked_sdk_config
+from workers.task_display import config_summary
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
     chat = ctx.session.chat(history)
     tools = raw_tools(job.tools)
     request = PredictionRequest(
-        "chat", chat, sdk_prediction_config(job.config, tools), job.config.max_tokens,
+        "chat", chat, checked_sdk_config(sdk_prediction_config(job.config, tools)),
+        job.config.max_tokens,
         lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)),
         chat_bound(ctx.session.overhead, history, bool(job.tools)))
     outcome = _predict(ctx, request, job.config)
@@ -62,12 +65,13 @@ def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
 def run_completion(ctx: JobContext, job: CompletionJob) -> dict[str, Any]:
     _check_size(ctx, len(job.prompt))
     request = PredictionRequest(
-        "completion", job.prompt, sdk_prediction_config(job.config), job.config.max_tokens,
+        "completion", job.prompt, checked_sdk_config(sdk_prediction_config(job.config)),
+        job.config.max_tokens,
         lambda: ctx.session.count_tokens(job.prompt),
         text_bound(ctx.session.overhead, job.prompt))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "completion",
-            "content": outcome.content, "stats": outcome.stats}
+            "content": outcome.content, "parsed": outcome.parsed, "stats": outcome.stats}
 
 
 def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConfig) -> Outcome:
@@ -77,6 +81,9 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
     note = seed_note(config)
     if note:
         log.info("job %s: %s", ctx.job_id, note)
+    # The config as sent (secrets masked), so a log shows what LM Studio was asked for.
+    log.info("job %s: %s %s", ctx.job_id, request.kind,
+             config_summary(request.config) or "config()")
     ctx.progress.phase("prefill")
     prompt_tokens = prompt_tokens_of(ctx, request)
     max_output = _check_context(ctx, prompt_tokens, request.max_tokens)

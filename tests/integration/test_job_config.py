@@ -1,0 +1,133 @@
+"""Job config is the SDK's prediction config, chat input what the SDK accepts: real Redis,
+real `celery -A workers worker` processes, the real SDK against the simulator, whose
+message log shows what LM Studio was sent."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pydantic
+import pytest
+from lmstudio._kv_config import parse_prediction_config
+
+from producers import InvalidJobError
+from producers.local_pool import LocalPool
+from producers.redis_server import RedisServer
+from tests.support.pool import pool_on_database
+from tests.support.wait import wait_until
+from tests.unit.test_prediction_config import EVERY_KEY
+
+CHAT = "llama-3.2-1b-instruct"
+VISION = "qwen2-vl-2b-instruct"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[object]:
+    """The default simulator plus a loaded vision model (as LM Studio lists one)."""
+    from simulator.testing import running_simulator
+
+    config = {"models": {VISION: {"type": "llm", "vision": True, "loaded": True,
+                                  "architecture": "qwen2vl"}}}
+    with running_simulator(config, in_process=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
+    with pool_on_database(redis_server, sim, 9, [CHAT, VISION]) as started:
+        yield started
+
+
+def predict_request(sim: Any, marker: str) -> dict[str, Any]:
+    """The creation parameter of the predict channel whose history mentions `marker`."""
+    def found() -> dict[str, Any] | None:
+        for entry in sim.admin.log(type="channelCreate"):
+            message = entry["msg"]
+            if message.get("endpoint") == "predict" and marker in str(message):
+                return dict(message["creationParameter"])
+        return None
+
+    return wait_until(found, timeout=30, message=f"the predict message of {marker}")
+
+
+def sent_config(request: dict[str, Any]) -> dict[str, Any]:
+    """The apiOverride layer of the predict message, read back by the SDK's own parser."""
+    layers = request["predictionConfigStack"]["layers"]
+    override = next(layer for layer in layers if layer["layerName"] == "apiOverride")
+    return dict(parse_prediction_config(override["config"]).to_dict())
+
+
+def queued(pool: LocalPool, model: str) -> int:
+    return int(pool.queue.backend_client.llen("lmq." + model))
+
+
+def test_every_key_of_the_sdk_config_reaches_lm_studio(pool: LocalPool, sim: Any) -> None:
+    marker = f"every key {uuid.uuid4()}"
+    result = pool.queue.chat(CHAT, marker, config=EVERY_KEY).result(timeout=60)
+    assert sent_config(predict_request(sim, marker)) == EVERY_KEY
+    assert result.parsed is not None  # structured JSON output was asked for
+
+
+def test_snake_case_aliases_and_sdk_objects_arrive_as_camel_case(pool: LocalPool,
+                                                                 sim: Any) -> None:
+    import lmstudio as lms
+
+    marker = f"snake {uuid.uuid4()}"
+    pool.queue.chat(CHAT, marker, config={"max_tokens": 9, "top_p": 0.5, "top_k": 7,
+                                          "stop": ["zzz"], "repeat_penalty": 1.2,
+                                          "min_p_sampling": 0.1}).result(timeout=60)
+    assert sent_config(predict_request(sim, marker)) == {
+        "maxTokens": 9, "topPSampling": 0.5, "topKSampling": 7, "stopStrings": ["zzz"],
+        "repeatPenalty": 1.2, "minPSampling": 0.1}
+    marker = f"object {uuid.uuid4()}"
+    config = lms.LlmPredictionConfig(max_tokens=5, temperature=0.3)
+    result = pool.queue.complete(CHAT, marker, config=config).result(timeout=60)
+    assert sent_config(predict_request(sim, marker)) == {"maxTokens": 5, "temperature": 0.3}
+    assert result.stats.predicted_tokens_count is not None
+    assert result.stats.predicted_tokens_count <= 5
+
+
+def test_response_format_fills_parsed_for_chat_and_completion(pool: LocalPool) -> None:
+    class Book(pydantic.BaseModel):
+        title: str
+        pages: int
+
+    chat = pool.queue.chat(CHAT, "A book, please", response_format=Book).result(timeout=60)
+    assert Book.model_validate(chat.parsed) and isinstance(chat.parsed, dict)
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    done = pool.queue.complete(CHAT, "n =", response_format=schema).result(timeout=60)
+    assert isinstance(done.parsed, dict) and isinstance(done.parsed["n"], int)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"maxTokenz": 5}, "did you mean 'maxTokens'"),
+    ({"temperature": "warm"}, "temperature: expected `float | null`, got `str`"),
+    ({"contextOverflowPolicy": "drop"}, "allowed: 'stopAtLimit'"),
+    ({"reasoningParsing": {"enabled": True}}, "missing required field `startString`"),
+    ({"raw": {"fields": []}}, "cannot send these to LM Studio"),
+])
+def test_bad_config_fails_at_submit_and_nothing_is_queued(pool: LocalPool, config: Any,
+                                                          message: str) -> None:
+    before = queued(pool, CHAT)
+    with pytest.raises(InvalidJobError, match=message.replace("|", r"\|")):
+        pool.queue.chat(CHAT, "hi", config=config)
+    with pytest.raises(InvalidJobError, match=message.replace("|", r"\|")):
+        pool.queue.submit({"kind": "completion", "model": CHAT, "prompt": "p",
+                           "config": config})
+    assert queued(pool, CHAT) == before
+
+
+def test_wrong_types_and_oversized_inputs_fail_at_submit(pool: LocalPool) -> None:
+    before = queued(pool, CHAT)
+    with pytest.raises(InvalidJobError, match="not int"):
+        pool.queue.chat(CHAT, "hi", config=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidJobError, match="invalid response_format"):
+        pool.queue.chat(CHAT, "hi", response_format=["not", "a", "schema"])
+    too_long = "x" * (pool.queue.settings.max_prompt_chars + 1)
+    with pytest.raises(InvalidJobError, match="LMQ_MAX_PROMPT_CHARS"):
+        pool.queue.complete(CHAT, too_long)
+    assert queued(pool, CHAT) == before
