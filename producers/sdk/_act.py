@@ -27,6 +27,7 @@ from lmstudio.json_api import ChatResponseEndpoint
 from producers.sdk import _config, _result
 from producers.sdk._callbacks import Callbacks, _call
 from producers.sdk._stream import PredictionStream
+from workers.contract import PredictionConfig
 
 InvalidToolHandler = Callable[[lms.LMStudioPredictionError, Any], str | None]
 
@@ -34,7 +35,7 @@ InvalidToolHandler = Callable[[lms.LMStudioPredictionError, Any], str | None]
 class ChatRounds(Protocol):
     """What a round needs of the model handle (`producers.sdk.LLM`, which imports this)."""
 
-    def chat_stream(self, history: Any, sdk_config: lms.LlmPredictionConfig,
+    def chat_stream(self, history: Any, config: PredictionConfig,
                     preset: str | None, callbacks: Callbacks,
                     tools: list[dict[str, Any]] | None = None) -> PredictionStream: ...
 
@@ -45,7 +46,8 @@ class ToolBox:
     def __init__(self, tools: Iterable[Any], on_invalid: InvalidToolHandler | None,
                  allow_async: bool = False) -> None:
         llm_tools, tool_map = ChatResponseEndpoint.parse_tools(tools, allow_async)
-        self.definitions: list[dict[str, Any]] = list(llm_tools.to_dict()["tools"])
+        self.definitions: list[dict[str, Any]] = [dict(tool) for tool in llm_tools.to_dict()
+                                                  .get("tools") or []]
         self._endpoint = ChatResponseEndpoint("tools", lms.Chat(), None, None, None, None, None,
                                               None, None, on_invalid, llm_tools, tool_map)
 
@@ -100,13 +102,13 @@ def act(llm: ChatRounds, chat: Any, tools: Iterable[Any], *,
     agent_chat = lms.Chat.from_history(chat)
     rounds = Rounds(max_prediction_rounds, callbacks)
     toolbox = ToolBox(tools, handle_invalid_tool_request)
-    sdk_config = _config.prediction_config(config)
+    checked = _config.job_config(config)
     index = 0
     with ThreadPoolExecutor(max_parallel_tool_calls) as pool:
         for index in rounds.indices:
             rounds.fire("on_round_start", index)
             offered = toolbox.definitions if index != rounds.final else None
-            stream = llm.chat_stream(agent_chat, sdk_config, preset, rounds.callbacks(index),
+            stream = llm.chat_stream(agent_chat, checked, preset, rounds.callbacks(index),
                                      tools=offered)
             prediction = stream.wait_for_result()
             requests = _result.tool_call_requests(stream.tool_calls)

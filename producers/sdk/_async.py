@@ -28,7 +28,7 @@ from producers.sdk._client import LLM, ChatInput, Client, EmbeddingModel
 from producers.sdk._errors import translated
 from producers.sdk._stream import RESULT_AFTER_STREAM_S, PredictionStream, final_result, progress_of
 from producers.sdk._target import Target
-from workers.contract import ToolCall
+from workers.contract import PredictionConfig, ToolCall
 from workers.error import JobCancelledError
 
 
@@ -179,10 +179,10 @@ class AsyncLLM:
     async def act(self, chat: ChatInput, tools: Iterable[Any], **options: Any) -> lms.ActResult:
         return await _async_act.act(self, chat, tools, **options)
 
-    def chat_stream(self, history: ChatInput, sdk_config: lms.LlmPredictionConfig,
+    def chat_stream(self, history: ChatInput, config: PredictionConfig,
                     preset: str | None, callbacks: Callbacks,
                     tools: list[dict[str, Any]] | None = None) -> AsyncPredictionStream:
-        return AsyncPredictionStream(self._sync.chat_stream(history, sdk_config, preset,
+        return AsyncPredictionStream(self._sync.chat_stream(history, config, preset,
                                                             callbacks, tools))
 
 
@@ -196,7 +196,7 @@ class AsyncEmbeddingModel:
         texts = [input] if isinstance(input, str) else list(input)
         with translated():
             handle = await self._sync._client.queue.aembed(self.identifier, texts)
-            vectors = (await handle.aresult()).vectors
+            vectors: list[list[float]] = (await handle.aresult()).vectors
         return vectors[0] if isinstance(input, str) else vectors
 
 

@@ -17,6 +17,7 @@ import lmstudio as lms
 from producers.sdk import _config, _result
 from producers.sdk._act import InvalidToolHandler, Rounds, ToolBox
 from producers.sdk._callbacks import Callbacks
+from workers.contract import PredictionConfig
 
 
 class RoundStream(Protocol):
@@ -28,7 +29,7 @@ class RoundStream(Protocol):
 class AsyncChatRounds(Protocol):
     """What a round needs of the model handle (`producers.sdk.AsyncLLM`, which imports this)."""
 
-    def chat_stream(self, history: Any, sdk_config: lms.LlmPredictionConfig,
+    def chat_stream(self, history: Any, config: PredictionConfig,
                     preset: str | None, callbacks: Callbacks,
                     tools: list[dict[str, Any]] | None = None) -> RoundStream: ...
 
@@ -43,13 +44,13 @@ async def act(llm: AsyncChatRounds, chat: Any, tools: Iterable[Any], *,
     agent_chat = lms.Chat.from_history(chat)
     rounds = Rounds(max_prediction_rounds, callbacks)
     toolbox = ToolBox(tools, handle_invalid_tool_request, allow_async=True)
-    sdk_config = _config.prediction_config(config)
+    checked = _config.job_config(config)
     slots = asyncio.Semaphore(max_parallel_tool_calls or 1)
     index = 0
     for index in rounds.indices:
         rounds.fire("on_round_start", index)
         offered = toolbox.definitions if index != rounds.final else None
-        stream = llm.chat_stream(agent_chat, sdk_config, preset, rounds.callbacks(index),
+        stream = llm.chat_stream(agent_chat, checked, preset, rounds.callbacks(index),
                                  tools=offered)
         prediction = await stream.wait_for_result()
         requests = _result.tool_call_requests(stream.tool_calls)

@@ -20,8 +20,9 @@ from producers.sdk._callbacks import Callbacks
 from producers.sdk._errors import InvalidRequestError, ModelNotFoundError, translated
 from producers.sdk._stream import PredictionStream
 from producers.sdk._target import Target, settings_for
+from workers.contract import PredictionConfig
 
-ChatInput = lms.Chat | dict[str, Any] | str
+ChatInput = lms.Chat | lms.ChatHistoryDataDict | str
 
 
 class Client:
@@ -89,8 +90,8 @@ class LLM(_Handle):
     def respond_stream(self, history: ChatInput, *, response_format: Any = None,
                        config: _config.SdkConfig = None, preset: str | None = None,
                        **callbacks: Any) -> PredictionStream:
-        return self.chat_stream(history, _config.prediction_config(config, response_format),
-                                preset, Callbacks(**callbacks))
+        return self.chat_stream(history, _config.job_config(config, response_format), preset,
+                                Callbacks(**callbacks))
 
     def respond(self, history: ChatInput, *, response_format: Any = None,
                 config: _config.SdkConfig = None, preset: str | None = None,
@@ -101,13 +102,12 @@ class LLM(_Handle):
     def complete_stream(self, prompt: str, *, response_format: Any = None,
                         config: _config.SdkConfig = None, preset: str | None = None,
                         **callbacks: Any) -> PredictionStream:
-        sdk_config = _config.prediction_config(config, response_format)
-        job_config = _config.job_config(sdk_config)
+        checked = _config.job_config(config, response_format)
         _no_preset(preset)
         queue = self._client.queue
         return PredictionStream(queue, self.identifier,
-                                lambda: queue.complete(self.identifier, prompt, config=job_config),
-                                sdk_config, Callbacks(**callbacks))
+                                lambda: queue.complete(self.identifier, prompt, config=checked),
+                                _config.sdk_config(checked), Callbacks(**callbacks))
 
     def complete(self, prompt: str, *, response_format: Any = None,
                  config: _config.SdkConfig = None, preset: str | None = None,
@@ -119,18 +119,18 @@ class LLM(_Handle):
         """`lms.LLM.act`: each model round is one job; the tools run here."""
         return _act.act(self, chat, tools, **options)
 
-    def chat_stream(self, history: ChatInput, sdk_config: lms.LlmPredictionConfig,
-                    preset: str | None, callbacks: Callbacks,
+    def chat_stream(self, history: ChatInput, config: PredictionConfig, preset: str | None,
+                    callbacks: Callbacks,
                     tools: list[dict[str, Any]] | None = None) -> PredictionStream:
-        """A chat job's stream (also one round of `act`, with the tools in OpenAI format)."""
-        job_config = _config.job_config(sdk_config)
+        """A chat job's stream (also one round of `act`, with the tools in OpenAI format);
+        `config` is the checked job config (`_config.job_config`)."""
         _no_preset(preset)
         messages = history_of(history)
         queue = self._client.queue
         return PredictionStream(
             queue, self.identifier,
-            lambda: queue.chat(self.identifier, messages, tools=tools, config=job_config),
-            sdk_config, callbacks)
+            lambda: queue.chat(self.identifier, messages, tools=tools, config=config),
+            _config.sdk_config(config), callbacks)
 
 
 class EmbeddingModel(_Handle):
@@ -139,7 +139,8 @@ class EmbeddingModel(_Handle):
     def embed(self, input: str | Iterable[str]) -> Sequence[float] | Sequence[Sequence[float]]:
         texts = [input] if isinstance(input, str) else list(input)
         with translated():
-            vectors = self._client.queue.embed(self.identifier, texts).result().vectors
+            vectors: list[list[float]] = self._client.queue.embed(self.identifier,
+                                                                  texts).result().vectors
         return vectors[0] if isinstance(input, str) else vectors
 
 

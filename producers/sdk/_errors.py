@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import lmstudio as lms
 import redis
+from lmstudio.schemas import DictObject
 
 from workers.error import (
     BadJobError,
@@ -37,8 +38,8 @@ from workers.error import (
 class _NoServerDetails:
     """LMStudioServerError's attributes: no server sent these errors, so no details."""
 
-    server_error = None
-    _raw_error = None
+    server_error: lms.SerializedLMSExtendedError | None = None
+    _raw_error: DictObject | None = None
 
 
 class ModelNotFoundError(_NoServerDetails, ModelNotServedError, lms.LMStudioModelNotFoundError):

@@ -11,9 +11,10 @@ stream does not carry it); joined, they are the content.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import lmstudio as lms
+from lmstudio._sdk_models import ModelCompatibilityType
 
 from workers.contract import (
     ChatResult,
@@ -63,10 +64,15 @@ def stats(pool_stats: PredictionStats) -> lms.LlmPredictionStats:
 
 def model_info(identity: ModelIdentity) -> lms.LlmInfo:
     return lms.LlmInfo(
-        model_key=identity.model_key, format=identity.format or "gguf",
+        model_key=identity.model_key, format=_format(identity.format),
         display_name=identity.display_name or identity.model_key, path=identity.path or "",
         size_bytes=identity.size_bytes or 0, vision=False, trained_for_tool_use=False,
         max_context_length=identity.context_length or 0, architecture=identity.architecture)
+
+
+def _format(name: str | None) -> Any:
+    """LM Studio's format name; the SDK's type lists the known ones (gguf when unknown)."""
+    return name if name in get_args(ModelCompatibilityType) else "gguf"
 
 
 def load_config(identity: ModelIdentity) -> lms.LlmLoadModelConfig:
@@ -85,7 +91,7 @@ def _parsed(result: PoolResult, config: lms.LlmPredictionConfig) -> Any:
     the content itself (the *same* object: `PredictionResult.structured` tests identity)."""
     if config.structured is None or result.cancelled:
         return result.content
-    parsed = result.parsed if isinstance(result, ChatResult) else None
+    parsed = result.parsed
     if parsed is None:
         try:
             parsed = json.loads(result.content)

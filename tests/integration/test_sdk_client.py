@@ -114,6 +114,28 @@ def test_the_four_callbacks_fire_here_in_the_sdks_order(both: Any) -> None:
                       f"message AssistantResponse {result.content}"]
 
 
+class Book(lmstudio.BaseModel):
+    title: str
+    year: int
+
+
+def test_structured_output_and_the_sdks_other_config_keys(both: Any) -> None:
+    def example(lms: ModuleType) -> tuple[Any, Any]:
+        model = lms.llm(CHAT)
+        book = model.respond("Tell me about a book", response_format=Book,
+                             config={"maxTokens": 60})
+        tuned = model.respond("Hello there", config={"repeatPenalty": 1.1, "minPSampling": 0.05,
+                                                     "topKSampling": 20, "maxTokens": 20})
+        return book, tuned
+
+    (pooled_book, pooled_tuned), (direct_book, direct_tuned) = both(example)
+    assert pooled_book.structured and isinstance(pooled_book.parsed, dict)
+    assert pooled_book.parsed == direct_book.parsed and set(pooled_book.parsed) >= {"title"}
+    assert pooled_book.prediction_config.structured.type == "json"
+    assert pooled_tuned.content == direct_tuned.content
+    assert pooled_tuned.prediction_config.repeat_penalty == 1.1
+
+
 def test_chat_from_history_and_a_multi_turn_conversation(both: Any) -> None:
     def example(lms: ModuleType) -> list[str]:
         model = lms.llm(CHAT)
