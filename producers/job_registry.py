@@ -1,4 +1,5 @@
-"""A tiny registry of submitted job ids: `lmq:job:<id>` -> {"model", "kind", "batch_id"}.
+"""A tiny registry of submitted job ids: `lmq:job:<id>` -> {"model", "kind", "batch_id"},
+and the prediction config as sent (`lmq result` shows it; results do not carry it).
 
 It lets `lmq cancel ID` tell an unknown id from a queued one (Celery reports both as
 PENDING), and knows which queue a job went to. Entries expire with the results.
@@ -18,8 +19,12 @@ job_key = keys.job  # the registry entry of one submitted job: `lmq:job:<id>`
 
 
 def record(job: Job) -> str:
-    return json.dumps({"model": job.model, "kind": job.kind, "batch_id": job.batch_id,
-                       "submitted_at": job.submitted_at})
+    entry = {"model": job.model, "kind": job.kind, "batch_id": job.batch_id,
+             "submitted_at": job.submitted_at}
+    config = getattr(job, "config", None)
+    if config is not None and (sent := config.model_dump(mode="json", exclude_none=True)):
+        entry["config"] = sent
+    return json.dumps(entry)
 
 
 def add_to_pipeline(pipe: Any, job_id: str, job: Job, ttl_s: int) -> None:

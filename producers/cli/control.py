@@ -13,6 +13,7 @@ from producers.cli._context import cli_settings, echo_json
 from producers.cli._render import partial_text, result_text, stats_line
 from producers.job_queue import JobQueue
 from workers.error import JobCancelledError, JobTimeoutError
+from workers.task_display import config_summary
 
 
 def _known_or_fail(queue: JobQueue, job_id: str, state: str) -> None:
@@ -55,6 +56,7 @@ def result(job_id: str, timeout_s: float, as_json: bool) -> None:
     with JobQueue(cli_settings()) as queue:
         handle = queue.handle(job_id)
         _known_or_fail(queue, job_id, handle.status())
+        config = (queue.job_record(job_id) or {}).get("config")
         try:
             found = handle.result(timeout=timeout_s)
         except JobCancelledError as exc:
@@ -66,10 +68,12 @@ def result(job_id: str, timeout_s: float, as_json: bool) -> None:
                 "try again later or pass --timeout") from None
     if as_json:
         echo_json({"job_id": job_id, "state": states.SUCCESS, "cancelled": False,
-                   "result": found.model_dump(mode="json")})
+                   "config": config, "result": found.model_dump(mode="json")})
         return
     click.echo(result_text(found))
     click.echo(stats_line(found))
+    if config:  # the prediction config as sent, secrets masked
+        click.echo(config_summary(config))
 
 
 def _print_cancelled(job_id: str, partial: dict[str, Any] | None, as_json: bool) -> None:

@@ -70,13 +70,15 @@ def test_no_wait_then_status_and_result(pool: LocalPool) -> None:
     assert len(job_id) == 36
     result = ok(pool.env, "result", job_id, "--timeout", "60", "--json")
     assert json.loads(result)["result"]["job_id"] == job_id
+    assert json.loads(result)["config"] == {"maxTokens": 8}  # as sent, in the SDK's keys
+    assert "config(maxTokens=8)" in ok(pool.env, "result", job_id)  # not masked
     status = json.loads(ok(pool.env, "status", job_id, "--json"))
     assert status["state"] == "SUCCESS" and status["model"] == CHAT
     assert f"{job_id}: SUCCESS" in ok(pool.env, "status", job_id)
 
 
 def test_user_mistakes_are_one_line(pool: LocalPool) -> None:
-    cases = [("chat", "no-such-model", "hi"), ("chat", CHAT, "hi", "--temperature", "9"),
+    cases = [("chat", "no-such-model", "hi"), ("chat", CHAT, "hi", "--temperature", "-1"),
              ("status", "nope"), ("chat", CHAT, "hi", "--json-schema", "{bad")]
     for args in cases:
         done = lmq(pool.env, *args)

@@ -102,12 +102,13 @@ def test_a_job_shows_with_short_safe_args_and_its_stats(lmq_env, worker_factory,
     worker_factory(MODEL, env)
     flower = start_flower(env, flowers)
     prompt = "Summarise this. " + "x" * 300_000 + " key sk-abcdefghijklmnop1234"
-    handle = job_queue(env).chat(MODEL, prompt)
+    handle = job_queue(env).chat(MODEL, prompt, config={"max_tokens": 12, "temperature": 0.4})
     result = handle.result(timeout=60)
 
     task = wait_flower_state(flower, handle.id, {"SUCCESS"})
     assert task["name"] == "lmq.chat"
     assert len(task["args"]) < 1200
+    assert "config(maxTokens=12, temperature=0.4)" in task["args"]  # as sent; not a secret
     page = httpx.get(f"{flower.url}/task/{handle.id}", auth=AUTH).text
     assert "sk-abcdefghijklmnop1234" not in page
     assert "lmq.chat" in page and "SUCCESS" in page

@@ -77,12 +77,20 @@ def test_snake_case_aliases_and_sdk_objects_arrive_as_camel_case(pool: LocalPool
     import lmstudio as lms
 
     marker = f"snake {uuid.uuid4()}"
-    pool.queue.chat(CHAT, marker, config={"max_tokens": 9, "top_p": 0.5, "top_k": 7,
-                                          "stop": ["zzz"], "repeat_penalty": 1.2,
-                                          "min_p_sampling": 0.1}).result(timeout=60)
+    handle = pool.queue.chat(CHAT, marker, config={"max_tokens": 9, "top_p": 0.5, "top_k": 7,
+                                                   "stop": ["zzz"], "repeat_penalty": 1.2,
+                                                   "min_p_sampling": 0.1})
+    handle.result(timeout=60)
     assert sent_config(predict_request(sim, marker)) == {
         "maxTokens": 9, "topPSampling": 0.5, "topKSampling": 7, "stopStrings": ["zzz"],
         "repeatPenalty": 1.2, "minPSampling": 0.1}
+    # the worker's log says what was sent (as the SDK parsed it), unmasked
+    line = wait_until(lambda: next((text for text in pool.workers[0].log_tail(400).splitlines()
+                                    if f"job {handle.id}: chat config(" in text), None),
+                      timeout=10, message="the config in the worker's log")
+    for shown in ("maxTokens=9", "topPSampling=0.5", "topKSampling=7.0", 'stopStrings=["zzz"]',
+                  "repeatPenalty=1.2", "minPSampling=0.1"):
+        assert shown in line, line
     marker = f"object {uuid.uuid4()}"
     config = lms.LlmPredictionConfig(max_tokens=5, temperature=0.3)
     result = pool.queue.complete(CHAT, marker, config=config).result(timeout=60)
