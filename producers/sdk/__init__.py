@@ -126,3 +126,19 @@ __all__ = [
     "llm",
     "reset_default_client",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The rest of `lmstudio`'s types resolve to the SDK's own; its functions that talk to
+    LM Studio directly (list_loaded_models, prepare_image, ...) are not part of the pool."""
+    import inspect
+
+    import lmstudio
+
+    found = getattr(lmstudio, name, None)
+    if found is None or name.startswith("_"):
+        raise AttributeError(f"module 'producers.sdk' has no attribute {name!r}")
+    if inspect.isfunction(found) or inspect.ismodule(found):
+        raise AttributeError(f"lms.{name} talks to an LM Studio host directly, which the pool's "
+                             f"workers own: call lmstudio.{name} against that host instead")
+    return found

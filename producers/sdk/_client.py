@@ -83,6 +83,15 @@ class _Handle:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(identifier={self.identifier!r})"
 
+    def __getattr__(self, name: str) -> Any:
+        # The SDK's other handle methods (tokenize, get_info, unload, ...) ask LM Studio
+        # directly; say so instead of a bare AttributeError.
+        if not name.startswith("_") and hasattr(getattr(lms, type(self).__name__, None), name):
+            raise AttributeError(f"{type(self).__name__}.{name}() asks LM Studio directly and is "
+                                 f"not available over the pool: use lmstudio against the LM "
+                                 f"Studio host for it")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
 
 class LLM(_Handle):
     """`lms.LLM`: respond, respond_stream, complete, complete_stream, act."""

@@ -9,6 +9,7 @@ runs must agree on content, on the SDK types returned, and on the order of the c
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -261,8 +262,6 @@ def test_client_context_manager_and_async_client(pool: LocalPool, sim: Any) -> N
             assert "12" in str(chat._messages[-1])
             return answer.content, streamed, acted.rounds
 
-    import asyncio
-
     assert asyncio.run(scripted(sdk, pool.settings)) == asyncio.run(scripted(lmstudio,
                                                                              sim.host))
 
@@ -299,3 +298,36 @@ def test_sdk_errors_where_the_sdk_raises_them(pool: LocalPool) -> None:
         assert isinstance(typo.value, InvalidJobError) and "'maxTokenz'" in str(typo.value)
         with pytest.raises(lmstudio.LMStudioValueError, match="temperature"):
             model.respond("hi", config={"temperature": "hot"})
+        with pytest.raises(lmstudio.LMStudioValueError, match=f"name the LLM.*{CHAT}"):
+            client.llm.model()
+
+
+def test_async_cancel_and_a_cancelled_task_cancel_their_jobs(pool: LocalPool, sim: Any) -> None:
+    sim.admin.set_timing(decode_tokens_per_s=20.0)
+
+    async def scripted() -> tuple[Any, list[str]]:
+        async with sdk.AsyncClient(pool.settings) as client:
+            model = await client.llm.model(CHAT)
+            events: list[str] = []
+            stream = await model.respond_stream(
+                "A very long story please", config={"maxTokens": 400},
+                on_first_token=lambda: events.append("first token"),
+                on_message=lambda m: events.append("message"))
+            async for _fragment in stream:
+                await stream.cancel()
+            cancelled = stream.result()
+            sim.admin.clear_log()
+            task = asyncio.create_task(model.respond("Another long story",
+                                                     config={"maxTokens": 400}))
+            await asyncio.to_thread(wait_until, lambda: sim.admin.log(
+                type="channelSend:fragment"), 30, 0.02, "the second job generating")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return cancelled, events
+
+    cancelled, events = asyncio.run(scripted())
+    assert cancelled.stats.stop_reason == "userStopped" and cancelled.content
+    assert events == ["first token", "message"]
+    wait_until(lambda: sim.admin.log(type="channelSend:cancel"), timeout=30,
+               message="the cancelled task's prediction cancelled in LM Studio")

@@ -150,3 +150,27 @@ def test_a_dropped_redis_names_the_setting() -> None:
     with pytest.raises(lmstudio.LMStudioWebsocketError, match="LMQ_BROKER_URL"), \
             _errors.translated():
         raise redis.ConnectionError("refused")
+
+
+def test_a_broker_url_or_an_lm_studio_host_as_the_target() -> None:
+    from producers.sdk._target import settings_for
+    from workers.settings import Settings
+
+    url = "redis://127.0.0.1:6390/4"
+    chosen = settings_for(url)
+    assert chosen.broker_url == chosen.backend_url == url
+    # A script's LM Studio host is the workers' business: the client keeps LMQ_* settings.
+    assert settings_for("localhost:1234").broker_url == Settings().broker_url
+    given = Settings(broker_url=url)
+    assert settings_for(given) is given
+
+
+def test_the_sdks_types_resolve_and_its_direct_calls_say_where_to_make_them() -> None:
+    from producers import sdk
+
+    assert sdk.Chat is lmstudio.Chat and sdk.PredictionResult is lmstudio.PredictionResult
+    assert sdk.LlmLoadModelConfigDict is lmstudio.LlmLoadModelConfigDict  # not re-exported
+    with pytest.raises(AttributeError, match="call lmstudio.prepare_image against that host"):
+        sdk.prepare_image  # noqa: B018
+    with pytest.raises(AttributeError, match="tokenize.*not available over the pool"):
+        sdk.LLM(None, "m").tokenize  # type: ignore[arg-type]  # noqa: B018
