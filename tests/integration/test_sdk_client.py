@@ -331,3 +331,17 @@ def test_async_cancel_and_a_cancelled_task_cancel_their_jobs(pool: LocalPool, si
     assert events == ["first token", "message"]
     wait_until(lambda: sim.admin.log(type="channelSend:cancel"), timeout=30,
                message="the cancelled task's prediction cancelled in LM Studio")
+
+
+def test_threads_share_one_default_client(both: Any) -> None:
+    """Scripts drive the sync SDK from a thread pool; so they can through the pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def example(lms: ModuleType) -> list[str]:
+        model = lms.llm(CHAT)
+        with ThreadPoolExecutor(6) as threads:
+            return list(threads.map(lambda i: model.respond(
+                f"Question number {i}", config={"maxTokens": 12}).content, range(12)))
+
+    pooled, direct = both(example)
+    assert pooled == direct and len(set(pooled)) == 12
