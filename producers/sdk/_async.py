@@ -22,7 +22,7 @@ from celery import states
 
 from producers import fragment_reader
 from producers.job_handle import JobHandle
-from producers.sdk import _async_act
+from producers.sdk import _async_act, _result
 from producers.sdk._callbacks import Callbacks
 from producers.sdk._client import LLM, ChatInput, Client, EmbeddingModel
 from producers.sdk._errors import translated
@@ -50,6 +50,8 @@ class AsyncPredictionStream:
             self._handle = await asyncio.to_thread(self._plan._submit)
 
     async def __aiter__(self) -> AsyncIterator[lms.LlmPredictionFragment]:
+        if self._error is not None:
+            raise self._error
         if self._final is not None:
             return
         if self._handle is None:
@@ -120,9 +122,7 @@ class AsyncPredictionStream:
             async for text in texts:
                 if callbacks.cancelled:
                     continue
-                fragment = lms.LlmPredictionFragment(content=text, tokens_count=0,
-                                                     contains_drafted=False,
-                                                     reasoning_type="none")
+                fragment = _result.fragment(text)
                 callbacks.fragment(fragment)
                 yield fragment
 

@@ -77,6 +77,8 @@ class PredictionStream:
             self._handle = self._submit()
 
     def __iter__(self) -> Iterator[lms.LlmPredictionFragment]:
+        if self._error is not None:
+            raise self._error
         if self._final is not None:
             return
         if self._handle is None:
