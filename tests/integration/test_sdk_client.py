@@ -288,6 +288,7 @@ def test_cancelling_act_cancels_the_running_round(pool: LocalPool, sim: Any) -> 
 
 
 def test_sdk_errors_where_the_sdk_raises_them(pool: LocalPool) -> None:
+    queued_before = len(list(pool.queue.store_client.scan_iter(match="lmq:job:*")))
     with sdk.Client(pool.settings) as client:
         with pytest.raises(lmstudio.LMStudioModelNotFoundError) as missing:
             client.llm.model("no-such-model")
@@ -300,6 +301,14 @@ def test_sdk_errors_where_the_sdk_raises_them(pool: LocalPool) -> None:
             model.respond("hi", config={"temperature": "hot"})
         with pytest.raises(lmstudio.LMStudioValueError, match=f"name the LLM.*{CHAT}"):
             client.llm.model()
+        too_long = "x" * (pool.settings.max_prompt_chars + 1)
+        with pytest.raises(lmstudio.LMStudioValueError, match="LMQ_MAX_PROMPT_CHARS"):
+            model.respond(too_long)
+    assert len(list(pool.queue.store_client.scan_iter(match="lmq:job:*"))) == queued_before
+    with pytest.raises(lmstudio.LMStudioWebsocketError, match="LMQ_BROKER_URL") as down, \
+            sdk.Client("redis://127.0.0.1:1/0") as unreachable:
+        unreachable.llm.model(CHAT)
+    assert isinstance(down.value, ConnectionError)
 
 
 def test_async_cancel_and_a_cancelled_task_cancel_their_jobs(pool: LocalPool, sim: Any) -> None:
