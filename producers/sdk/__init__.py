@@ -138,6 +138,9 @@ def __getattr__(name: str) -> object:
     found = getattr(lmstudio, name, None)
     if found is None or name.startswith("_"):
         raise AttributeError(f"module 'producers.sdk' has no attribute {name!r}")
+    if name.endswith("sync_api_timeout"):
+        raise AttributeError(f"lms.{name}: the workers' SDK timeout is the pool's setting "
+                             "LMQ_SDK_TIMEOUT_S; a pool client waits for queued jobs")
     if inspect.isfunction(found) or inspect.ismodule(found):
         raise AttributeError(f"lms.{name} talks to an LM Studio host directly, which the pool's "
                              f"workers own: call lmstudio.{name} against that host instead")
