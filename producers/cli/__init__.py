@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from producers.cli._context import CliConfig, one_line_error
+from producers.cli._context import CliConfig
+from producers.cli._failure import failure_line
 
 # Modules that define click commands on `main`; each adds itself with @main.command().
 COMMAND_MODULES: tuple[str, ...] = (
@@ -30,18 +31,15 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 class LmqGroup(click.Group):
-    """Turns known failures (bad job, unknown model, Redis down, ...) into one clear line."""
+    """Turns every failure (bad job, unknown model, Redis down, a bug, ...) into one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as exc:
-            message = one_line_error(exc)
-            if message is None:
-                raise
-            raise click.ClickException(message) from None
+        except Exception as exc:  # noqa: BLE001 - a bug too is one line (and a traceback file)
+            raise click.ClickException(failure_line(exc)) from None
 
 
 @click.group(cls=LmqGroup, context_settings={"help_option_names": ["-h", "--help"]})

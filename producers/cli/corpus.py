@@ -46,6 +46,9 @@ def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str
     from producers.corpus import StateExistsError, StateMismatchError, embed_corpus
 
     fmt = fmt or ("jsonl" if out.suffix == ".jsonl" else "parquet")
+    if overlap >= options["chunk_tokens"]:
+        raise click.BadParameter(f"{overlap} is not smaller than --chunk-tokens "
+                                 f"({options['chunk_tokens']})", param_hint="--overlap")
     try:
         summary = embed_corpus(list(paths), model=model, out=out, settings=cli_settings(),
                                fmt=fmt, overlap_tokens=overlap, **options)
@@ -63,6 +66,8 @@ def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str
         for skipped in summary.skipped:
             click.echo(f"skipped {skipped['source']}: {skipped['reason']}", err=True)
     if not summary.ok:
+        for line in summary.failure_lines():
+            click.echo(line, err=True)
         click.echo(f"{summary.failed_chunks} chunks failed (listed in {summary.failed_file}); "
                    "rerun with --resume to retry them", err=True)
         sys.exit(1)
@@ -78,9 +83,13 @@ def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str
 def search_command(corpus: Path, query: str, model: str, k: int, timeout_s: float,
                    as_json: bool) -> None:
     """Print the K chunks of CORPUS nearest to QUERY (cosine)."""
-    from producers.corpus import search
+    from producers.corpus import CorpusFileError, search
 
-    hits = search(corpus, query, model=model, k=k, settings=cli_settings(), timeout_s=timeout_s)
+    try:
+        hits = search(corpus, query, model=model, k=k, settings=cli_settings(),
+                      timeout_s=timeout_s)
+    except CorpusFileError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json([dataclasses.asdict(hit) for hit in hits])
         return

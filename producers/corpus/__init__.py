@@ -15,12 +15,12 @@ from typing import Any
 
 from producers.corpus._chunk import Chunk, Chunker, ChunkSpec, TokenCounter
 from producers.corpus._run import CorpusOptions, CorpusSummary, run_corpus
-from producers.corpus._search import Hit, nearest
+from producers.corpus._search import CorpusFileError, Hit, nearest
 from producers.corpus._state import StateExistsError, StateMismatchError
 from workers.settings import Settings, get_settings
 
 __all__ = [
-    "Chunk", "ChunkSpec", "Chunker", "CorpusOptions", "CorpusSummary", "Hit",
+    "Chunk", "ChunkSpec", "Chunker", "CorpusFileError", "CorpusOptions", "CorpusSummary", "Hit",
     "StateExistsError", "StateMismatchError", "TokenCounter", "embed_corpus", "search",
 ]
 

@@ -23,6 +23,13 @@ in production), spent so that there is never a round trip per sentence. Two mode
   split into sentences (counted), and every chunk made of more than one piece is counted
   exactly; a chunk over the limit is split at its middle piece and checked again. No
   chunk exceeds min(chunk_tokens, context). Costs about one call per paragraph.
+
+In both modes a single piece found over the limit (its estimate was low: a long line of
+markup without a sentence end, a URL, base64, CJK without spaces) is cut further, counted
+exactly at each step: at sentences, then at spaces, then anywhere; the pieces are packed
+again. The chunker never gives up on a text: only a single character over the limit (a
+model whose context is a few tokens) is left as it is, for the worker to refuse and the
+run to record as a failed chunk.
 """
 
 from __future__ import annotations
@@ -156,7 +163,7 @@ class Chunker:
     def _split(self, start: int, pieces: list[str]) -> Iterator[Unit]:
         counts = self._count(pieces)
         for piece, tokens in zip(pieces, counts, strict=True):
-            if tokens <= self.limit or len(piece.strip()) <= 1:
+            if tokens <= self.limit or not _splittable(piece):
                 yield Unit(start, piece, tokens)
             else:
                 yield from self._split(start, _parts(piece, -(-tokens * 5 // (self.limit * 4))))
@@ -240,14 +247,43 @@ class Chunker:
         bound = self.limit if self.exact else (self.context or self.limit)
         for i, group in enumerate(groups):
             tokens = exact.get(i, sum(u.tokens for u in group))
-            if tokens <= bound:
+            if tokens <= bound or (len(group) == 1 and not _splittable(group[0].raw)):
+                # over only when one character is: the worker refuses it, a failed chunk
                 yield _span(group, tokens, i in exact)
-            elif len(group) == 1:
-                raise ValueError(f"cannot split {group[0].raw[:20]!r} under {self.limit} tokens")
+            elif len(group) == 1:  # its estimate was low (a long line, a URL, CJK): cut it
+                fitted = self._fitted(group[0].start, group[0].raw, tokens)
+                pieces, counted = self._submit_check(self._packed(fitted))
+                yield from self._checked(pieces, counted())
             else:
                 middle = len(group) // 2
                 halves, counted = self._submit_check([group[:middle], group[middle:]])
                 yield from self._checked(halves, counted())
+
+    def _fitted(self, start: int, text: str, tokens: int) -> Iterator[Unit]:
+        """`text` cut, counted exactly, until every piece fits the limit: at sentences,
+        else at spaces, else anywhere (a URL, base64, CJK without spaces: pieces of about
+        `limit` tokens each, whose exact counts decide whether they are cut again)."""
+        if tokens <= self.limit or not _splittable(text):
+            yield Unit(start, text, tokens)
+            return
+        pieces = _sentences(text)
+        if len(pieces) < 2:
+            pieces = _parts(text, -(-tokens * 5 // (self.limit * 4)))
+        for piece, count in zip(pieces, self._submit_exact(pieces)(), strict=True):
+            yield from self._fitted(start, piece, count)
+            start += len(piece)
+
+    def _packed(self, units: Iterable[Unit]) -> list[list[Unit]]:
+        """Consecutive units grouped greedily up to the limit (no overlap: one cut unit)."""
+        groups: list[list[Unit]] = [[]]
+        total = 0
+        for unit in units:
+            if groups[-1] and total + unit.tokens > self.limit:
+                groups.append([])
+                total = 0
+            groups[-1].append(unit)
+            total += unit.tokens
+        return groups
 
     def _needs_count(self, group: list[Unit]) -> bool:
         if self.exact:
@@ -284,6 +320,10 @@ def _span(units: list[Unit], tokens: int, counted: bool) -> Span:
     raw = _joined(units)
     lead = len(raw) - len(raw.lstrip())
     return units[0].start + lead, raw.strip(), tokens, counted
+
+
+def _splittable(text: str) -> bool:
+    return len(text.strip()) > 1
 
 
 def _sentences(text: str) -> list[str]:

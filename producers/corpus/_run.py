@@ -68,6 +68,8 @@ class CorpusSummary:
     failed_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     tokens_estimated: bool = False  # the chunker's calibrated estimates (no --exact-chunks)
+    # one entry per reason: {"reason", "chunks", "examples": ["<source> #<chunk index>"]}
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,24 @@ class CorpusSummary:
             f"output: {self.out}" + (f"; duplicates: {self.duplicates_file}"
                                      if self.duplicates_file else ""),
         ]
+
+
+    def failure_lines(self) -> list[str]:
+        """Why chunks failed: one line per reason, with the first chunks it hit."""
+        return [f"failed: {f['chunks']} chunks ({', '.join(f['examples'])}"
+                f"{', ...' if f['chunks'] > len(f['examples']) else ''}): {f['reason']}"
+                for f in self.failures]
+
+
+def _failures(failed: list[tuple[JobPlan, str]], examples: int = 3) -> list[dict[str, Any]]:
+    by_reason: dict[str, dict[str, Any]] = {}
+    for plan, error in failed:
+        reason = " ".join(str(error).split())[:300]  # one line, whatever the worker said
+        entry = by_reason.setdefault(reason, {"reason": reason, "chunks": 0, "examples": []})
+        entry["chunks"] += len(plan.items)
+        room = examples - len(entry["examples"])
+        entry["examples"] += [f"{c.source} #{c.index}" for _, _, c in plan.items[:max(room, 0)]]
+    return list(by_reason.values())
 
 
 class _Feed:
@@ -202,7 +222,7 @@ def _finish(options: CorpusOptions, state: RunState, planner: Planner, result: D
         tokens=result.embedded_tokens, elapsed_s=elapsed,
         tokens_per_s=result.embedded_tokens / max(elapsed, 1e-9),
         retried_jobs=result.retried_jobs, failed_chunks=failed_chunks,
-        tokens_estimated=result.tokens_estimated,
+        tokens_estimated=result.tokens_estimated, failures=_failures(result.failed),
         duplicates_file=str(dup_path), failed_file=str(failed_path) if failed_path else None,
         extra={"rows": rows, "token_count_calls": getattr(planner.chunker.counter, "calls", None)})
 

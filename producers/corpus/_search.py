@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 4096
@@ -25,12 +26,30 @@ class Hit:
     text: str
 
 
+class CorpusFileError(ValueError):
+    """The file given to search is not a corpus written by `lmq embed-corpus`, or its
+    vectors come from a model other than the query's."""
+
+
 def nearest(path: Path, query: list[float], k: int = 5) -> list[Hit]:
+    """The `k` chunks of the corpus file nearest to `query`; CorpusFileError if unreadable."""
+    try:
+        return _nearest(path, query, k)
+    except (pa.ArrowException, KeyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorpusFileError(f"{path} is not a corpus written by `lmq embed-corpus` "
+                              f"({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _nearest(path: Path, query: list[float], k: int) -> list[Hit]:
     q = np.asarray(query, dtype=np.float32)
     q /= max(float(np.linalg.norm(q)), 1e-12)
     best: list[tuple[float, int, Hit]] = []
     seq = 0
     for rows, vectors in _batches(path):
+        if vectors.shape[1] != q.shape[0]:
+            raise CorpusFileError(
+                f"{path} holds {vectors.shape[1]}-dimension vectors, the query's model gives "
+                f"{q.shape[0]}: search with the model that embedded it (the `model` column)")
         norms = np.linalg.norm(vectors, axis=1)
         scores = vectors @ q / np.maximum(norms, 1e-12)
         for i in np.argsort(-scores)[:k]:
