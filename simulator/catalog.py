@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import tempfile
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from simulator.config import KV_BYTES_PER_ELEMENT, ModelConfig, SimConfig
 from simulator.gguf_file import write_gguf
 from simulator.gpu import SlotPool
 from simulator.kvconfig import checkbox
+from simulator.model_query import best_by_path
 
 
 @dataclass
@@ -44,6 +46,14 @@ class Instance:
             _cache_type(self.load_fields.get("llm.load.llama.vCacheQuantizationType")))
 
 
+def _link(path: Path, target: str) -> str:
+    """A symlink in the models folder to a model file kept elsewhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.symlink_to(Path(target).resolve())
+    return str(path)
+
+
 def _cache_type(value: Any) -> str | None:
     """A checkbox {"checked": true, "value": "q8_0"} naming a known KV element type."""
     kind = checkbox(value)
@@ -60,14 +70,17 @@ class Catalog:
             prefix="lmq-sim-models-")
         root = config.server.models_dir or (self._tmp.name if self._tmp else "")
         self.models_dir = Path(root).resolve()
+        self._relative_paths = config.server.model_paths == "relative"
         self.paths = {key: self._write(key, m) for key, m in self.models.items()}
         self.instances: dict[str, Instance] = {}
         self._refs = itertools.count(1)
 
     def _write(self, key: str, model: ModelConfig) -> str:
-        if model.gguf_path:  # a real model file (the real engine's llm)
-            return model.gguf_path
-        path = self.models_dir / model.publisher / f"{key}-GGUF" / f"{key}-Q4_K_M.gguf"
+        if model.gguf_path:  # a real model file (the real engine's llm), linked in
+            return _link(self.models_dir / model.publisher / (model.repo or f"{key}-GGUF")
+                         / (model.file or Path(model.gguf_path).name), model.gguf_path)
+        path = (self.models_dir / model.publisher / (model.repo or f"{key}-GGUF")
+                / (model.file or f"{key}-Q4_K_M.gguf"))
         if not path.exists():
             write_gguf(path, key, model)
         return str(path)
@@ -77,29 +90,52 @@ class Catalog:
             self._tmp.cleanup()
 
     # -- lookups -------------------------------------------------------------------
+    def add_model(self, key: str, model: ModelConfig) -> None:
+        """A model downloaded while running (repository.downloadModel)."""
+        self.models[key] = model
+        self.paths[key] = self._write(key, model)
+
+    def rel_path(self, key: str) -> str:
+        """The model's path relative to the models folder, as LM Studio names it."""
+        path = Path(self.paths[key])
+        with contextlib.suppress(ValueError):
+            return path.relative_to(self.models_dir).as_posix()
+        return path.as_posix()
+
+    def wire_path(self, key: str) -> str:
+        return self.rel_path(key) if self._relative_paths else self.paths[key]
+
     def model_key_for(self, name: str) -> str | None:
-        """Resolve a model key or path (as getOrLoad / loadModel accept)."""
+        """Resolve a model key, a path or a path-style id (`model_query`), any case."""
         if name in self.models:
             return name
+        folded = name.casefold()
         for key, path in self.paths.items():
-            if name in (path, Path(path).name) or path.endswith("/" + name):
+            if folded in (key.casefold(), path.casefold(), Path(path).name.casefold()):
                 return key
-        return None
+        return best_by_path(name, ((self.rel_path(k), k) for k in self.models))
 
     def find_instance(self, query: dict[str, Any], domain: str | None) -> Instance | None:
-        ident = query.get("identifier")
-        path = query.get("path")
-        for inst in self.instances.values():
-            if domain and inst.model.type != domain:
-                continue
-            if query.get("domain") and inst.model.type != query["domain"]:
-                continue
-            if ident is not None and ident not in (inst.identifier, inst.key):
-                continue
-            if path is not None and path != inst.path:
-                continue
-            return inst
-        return None
+        """The loaded instance a ModelQuery names: identifier (an instance identifier, a
+        model key or a path-style id, any case), path, domain and vision all apply."""
+        candidates = [i for i in self.instances.values()
+                      if (not domain or i.model.type == domain)
+                      and (not query.get("domain") or i.model.type == query["domain"])
+                      and (query.get("vision") is None
+                           or bool(i.model.vision) == bool(query["vision"]))]
+        for name in (query.get("identifier"), query.get("path")):
+            if name is not None:
+                candidates = self._named(candidates, str(name))
+        return candidates[0] if candidates else None
+
+    def _named(self, instances: list[Instance], name: str) -> list[Instance]:
+        exact = [i for i in instances if name in (i.identifier, i.key, i.path)]
+        if exact:
+            return exact
+        key = self.model_key_for(name)
+        folded = name.casefold()
+        return [i for i in instances
+                if i.identifier.casefold() == folded or (key is not None and i.key == key)]
 
     def resolve(self, specifier: dict[str, Any] | None, domain: str | None) -> Instance | None:
         specifier = specifier or {}
@@ -110,9 +146,9 @@ class Catalog:
 
     def new_identifier(self, key: str, wanted: str | None) -> str:
         if wanted:
-            if wanted in self.instances:
-                raise errors.SimError({"title": f"Identifier \"{wanted}\" is already in use",
-                                       "suggestion": "Pick another identifier or unload it."})
+            if wanted in self.instances:  # LM Studio's wording; no suggestion block
+                raise errors.SimError({"title": f"Model with identifier \"{wanted}\" already "
+                                                "exists"})
             return wanted
         if key not in self.instances:
             return key
@@ -132,7 +168,7 @@ class Catalog:
         m = self.models[key]
         info: dict[str, Any] = {
             "type": m.type, "modelKey": key, "format": "gguf",
-            "displayName": m.display_name or key, "path": self.paths[key],
+            "displayName": m.display_name or key, "path": self.wire_path(key),
             "sizeBytes": m.size_bytes, "paramsString": m.params_string,
             "architecture": m.architecture, "maxContextLength": m.max_context_length,
         }

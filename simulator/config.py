@@ -32,6 +32,9 @@ class ModelConfig(_Strict):
     type: Literal["llm", "embedding"] = Field(default="llm", description="Model domain.")
     display_name: str = Field(default="", description="Shown in ModelInfo; defaults to the key.")
     publisher: str = Field(default="lmstudio-community", description="Folder under models_dir.")
+    repo: str = Field(default="", description="Repository folder under the publisher's; "
+                      "'' = '<key>-GGUF'. ModelInfo.path = publisher/repo/file.")
+    file: str = Field(default="", description="Model file name; '' = '<key>-Q4_K_M.gguf'.")
     size_bytes: int = Field(default=800_000_000, description="Reported file size; VRAM weight.")
     params_string: str = Field(default="1B", description="ModelInfo.paramsString.")
     architecture: str = Field(default="llama", description="GGUF general.architecture.")
@@ -99,9 +102,19 @@ class FaultConfig(_Strict):
 class ServerConfig(_Strict):
     models_dir: str = Field(default="", description="Where GGUF files go; '' = a temp dir.")
     log_max_entries: int = Field(default=100_000, description="Message log ring size.")
+    model_paths: Literal["relative", "absolute"] = Field(
+        default="relative", description="ModelInfo.path: relative to models_dir as LM Studio "
+        "reports it, or the absolute file path (for a client on this host that reads the "
+        "simulator's GGUF files without knowing models_dir).")
     error_style: Literal["errorPacket", "channelError"] = Field(
         default="errorPacket", description="How predict failures (OOM, context) are sent."
     )
+
+
+class PresetConfig(_Strict):
+    name: str = Field(default="", description="Display name; defaults to the identifier.")
+    fields: dict[str, Any] = Field(default_factory=dict, description="Prediction config "
+                                   "fields (server keys, e.g. llm.prediction.temperature).")
 
 
 class SimConfig(_Strict):
@@ -115,6 +128,10 @@ class SimConfig(_Strict):
     real: RealEngineConfig = Field(default_factory=lambda: RealEngineConfig())
     default_models: bool = Field(default=True, description="Include the built-in catalog.")
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    presets: dict[str, PresetConfig] = Field(default_factory=dict, description="Prediction "
+                                             "presets by identifier (fuzzyPresetIdentifier).")
+    repository: dict[str, ModelConfig] = Field(default_factory=dict, description="Models "
+                                               "searchModels finds and downloadModel adds.")
 
 
 DEFAULT_MODELS: dict[str, dict[str, Any]] = {
@@ -122,19 +139,40 @@ DEFAULT_MODELS: dict[str, dict[str, Any]] = {
         type="llm", display_name="Llama 3.2 1B Instruct", size_bytes=807_694_464,
         params_string="1B", architecture="llama", context_length=4096,
         max_context_length=131072, embedding_length=2048, layers=16, heads=32,
-        kv_heads=8, head_dim=64, loaded=True,
+        kv_heads=8, head_dim=64, loaded=True, publisher="hugging-quants",
+        repo="Llama-3.2-1B-Instruct-GGUF", file="llama-3.2-1b-instruct-q4_k_m.gguf",
     ),
     "qwen2.5-7b-instruct": dict(
         type="llm", display_name="Qwen2.5 7B Instruct", size_bytes=4_683_073_952,
         params_string="7B", architecture="qwen2", context_length=4096,
         max_context_length=32768, embedding_length=3584, layers=28, heads=28,
-        kv_heads=[4] * 28, head_dim=128, loaded=False,
+        kv_heads=[4] * 28, head_dim=128, loaded=False, repo="Qwen2.5-7B-Instruct-GGUF",
+        file="Qwen2.5-7B-Instruct-Q4_K_M.gguf",
     ),
     "text-embedding-nomic-embed-text-v1.5": dict(
         type="embedding", display_name="Nomic Embed Text v1.5", size_bytes=84_106_624,
         publisher="nomic-ai", params_string="137M", architecture="nomic-bert",
         context_length=2048, max_context_length=2048, embedding_length=768, layers=12,
         heads=12, kv_heads=12, head_dim=64, loaded=True, trained_for_tool_use=False,
+        repo="nomic-embed-text-v1.5-GGUF", file="nomic-embed-text-v1.5.Q4_K_M.gguf",
+    ),
+}
+# Not downloaded at start: what searchModels finds beyond the catalog, and downloadModel adds.
+DEFAULT_REPOSITORY: dict[str, dict[str, Any]] = {
+    "smollm2-135m-instruct": dict(
+        type="llm", display_name="SmolLM2 135M Instruct", size_bytes=101_029_408,
+        publisher="lmstudio-community", repo="SmolLM2-135M-Instruct-GGUF",
+        file="SmolLM2-135M-Instruct-Q4_K_M.gguf", params_string="135M",
+        architecture="llama", context_length=4096, max_context_length=8192,
+        embedding_length=576, layers=30, heads=9, kv_heads=3, head_dim=64,
+        trained_for_tool_use=False,
+    ),
+    "qwen2.5-0.5b-instruct": dict(
+        type="llm", display_name="Qwen2.5 0.5B Instruct", size_bytes=397_808_192,
+        publisher="lmstudio-community", repo="Qwen2.5-0.5B-Instruct-GGUF",
+        file="Qwen2.5-0.5B-Instruct-Q4_K_M.gguf", params_string="0.5B",
+        architecture="qwen2", context_length=4096, max_context_length=32768,
+        embedding_length=896, layers=24, heads=14, kv_heads=2, head_dim=64,
     ),
 }
 
@@ -172,6 +210,7 @@ def load_config(source: SimConfig | dict[str, Any] | str | Path | None = None,
         raw["engine"] = engine
     if raw.get("default_models", True):
         raw["models"] = _deep_merge(_default_models(raw), raw.get("models") or {})
+        raw["repository"] = _deep_merge(DEFAULT_REPOSITORY, raw.get("repository") or {})
     return SimConfig.model_validate(raw)
 
 

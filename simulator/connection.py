@@ -2,7 +2,8 @@
 
 Every rpcCall and channelCreate runs as its own task; when the socket closes, the
 connection's tasks are cancelled so in-flight work stops. Only rpcResult / rpcError /
-channelSend / channelClose / channelError are ever sent, always as text frames.
+channelSend / channelClose / channelError / communicationWarning are ever sent, always as
+text frames.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _conn_ids = itertools.count(1)
 _LOGGED_DIMS = 8
+_MAX_WARNINGS = 5  # LM Studio's ServerPort stops sending communication warnings after five
 VOID = object()  # rpc handlers return this for endpoints with no result
 
 RpcHandler = Callable[["Connection", Any], Awaitable[Any]]
@@ -93,6 +95,15 @@ class Connection:
         self._channel_handlers = channels
         self._channels: dict[int, Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warnings_sent = 0
+
+    async def warn(self, warning: str, kind: str) -> None:
+        """A communicationWarning, as LM Studio sends for a message it cannot route; the
+        call or channel it concerns gets no answer (the SDK logs the warning and waits)."""
+        if self._warnings_sent >= _MAX_WARNINGS:
+            return
+        self._warnings_sent += 1
+        await self.send({"type": "communicationWarning", "warning": warning, "kind": kind})
 
     async def send(self, msg: dict[str, Any], log_msg: dict[str, Any] | None = None) -> None:
         self.state.log.record(self.id, self.ns, "out", msg if log_msg is None else log_msg)
@@ -157,9 +168,11 @@ class Connection:
     async def _rpc(self, msg: dict[str, Any]) -> None:
         call_id, endpoint = msg.get("callId"), msg.get("endpoint", "")
         handler = self._rpcs.get(endpoint)
+        if handler is None:
+            await self.warn(f"Received rpcCall for unknown endpoint, endpoint = {endpoint}",
+                            "rpcEndpointUnknown")
+            return
         try:
-            if handler is None:
-                raise SimError({"title": f"Unknown endpoint {self.ns}.{endpoint}"})
             await self._apply_faults(endpoint)
             result = await handler(self, msg.get("parameter"))
         except SimError as exc:
@@ -172,10 +185,13 @@ class Connection:
 
     async def _channel(self, channel: Channel) -> None:
         endpoint = channel.endpoint
+        handler = self._channel_handlers.get(endpoint)
+        if handler is None:  # LM Studio never opens it: no reply, the client's channel stays
+            self._channels.pop(channel.id, None)
+            await self.warn(f"Received channelCreate for unknown endpoint, endpoint = {endpoint}",
+                            "channelEndpointUnknown")
+            return
         try:
-            handler = self._channel_handlers.get(endpoint)
-            if handler is None:
-                raise SimError({"title": f"Unknown channel endpoint {self.ns}.{endpoint}"})
             await self._apply_faults(endpoint)
             await handler(channel)
         except SimError as exc:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from simulator import textgen, tokenizer
+from simulator import gbnf, textgen, tokenizer
 from simulator.config import ModelConfig, TimingConfig
 from simulator.embedder import HashEmbedder
 
@@ -28,6 +28,7 @@ class PredictRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     force_tool: bool = False
     json_schema: dict[str, Any] | None = None
+    gbnf_grammar: str | None = None
     max_tokens: int | None = None
     stop_strings: list[str] = field(default_factory=list)
     seed: int = 0
@@ -85,7 +86,10 @@ class DeterministicEngine:
         self._embedder = HashEmbedder()
 
     def tokenize(self, model: ModelConfig, text: str) -> list[int]:
-        return tokenizer.tokenize(text)
+        tokens = tokenizer.tokenize(text)
+        if model.type == "embedding":  # LM Studio: the model's start and end tokens added
+            return [tokenizer.START_ID, *tokens, tokenizer.END_ID]
+        return tokens
 
     def count_tokens(self, model: ModelConfig, text: str) -> int:
         return tokenizer.count(text)
@@ -116,6 +120,9 @@ class DeterministicEngine:
         if request.json_schema is not None:
             value = textgen.SchemaFaker(request.json_schema, rng).value()
             return (TextPiece(p) for p in tokenizer.pieces(json.dumps(value)))
+        if request.gbnf_grammar is not None:  # checked by predict: it parses
+            text = gbnf.generate(request.gbnf_grammar, rng, textgen.iter_word_pieces(rng))
+            return (TextPiece(p) for p in _all_pieces(text))
         if last.get("role") == "tool":
             return _after_tool(request, rng)
         if request.tools and last.get("role") == "user":
@@ -126,6 +133,13 @@ class DeterministicEngine:
                 return iter([ToolCall(tool["function"]["name"], call_id, args)])
         n = self.expected_reply_tokens(model, request)
         return (TextPiece(p) for p in itertools.islice(textgen.iter_word_pieces(rng), n))
+
+
+def _all_pieces(text: str) -> list[str]:
+    """One-token pieces, trailing whitespace included (a grammar may demand it)."""
+    pieces = tokenizer.pieces(text)
+    tail = text[len("".join(pieces)):]
+    return [*pieces, tail] if tail else pieces
 
 
 def _rng(request: PredictRequest) -> random.Random:

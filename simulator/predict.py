@@ -20,8 +20,11 @@ from simulator.catalog import Instance
 from simulator.connection import Channel
 from simulator.engine import PredictRequest, TextPiece, ToolCall
 from simulator.errors import SimError
+from simulator.gbnf import check_grammar
+from simulator.image_input import require_vision
 from simulator.gpu import OutOfMemoryError
 from simulator.kvconfig import checkbox, kv, layer_names, stack_fields
+from simulator.preset import preset_fields
 from simulator.stopstrings import StopMatcher
 
 _PROGRESS_EVERY_S = 0.5  # LM Studio's SDK times out after 60 s without a packet
@@ -51,17 +54,23 @@ def parse_request(channel: Channel) -> tuple[Instance, PredictRequest, dict[str,
     inst = channel.conn.state.catalog.resolve(specifier, "llm")
     if inst is None:
         raise errors.model_not_found((specifier or {}).get("query", specifier))
+    messages = (param.get("history") or {}).get("messages", [])
+    require_vision(inst.model, messages)
     stack = param.get("predictionConfigStack")
-    fields = stack_fields(stack)
+    fields = {**preset_fields(channel.conn.state.config.presets,
+                              param.get("fuzzyPresetIdentifier")), **stack_fields(stack)}
     tools = fields.get("llm.prediction.tools") or {}
     structured = fields.get("llm.prediction.structured") or {}
     max_tokens = checkbox(fields.get("llm.prediction.maxPredictedTokens"))
+    if structured.get("type") == "gbnf":
+        check_grammar(structured.get("gbnfGrammar"))
     request = PredictRequest(
-        model_key=inst.key, messages=(param.get("history") or {}).get("messages", []),
+        model_key=inst.key, messages=messages,
         completion="completeModeFormatting" in layer_names(stack),
         tools=tools.get("tools", []) if tools.get("type") == "toolArray" else [],
         force_tool=bool(tools.get("force")),
         json_schema=structured.get("jsonSchema") if structured.get("type") == "json" else None,
+        gbnf_grammar=structured.get("gbnfGrammar") if structured.get("type") == "gbnf" else None,
         max_tokens=_non_negative_int(max_tokens),
         stop_strings=list(fields.get("llm.prediction.stopStrings") or []), seed=inst.seed)
     return inst, request, fields

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 from simulator import errors
 from simulator.catalog import Instance
 from simulator.connection import VOID, Connection, RpcHandler
 from simulator.engine import chat_template
+from simulator.upload import store_upload
 
 _DOMAIN = {"llm": "llm", "embedding": "embedding"}
 
@@ -89,10 +89,9 @@ async def version(conn: Connection, param: Any) -> Any:
 
 
 async def upload_file(conn: Connection, param: Any) -> Any:
-    data = (param or {}).get("contentBase64", "")
-    digest = hashlib.sha256(data.encode()).hexdigest()[:16]
-    size_bytes = len(data) * 3 // 4
-    return {"identifier": f"sim-file-{digest}", "fileType": "image", "sizeBytes": size_bytes}
+    param = param or {}
+    return store_upload(conn.state.uploads, str(param.get("name", "")),
+                        str(param.get("contentBase64", "")))
 
 
 async def empty_results(conn: Connection, param: Any) -> Any:

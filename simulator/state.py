@@ -11,6 +11,7 @@ from simulator.engine import DeterministicEngine, Engine
 from simulator.faults import Faults
 from simulator.gpu import OutOfMemoryError, Vram
 from simulator.log import MessageLog
+from simulator.upload import Uploads
 
 
 class SimState:
@@ -20,6 +21,7 @@ class SimState:
         self.vram = Vram(config.gpu.vram_bytes)
         self.faults = Faults(config.faults)
         self.log = MessageLog(config.server.log_max_entries)
+        self.uploads = Uploads()
         self.engine: Engine = engine or DeterministicEngine(
             config.timing, forced_reply_tokens=lambda: self.faults.reply_tokens)
         for key, model in config.models.items():

@@ -14,6 +14,7 @@ TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
 VOCAB_SIZE = 128_000
 _FIRST_ID = 256  # keep low ids free, like real vocabularies' special tokens
+START_ID, END_ID = 1, 2  # an embedding model's start/end tokens ([CLS] / [SEP])
 
 
 def count(text: str) -> int:

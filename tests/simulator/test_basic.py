@@ -22,12 +22,12 @@ def test_list_loaded_and_downloaded(client: lms.Client) -> None:
     assert keys == {LLM_KEY, BIG_LLM_KEY, EMBED_KEY}
 
 
-def test_model_info_points_at_real_gguf(client: lms.Client) -> None:
+def test_model_info_points_at_real_gguf(simulator: RunningSimulator, client: lms.Client) -> None:
     info = client.llm.model(LLM_KEY).get_info()
     assert info.context_length == 4096 and info.max_context_length == 131072
-    reader = gguf.GGUFReader(info.path)
+    assert not Path(info.path).is_absolute()  # relative to the models folder, as LM Studio
+    reader = gguf.GGUFReader(Path(simulator.admin.state()["modelsDir"]) / info.path)
     fields = {f.name: f.contents() for f in reader.fields.values()}
-    assert Path(info.path).is_absolute()
     assert fields["general.architecture"] == "llama"
     assert fields["llama.block_count"] == 16
     assert fields["llama.attention.head_count_kv"] == 8
@@ -120,9 +120,11 @@ def test_convenience_api(simulator: RunningSimulator) -> None:
         lms.sync_api._reset_default_client()
 
 
-def test_image_upload_and_chat_with_image(client: lms.Client) -> None:
-    handle = client.prepare_image(b"\x89PNG\r\n\x1a\n" + b"0" * 100, name="x.png")
-    assert handle.identifier.startswith("sim-file-")
-    chat = lms.Chat()
-    chat.add_user_message("What is in this picture?", images=[handle])
-    assert client.llm.model(LLM_KEY).respond(chat).stats.stop_reason == "eosFound"
+def test_image_upload_and_chat_with_image(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator_factory({"models": {LLM_KEY: {"vision": True}}})
+    with lms.Client(sim.host) as client:
+        handle = client.prepare_image(b"\x89PNG\r\n\x1a\n" + b"0" * 100, name="x.png")
+        assert handle.file_type == "image" and handle.size_bytes == 108
+        chat = lms.Chat()
+        chat.add_user_message("What is in this picture?", images=[handle])
+        assert client.llm.model(LLM_KEY).respond(chat).stats.stop_reason == "eosFound"

@@ -46,8 +46,9 @@ def test_toml_catalog_writes_gguf_with_metadata(tmp_path: Path) -> None:
     assert config.models["tiny-gqa"].kv_bytes_per_token() == 2 * (2 + 4 + 8) * 16 * 1.0
     with running_simulator(str(path)) as sim, lms.Client(sim.host) as client:
         info = client.llm.model("tiny-gqa").get_info()
-        assert info.path.startswith(str(tmp_path / "models"))
-        fields = {f.name: f.contents() for f in gguf.GGUFReader(info.path).fields.values()}
+        assert info.path == "lmstudio-community/tiny-gqa-GGUF/tiny-gqa-Q4_K_M.gguf"
+        reader = gguf.GGUFReader(tmp_path / "models" / info.path)
+        fields = {f.name: f.contents() for f in reader.fields.values()}
         assert fields["general.architecture"] == "qwen3"
         assert fields["qwen3.attention.head_count_kv"] == [2, 4, 8]
         assert fields["qwen3.block_count"] == 3

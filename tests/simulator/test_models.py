@@ -74,7 +74,7 @@ def test_kv_overflow_as_channel_error(simulator_factory) -> None:  # type: ignor
 
 
 def test_duplicate_identifier_is_rejected(client: lms.Client) -> None:
-    with pytest.raises(lms.LMStudioServerError, match="already in use"):
+    with pytest.raises(lms.LMStudioServerError, match="Model load error.*already exists"):
         client.llm.load_new_instance(LLM_KEY, LLM_KEY)
 
 

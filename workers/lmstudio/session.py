@@ -108,6 +108,7 @@ class Session:
         self._load_config: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.overhead: TemplateOverhead | None = None
+        self._vision: bool | None = None  # the pinned model's `vision` flag, once read
 
     # --- start-up -----------------------------------------------------------------------
 
@@ -230,6 +231,18 @@ class Session:
     def count_tokens(self, text: str) -> int:
         with sdk_errors("count tokens"):
             return int(self.handle.count_tokens(text))
+
+    def takes_images(self) -> bool:
+        """Does the pinned model take images (LM Studio's `vision` flag)? Asked once."""
+        if self._vision is None:
+            with sdk_errors("read the model's info"):
+                self._vision = bool(getattr(self.handle.get_info(), "vision", False))
+        return self._vision
+
+    def prepare_image(self, data: bytes, name: str) -> dict[str, Any]:
+        """Upload an image to LM Studio (`files.uploadFileBase64`): its file-handle dict."""
+        with sdk_errors(f"upload image {name}"):
+            return dict(self._client.prepare_image(data, name=name).to_dict())
 
     def embed(self, text: str) -> list[float]:
         with sdk_errors("embed"):

@@ -1,0 +1,256 @@
+"""Behaviours where the simulator follows LM Studio (issue 19), each through the real SDK,
+sync and async. README "Fidelity" lists them with LM Studio's behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import lmstudio as lms
+import pytest
+from lmstudio.json_api import ModelDownloadEndpoint
+
+from simulator import gbnf
+from simulator.testing import RunningSimulator
+from tests.simulator.conftest import EMBED_KEY, LLM_KEY
+
+pytestmark = pytest.mark.timeout(60)
+
+LLM_PATH_ID = "HUGGING-QUANTS/llama-3.2-1b-instruct"  # path-style, any case
+EMBED_PATH_ID = "nomic-ai/Nomic-Embed-Text-v1.5"
+LLM_REL_PATH = "hugging-quants/Llama-3.2-1B-Instruct-GGUF/llama-3.2-1b-instruct-q4_k_m.gguf"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 57  # 65 bytes: base64 has padding
+GRAMMAR = r'''
+root ::= "{\"answer\":" answer ",\"sure\":" ("true" | "false") "}"   # comment
+answer ::= "\"" [a-z ]{3,20} "\""
+'''.strip()
+GBNF = {"type": "gbnf", "gbnfGrammar": GRAMMAR}
+
+
+# -- model queries by path ------------------------------------------------------------
+
+def test_path_queries_reach_every_model_rpc_sync(simulator: RunningSimulator) -> None:
+    with lms.Client(simulator.host) as client:
+        llm = client.llm._create_handle(LLM_PATH_ID)  # the SDK sends {"identifier": path}
+        assert llm.get_info().model_key == LLM_KEY
+        assert llm.get_load_config().context_length == 4096
+        assert llm.count_tokens("a b") == 2 and len(llm.tokenize("a b")) == 2
+        assert llm.apply_prompt_template(lms.Chat.from_history("hi"))
+        assert llm.respond("hi", config={"maxTokens": 2}).stats.predicted_tokens_count == 2
+        assert client.llm.model(LLM_PATH_ID).identifier == LLM_KEY  # getOrLoad
+        emb = client.embedding._create_handle(EMBED_PATH_ID)
+        assert len(emb.embed("text")) == 768 and emb.count_tokens("a") == 1
+        loaded = client.llm.load_new_instance(LLM_PATH_ID.lower(), "by-path")
+        assert loaded.get_info().model_key == LLM_KEY
+        loaded.unload()
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            client.llm._create_handle("hugging-quants/no-such-model").get_info()
+
+
+def test_path_queries_reach_every_model_rpc_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            llm = client.llm._create_handle(LLM_PATH_ID)
+            assert (await llm.get_info()).model_key == LLM_KEY
+            assert (await llm.count_tokens("a b")) == 2
+            result = await llm.respond("hi", config={"maxTokens": 2})
+            assert result.stats.predicted_tokens_count == 2
+            assert (await client.llm.model(LLM_PATH_ID)).identifier == LLM_KEY
+            emb = client.embedding._create_handle(EMBED_PATH_ID)
+            assert len(await emb.embed("text")) == 768
+    asyncio.run(main())
+
+
+# -- ModelInfo.path -------------------------------------------------------------------
+
+def test_model_path_is_relative_to_the_models_folder_sync(simulator: RunningSimulator) -> None:
+    with lms.Client(simulator.host) as client:
+        info = client.llm.model(LLM_KEY).get_info()
+        assert info.path == LLM_REL_PATH
+        assert (Path(simulator.admin.state()["modelsDir"]) / info.path).is_file()
+        downloaded = {m.model_key: m.path for m in client.list_downloaded_models()}
+        assert downloaded[EMBED_KEY] == (
+            "nomic-ai/nomic-embed-text-v1.5-GGUF/nomic-embed-text-v1.5.Q4_K_M.gguf")
+
+
+def test_repo_folder_is_configurable_async(simulator_factory: Any) -> None:
+    sim = simulator_factory({"models": {"mine": {"publisher": "me", "repo": "Mine-GGUF",
+                                                 "file": "mine-Q8_0.gguf", "loaded": True}}})
+
+    async def main() -> None:
+        async with lms.AsyncClient(sim.host) as client:
+            info = await (await client.llm.model("mine")).get_info()
+            assert info.path == "me/Mine-GGUF/mine-Q8_0.gguf"
+            assert (await client.llm.model("me/mine")).identifier == "mine"
+    asyncio.run(main())
+
+
+# -- file uploads ---------------------------------------------------------------------
+
+def _check_uploads(first: lms.FileHandle, second: lms.FileHandle, text: lms.FileHandle) -> None:
+    assert first.identifier != second.identifier  # same bytes, two files
+    assert first.size_bytes == len(PNG) == second.size_bytes
+    assert first.file_type == "image"
+    assert text.file_type == "text/plain" and text.size_bytes == 11
+
+
+def test_uploads_sync(client: lms.Client) -> None:
+    _check_uploads(client.prepare_image(PNG, name="a.png"),
+                   client.prepare_image(PNG, name="a.png"),
+                   client.prepare_image(b"hello world", name="notes.txt"))
+
+
+def test_uploads_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            _check_uploads(await client.prepare_image(PNG, name="a.png"),
+                           await client.prepare_image(PNG, name="a.png"),
+                           await client.prepare_image(b"hello world", name="notes.txt"))
+    asyncio.run(main())
+
+
+# -- images to a model without vision ---------------------------------------------------
+
+def test_image_to_text_model_is_a_server_error_sync(client: lms.Client) -> None:
+    chat = lms.Chat()
+    chat.add_user_message("What is this?", images=[client.prepare_image(PNG, name="a.png")])
+    with pytest.raises(lms.LMStudioServerError, match="does not support images"):
+        client.llm.model(LLM_KEY).respond(chat)
+
+
+def test_image_to_text_model_is_a_server_error_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            chat = lms.Chat()
+            chat.add_user_message("What?", images=[await client.prepare_image(PNG, name="a.png")])
+            with pytest.raises(lms.LMStudioServerError, match="does not support images"):
+                await (await client.llm.model(LLM_KEY)).respond(chat)
+    asyncio.run(main())
+
+
+# -- grammar-constrained output ---------------------------------------------------------
+
+def _check_grammar_reply(content: str) -> None:
+    value = json.loads(content)
+    assert set(value) == {"answer", "sure"} and isinstance(value["sure"], bool)
+    assert 3 <= len(value["answer"]) <= 20
+    assert set(value["answer"]) <= set("abcdefghijklmnopqrstuvwxyz ")
+
+
+def test_gbnf_grammar_is_honoured_sync(client: lms.Client) -> None:
+    llm = client.llm.model(LLM_KEY)
+    for prompt in ("one", "two", "three"):
+        result = llm.complete(prompt, config={"structured": GBNF})
+        _check_grammar_reply(result.content)
+        assert result.parsed == json.loads(result.content)
+    with pytest.raises(lms.LMStudioServerError, match="Failed to parse grammar"):
+        llm.respond("x", response_format={"type": "gbnf", "gbnfGrammar": "start ::= \"a\""})
+
+
+def test_gbnf_grammar_is_honoured_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            llm = await client.llm.model(LLM_KEY)
+            result = await llm.respond("x", response_format=GBNF)
+            _check_grammar_reply(result.content)
+    asyncio.run(main())
+
+
+def test_gbnf_generator_covers_the_grammar_language() -> None:
+    import random
+
+    from simulator import textgen
+    grammar = 'root ::= item ("," item)* [\\n]?\nitem ::= [0-9]{2} | "(" root ")" | .'
+    for seed in range(20):
+        text = gbnf.generate(grammar, random.Random(seed),
+                             textgen.iter_word_pieces(random.Random(seed)))
+        assert text and text.count("(") == text.count(")"), text
+    with pytest.raises(gbnf.GrammarError, match="undefined rule"):
+        gbnf.parse("root ::= missing")
+
+
+# -- presets ------------------------------------------------------------------------------
+
+def test_unknown_preset_sync(simulator_factory: Any) -> None:
+    sim = simulator_factory({"presets": {"@local:short": {
+        "name": "Short", "fields": {"llm.prediction.maxPredictedTokens":
+                                    {"checked": True, "value": 3}}}}})
+    with lms.Client(sim.host) as client:
+        llm = client.llm.model(LLM_KEY)
+        with pytest.raises(lms.LMStudioPresetNotFoundError) as caught:
+            llm.complete("Some text", preset="No such preset")
+        data = caught.value.server_error.display_data
+        assert data is not None and data["code"] == "generic.presetNotFound"
+        assert llm.complete("Some text", preset="short").stats.predicted_tokens_count == 3
+
+
+def test_unknown_preset_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            llm = await client.llm.model(LLM_KEY)
+            stream = await llm.complete_stream("Some text", preset="No such preset")
+            with pytest.raises(lms.LMStudioPresetNotFoundError):
+                await stream.wait_for_result()
+    asyncio.run(main())
+
+
+# -- embedding tokenize -------------------------------------------------------------------
+
+def test_embedding_tokenize_adds_start_and_end_sync(client: lms.Client) -> None:
+    emb = client.embedding.model(EMBED_KEY)
+    tokens = emb.tokenize("two words")
+    assert len(tokens) == emb.count_tokens("two words") + 2
+    assert len(client.llm.model(LLM_KEY).tokenize("two words")) == 2
+
+
+def test_embedding_tokenize_adds_start_and_end_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            emb = await client.embedding.model(EMBED_KEY)
+            assert len(await emb.tokenize("a b c")) == await emb.count_tokens("a b c") + 2
+    asyncio.run(main())
+
+
+# -- unknown channel endpoint -------------------------------------------------------------
+
+def _warnings(sim: RunningSimulator) -> list[dict[str, Any]]:
+    return [e["msg"] for e in sim.admin.log(type="communicationWarning")]
+
+
+def test_unknown_channel_gets_a_warning_and_stays_open_sync(simulator: RunningSimulator) -> None:
+    # downloadModel is not an llm channel
+    with lms.Client(simulator.host) as client, \
+            client.llm._create_channel(ModelDownloadEndpoint("x")):
+        simulator.admin.wait_until(lambda: _warnings(simulator), 10)
+        assert client.llm.list_loaded()  # the session lives on
+    assert _warnings(simulator)[0]["kind"] == "channelEndpointUnknown"
+    assert not simulator.admin.log(type="channelError")
+    assert not simulator.admin.log(type="channelClose")
+
+
+def test_unknown_channel_gets_a_warning_and_stays_open_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client, \
+                client.llm._create_channel(ModelDownloadEndpoint("x")):
+            await asyncio.to_thread(simulator.admin.wait_until, lambda: _warnings(simulator), 10)
+            assert await client.llm.list_loaded()
+    asyncio.run(main())
+    assert "unknown endpoint, endpoint = downloadModel" in _warnings(simulator)[0]["warning"]
+
+
+# -- duplicate identifier -----------------------------------------------------------------
+
+def test_duplicate_identifier_sync(client: lms.Client) -> None:
+    with pytest.raises(lms.LMStudioServerError, match="Model load error.*already exists") as caught:
+        client.llm.load_new_instance(LLM_KEY, LLM_KEY)
+    assert caught.value.server_error.suggestion is None
+
+
+def test_duplicate_identifier_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            with pytest.raises(lms.LMStudioServerError, match="already exists"):
+                await client.embedding.load_new_instance(EMBED_KEY, EMBED_KEY)
+    asyncio.run(main())
