@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from producers.chat_input import chat_messages
 from producers.prediction_config import ConfigInput, checked_config
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
 from workers.error import InvalidJobError
@@ -44,6 +45,8 @@ def make_job(kind: str, fields: dict[str, Any]) -> Job:
         raise InvalidJobError(f"unknown job kind {kind!r}: use one of {sorted(JOB_FOR_KIND)}")
     if kind != "embedding" and fields.get("config") is not None:
         fields = {**fields, "config": make_config(fields["config"])}
+    if kind == "chat" and fields.get("messages") is not None:
+        fields = {**fields, "messages": chat_messages(fields["messages"])}
     try:
         return cls.model_validate(fields)
     except ValidationError as exc:

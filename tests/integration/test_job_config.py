@@ -4,6 +4,7 @@ message log shows what LM Studio was sent."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -139,3 +140,107 @@ def test_wrong_types_and_oversized_inputs_fail_at_submit(pool: LocalPool) -> Non
     with pytest.raises(InvalidJobError, match="LMQ_MAX_PROMPT_CHARS"):
         pool.queue.complete(CHAT, too_long)
     assert queued(pool, CHAT) == before
+
+
+# --- chat input: what the SDK accepts, images for vision models --------------------------
+
+
+def tiny_png() -> bytes:
+    """A real 1x1 PNG (LM Studio types uploads by their bytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+def png_data_url() -> str:
+    return "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
+
+
+def sent_history(sim: Any, marker: str) -> list[dict[str, Any]]:
+    return list(predict_request(sim, marker)["history"]["messages"])
+
+
+def test_an_sdk_chat_and_its_history_data_are_sent_as_the_sdk_sends_them(pool: LocalPool,
+                                                                          sim: Any) -> None:
+    import lmstudio as lms
+
+    marker = f"sdk chat {uuid.uuid4()}"
+    chat = lms.Chat("You are terse.")
+    chat.add_user_message("Hello")
+    chat.add_assistant_response("Hi.")
+    chat.add_user_message(marker)
+    result = pool.queue.chat(CHAT, chat, config={"maxTokens": 8}).result(timeout=60)
+    assert result.content
+    assert sent_history(sim, marker) == chat._get_history()["messages"]
+
+    marker = f"from history {uuid.uuid4()}"
+    data = {"messages": [{"role": "system", "content": "Be brief."},
+                         {"role": "user", "content": marker}]}  # plain strings, as SDK allows
+    pool.queue.chat(CHAT, data, config={"maxTokens": 8}).result(timeout=60)
+    assert sent_history(sim, marker) == lms.Chat.from_history(data)._get_history()["messages"]
+
+
+def test_openai_image_parts_reach_a_vision_model_as_uploaded_files(pool: LocalPool, sim: Any,
+                                                                   tmp_path: Any) -> None:
+    path = tmp_path / "dot.png"
+    path.write_bytes(tiny_png())
+    for url in (png_data_url(), str(path), path.as_uri()):
+        marker = f"describe {uuid.uuid4()}"
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": marker}, {"type": "image_url", "image_url": {"url": url}}]}]
+        pool.queue.chat(VISION, messages, config={"maxTokens": 8}).result(timeout=60)
+        parts = sent_history(sim, marker)[-1]["content"]
+        assert parts[0] == {"type": "text", "text": marker}
+        assert parts[1]["type"] == "file" and parts[1]["fileType"] == "image", parts
+        assert parts[1]["sizeBytes"] == len(tiny_png())
+
+
+def test_an_image_handle_prepared_by_the_producer_reaches_the_vision_model(
+        pool: LocalPool, sim: Any) -> None:
+    import lmstudio as lms
+
+    with lms.Client(sim.host) as client:
+        handle = client.prepare_image(tiny_png(), name="dot.png")
+    marker = f"handle {uuid.uuid4()}"
+    chat = lms.Chat()
+    chat.add_user_message(marker, images=[handle])
+    pool.queue.chat(VISION, chat, config={"maxTokens": 8}).result(timeout=60)
+    assert sent_history(sim, marker)[-1]["content"][1] == handle.to_dict()
+
+
+def test_an_image_for_a_model_without_vision_fails_at_once(pool: LocalPool, sim: Any) -> None:
+    marker = f"no vision {uuid.uuid4()}"
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": marker},
+        {"type": "image_url", "image_url": {"url": png_data_url()}}]}]
+    with pytest.raises(InvalidJobError, match=f"{CHAT} has no vision"):
+        pool.queue.chat(CHAT, messages).result(timeout=60)
+    assert not [entry for entry in sim.admin.log(type="channelCreate") if marker in str(entry)]
+
+
+def image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+@pytest.mark.parametrize(("messages", "message"), [
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "Unknown history role: robot"),
+    ({"turns": []}, "a dict with a 'messages' key"),
+    ([{"role": "user", "content": [image("https://x/y.png")]}], "image URLs are not fetched"),
+    ([{"role": "user", "content": [image("/no/such.png")]}], "cannot read image file"),
+    ([{"role": "user", "content": [{"type": "audio", "data": "x"}]}], "a content part is"),
+    (42, "not int"),
+])
+def test_bad_chat_input_fails_at_submit_and_nothing_is_queued(pool: LocalPool, messages: Any,
+                                                              message: str) -> None:
+    before = queued(pool, VISION)
+    with pytest.raises(InvalidJobError, match=message):
+        pool.queue.chat(VISION, messages)
+    assert queued(pool, VISION) == before

@@ -27,6 +27,7 @@ from workers.jobs.chat_history import build_history, prompt_chars, raw_tools, to
 from workers.jobs.context import JobContext, with_retries
 from workers.jobs.predict_config import sdk_prediction_config, seed_note
 from workers.jobs.prompt_bound import chat_bound, text_bound
+from workers.lmstudio.images import has_images, with_uploaded_images
 from workers.lmstudio.prediction import Outcome, Prediction, chat_stream, completion_stream
 from workers.lmstudio.prediction_config import checked_sdk_config
 from workers.task_display import config_summary
@@ -49,13 +50,15 @@ class PredictionRequest:
 def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
     history = build_history(job)
     _check_size(ctx, prompt_chars(history))
-    chat = ctx.session.chat(history)
     tools = raw_tools(job.tools)
+    config = checked_sdk_config(sdk_prediction_config(job.config, tools))
+    images = has_images(history)  # checked for vision and uploaded before admission
+    chat = ctx.session.chat(with_uploaded_images(ctx.session, history) if images else history)
     request = PredictionRequest(
-        "chat", chat, checked_sdk_config(sdk_prediction_config(job.config, tools)),
-        job.config.max_tokens,
+        "chat", chat, config, job.config.max_tokens,
         lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)),
-        chat_bound(ctx.session.overhead, history, bool(job.tools)))
+        # the local bound knows text only: images are counted by LM Studio
+        chat_bound(ctx.session.overhead, history, bool(job.tools) or images))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "chat",
             "content": outcome.content, "parsed": outcome.parsed,
@@ -71,7 +74,9 @@ def run_completion(ctx: JobContext, job: CompletionJob) -> dict[str, Any]:
         text_bound(ctx.session.overhead, job.prompt))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "completion",
-            "content": outcome.content, "parsed": outcome.parsed, "stats": outcome.stats}
+            "content": outcome.content, "stats": outcome.stats,
+            # only when asked for: producers older than `parsed` refuse unknown fields
+            **({"parsed": outcome.parsed} if outcome.parsed is not None else {})}
 
 
 def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConfig) -> Outcome:

@@ -4,7 +4,9 @@ Accepted inputs (see `ChatJob.messages`):
 
 * a string: one user message;
 * OpenAI-style messages: system / user / assistant (with optional `tool_calls`, whose
-  `function.arguments` is a JSON string) / tool (`tool_call_id` + `content`);
+  `function.arguments` is a JSON string) / tool (`tool_call_id` + `content`); user content
+  parts may be images: an `image_url` part with a data URL (kept as is, for the LM Studio
+  boundary to upload: `workers.lmstudio.images`) or an SDK file handle (`type: file`);
 * an SDK chat-history dict `{"messages": [...]}` in LM Studio's own format, passed through.
 
 The output is `{"messages": [{"role": ..., "content": [parts...]}, ...]}` as described in
@@ -98,6 +100,8 @@ def _convert(index: int, message: ChatMessage) -> dict[str, Any]:
         part = {"type": "toolCallResult", "toolCallId": message.tool_call_id,
                 "content": _text_of(where, message.content)}
         return {"role": "tool", "content": [part]}
+    if message.role == "user" and isinstance(message.content, list):
+        return {"role": "user", "content": _user_parts(where, message.content)}
     text = _text_of(where, message.content)
     if message.role == "assistant":
         calls = [_tool_call_part(where, call) for call in message.tool_calls or []]
@@ -109,6 +113,29 @@ def _convert(index: int, message: ChatMessage) -> dict[str, Any]:
     return {"role": message.role, "content": [{"type": "text", "text": text}]}
 
 
+def _user_parts(where: str, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    parts = []
+    for number, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text" and isinstance(part.get("text"), str):
+            if parts and parts[-1]["type"] == "text":  # one text between images, as before
+                parts[-1] = {"type": "text", "text": parts[-1]["text"] + part["text"]}
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url" and str((part.get("image_url") or {}).get("url", "")
+                                         ).startswith("data:"):
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]["url"]}})
+        elif kind == "file":
+            parts.append(part)  # an SDK file handle: LM Studio already has the file
+        else:
+            raise InvalidJobError(
+                f"{where}.content[{number}]: a user content part is text, an image_url with "
+                f"a data URL, or an SDK file handle (got type {kind!r})")
+    if not parts:
+        raise InvalidJobError(f"{where}: empty user message")
+    return parts
+
+
 def _text_of(where: str, content: str | list[dict[str, Any]] | None) -> str:
     if content is None:
         return ""
@@ -118,8 +145,8 @@ def _text_of(where: str, content: str | list[dict[str, Any]] | None) -> str:
     for part in content:
         if part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise InvalidJobError(
-                f"{where}: only text content parts are supported "
-                f"(got type {part.get('type')!r}); send images through LM Studio directly"
+                f"{where}: only text content parts are supported here "
+                f"(got type {part.get('type')!r}); images go in user messages"
             )
         texts.append(part["text"])
     return "".join(texts)
