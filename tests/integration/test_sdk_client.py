@@ -249,7 +249,7 @@ def test_client_context_manager_and_async_client(pool: LocalPool, sim: Any) -> N
         direct = client.llm.model(CHAT).respond("Hello scoped client", config={"maxTokens": 12})
     assert pooled.content == direct.content
 
-    async def scripted(lms: ModuleType, target: Any) -> tuple[str, str, int]:
+    async def scripted(lms: ModuleType, target: Any) -> tuple[str, str, int, list[float]]:
         async with lms.AsyncClient(target) as client:
             model = await client.llm.model(CHAT)
             answer = await model.respond("Hello async", config={"maxTokens": 12})
@@ -260,7 +260,9 @@ def test_client_context_manager_and_async_client(pool: LocalPool, sim: Any) -> N
             chat.add_user_message("Please divide 84 by 7")
             acted = await model.act(chat, [multiply, divide], on_message=chat.append)
             assert "12" in str(chat._messages[-1])
-            return answer.content, streamed, acted.rounds
+            embedder = await client.embedding.model(EMBED)
+            vector = await embedder.embed("async text")
+            return answer.content, streamed, acted.rounds, [round(x, 5) for x in vector]
 
     assert asyncio.run(scripted(sdk, pool.settings)) == asyncio.run(scripted(lmstudio,
                                                                              sim.host))
