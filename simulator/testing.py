@@ -143,6 +143,12 @@ class RunningSimulator:
 @contextlib.contextmanager
 def running_simulator(config: dict[str, Any] | str | None = None, *, host: str = "127.0.0.1",
                       port: int = 0, in_process: bool = True) -> Iterator[RunningSimulator]:
+    """A simulator for a test on this host. Unlike the CLI, a dict (or no) config gets
+    `server.model_paths = "absolute"` unless it says otherwise: the pool's workers in tests
+    read the simulator's GGUF files by ModelInfo.path and know no models folder."""
+    if config is None or isinstance(config, dict):
+        server = {"model_paths": "absolute", **(config or {}).get("server", {})}
+        config = {**(config or {}), "server": server}
     runner: _ThreadRunner | _ProcessRunner = (
         _ThreadRunner(config, host, port) if in_process else _ProcessRunner(config, host, port))
     try:
