@@ -113,7 +113,8 @@ class JobQueue:
                 raise ModelNotServedError(
                     f"no live worker serves model {model!r} (queue {queue_name(model)}); "
                     f"served models: {', '.join(served) or 'none'}. Start one with "
-                    f"`LMQ_MODEL={model} celery -A workers worker`, or enqueue anyway")
+                    f"`LMQ_MODEL={model} celery -A workers worker`, or enqueue anyway "
+                    "(lmq: --enqueue-anyway; Python: enqueue_anyway=True)")
 
     @property
     def publisher(self) -> Publisher:

@@ -46,12 +46,17 @@ def free_port() -> int:
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    return redis_problem(url, timeout_s) is None
+
+
+def redis_problem(url: str, timeout_s: float = 0.5) -> str | None:
+    """None when Redis at `url` answers a PING, else why not (the client's error)."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
                                       socket_timeout=timeout_s)
-        return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError):
-        return False
+        return None if client.ping() else "no answer to PING"
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class RedisServer:

@@ -55,6 +55,7 @@ def worker_config(settings: Settings) -> dict[str, object]:
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     celery_app = Celery("lmq", include=["workers.tasks"])
+    celery_app.Worker = celery_app.subclass_with_self("workers.banner:Worker")  # its banner
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.update(worker_config(settings))
     # By name: the step (and the SDK) is imported only when a worker starts.

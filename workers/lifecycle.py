@@ -195,7 +195,12 @@ def stop_runtime(**_: Any) -> None:
     try:
         rt.session.close(unload=rt.settings.unload_on_shutdown)
     finally:
-        rt.gate.close()
+        try:
+            rt.gate.close()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Ctrl-C while Redis is down: one line, not Celery's chained tracebacks
+            log.warning("shutdown: GPU leases not released, Redis unreachable (%s); they "
+                        "expire after LMQ_LEASE_TTL_S", exc)
         if rt.redis is not None:
             rt.redis.close()
     log.info("closed the LM Studio session")

@@ -225,6 +225,8 @@ def _safely(fn: Any) -> Any:
     def handler(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # Redis is down: one line
+            log.warning("metrics: %s skipped, Redis unreachable: %s", fn.__name__, exc)
         except Exception:  # counting must never fail a job
             log.warning("metrics: %s failed", fn.__name__, exc_info=True)
 

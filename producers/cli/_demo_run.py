@@ -59,17 +59,18 @@ def run_demo(settings: Settings, chat_model: str | None, embed_model: str | None
 
 def run_jobs(queue: JobQueue, chat: str, embed: str, say: Say) -> None:
     say("jobs: submitting a chat, a completion and an embedding job")
-    handles = {
-        f"chat ({chat})": queue.chat(chat, "Say hello to the queue in one short sentence.",
-                                     config={"max_tokens": 48}),
-        f"completion ({chat})": queue.complete(chat, "The three primary colors are",
-                                               config={"max_tokens": 32}),
-        f"embedding ({embed})": queue.embed(embed, ["LM Studio runs models locally.",
-                                                    "Celery distributes the jobs."]),
+    prompt = "The three primary colors are"
+    handles = {  # label -> (handle, text printed before the result: what it continues)
+        f"chat ({chat})": (queue.chat(chat, "Say hello to the queue in one short sentence.",
+                                      config={"max_tokens": 48}), ""),
+        f"completion ({chat})": (queue.complete(chat, prompt, config={"max_tokens": 32}),
+                                 prompt),
+        f"embedding ({embed})": (queue.embed(embed, ["LM Studio runs models locally.",
+                                                     "Celery distributes the jobs."]), ""),
     }
-    for label, handle in handles.items():
+    for label, (handle, continued) in handles.items():
         result = handle.result(timeout=JOB_TIMEOUT_S)
         click.echo(f"\n== {label}, job {handle.id}")
-        click.echo(result_text(result))
+        click.echo(continued + result_text(result))
         click.echo(stats_line(result))
     click.echo()

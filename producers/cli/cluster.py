@@ -12,7 +12,7 @@ from producers.celery_app import producer_app
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
 from producers.lmstudio_host import HostModel, host_models, lmstudio_answers
-from producers.redis_server import redis_answers
+from producers.redis_server import redis_answers, redis_problem
 from producers.served_models import models_from_queues
 from producers.settings_view import mask_url
 from workers.contract import model_from_queue
@@ -160,12 +160,18 @@ def doctor() -> None:
 
 
 def _check_redis(settings: Settings) -> bool:
-    ok = _verdict(redis_answers(settings.broker_url),
-                  f"Redis broker at {mask_url(settings.broker_url)}")
+    ok = _redis_verdict("Redis broker", settings.broker_url, "LMQ_BROKER_URL or --broker-url")
     if settings.backend_url != settings.broker_url:
-        ok &= _verdict(redis_answers(settings.backend_url),
-                       f"result backend at {mask_url(settings.backend_url)}")
+        ok &= _redis_verdict("result backend", settings.backend_url, "LMQ_RESULT_BACKEND")
     return ok
+
+
+def _redis_verdict(what: str, url: str, setting: str) -> bool:
+    problem = redis_problem(url)
+    where = f"{what} at {mask_url(url)}"
+    if problem is None:
+        return _verdict(True, where)
+    return _verdict(False, f"{where}: {problem} (start redis-server, or set {setting})")
 
 
 def _check_lmstudio(settings: Settings) -> bool:

@@ -86,7 +86,7 @@ def test_user_mistakes_are_one_line(pool: LocalPool) -> None:
         assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") <= 3, done.stderr
     unknown = lmq(pool.env, "chat", "no-such-model", "hi")
     assert "no live worker serves model 'no-such-model'" in unknown.stderr
-    assert CHAT in unknown.stderr
+    assert CHAT in unknown.stderr and "--enqueue-anyway" in unknown.stderr  # the flag to pass
 
 
 def test_models_workers_doctor(pool: LocalPool) -> None:
@@ -117,6 +117,15 @@ def test_doctor_fails_when_lmstudio_is_down(pool: LocalPool) -> None:
     env = {**pool.env, "LMQ_LMSTUDIO_HOST": f"127.0.0.1:{free_port()}"}
     done = lmq(env, "doctor")
     assert done.returncode == 1 and "FAIL  LM Studio" in done.stdout
+
+
+def test_doctor_says_why_redis_fails_and_what_to_do() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    done = lmq({"LMQ_BROKER_URL": url, "LMQ_LMSTUDIO_HOST": f"127.0.0.1:{free_port()}"},
+               "doctor")
+    line = next(line for line in done.stdout.splitlines() if "Redis broker" in line)
+    assert done.returncode == 1 and line.startswith(f"FAIL  Redis broker at {url}: ")
+    assert "Connection refused" in line and "LMQ_BROKER_URL" in line, line
 
 
 def test_config_show_masks_secrets() -> None:

@@ -32,5 +32,7 @@ def test_demo_starts_what_is_missing_and_runs_three_jobs() -> None:
                   "== embedding (text-embedding-nomic-embed-text-v1.5)"):
         assert label in done.stdout
     assert done.stdout.count("first token") == 2 and "dimension 768" in done.stdout
+    completion = done.stdout.split("== completion (llama-3.2-1b-instruct)")[1].splitlines()
+    assert completion[1].startswith("The three primary colors are")  # the prompt it continues
     assert done.stdout.count("queue wait") == 3
     assert "stopping what it started" in done.stderr
