@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from simulator import tool_intent
+
 _TEXT = (
     "the model answers every question with calm and simulated care while tokens flow "
     "through a quiet queue of patient workers who measure latency and memory as the "
@@ -56,15 +58,12 @@ def tool_result_sentence(name: str, content: str) -> str:
 
 
 def choose_tool(tools: list[dict[str, Any]], user_text: str, force: bool) -> dict[str, Any] | None:
-    lowered = user_text.lower()
-    for tool in tools:
-        if tool.get("function", {}).get("name", "").lower() in lowered:
-            return tool
-    return tools[0] if (force and tools) else None
+    return tool_intent.choose_tool(tools, user_text, force)  # rules: tool_intent.py
 
 
 def tool_arguments(tool: dict[str, Any], user_text: str, rng: random.Random) -> dict[str, Any]:
-    params = tool.get("function", {}).get("parameters") or {"type": "object"}
+    params = tool_intent.required_first(
+        tool.get("function", {}).get("parameters") or {"type": "object"})
     hints = _Hints(user_text)
     value = SchemaFaker(params, rng, hints).value()
     return value if isinstance(value, dict) else {}

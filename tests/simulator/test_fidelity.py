@@ -254,3 +254,52 @@ def test_duplicate_identifier_async(simulator: RunningSimulator) -> None:
             with pytest.raises(lms.LMStudioServerError, match="already exists"):
                 await client.embedding.load_new_instance(EMBED_KEY, EMBED_KEY)
     asyncio.run(main())
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def multiply(a: float, b: float) -> float:
+    """Multiply two numbers."""
+    return a * b
+
+
+POWER = {"type": "function", "function": {  # properties in one order, required in another
+    "name": "power", "description": "Raise a base to an exponent.",
+    "parameters": {"type": "object", "required": ["base", "exponent"], "properties": {
+        "exponent": {"type": "integer"}, "base": {"type": "integer"}}}}}
+
+
+def _final_text(messages: list[Any]) -> str:
+    final = messages[-1]
+    assert isinstance(final, lms.AssistantResponse)
+    return str(final.content[0].text)
+
+
+def test_tool_called_for_what_it_does_sync(client: lms.Client) -> None:
+    llm = client.llm.model(LLM_KEY)
+    messages: list[Any] = []
+    result = llm.act("What is 12 times 3?", [add, multiply], on_message=messages.append)
+    assert result.rounds == 2
+    assert "36" in _final_text(messages)  # answered in words after the tool result
+    stream = llm.respond_stream("What is 2 to the power of 8?",
+                                config={"rawTools": {"type": "toolArray", "tools": [POWER]}})
+    from lmstudio.json_api import PredictionToolCallEvent
+    calls = [e.arg for e in stream._iter_events() if isinstance(e, PredictionToolCallEvent)]
+    assert [(c.name, list(c.arguments.items())) for c in calls] == [
+        ("power", [("base", 2), ("exponent", 8)])]
+    assert llm.act("Tell me about your day", [add, multiply]).rounds == 1  # nothing to do
+
+
+def test_tool_called_for_what_it_does_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            llm = await client.llm.model(LLM_KEY)
+            messages: list[Any] = []
+            result = await llm.act("What is 3 + 4?", [multiply, add], on_message=messages.append)
+            assert result.rounds == 2 and "7" in _final_text(messages)
+    asyncio.run(main())
