@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from simulator import errors
+from simulator import errors, repository
 from simulator.catalog import Instance
 from simulator.connection import VOID, Connection, RpcHandler
 from simulator.engine import chat_template
@@ -94,10 +94,6 @@ async def upload_file(conn: Connection, param: Any) -> Any:
                         str(param.get("contentBase64", "")))
 
 
-async def empty_results(conn: Connection, param: Any) -> Any:
-    return {"results": []}
-
-
 _MODEL_RPCS: dict[str, RpcHandler] = {
     "listLoaded": list_loaded, "getModelInfo": get_model_info,
     "getLoadConfig": get_load_config, "unloadModel": unload_model,
@@ -108,5 +104,5 @@ NAMESPACE_RPCS: dict[str, dict[str, RpcHandler]] = {
     "embedding": {**_MODEL_RPCS, "embedString": embed_string},
     "system": {"listDownloadedModels": list_downloaded, "version": version},
     "files": {"uploadFileBase64": upload_file},
-    "repository": {"searchModels": empty_results, "getModelDownloadOptions": empty_results},
+    "repository": dict(repository.RPCS),
 }

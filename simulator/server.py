@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from simulator import admin_http, loading, predict
+from simulator import admin_http, loading, predict, repository
 from simulator.config import SimConfig, load_config
 from simulator.connection import ChannelHandler, Connection
 from simulator.engine import Engine
@@ -24,6 +24,7 @@ from simulator.state import SimState
 NAMESPACE_CHANNELS: dict[str, dict[str, ChannelHandler]] = {
     "llm": {**loading.CHANNELS, **predict.CHANNELS},
     "embedding": dict(loading.CHANNELS),
+    "repository": dict(repository.CHANNELS),
 }
 
 

@@ -303,3 +303,64 @@ def test_tool_called_for_what_it_does_async(simulator: RunningSimulator) -> None
             result = await llm.act("What is 3 + 4?", [multiply, add], on_message=messages.append)
             assert result.rounds == 2 and "7" in _final_text(messages)
     asyncio.run(main())
+
+
+# -- repository -----------------------------------------------------------------------------
+
+def test_search_and_download_sync(simulator: RunningSimulator) -> None:
+    progress: list[int] = []
+    finalized: list[bool] = []
+    with lms.Client(simulator.host) as client:
+        found = client.repository.search_models("SmolLM2")
+        assert [m.search_result.name for m in found] == [
+            "lmstudio-community/SmolLM2-135M-Instruct-GGUF"]
+        options = found[0].get_download_options()
+        assert len(options) == 1 and options[0].info.quantization == "Q4_K_M"
+        assert "smollm2-135m-instruct" not in {m.model_key for m in client.list_downloaded_models()}
+        key = options[0].download(on_progress=lambda u: progress.append(u.downloaded_bytes),
+                                  on_finalize=lambda: finalized.append(True))
+        assert key == "smollm2-135m-instruct" and finalized == [True]
+        assert progress == sorted(progress) and progress[-1] == options[0].info.size_bytes
+        assert key in {m.model_key for m in client.list_downloaded_models()}
+        assert client.llm.model(key).respond("hi", config={"maxTokens": 2}).content
+        assert client.repository.search_models("llama-3.2")[0].search_result.name == (
+            "hugging-quants/Llama-3.2-1B-Instruct-GGUF")  # the catalog is on the hub too
+        assert client.repository.search_models("no-such-model-anywhere") == []
+
+
+def test_search_and_download_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            found = await client.repository.search_models("qwen2.5-0.5b", limit=5)
+            options = await found[0].get_download_options()
+            key = await options[0].download()
+            assert key == "qwen2.5-0.5b-instruct"
+            assert key in {m.model_key for m in await client.list_downloaded_models()}
+    asyncio.run(main())
+
+
+# -- every new message shape validates against the SDK's schemas ----------------------------
+
+def test_new_messages_match_sdk_schemas(simulator: RunningSimulator) -> None:
+    from tests.simulator.test_conformance import _check
+    with lms.Client(simulator.host) as client:
+        found = client.repository.search_models("smollm2")
+        found[0].get_download_options()[0].download()
+        client.prepare_image(PNG, name="a.png")
+        llm = client.llm.model(LLM_PATH_ID)
+        llm.respond("x", response_format=GBNF)
+        with pytest.raises(lms.LMStudioPresetNotFoundError):
+            llm.respond("x", preset="none")
+        client.embedding.model(EMBED_PATH_ID).tokenize("a")
+    origin: dict[tuple[int, str, int], tuple[str, str]] = {}
+    seen: set[str] = set()
+    for entry in simulator.admin.log():
+        msg = entry["msg"]
+        if entry["dir"] == "in" and msg.get("type") == "rpcCall":
+            origin[(entry["conn"], "call", msg["callId"])] = (entry["ns"], msg["endpoint"])
+        elif entry["dir"] == "in" and msg.get("type") == "channelCreate":
+            origin[(entry["conn"], "channel", msg["channelId"])] = (entry["ns"], msg["endpoint"])
+        elif entry["dir"] == "out":
+            seen.add(_check(entry, origin))
+    assert {"downloadModel:downloadProgress", "downloadModel:startFinalizing",
+            "downloadModel:success", "channelError"} <= seen, seen
