@@ -30,7 +30,7 @@ from workers.error import ModelNotServedError
 __all__ = [
     "BatchInvalidError", "BatchNotFoundError", "BatchRequest", "LineError", "ResultCounts",
     "Validation", "cancel", "parse_model_map", "parse_line", "status", "submit_file",
-    "validate_file", "write_results",
+    "submit_requests", "validate_file", "write_results",
 ]
 
 FINISHED = frozenset(states.READY_STATES)
@@ -50,16 +50,23 @@ def submit_file(queue: Any, path: Path, model_map: dict[str, str] | None = None,
     validation = validate_file(path, model_map)
     if not validation.ok:
         raise BatchInvalidError(validation.report(), validation)
+    batch_id = submit_requests(queue, validation.requests, source=str(path),
+                               enqueue_anyway=enqueue_anyway)
+    return batch_id, validation
+
+
+def submit_requests(queue: Any, reqs: list[BatchRequest], *, source: str,
+                    enqueue_anyway: bool = False) -> str:
+    """Record and enqueue requests already validated (the gateway's /v1/batches)."""
     batch_id = new_batch_id()
-    reqs = validation.requests
     if not enqueue_anyway:  # fail before recording anything
         _check_served(queue, {r.job.model for r in reqs})
     job_ids = [str(uuid.uuid4()) for _ in reqs]
-    _store.record(queue.store_client, batch_id, reqs, job_ids, source=str(path),
+    _store.record(queue.store_client, batch_id, reqs, job_ids, source=source,
                   ttl_s=queue.settings.result_expires_s)
     queue.submit_many([r.job for r in reqs], batch_id=batch_id, job_ids=job_ids,
                       enqueue_anyway=True)
-    return batch_id, validation
+    return batch_id
 
 
 def _check_served(queue: Any, models: set[str]) -> None:
