@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,27 @@ class Instance:
     embed_slots: SlotPool
     load_fields: dict[str, Any] = field(default_factory=dict)
     channels: set[Any] = field(default_factory=set)  # predictions running on it
+    parallel: int = 4  # P: predictions at once (numParallelSessions)
+    unified_kv: bool = True
+    cells_used: int = 0  # llama.cpp, unified: KV cells the running predictions hold
+
+    @property
+    def engine(self) -> str:
+        return "mlx" if self.model.format == "mlx" else "llama.cpp"
+
+    @property
+    def seq_context(self) -> int:
+        """Tokens one sequence may hold: n_ctx, or llama.cpp's n_ctx_seq = n_ctx / P."""
+        if self.engine == "llama.cpp" and not self.unified_kv:
+            return max(1, self.context_length // max(1, self.parallel))
+        return self.context_length
+
+    @property
+    def kv_load_bytes(self) -> int:
+        """KV cache allocated at load: n_ctx cells on llama.cpp, nothing up front on MLX."""
+        if self.engine == "mlx" or self.model.type != "llm":
+            return 0
+        return int(self.kv_bytes_per_token * self.context_length)
 
     @property
     def weight_bytes(self) -> int:
@@ -44,6 +66,18 @@ class Instance:
         return self.model.kv_bytes_per_token(
             _cache_type(self.load_fields.get("llm.load.llama.kCacheQuantizationType")),
             _cache_type(self.load_fields.get("llm.load.llama.vCacheQuantizationType")))
+
+
+def _write_mlx_folder(folder: Path, model: ModelConfig) -> str:
+    """An MLX model folder: the Hugging Face config.json MLX reads its shape from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    heads = model.kv_heads if isinstance(model.kv_heads, int) else max(model.kv_heads)
+    config = {"model_type": model.architecture, "num_hidden_layers": model.layers,
+              "hidden_size": model.embedding_length, "num_attention_heads": model.heads,
+              "num_key_value_heads": heads, "head_dim": model.head_dim,
+              "max_position_embeddings": model.max_context_length}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return str(folder)
 
 
 def _link(path: Path, target: str) -> str:
@@ -79,6 +113,8 @@ class Catalog:
         if model.gguf_path:  # a real model file (the real engine's llm), linked in
             return _link(self.models_dir / model.publisher / (model.repo or f"{key}-GGUF")
                          / (model.file or Path(model.gguf_path).name), model.gguf_path)
+        if model.format == "mlx":
+            return _write_mlx_folder(self.models_dir / model.publisher / f"{key}-MLX", model)
         path = (self.models_dir / model.publisher / (model.repo or f"{key}-GGUF")
                 / (model.file or f"{key}-Q4_K_M.gguf"))
         if not path.exists():
@@ -156,18 +192,20 @@ class Catalog:
 
     def new_instance(self, key: str, identifier: str, *, context_length: int,
                      offload_ratio: float, seed: int, slots: int, embed_slots: int,
-                     load_fields: dict[str, Any]) -> Instance:
+                     load_fields: dict[str, Any], unified_kv: bool = True) -> Instance:
         return Instance(
             identifier=identifier, reference=f"sim-inst-{next(self._refs)}", key=key,
             model=self.models[key], path=self.paths[key], context_length=context_length,
             offload_ratio=offload_ratio, seed=seed, slots=SlotPool(slots),
-            embed_slots=SlotPool(embed_slots), load_fields=load_fields)
+            embed_slots=SlotPool(embed_slots), load_fields=load_fields, parallel=slots,
+            unified_kv=unified_kv)
 
     # -- wire shapes ---------------------------------------------------------------
     def model_info(self, key: str) -> dict[str, Any]:
         m = self.models[key]
         info: dict[str, Any] = {
-            "type": m.type, "modelKey": key, "format": "gguf",
+            "type": m.type, "modelKey": key,
+            "format": "safetensors" if m.format == "mlx" else "gguf",
             "displayName": m.display_name or key, "path": self.wire_path(key),
             "sizeBytes": m.size_bytes, "paramsString": m.params_string,
             "architecture": m.architecture, "maxContextLength": m.max_context_length,
@@ -193,6 +231,8 @@ class Catalog:
         ]
         if inst.model.type == "llm":
             fields.append({"key": "llm.load.seed", "value": {"checked": True, "value": inst.seed}})
+            fields.append({"key": "llm.load.numParallelSessions", "value": inst.parallel})
+            fields.append({"key": "llm.load.useUnifiedKvCache", "value": inst.unified_kv})
         # Everything else the instance was loaded with, as LM Studio reports its loaded
         # config (flash attention, K/V cache types, ...).
         reported = {field["key"] for field in fields}

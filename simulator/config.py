@@ -30,6 +30,9 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     type: Literal["llm", "embedding"] = Field(default="llm", description="Model domain.")
+    format: Literal["gguf", "mlx"] = Field(
+        default="gguf", description="gguf: LM Studio's llama.cpp engine (KV cache reserved "
+        "at load); mlx: its MLX engine (a folder with config.json; KV grows per token).")
     display_name: str = Field(default="", description="Shown in ModelInfo; defaults to the key.")
     publisher: str = Field(default="lmstudio-community", description="Folder under models_dir.")
     repo: str = Field(default="", description="Repository folder under the publisher's; "
@@ -67,7 +70,13 @@ class ModelConfig(_Strict):
 class TimingConfig(_Strict):
     prefill_tokens_per_s: float = Field(default=5000.0, description="0 = instant prefill.")
     decode_tokens_per_s: float = Field(default=200.0, description="Per slot; 0 = instant.")
-    parallel_slots: int = Field(default=4, description="Concurrent predictions per model instance.")
+    parallel_slots: int = Field(default=4, description="Concurrent predictions per model "
+                                "instance (LM Studio's Max Concurrent Predictions, default 4); a "
+                                "load's llm.load.numParallelSessions overrides it.")
+    unified_kv: bool = Field(default=True, description="llama.cpp: one KV cache of n_ctx cells "
+                             "shared by the parallel predictions (each up to n_ctx), else "
+                             "n_ctx / P cells each; a load's llm.load.useUnifiedKvCache "
+                             "overrides it.")
     embedding_latency_s: float = Field(default=0.002, description="Per embedString call.")
     embedding_tokens_per_s: float = Field(default=0.0, description="Per embedding slot: adds "
                                           "tokens / rate to each embedString; 0 = off.")

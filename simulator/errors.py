@@ -29,10 +29,23 @@ def kv_cache_oom(needed_bytes: int, free_bytes: int) -> SimError:
     })
 
 
+def no_kv_cells(batch_tokens: int, free_cells: int, n_ctx: int) -> SimError:
+    """llama.cpp's llama_decode failure when the unified KV cache has no room for a batch."""
+    return SimError({
+        "title": f"decode: failed to find a memory slot for batch of size {batch_tokens}",
+        "cause": f"The KV cache has {free_cells} free cells of {n_ctx}; the other parallel "
+                 "predictions hold the rest.",
+        "suggestion": "Send fewer or shorter predictions at once, or load the model with a "
+                      "larger context length.",
+        "errorData": {"batchTokens": batch_tokens, "freeCells": free_cells, "nCtx": n_ctx},
+    })
+
+
 def load_oom(key: str, needed_bytes: int, free_bytes: int) -> SimError:
     return SimError({
         "title": f"Failed to load model \"{key}\": out of memory",
-        "cause": f"Model weights need {needed_bytes} bytes; {free_bytes} bytes of VRAM are free.",
+        "cause": f"Model weights and KV cache need {needed_bytes} bytes; {free_bytes} bytes "
+                 "of VRAM are free.",
         "suggestion": "Unload other models or lower the GPU offload ratio.",
         "errorData": {"neededBytes": needed_bytes, "freeBytes": free_bytes},
     })

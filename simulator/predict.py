@@ -22,7 +22,7 @@ from simulator.engine import PredictRequest, TextPiece, ToolCall
 from simulator.errors import SimError
 from simulator.gbnf import check_grammar
 from simulator.image_input import require_vision
-from simulator.gpu import OutOfMemoryError
+from simulator.kv_cells import KvUse
 from simulator.kvconfig import checkbox, kv, layer_names, stack_fields
 from simulator.preset import preset_fields
 from simulator.stopstrings import StopMatcher
@@ -41,6 +41,7 @@ class Run:
     request: PredictRequest
     fields: dict[str, Any]
     prompt_tokens: int
+    kv: KvUse | None = None
     generated: int = 0
     stop_reason: str | None = None
     started_t: float = field(default_factory=time.time)
@@ -105,8 +106,8 @@ def _start(channel: Channel, inst: Instance, request: PredictRequest,
            fields: dict[str, Any]) -> Run:
     engine = channel.conn.state.engine
     prompt_tokens = engine.count_tokens(inst.model, engine.format_prompt(inst.model, request))
-    if prompt_tokens >= inst.context_length:
-        raise errors.context_overflow(prompt_tokens, inst.context_length)
+    if prompt_tokens >= inst.seq_context:  # n_ctx, or n_ctx / P without a unified KV cache
+        raise errors.context_overflow(prompt_tokens, inst.seq_context)
     return Run(channel, inst, request, fields, prompt_tokens)
 
 
@@ -126,21 +127,15 @@ async def _wait_for_slot(run: Run) -> bool:
 
 
 async def _run_with_kv(run: Run) -> None:
+    """Prefill and decode, holding the sequence's KV cache as it grows (`kv_cells`)."""
     state = run.channel.conn.state
-    expected = run.request.max_tokens
-    if expected is None:
-        expected = state.engine.expected_reply_tokens(run.inst.model, run.request)
-    tokens = min(run.prompt_tokens + expected, run.inst.context_length)
-    owner = f"kv:{run.channel.conn.id}:{run.channel.id}"
+    run.kv = KvUse(run.inst, state.vram, f"kv:{run.channel.conn.id}:{run.channel.id}")
     try:
-        state.vram.reserve(owner, int(run.inst.kv_bytes_per_token * tokens))
-    except OutOfMemoryError as exc:
-        raise errors.kv_cache_oom(exc.needed_bytes, exc.free_bytes) from None
-    try:
+        run.kv.take(run.prompt_tokens)  # the prompt's batch
         if await _prefill(run):
             await _decode(run)
     finally:
-        state.vram.release(owner)
+        run.kv.release()
 
 
 async def _sleep_or_cancel(channel: Channel, delay_s: float) -> bool:
@@ -180,7 +175,7 @@ class _Decoder:
         self.drop_after = state.faults.take_drop()
         self.matcher = StopMatcher(run.request.stop_strings)
         max_tokens = run.request.max_tokens
-        self.context_left = run.inst.context_length - run.prompt_tokens
+        self.context_left = run.inst.seq_context - run.prompt_tokens
         self.limit = min(self.context_left, max_tokens if max_tokens is not None else 1 << 60)
         self.pending_tokens = 0
         self.cancel_lag = state.faults.cancel_lag_fragments  # a sluggish server's overrun
@@ -220,6 +215,8 @@ class _Decoder:
 
     async def _token(self, event: TextPiece) -> bool:
         """Emit one token; True when a stop string ended the prediction."""
+        if self.run_.kv is not None:
+            self.run_.kv.take(1)  # its cell (llama.cpp) or bytes (MLX), or the engine's error
         self.run_.generated += 1
         self.pending_tokens += 1
         text, hit = self.matcher.feed(event.content)
@@ -249,7 +246,10 @@ class _Decoder:
         for piece in tokenizer.pieces(args_json):
             await channel.send({"type": "toolCallGenerationArgumentFragmentGenerated",
                                 "content": piece})
-        self.run_.generated += tokenizer.count(args_json) + 1
+        tokens = tokenizer.count(args_json) + 1
+        if self.run_.kv is not None:
+            self.run_.kv.take(tokens)
+        self.run_.generated += tokens
         await channel.send({"type": "toolCallGenerationEnd", "toolCallRequest": {
             "type": "function", "id": call.call_id, "name": call.name,
             "arguments": call.arguments}})

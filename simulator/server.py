@@ -76,7 +76,7 @@ class Simulator:
         self.config.timing.parallel_slots = size
         for inst in self.state.catalog.instances.values():
             if inst.slots.in_use == 0 and inst.slots.waiting == 0:
-                inst.slots = SlotPool(size)
+                inst.slots, inst.parallel = SlotPool(size), size
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path

@@ -9,7 +9,8 @@ from simulator.catalog import Catalog, Instance
 from simulator.config import SimConfig
 from simulator.engine import DeterministicEngine, Engine
 from simulator.faults import Faults
-from simulator.gpu import OutOfMemoryError, Vram
+from simulator.gpu import Vram
+from simulator.kvconfig import checkbox
 from simulator.log import MessageLog
 from simulator.upload import Uploads
 
@@ -29,7 +30,8 @@ class SimState:
                 self.load(key, None, {})
 
     def load(self, key: str, identifier: str | None, fields: dict[str, Any]) -> Instance:
-        """Create an instance and reserve its weights; raises SimError if it does not fit."""
+        """Create an instance and reserve its weights, and on llama.cpp its KV cache for
+        n_ctx cells (`simulator.kv_cells`); raises SimError if they do not fit."""
         model = self.catalog.models[key]
         prefix = "llm" if model.type == "llm" else "embedding"
         ratio = _ratio(fields.get(f"{prefix}.load.llama.acceleration.offloadRatio"),
@@ -40,12 +42,16 @@ class SimState:
             context_length=int(fields.get(f"{prefix}.load.contextLength") or model.context_length),
             offload_ratio=ratio,
             seed=int(seed.get("value", 0) if isinstance(seed, dict) else seed or 0),
-            slots=self.config.timing.parallel_slots,
-            embed_slots=self.config.timing.embedding_parallel, load_fields=fields)
-        try:
-            self.vram.reserve(f"weights:{inst.reference}", inst.weight_bytes)
-        except OutOfMemoryError as exc:
-            raise errors.load_oom(key, exc.needed_bytes, exc.free_bytes) from None
+            slots=_parallel(fields.get("llm.load.numParallelSessions"),
+                            self.config.timing.parallel_slots),
+            embed_slots=self.config.timing.embedding_parallel, load_fields=fields,
+            unified_kv=bool(checkbox(fields.get("llm.load.useUnifiedKvCache"),
+                                     self.config.timing.unified_kv)))
+        needed = inst.weight_bytes + inst.kv_load_bytes
+        if needed > self.vram.free_bytes:
+            raise errors.load_oom(key, needed, self.vram.free_bytes)
+        self.vram.reserve(f"weights:{inst.reference}", inst.weight_bytes)
+        self.vram.reserve(f"kvcache:{inst.reference}", inst.kv_load_bytes)
         self.catalog.instances[inst.identifier] = inst
         return inst
 
@@ -54,19 +60,28 @@ class SimState:
             channel.cancel("modelUnloaded")
         self.catalog.instances.pop(inst.identifier, None)
         self.vram.release(f"weights:{inst.reference}")
+        self.vram.release(f"kvcache:{inst.reference}")
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "vram": self.vram.snapshot(),
             "instances": [
                 {**self.catalog.instance_info(i), "slotsInUse": i.slots.in_use,
-                 "slotsWaiting": i.slots.waiting, "weightBytes": i.weight_bytes}
+                 "slotsWaiting": i.slots.waiting, "weightBytes": i.weight_bytes,
+                 "engine": i.engine, "parallel": i.parallel, "unifiedKv": i.unified_kv,
+                 "kvCellsUsed": i.cells_used, "kvLoadBytes": i.kv_load_bytes}
                 for i in self.catalog.instances.values()
             ],
             "faults": self.faults.snapshot(),
             "timing": self.config.timing.model_dump(),
             "modelsDir": str(self.catalog.models_dir),
         }
+
+
+def _parallel(value: Any, default: int) -> int:
+    value = checkbox(value)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 1 \
+        else default
 
 
 def _ratio(value: Any, default: float) -> float:

@@ -113,7 +113,7 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     except JobFailedError as exc:  # LM Studio refused the load config (a key or a value)
         session.close()
         _exit(f"LM Studio did not load {model.key} with load config {config}: {exc}")
-    facts = _loaded_facts(facts, loaded, config)
+    facts = _loaded_facts(facts, session, loaded, config)
     gate.loaded(facts)
     threads = worker_threads(settings, facts, predictions)
     client, outage = _redis(settings), _outage(app, hostname, settings, session)
@@ -242,16 +242,21 @@ def _facts(settings: Settings, model: DownloadedModel, config: dict[str, Any]) -
                       context_length=config.get("contextLength"),
                       offload_ratio=ratio, is_embedding=model.kind == "embedding",
                       k_cache_type=kv.k_cache_type, v_cache_type=kv.v_cache_type,
-                      kv_on_gpu=kv.kv_on_gpu)
+                      kv_on_gpu=kv.kv_on_gpu, engine=load_config.engine_of(model.format))
 
 
-def _loaded_facts(facts: ModelFacts, loaded: LoadedModel, sent: dict[str, Any]) -> ModelFacts:
+def _loaded_facts(facts: ModelFacts, session: Session, loaded: LoadedModel,
+                  sent: dict[str, Any]) -> ModelFacts:
     """The facts as LM Studio loaded the model: its context length (not the model's max),
-    and the KV cache types it reports, else those we sent (a server that leaves them out)."""
+    the KV cache types it reports, else those we sent (a server that leaves them out), and
+    its parallel predictions and unified KV (None when it does not say: admission then
+    assumes LMQ_SLOTS and a per-sequence cache)."""
     kv = load_config.kv_facts({**sent, **loaded.load_config})
+    parallel, unified = load_config.parallel_facts(session.instance_load_fields())
     return replace(facts, context_length=loaded.context_length,
                    k_cache_type=kv.k_cache_type, v_cache_type=kv.v_cache_type,
-                   kv_on_gpu=kv.kv_on_gpu)
+                   kv_on_gpu=kv.kv_on_gpu, identifier=loaded.identifier,
+                   parallel=parallel, unified_kv=unified)
 
 
 def _outage(app: Any, hostname: str, settings: Settings, session: Session) -> Outage | None:

@@ -380,6 +380,7 @@ def group_figures(status: Mapping[str, Any]) -> dict[str, Any]:
         "waiting": sum(waiting.values()) if isinstance(waiting, Mapping) else int(waiting),
         "slots_in_use_by_model": dict(slots) if isinstance(slots, Mapping) else {},
         "waiting_by_model": dict(waiting) if isinstance(waiting, Mapping) else {},
+        "instances": list(status.get("instances") or []),
     }
 
 

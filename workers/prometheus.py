@@ -55,6 +55,14 @@ GROUP_GAUGES = {
     "lmq_slots_in_use": ("slots_in_use", "Predictions admitted and running now."),
     "lmq_admission_waiting": ("waiting", "Jobs waiting for admission."),
 }
+# Per loaded instance (admission's first layer): series name -> (field, help).
+INSTANCE_GAUGES = {
+    "lmq_instance_kv_cells": ("cells", "KV cells of the loaded instance (its context length)."),
+    "lmq_instance_kv_cells_reserved": ("reserved_cells", "KV cells reserved by admitted jobs."),
+    "lmq_instance_parallel": ("parallel", "Parallel predictions of the loaded instance."),
+    "lmq_instance_slots_in_use": ("slots_in_use", "Admitted predictions on the instance."),
+    "lmq_instance_waiting": ("waiting", "Jobs waiting for the instance's cells or a slot."),
+}
 # A group whose host memory is unknown has no byte budget: these series leave it out.
 BYTE_BUDGET_GAUGES = frozenset({"lmq_gpu_budget_bytes", "lmq_gpu_free_bytes"})
 
@@ -118,6 +126,12 @@ def group_families(groups: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
             if series in BYTE_BUDGET_GAUGES and not figures.get("host_memory_known", True):
                 continue
             family.add_metric([group], figures[field])
+        yield family
+    for series, (field, text) in INSTANCE_GAUGES.items():
+        family = GaugeMetricFamily(series, text, labels=["group", "instance", "model"])
+        for group, figures in groups.items():
+            for inst in figures.get("instances", []):
+                family.add_metric([group, inst["identifier"], inst["model"]], inst[field])
         yield family
 
 

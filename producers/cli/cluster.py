@@ -134,6 +134,10 @@ def _echo_group_figures(per_group: dict[str, dict[str, Any]]) -> None:
         click.echo(f"{group:30} {budget:>10} "
                    f"{_gib(figures['reserved_bytes']):>10} {free:>10} "
                    f"{figures['slots_in_use']:>11} {figures['waiting']:>8}")
+        for inst in figures.get("instances", []):
+            click.echo(f"  instance {inst['identifier']}: {inst['reserved_cells']:,} of "
+                       f"{inst['cells']:,} KV cells reserved, {inst['slots_in_use']} of "
+                       f"{inst['parallel']} slots in use, {inst['waiting']} waiting")
 
 
 def _gib(nbytes: int) -> str:

@@ -6,7 +6,7 @@ import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
-from workers.admission.status import GroupStatus, all_status, group_status
+from workers.admission.status import GroupStatus, InstanceStatus, all_status, group_status
 
 GIB = 1024**3
 # Written out here: producers may read admission's status, not its budget module.
@@ -27,6 +27,16 @@ def _budget_lines(status: GroupStatus) -> list[str]:
     return [f"  budget        {_gib(status.budget_bytes)}  ({status.budget_bytes:,} bytes)"]
 
 
+def render_instance(inst: InstanceStatus) -> list[str]:
+    kv = "unified" if inst.unified else f"per sequence, {inst.seq_cells:,} each"
+    return [
+        f"  instance {inst.identifier} ({inst.model})",
+        f"    KV cells    {inst.cells:,} ({kv}), {inst.parallel} parallel  ({inst.source})",
+        f"    reserved    {inst.reserved_cells:,} cells, free {inst.free_cells:,}",
+        f"    slots       {inst.slots_in_use} in use of {inst.parallel}, {inst.waiting} waiting",
+    ]
+
+
 def render(status: GroupStatus) -> list[str]:
     free = _gib(status.free_bytes) if status.host_memory_known else "unknown"
     return [
@@ -40,6 +50,7 @@ def render(status: GroupStatus) -> list[str]:
         f"  slots in use  {sum(status.slots_in_use.values())}  "
         f"({_per_model(status.slots_in_use)})",
         f"  waiting jobs  {status.waiting_jobs}  ({_per_model(status.waiting)})",
+        *[line for inst in status.instances for line in render_instance(inst)],
     ]
 
 
@@ -47,7 +58,8 @@ def render(status: GroupStatus) -> list[str]:
 @click.option("--group", default=None, help="Only this host group (default: every group).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def gpu(group: str | None, as_json: bool) -> None:
-    """GPU budget, reserved and free memory, slots in use and waiting jobs per host group."""
+    """Per host group: GPU budget, reserved and free memory, slots in use and waiting jobs;
+    per loaded instance in it: KV cells, reserved and free cells, parallel slots."""
     url = cli_settings().store_url
     found = [group_status(url, group)] if group else all_status(url)
     if as_json:

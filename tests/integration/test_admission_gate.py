@@ -31,7 +31,9 @@ def make_gate(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Gate]]:
         settings = Settings(_env_file=None, redis_url=redis_url, admission_group=GROUP,  # type: ignore[call-arg]
                             gpu_memory=fields.pop("gpu_memory", 300 * MIB), gpu_reserve=0,
                             **fields)
-        facts = ModelFacts(model, weights, path=path, context_length=4096)
+        # An engine that grows KV per token (MLX): jobs hold KV bytes in the host layer.
+        facts = ModelFacts(model, weights, path=path, context_length=4096,
+                           engine=str(fields.pop("engine", "mlx")))
         gate = build_gate(settings, facts)
         gates.append(gate)
         return gate
@@ -155,3 +157,24 @@ def test_tight_when_the_job_would_not_fit_the_free_memory_last_seen(
     with gate.admit("big", 5000, 24, lambda: False):  # 156 MiB of the 200 MiB KV room
         assert gate.is_tight(2000, 24)  # 63 MiB > the 44 MiB free after "big"
         assert not gate.is_tight(1000, 24)  # 32 MiB still fits
+
+
+def test_llama_cpp_holds_its_kv_cache_at_load_and_jobs_take_instance_cells(
+        make_gate: Callable[..., Gate], redis_url: str, tmp_path: Path) -> None:
+    gate = make_gate(engine="llama.cpp", gpu_memory=300 * MIB)
+    gate.before_load()  # 100 MiB of weights + 4,096 cells x 32 KiB
+    assert status(redis_url).weights_bytes == 100 * MIB + 128 * MIB
+    path = str(write_gguf(tmp_path / "m.gguf"))  # 32 KiB per token
+    gate.loaded(ModelFacts("m", 100 * MIB, path=path, context_length=2048, identifier="m",
+                           parallel=2, unified_kv=False))
+    assert status(redis_url).weights_bytes == 100 * MIB + 64 * MIB  # as loaded: 2,048 cells
+    with gate.admit("j1", 1000, 24, lambda: False):
+        (inst,) = status(redis_url).instances
+        assert (inst.cells, inst.seq_cells, inst.reserved_cells, inst.slots_in_use) == (
+            2048, 1024, 1024, 1)
+        assert status(redis_url).kv_bytes == 0  # no per-job bytes on the host
+    with pytest.raises(DoesNotFitError, match="needs 1,025 tokens of KV cache .* holds at "
+                       "most 1,024 \\(2,048 cells / 2 parallel\\)"), \
+            gate.admit("j2", 1000, 25, lambda: False):
+        pass
+    assert status(redis_url).instances[0].reserved_cells == 0

@@ -1,9 +1,12 @@
-"""Admission end to end: real `celery -A workers worker` processes, real Redis, the SDK
-against the simulator's VRAM model (a prediction whose KV does not fit fails with an
-out-of-memory error).
+"""Admission end to end, on LM Studio 0.4's memory model: real `celery -A workers worker`
+processes, real Redis, the SDK against the simulator.
 
-The GPU is small on purpose: llama-3.2-1b's weights plus 200 MiB of KV room, i.e. two
-"big" jobs (prompt + max_tokens=3000, ~94 MiB of KV each) at once, never three.
+The simulator's llama-3.2-1b is loaded with 1024 KV cells and 4 parallel predictions. With
+a unified KV cache the four share the 1024 cells, and a prediction that finds none free
+fails with llama.cpp's "failed to find a memory slot" whatever VRAM is free: a big job
+(300-token prompt, max_tokens=200, 150-token reply) holds ~460 cells, so four at once
+overflow, two fit. Admission's instance layer (cells and slots shared by the workers of
+that instance) keeps a flood at 0 failures; the same flood without admission fails.
 """
 
 from __future__ import annotations
@@ -17,32 +20,54 @@ import redis
 from celery import Celery
 
 from producers.worker_process import WorkerProcess
-from tests.integration.test_worker_support import LLM, client_app, final, send
+from tests.integration.test_admission_nvml import lmq
+from tests.integration.test_worker_support import (
+    LLM,
+    NOT_LOADED_LLM,
+    client_app,
+    final,
+    send,
+)
 from tests.support.wait import wait_until
-from workers.admission.semaphore import GroupSemaphore, Ticket
-from workers.admission.status import group_status
+from workers.admission.status import InstanceStatus, group_status
 from workers.contract import ChatJob
 
 pytestmark = [pytest.mark.timeout(240)]
 
 MIB = 1024**2
 WEIGHTS_BYTES = 807_694_464  # llama-3.2-1b-instruct in the simulator's catalog
-KV_ROOM_BYTES = 200 * MIB
-VRAM_BYTES = WEIGHTS_BYTES + KV_ROOM_BYTES
-BIG_MAX_TOKENS, SMALL_MAX_TOKENS = 3000, 100
-SIM_CONFIG: dict[str, Any] = {
-    "gpu": {"vram_bytes": VRAM_BYTES},
-    "timing": {"decode_tokens_per_s": 100, "reply_min_tokens": 10, "reply_max_tokens": 30},
-    "models": {"text-embedding-nomic-embed-text-v1.5": {"loaded": False}},
-}
+CELLS = 1024
+KV_AT_LOAD_BYTES = CELLS * 32 * 1024  # 32 KiB per token
+VRAM_BYTES = WEIGHTS_BYTES + KV_AT_LOAD_BYTES + 200 * MIB
+BIG_MAX_TOKENS, SMALL_MAX_TOKENS = 200, 40
+BIG_PROMPT = "word " * 300  # 300 tokens for the simulator's tokenizer
+
+
+def sim_config(**timing: Any) -> dict[str, Any]:
+    return {
+        "gpu": {"vram_bytes": VRAM_BYTES},
+        "timing": {"decode_tokens_per_s": 100, **timing},
+        "faults": {"reply_tokens": 150},
+        "models": {LLM: {"context_length": CELLS},
+                   "text-embedding-nomic-embed-text-v1.5": {"loaded": False}},
+    }
+
+
+def running(config: dict[str, Any]) -> Iterator[Any]:
+    from simulator.testing import running_simulator
+
+    with running_simulator(config) as sim:
+        yield sim
 
 
 @pytest.fixture()
-def small_gpu() -> Iterator[Any]:
-    from simulator.testing import running_simulator
+def unified() -> Iterator[Any]:
+    yield from running(sim_config())
 
-    with running_simulator(SIM_CONFIG) as sim:
-        yield sim
+
+@pytest.fixture()
+def per_sequence() -> Iterator[Any]:
+    yield from running(sim_config(unified_kv=False))
 
 
 def env_for(redis_url: str, sim: Any, **extra: str) -> dict[str, str]:
@@ -51,101 +76,134 @@ def env_for(redis_url: str, sim: Any, **extra: str) -> dict[str, str]:
             "LMQ_GPU_RESERVE": "0", "LMQ_SLOTS": "4", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def chat(max_tokens: int, index: int) -> ChatJob:
+def chat(max_tokens: int, index: int, prompt: str | None = None) -> ChatJob:
+    text = prompt or f"Tell me about item {index}."
     return ChatJob(model=LLM, config={"max_tokens": max_tokens},
-                   messages=[{"role": "user", "content": f"Tell me about item {index}."}])
+                   messages=[{"role": "user", "content": text}])
 
 
-def mixed_jobs(count: int, small_every: int = 4) -> list[ChatJob]:
-    """Three big jobs to one small one (small_every=0: big jobs only)."""
-    return [chat(SMALL_MAX_TOKENS if small_every and i % small_every == small_every - 1
-                 else BIG_MAX_TOKENS, i) for i in range(count)]
+def mixed_jobs(count: int) -> list[ChatJob]:
+    """Three big jobs (long prompt) to one small one."""
+    return [chat(SMALL_MAX_TOKENS, i) if i % 4 == 3 else chat(BIG_MAX_TOKENS, i, BIG_PROMPT)
+            for i in range(count)]
 
 
 def run_all(app: Celery, jobs: list[ChatJob]) -> dict[str, list[Any]]:
-    """Send every job, wait for all; results by outcome ("ok" / "oom" / "other")."""
+    """Send every job, wait for all; results by outcome ("ok" / "no cells" / "other")."""
     handles = [send(app, job) for job in jobs]
-    outcomes: dict[str, list[Any]] = {"ok": [], "oom": [], "other": []}
+    outcomes: dict[str, list[Any]] = {"ok": [], "no cells": [], "other": []}
     for handle in handles:
-        final(handle, timeout_s=120)
+        final(handle, timeout_s=180)
         if handle.successful():
             outcomes["ok"].append(handle.result)
-        elif "out of memory" in str(handle.result):
-            outcomes["oom"].append(str(handle.result))
+        elif "failed to find a memory slot" in str(handle.result):
+            outcomes["no cells"].append(str(handle.result))
         else:
             outcomes["other"].append(repr(handle.result))
     return outcomes
 
 
-def test_flood_without_oom_with_admission(small_gpu: Any, redis_url: str,
-                                         worker_factory: Callable[..., WorkerProcess]) -> None:
-    worker_factory(LLM, env_for(redis_url, small_gpu))
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32))
-    assert outcomes["oom"] == [] and outcomes["other"] == []
-    assert len(outcomes["ok"]) == 32
+def instance(redis_url: str, sim: Any) -> InstanceStatus:
+    (found,) = group_status(redis.Redis.from_url(redis_url), sim.host).instances
+    return found
 
 
-def test_flood_produces_oom_without_admission(small_gpu: Any, redis_url: str,
-                                             worker_factory: Callable[..., WorkerProcess]
-                                             ) -> None:
-    """The control: the same flood with LMQ_ADMISSION=false overflows the simulated GPU."""
-    worker_factory(LLM, env_for(redis_url, small_gpu, LMQ_ADMISSION="false"))
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32))
-    assert outcomes["other"] == []
-    assert len(outcomes["oom"]) > 0
-
-
-def test_two_workers_of_one_host_share_one_budget(
-        small_gpu: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
-    workers = [worker_factory(LLM, env_for(redis_url, small_gpu)) for _ in range(2)]
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32, small_every=0))
-    assert outcomes["oom"] == [] and outcomes["other"] == []
+def test_flood_on_one_instance_shared_by_two_workers(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    workers = [worker_factory(LLM, env_for(redis_url, unified)) for _ in range(2)]
+    shape = instance(redis_url, unified)
+    assert (shape.cells, shape.parallel, shape.unified, shape.source) == (
+        CELLS, 4, True, "LM Studio")
+    outcomes = run_all(client_app(redis_url), mixed_jobs(24))
+    assert outcomes["no cells"] == [] and outcomes["other"] == []
+    assert len(outcomes["ok"]) == 24
     assert {r["worker"] for r in outcomes["ok"]} == {w.hostname for w in workers}
+    assert instance(redis_url, unified).reserved_cells == 0
 
 
-def test_separate_budgets_per_worker_overflow(
-        small_gpu: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
-    """The control: two workers that do not share a budget admit four big jobs at once."""
-    for index in range(2):
-        worker_factory(LLM, env_for(redis_url, small_gpu, LMQ_ADMISSION_GROUP=f"own-{index}"))
-    outcomes = run_all(client_app(redis_url), mixed_jobs(32, small_every=0))
-    assert len(outcomes["oom"]) > 0
+def test_the_same_flood_without_admission_runs_out_of_cells(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """The control: the test above can fail."""
+    for _ in range(2):
+        worker_factory(LLM, env_for(redis_url, unified, LMQ_ADMISSION="false"))
+    outcomes = run_all(client_app(redis_url), mixed_jobs(24))
+    assert outcomes["other"] == []
+    assert len(outcomes["no cells"]) > 0
+    assert unified.admin.state()["vram"]["free_bytes"] >= 200 * MIB  # memory was never short
 
 
-def test_leases_of_a_killed_worker_are_recovered(
-        small_gpu: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+def test_per_sequence_kv_refuses_what_a_sequence_cannot_hold_at_once(
+        per_sequence: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """Without a unified cache each of the 4 sequences holds 1024 / 4 = 256 cells."""
+    worker_factory(LLM, env_for(redis_url, per_sequence))
+    shape = instance(redis_url, per_sequence)
+    assert (shape.unified, shape.seq_cells) == (False, 256)
+    app = client_app(redis_url)
+    too_big = final(send(app, chat(BIG_MAX_TOKENS, 0, BIG_PROMPT)), timeout_s=30)
+    assert "needs" in str(too_big.result) and "holds at most 256 (1,024 cells / 4 parallel)" in (
+        str(too_big.result))
+    outcomes = run_all(app, [chat(SMALL_MAX_TOKENS, i) for i in range(12)])
+    assert len(outcomes["ok"]) == 12
+    # Both layers in `lmq gpu`, `lmq workers` and the metrics.
+    gpu = lmq(redis_url, "gpu", "--group", per_sequence.host)
+    assert f"instance {LLM} ({LLM})" in gpu
+    assert "KV cells    1,024 (per sequence, 256 each), 4 parallel  (LM Studio)" in gpu
+    assert f"instance {LLM}: 0 of 1,024 KV cells reserved, 0 of 4 slots in use" in lmq(
+        redis_url, "workers")
+    from workers.prometheus import pool_registry
+
+    registry = pool_registry(redis_url)
+    labels = {"group": per_sequence.host, "instance": LLM, "model": LLM}
+    assert registry.get_sample_value("lmq_instance_kv_cells", labels) == 1024
+    assert registry.get_sample_value("lmq_instance_parallel", labels) == 4
+
+
+QWEN_WEIGHTS_BYTES = 4_683_073_952
+TWO_MODELS_VRAM = WEIGHTS_BYTES + KV_AT_LOAD_BYTES + QWEN_WEIGHTS_BYTES + 100 * MIB
+
+
+@pytest.fixture()
+def room_for_one_more() -> Iterator[Any]:
+    """Room for qwen's weights next to llama, not for its KV cache too."""
+    yield from running({**sim_config(), "gpu": {"vram_bytes": TWO_MODELS_VRAM}})
+
+
+def test_a_second_model_that_does_not_fit_is_refused_before_loading(
+        room_for_one_more: Any, redis_url: str,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    sim, memory = room_for_one_more, str(TWO_MODELS_VRAM)
+    worker_factory(LLM, env_for(redis_url, sim, LMQ_GPU_MEMORY=memory))
+    qwen = worker_factory(NOT_LOADED_LLM, env_for(redis_url, sim, LMQ_GPU_MEMORY=memory),
+                          wait_ready=False)
+    assert qwen.process is not None
+    wait_until(lambda: not qwen.is_running(), timeout=60,
+               message=lambda: f"the second worker to exit; log:\n{qwen.log_tail()}")
+    assert qwen.process.returncode == 78, qwen.log_tail()
+    errors = [line for line in qwen.log_tail(200).splitlines() if "ERROR/MainProcess" in line]
+    assert len(errors) == 1 and f"cannot serve {NOT_LOADED_LLM}" in errors[0], qwen.log_tail()
+    assert "bytes of GPU memory, but GPU group" in errors[0]
+    loaded = {i["identifier"] for i in sim.admin.state()["instances"]}
+    assert loaded == {LLM}  # LM Studio was never asked to load it
+
+
+def test_cells_of_a_killed_worker_are_released_within_the_lease(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
     ttl_s = 2.0
-    worker = worker_factory(LLM, env_for(redis_url, small_gpu, LMQ_LEASE_TTL_S=str(ttl_s)))
-    small_gpu.admin.set_faults(slow_prefill_s=120.0)  # jobs hold their leases for minutes
+    worker = worker_factory(LLM, env_for(redis_url, unified, LMQ_LEASE_TTL_S=str(ttl_s)))
+    unified.admin.set_faults(slow_prefill_s=120.0)  # jobs hold their cells for minutes
     app = client_app(redis_url)
     for index in range(2):
-        send(app, chat(BIG_MAX_TOKENS, index))
-    client = redis.Redis.from_url(redis_url)
-    group = small_gpu.host
-    wait_until(lambda: group_status(client, group).slots_in_use.get(LLM) == 2, timeout=30,
+        send(app, chat(BIG_MAX_TOKENS, index, BIG_PROMPT))
+    wait_until(lambda: instance(redis_url, unified).slots_in_use == 2, timeout=30,
                message=lambda: f"two admitted jobs; log:\n{worker.log_tail()}")
+    assert instance(redis_url, unified).reserved_cells > 2 * BIG_MAX_TOKENS
     assert worker.process is not None
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
-    # Everything the dead worker held (KV of both jobs, the weights) is free again within
-    # the lease time: a waiting load of another model as large as the whole GPU gets in.
-    probe = GroupSemaphore(client, group, VRAM_BYTES, ttl_s)
-    try:
-        waiter = WaiterThread(probe, Ticket("load", "probe-model", VRAM_BYTES))
-        wait_until(lambda: waiter.held, timeout=ttl_s + 1.0,
-                   message="the dead worker's leases to expire")
-    finally:
-        probe.close()
-
-
-class WaiterThread:
-    def __init__(self, semaphore: GroupSemaphore, ticket: Ticket) -> None:
-        import threading
-
-        self.held = False
-        self.thread = threading.Thread(target=self._run, args=(semaphore, ticket), daemon=True)
-        self.thread.start()
-
-    def _run(self, semaphore: GroupSemaphore, ticket: Ticket) -> None:
-        semaphore.acquire(ticket)
-        self.held = True
+    wait_until(lambda: instance(redis_url, unified).reserved_cells == 0, timeout=ttl_s + 1.0,
+               message="the dead worker's cells to be released")
+    status = group_status(redis.Redis.from_url(redis_url), unified.host)
+    wait_until(lambda: group_status(redis.Redis.from_url(redis_url),
+                                    unified.host).weights_bytes == 0,
+               timeout=ttl_s + 1.0, message="the dead worker's load to be released")
+    assert status.instances[0].slots_in_use == 0

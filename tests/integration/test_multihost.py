@@ -134,7 +134,8 @@ class SlotSampler:
             for host in self.cluster.hosts.values():
                 group = status.group_status(self.cluster.store_url, host.group)
                 self.budgets[host.group] = group.budget_bytes
-                in_use = sum(group.slots_in_use.values())
+                in_use = (sum(group.slots_in_use.values())  # per-token engines' jobs
+                          + sum(i.slots_in_use for i in group.instances))  # llama.cpp's
                 self.peak[host.group] = max(self.peak[host.group], in_use)
 
     def __enter__(self) -> SlotSampler:

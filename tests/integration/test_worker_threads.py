@@ -14,7 +14,8 @@ from workers.contract import CompletionJob
 
 pytestmark = [pytest.mark.timeout(120)]
 WEIGHTS = 807_694_464  # the simulator's llama-3.2-1b; KV 32 KiB/token, loaded context 4096
-SMALL_GPU = (1 << 30) + WEIGHTS + 80 * (1 << 20)  # reserve 1 GiB; KV room for 2 slot contexts
+KV_AT_LOAD = 4096 * 32 * 1024  # llama.cpp allocates the KV cache for the context at load
+SMALL_GPU = (1 << 30) + WEIGHTS + KV_AT_LOAD + 80 * (1 << 20)  # reserve 1 GiB; 80 MiB spare
 
 
 def pool_max_concurrency(app: Celery, hostname: str) -> int:
@@ -46,7 +47,7 @@ def test_small_jobs_use_every_slot_on_a_small_gpu(worker_factory, lmq_env, redis
     jobs = [send(app, CompletionJob(model=LLM, prompt=f"short {i}", config={"max_tokens": 3}))
             for i in range(4)]
     client = redis.Redis.from_url(redis_url)
-    wait_until(lambda: group_status(client, simulator.host).slots_in_use.get(LLM) == 4,
+    wait_until(lambda: group_status(client, simulator.host).instances[0].slots_in_use == 4,
                timeout=20, message=lambda: f"four admitted jobs; log:\n{worker.log_tail(30)}")
     in_use = {i["modelKey"]: i["slotsInUse"] for i in simulator.admin.state()["instances"]}
     assert in_use[LLM] == 4

@@ -105,7 +105,10 @@ def test_reserved_tokens_unset_without_context() -> None:
 
 def test_thread_count_is_the_slots_unless_the_budget_cannot_hold_short_jobs(tmp_path: Path) -> None:
     path = str(write_gguf(tmp_path / "m.gguf"))  # 32 KiB/token
-    facts = ModelFacts("m", GIB, path=path, context_length=4096)
+    # An engine that grows KV per token (MLX): jobs take GPU memory as they run.
+    facts = ModelFacts("m", GIB, path=path, context_length=4096, engine="mlx")
+    llama_cpp = ModelFacts("m", GIB, path=path, context_length=4096)  # KV taken at load
+    assert thread_count(settings(gpu_memory=GIB, gpu_reserve=0, slots=4), llama_cpp) == 4
     assert thread_count(settings(concurrency=7), facts) == 7
     assert thread_count(settings(admission=False, slots=3), facts) == 3
     assert thread_count(settings(gpu_memory="24GiB", slots=4), facts) == 4

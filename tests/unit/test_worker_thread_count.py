@@ -14,8 +14,9 @@ GIB = 1 << 30
 
 
 def facts(context: int | None) -> ModelFacts:
+    """On an engine that grows KV per token (MLX): the only case GPU memory sizes threads."""
     return ModelFacts(model_key="llama-3.2-1b-instruct", size_bytes=WEIGHTS,
-                      context_length=context)
+                      context_length=context, engine="mlx")
 
 
 def settings(**values: object) -> Settings:

@@ -47,15 +47,20 @@ SHORT_JOB_TOKENS = 256  # a short chat's prompt plus reply
 
 
 def plan_cost(settings: Settings, facts: ModelFacts) -> ModelCost:
-    """The model's cost, with the context length resolved: loaded, setting, GGUF, 4096."""
+    """The model's cost, with the context length resolved: loaded, setting, GGUF, 4096;
+    on llama.cpp also the KV cache it allocates at load, for the context it loads with
+    (loaded, setting, else LM Studio's usual 4096: not the file's maximum)."""
     cost = model_cost(facts, settings.kv_bytes_per_token)
     context = facts.context_length or settings.context_length or cost.context_length
+    load_context = facts.context_length or settings.context_length or DEFAULT_CONTEXT_LENGTH
+    at_load = not facts.is_embedding and not facts.grows_kv_per_token
     return ModelCost(
         cost.model_key,
         cost.weights_bytes,
         cost.kv_bytes_per_token,
         cost.kv_source,
         context or DEFAULT_CONTEXT_LENGTH,
+        cost.kv_bytes_per_token * load_context if at_load else 0,
     )
 
 
@@ -90,6 +95,7 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         settings.slots,
         wait_for_fit_on_load=settings.wait_for_fit_on_load,
         is_embedding=facts.is_embedding,
+        per_token=facts.grows_kv_per_token,
         retries=settings.job_max_retries,
         backoff_s=settings.job_retry_backoff_s,
         recost=lambda loaded: plan_cost(settings, loaded),
@@ -110,11 +116,14 @@ def thread_count(settings: Settings, facts: ModelFacts) -> int:
     those waiting for memory. More waiting threads did not pay consistently on that
     benchmark: 8 or 9 threads instead of 6 gave +0.01-0.02 of slot-time on 3/4 big jobs,
     and from -0.05 to +0.05 on 1/4 big jobs across runs. Embedding models, admission off
-    and an unknown budget (build_gate reports it): LMQ_SLOTS.
+    and an unknown budget (build_gate reports it): LMQ_SLOTS. So are models on LM Studio's
+    llama.cpp engine: their KV cache is allocated at load, and jobs take the instance's
+    cells (`instance`), not GPU memory; the rule above applies to engines that grow KV per
+    token (MLX).
     """
     if settings.concurrency:
         return settings.concurrency
-    if not settings.admission or facts.is_embedding:
+    if not settings.admission or facts.is_embedding or not facts.grows_kv_per_token:
         return settings.slots
     usable = gpu_budget(settings).usable_bytes
     if usable is None:

@@ -2,7 +2,8 @@
 
 KV bytes per token, in order of preference:
 
-1. the model's GGUF file, when readable from this host (`gguf_kv`): exact, with the K and V
+1. the model's GGUF file, or an MLX model folder's config.json (`mlx_kv`), when readable
+   from this host (`gguf_kv`): exact, with the K and V
    cache types the model is loaded with (`llamaK/VCacheQuantizationType` in
    LMQ_LOAD_CONFIG; f16 by default);
 2. `LMQ_KV_BYTES_PER_TOKEN`, when set: the operator knows better than a guess;
@@ -40,6 +41,7 @@ from workers.admission.gguf_kv import (
     KvShape,
     read_kv_shape,
 )
+from workers.admission.mlx_kv import config_path, read_config_shape
 from workers.admission.seam import ModelFacts
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,9 @@ class ModelCost:
     model_key: str
     weights_bytes: int
     kv_bytes_per_token: int
-    kv_source: str  # "gguf", "setting", "estimate" or "off GPU"
+    kv_source: str  # "gguf", "config.json", "setting", "estimate" or "off GPU"
     context_length: int | None
+    load_kv_bytes: int = 0  # KV cache allocated at load (llama.cpp: n_ctx cells)
 
 
 def weights_bytes(facts: ModelFacts) -> int:
@@ -78,37 +81,42 @@ def estimate_kv_bytes_per_token(size_bytes: int) -> int:
 
 
 def find_gguf(path: str | None) -> Path | None:
-    """The GGUF file on this host: the path as given, or under LM Studio's model folders."""
+    """The model's file (GGUF) or folder (MLX) on this host: the path as given, or under LM
+    Studio's model folders."""
     if not path:
         return None
     candidates = [Path(path).expanduser()]
     if not candidates[0].is_absolute():
         candidates += [Path(d).expanduser() / path for d in MODEL_DIRS]
     for candidate in candidates:
-        if candidate.is_file():
+        if candidate.is_file() or config_path(candidate) is not None:
             return candidate
     return None
 
 
-def read_shape(facts: ModelFacts) -> KvShape | None:
-    """The model's KV shape from its GGUF file, or None when it is not readable here."""
+def read_shape(facts: ModelFacts) -> tuple[KvShape, str] | None:
+    """The model's KV shape and where it came from, or None when not readable here."""
     path = find_gguf(facts.path)
     if path is None:
         return None
+    config = config_path(path)
     try:
-        return read_kv_shape(path)
+        if config is not None:
+            return read_config_shape(config), "config.json"
+        return read_kv_shape(path), "gguf"
     except (OSError, GgufFormatError) as exc:
-        log.warning("cannot read GGUF metadata of %s (%s): %s", facts.model_key, path, exc)
+        log.warning("cannot read the KV shape of %s (%s): %s", facts.model_key, path, exc)
         return None
 
 
 def model_cost(facts: ModelFacts, kv_bytes_setting: int | None = None) -> ModelCost:
     """Weights and KV bytes per token of a model (sources in the module docstring)."""
-    shape = read_shape(facts)
+    found = read_shape(facts)
     context = facts.context_length
     k_type, v_type = facts.k_cache_type or "f16", facts.v_cache_type or "f16"
-    if shape is not None:
-        kv, source = shape.kv_bytes_per_token(k_type, v_type), "gguf"
+    if found is not None:
+        shape, source = found
+        kv = shape.kv_bytes_per_token(k_type, v_type)
         context = context or shape.context_length
     elif kv_bytes_setting:
         kv, source = kv_bytes_setting, "setting"

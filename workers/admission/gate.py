@@ -1,4 +1,11 @@
-"""AdmissionGate: the Gate of `workers.admission.seam`, backed by the group's Redis semaphore.
+"""AdmissionGate: the Gate of `workers.admission.seam`, in two layers of Redis semaphores.
+
+Per loaded instance (`instance`): a job reserves prompt + max output tokens of its KV cells
+and one of its P parallel slots, shared by every worker of that instance. Per host (the
+group's semaphore): the model's load holds its weights and, on llama.cpp, its KV cache for
+n_ctx cells (allocated at load); on an engine that grows KV per token (MLX) each job also
+holds its KV bytes there. Before the model is loaded, and for embedding models, jobs take
+the host layer only (KV bytes and the model's slots), as below.
 
 A job reserves KV for `prompt_tokens + max_output_tokens` tokens. When the job sets no
 max_tokens, the worker passes `max_output_tokens <= 0` and the gate reserves up to the
@@ -26,6 +33,7 @@ from dataclasses import replace
 import redis
 
 from workers.admission.estimate import ModelCost
+from workers.admission.instance import InstanceShape, instance_group
 from workers.admission.seam import ModelFacts
 from workers.admission.semaphore import GroupSemaphore, Ticket
 from workers.error import AdmissionUnavailableError, DoesNotFitError, JobCancelledError
@@ -68,6 +76,7 @@ class AdmissionGate:
         *,
         wait_for_fit_on_load: bool = False,
         is_embedding: bool = False,
+        per_token: bool = False,
         retries: int = 3,
         backoff_s: float = 1.0,
         recost: Callable[[ModelFacts], ModelCost] | None = None,
@@ -77,10 +86,13 @@ class AdmissionGate:
         self.slots = slots
         self.wait_for_fit_on_load = wait_for_fit_on_load
         self.is_embedding = is_embedding
+        self.per_token = per_token
         self.retries = retries
         self.backoff_s = backoff_s
         self.recost = recost
         self._load: Ticket | None = None
+        self.shape: InstanceShape | None = None  # set once loaded (LLMs)
+        self.instance: GroupSemaphore | None = None
 
     def job_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
         """Tokens of KV the job reserves (rules in the module docstring)."""
@@ -89,9 +101,17 @@ class AdmissionGate:
         return reserved_tokens(prompt_tokens, max_output_tokens, self.cost.context_length)
 
     def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
-        """True when this job's reservation would not fit the group's free memory as last
-        seen: then an exact prompt count (instead of the local upper bound) is worth its
-        round trip, because a smaller reservation may be admitted sooner."""
+        """True when this job's reservation would not fit what was last seen free (the
+        instance's cells, the host's memory for per-token KV): then an exact prompt count
+        (instead of the local upper bound) is worth its round trip, because a smaller
+        reservation may be admitted sooner."""
+        if self.instance is not None and self.shape is not None:
+            tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
+            cells = self.instance.last_free_bytes  # in cells for this semaphore
+            if cells is not None and tokens > cells:
+                return True
+            if not self.per_token:
+                return False
         free = self.semaphore.last_free_bytes
         nbytes = self.job_tokens(prompt_tokens, max_output_tokens) * self.cost.kv_bytes_per_token
         return free is not None and nbytes > free
@@ -100,8 +120,8 @@ class AdmissionGate:
         """Hold the model's weights in the group budget (DoesNotFitError or wait)."""
         if self._load is not None:
             return
-        weights = self.cost.weights_bytes
-        label = f"model {self.cost.model_key!r} ({weights:,} bytes of weights on GPU)"
+        weights = self.cost.weights_bytes + self.cost.load_kv_bytes
+        label = f"model {self.cost.model_key!r} ({self._load_what()})"
         if self.semaphore.budget_known and weights > self.semaphore.budget_bytes:
             raise DoesNotFitError(
                 f"{label} can never fit GPU group {self.semaphore.group!r}: budget "
@@ -112,50 +132,126 @@ class AdmissionGate:
         self._load = self.semaphore.acquire(ticket, wait=self.wait_for_fit_on_load)
         log.info("admission: %s held in group %r", label, self.semaphore.group)
 
+    def _load_what(self) -> str:
+        kv = self.cost.load_kv_bytes
+        return (f"{self.cost.weights_bytes:,} bytes of weights on GPU"
+                + (f" + {kv:,} bytes of KV cache for {self.cost.context_length:,} cells"
+                   if kv else ""))
+
     def loaded(self, facts: ModelFacts) -> None:
         """Reservations clamp to the context the model was actually loaded with, and count
-        KV bytes with the cache types it was loaded with (`recost`, when given)."""
+        KV bytes with the cache types it was loaded with (`recost`, when given); an LLM's
+        jobs then take its instance's cells (`instance`)."""
         if self.recost is not None:
             kv = self.recost(facts)
             if kv.kv_bytes_per_token != self.cost.kv_bytes_per_token:
                 log.info("admission: %s loaded with %s KV bytes/token (%s)",
                          facts.model_key, f"{kv.kv_bytes_per_token:,}", kv.kv_source)
             self.cost = replace(self.cost, kv_bytes_per_token=kv.kv_bytes_per_token,
-                                kv_source=kv.kv_source)
+                                kv_source=kv.kv_source, load_kv_bytes=kv.load_kv_bytes)
         if facts.context_length:
             self.cost = replace(self.cost, context_length=facts.context_length)
+        self._hold_load_as_loaded()
+        if self.is_embedding or not facts.context_length or not facts.identifier:
+            return  # no instance to share: jobs stay on the host layer
+        self.shape = InstanceShape.of(facts, self.slots)
+        client, group = self.semaphore.client, self.semaphore.group
+        self.instance = GroupSemaphore(client, instance_group(group, self.shape.identifier),
+                                       self.shape.cells, self.semaphore.ttl_s)
+        self.shape.publish(client, group)
+        log.info("admission: %s", self.shape.describe())
+
+    def _hold_load_as_loaded(self) -> None:
+        """Swap the load ticket for one of the loaded size (its real context's KV)."""
+        old = self._load
+        nbytes = self.cost.weights_bytes + self.cost.load_kv_bytes
+        if old is None or old.nbytes == nbytes:
+            return
+        label = f"model {self.cost.model_key!r} ({self._load_what()})"
+        try:
+            self._load = self.semaphore.acquire(
+                Ticket("load", self.cost.model_key, nbytes, label=label), wait=False)
+        except DoesNotFitError as exc:  # LM Studio has loaded it: it is using that memory
+            log.warning("admission: %s; keeping the load estimate of %s bytes", exc,
+                        f"{old.nbytes:,}")
+            return
+        self.semaphore.release(old.id)
 
     def admit(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
     ) -> AbstractContextManager[None]:
         return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
 
+    def _instance_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
+        """Cells a job reserves: prompt + max output; unset max output: to the end of its
+        sequence (LM Studio may generate until the context is full)."""
+        assert self.shape is not None
+        seq = self.shape.seq_cells
+        if max_output_tokens <= 0:
+            return max(max(0, prompt_tokens) + 1, seq)
+        return max(0, prompt_tokens) + max_output_tokens
+
     @contextmanager
     def _admitted(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
     ) -> Iterator[None]:
+        if self.instance is not None and self.shape is not None:
+            with self._instance_admitted(job_id, prompt_tokens, max_output_tokens, cancelled):
+                yield
+            return
         tokens = self.job_tokens(prompt_tokens, max_output_tokens)
+        with self._host_admitted(job_id, tokens, self.slots, cancelled):
+            yield
+
+    @contextmanager
+    def _instance_admitted(
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+    ) -> Iterator[None]:
+        """The instance's cells and slot; per-token engines also the host's bytes."""
+        assert self.instance is not None and self.shape is not None
+        tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
+        label = f"job {job_id} ({tokens:,} tokens)"
+        self.shape.check_fits(label, min(tokens, max(0, prompt_tokens) + 1)
+                              if max_output_tokens <= 0 else tokens)
+        tokens = min(tokens, self.shape.seq_cells)
+        ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label)
+        held = self._acquire(ticket, cancelled, self.instance)
+        try:
+            if self.per_token:
+                with self._host_admitted(job_id, tokens, self.shape.parallel, cancelled):
+                    yield
+            else:
+                yield
+        finally:
+            self._release(self.instance, held)
+
+    @contextmanager
+    def _host_admitted(self, job_id: str, tokens: int, slots: int,
+                       cancelled: Callable[[], bool]) -> Iterator[None]:
         nbytes = tokens * self.cost.kv_bytes_per_token
         label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
-        ticket = Ticket("job", self.cost.model_key, nbytes, self.slots, label)
-        held = self._acquire(ticket, cancelled)
+        held = self._acquire(Ticket("job", self.cost.model_key, nbytes, slots, label), cancelled)
         try:
             yield
         finally:
-            try:
-                self.semaphore.release(held.id)
-            except REDIS_BLIPS as exc:
-                log.warning("admission: %s not released (%s); its lease expires by itself",
-                            label, exc)
+            self._release(self.semaphore, held)
 
-    def _acquire(self, ticket: Ticket, cancelled: Callable[[], bool]) -> Ticket:
+    def _release(self, semaphore: GroupSemaphore, held: Ticket) -> None:
+        try:
+            semaphore.release(held.id)
+        except REDIS_BLIPS as exc:
+            log.warning("admission: %s not released (%s); its lease expires by itself",
+                        held.label, exc)
+
+    def _acquire(self, ticket: Ticket, cancelled: Callable[[], bool],
+                 semaphore: GroupSemaphore | None = None) -> Ticket:
         """`semaphore.acquire`, retrying Redis blips (module docstring)."""
         delay_s = self.backoff_s
         for retry in range(self.retries + 1):
             try:
                 if self._load is None:
                     self.before_load()
-                return self.semaphore.acquire(ticket, cancelled)
+                return (semaphore or self.semaphore).acquire(ticket, cancelled)
             except REDIS_BLIPS as exc:
                 if retry >= self.retries:
                     raise AdmissionUnavailableError(
@@ -170,6 +266,8 @@ class AdmissionGate:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Release the weights and any job leases still held; stop the heartbeat."""
+        """Release the weights and any job leases still held; stop the heartbeats."""
+        if self.instance is not None:
+            self.instance.close()
         self.semaphore.close()
         self._load = None

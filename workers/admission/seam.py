@@ -36,6 +36,18 @@ class ModelFacts:
     k_cache_type: str | None = None
     v_cache_type: str | None = None
     kv_on_gpu: bool | None = None
+    # LM Studio 0.4's engine for the model: "llama.cpp" (GGUF: KV cache for the context
+    # allocated at load) or "mlx" (KV grows per token). After loading: the instance's
+    # identifier, its parallel predictions (numParallelSessions) and whether its KV cache
+    # is unified, as LM Studio reports them (None: it did not say).
+    engine: str = "llama.cpp"
+    identifier: str | None = None
+    parallel: int | None = None
+    unified_kv: bool | None = None
+
+    @property
+    def grows_kv_per_token(self) -> bool:
+        return self.engine == "mlx"
 
 
 class Gate(Protocol):

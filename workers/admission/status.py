@@ -1,6 +1,7 @@
-"""Read side of admission: per host group, budget, reservations, slots and waiters.
+"""Read side of admission: per host group, budget, reservations, slots and waiters, and
+per loaded instance in it, KV cells, reserved cells, parallel slots and waiters.
 
-    group_status(redis_url, group) -> GroupStatus
+    group_status(redis_url, group) -> GroupStatus     (with .instances)
     list_groups(redis_url) -> list[str]
     all_status(redis_url) -> list[GroupStatus]
 
@@ -19,8 +20,33 @@ from typing import Any
 import redis
 
 from workers import keys
+from workers.admission.instance import INSTANCE_MARK
 
 _META_SUFFIX = ":meta"
+_SHAPE_SUFFIX = ":shape"
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One loaded instance's KV cells (admission's first layer)."""
+
+    identifier: str
+    model: str
+    cells: int  # n_ctx
+    parallel: int
+    unified: bool
+    seq_cells: int
+    reserved_cells: int  # by admitted jobs
+    slots_in_use: int
+    waiting: int
+    source: str
+
+    @property
+    def free_cells(self) -> int:
+        return self.cells - self.reserved_cells
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "free_cells": self.free_cells}
 
 
 @dataclass(frozen=True)
@@ -31,7 +57,8 @@ class GroupStatus:
     kv_bytes: int  # KV reserved by admitted jobs
     slots_in_use: dict[str, int] = field(default_factory=dict)  # model -> admitted jobs
     waiting: dict[str, int] = field(default_factory=dict)  # model -> waiting jobs
-    models: dict[str, int] = field(default_factory=dict)  # model -> weights bytes
+    models: dict[str, int] = field(default_factory=dict)  # model -> weights (+ KV at load)
+    instances: list[InstanceStatus] = field(default_factory=list)
 
     @property
     def host_memory_known(self) -> bool:
@@ -55,6 +82,7 @@ class GroupStatus:
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
+            "instances": [i.to_dict() for i in self.instances],
             "host_memory_known": self.host_memory_known,
             "reserved_bytes": self.reserved_bytes,
             "free_bytes": self.free_bytes,
@@ -71,8 +99,45 @@ def _text(value: bytes | str) -> str:
 
 
 def group_status(redis_url: str | redis.Redis, group: str) -> GroupStatus:
-    """The group's admission state now (zeros for a group no worker has used)."""
+    """The group's admission state now (zeros for a group no worker has used), with its
+    instances'."""
     client = _client(redis_url)
+    status = _semaphore_status(client, group)
+    instances = [_instance_status(client, group + INSTANCE_MARK + ident)
+                 for ident in _instance_ids(client, group)]
+    return GroupStatus(status.group, status.budget_bytes, status.weights_bytes,
+                       status.kv_bytes, status.slots_in_use, status.waiting, status.models,
+                       [i for i in instances if i is not None])
+
+
+def _glob_escaped(text: str) -> str:
+    """A literal for SCAN's MATCH (a host group may be "[::1]:1234")."""
+    return "".join(f"\\{c}" if c in "\\*?[]" else c for c in text)
+
+
+def _instance_ids(client: redis.Redis, group: str) -> list[str]:
+    head = keys.admission(group + INSTANCE_MARK)
+    match = f"{_glob_escaped(head)}*{_SHAPE_SUFFIX}"
+    return sorted(_text(k)[len(head): -len(_SHAPE_SUFFIX)]
+                  for k in client.scan_iter(match=match, count=500))
+
+
+def _instance_status(client: redis.Redis, instance_group: str) -> InstanceStatus | None:
+    shape = {_text(k): _text(v) for k, v in
+             client.hgetall(keys.admission(instance_group) + _SHAPE_SUFFIX).items()}
+    if not shape:
+        return None
+    held = _semaphore_status(client, instance_group)
+    return InstanceStatus(
+        identifier=instance_group.split(INSTANCE_MARK, 1)[1], model=shape.get("model", ""),
+        cells=int(shape.get("cells", 0)), parallel=int(shape.get("parallel", 0)),
+        unified=shape.get("unified") == "1", seq_cells=int(shape.get("seq_cells", 0)),
+        reserved_cells=held.kv_bytes, slots_in_use=sum(held.slots_in_use.values()),
+        waiting=held.waiting_jobs, source=shape.get("source", ""))
+
+
+def _semaphore_status(client: redis.Redis, group: str) -> GroupStatus:
+    """One semaphore's state (a host group's in bytes, an instance's in cells)."""
     prefix = keys.admission(group)
     with client.pipeline(transaction=True) as pipe:
         pipe.time()
@@ -111,7 +176,7 @@ def list_groups(redis_url: str | redis.Redis) -> list[str]:
         _text(k)[len(head) : -len(_META_SUFFIX)]
         for k in client.scan_iter(match=f"{head}*{_META_SUFFIX}", count=500)
     }
-    return sorted(found)
+    return sorted(group for group in found if INSTANCE_MARK not in group)
 
 
 def all_status(redis_url: str | redis.Redis) -> list[GroupStatus]:

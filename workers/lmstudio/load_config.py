@@ -2,6 +2,8 @@
 
     build(kind, raw, context_length, gpu_offload) -> dict   camelCase, as the SDK sends it
     kv_facts(config) -> KvFacts                              what admission needs from it
+    parallel_facts(fields) -> (parallel, unified)           from LM Studio's own keys
+    engine_of(format) -> "llama.cpp" | "mlx"
 
 `raw` is the JSON object of LMQ_LOAD_CONFIG (or a dict from Python): any key of
 `lmstudio.LlmLoadModelConfig` (embedding models: `EmbeddingLoadModelConfig`), camelCase or
@@ -113,3 +115,24 @@ def kv_facts(config: dict[str, Any]) -> KvFacts:
     return KvFacts(_cache_type(config.get("llamaKCacheQuantizationType")),
                    _cache_type(config.get("llamaVCacheQuantizationType")),
                    on_gpu if isinstance(on_gpu, bool) else None)
+
+
+def _unchecked(value: Any) -> Any:
+    """LM Studio's checkbox values ({"checked": bool, "value": x}) unwrapped."""
+    if isinstance(value, dict) and "checked" in value:
+        return value.get("value") if value.get("checked") else None
+    return value
+
+
+def parallel_facts(fields: dict[str, Any]) -> tuple[int | None, bool | None]:
+    """Parallel predictions and unified KV from an instance's raw load config (LM Studio
+    0.4: `llm.load.numParallelSessions`, `llm.load.useUnifiedKvCache`); None: not said."""
+    parallel = _unchecked(fields.get("llm.load.numParallelSessions"))
+    unified = _unchecked(fields.get("llm.load.useUnifiedKvCache"))
+    ok = isinstance(parallel, int) and not isinstance(parallel, bool) and parallel >= 1
+    return (parallel if ok else None), (unified if isinstance(unified, bool) else None)
+
+
+def engine_of(model_format: str | None) -> str:
+    """LM Studio runs GGUF files on llama.cpp and MLX models (safetensors) on MLX."""
+    return "mlx" if model_format in ("safetensors", "mlx_placeholder") else "llama.cpp"

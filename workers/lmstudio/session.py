@@ -82,6 +82,7 @@ class DownloadedModel:
     path: str | None
     architecture: str | None
     max_context_length: int | None
+    format: str | None = None  # "gguf" (llama.cpp engine), "safetensors" (MLX), ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,29 @@ class Session:
                                                               context_length),
             load_config=reported)
         return self.model
+
+    def instance_load_fields(self) -> dict[str, Any]:
+        """The loaded instance's config as LM Studio's own keys ({} if it will not say).
+
+        SDK 1.5.0 parses getLoadConfig into LlmLoadModelConfig and drops the keys it does
+        not know, among them LM Studio 0.4's `llm.load.numParallelSessions` and
+        `llm.load.useUnifiedKvCache`, which admission needs: so the same RPC is made here
+        and its raw fields kept (the request type is the SDK's own, `_API_TYPES`).
+        """
+        if self.model is None:
+            return {}
+        namespace = self._namespace(self.model.kind)
+        try:
+            request = namespace._API_TYPES.REQUEST_LOAD_CONFIG._from_api_dict(
+                {"specifier": {"type": "query",
+                               "query": {"identifier": self.model.identifier}}})
+            with sdk_errors("read the load config"):
+                raw = namespace.remote_call("getLoadConfig", request)
+        except (LmqError, AttributeError, TypeError, ValueError) as exc:
+            log.warning("could not read %s's load config from LM Studio (%s)",
+                        self.model.key, exc)
+            return {}
+        return {f["key"]: f.get("value") for f in (raw or {}).get("fields", [])}
 
     def warm(self) -> None:
         """Connect every namespace jobs use from this one thread (avoids the connect race)."""
@@ -304,6 +328,7 @@ def _downloaded(entry: Any) -> DownloadedModel:
         key=entry.model_key, kind=entry.type, size_bytes=int(info.size_bytes),
         path=getattr(info, "path", None), architecture=getattr(info, "architecture", None),
         max_context_length=getattr(info, "max_context_length", None),
+        format=getattr(info, "format", None),
     )
 
 
