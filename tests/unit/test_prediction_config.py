@@ -137,3 +137,13 @@ def test_flower_shows_the_config_as_sent_and_masks_only_secrets() -> None:
         assert not is_secret_key(key), key
     for key in ("api_key", "apiKey", "accessToken", "token", "password", "client_secret"):
         assert is_secret_key(key), key
+
+
+def test_a_job_from_a_producer_of_before_still_runs() -> None:
+    # the config a producer sent before this change: every short name, unset ones as null
+    old = {"temperature": 0.5, "max_tokens": 5, "top_p": None, "top_k": None, "stop": [],
+           "seed": None, "json_schema": {"type": "object"}}
+    job = ChatJob.model_validate({"model": "m", "messages": "hi", "config": old})
+    assert checked_sdk_config(job.config.sdk_dict()) == {
+        "temperature": 0.5, "maxTokens": 5, "stopStrings": [],
+        "structured": {"type": "json", "jsonSchema": {"type": "object"}}}

@@ -114,7 +114,7 @@ def _convert(index: int, message: ChatMessage) -> dict[str, Any]:
 
 
 def _user_parts(where: str, content: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    parts = []
+    parts: list[dict[str, Any]] = []
     for number, part in enumerate(content):
         kind = part.get("type")
         if kind == "text" and isinstance(part.get("text"), str):

@@ -15,14 +15,14 @@ import msgspec
 from lmstudio import LlmPredictionConfig, LMStudioValueError
 from lmstudio._kv_config import prediction_config_to_kv_config_stack
 
+from workers.contract import sdk_key
 from workers.error import InvalidJobError
 
 
 def checked_sdk_config(config: dict[str, Any]) -> dict[str, Any]:
     """`config` as the SDK parses it (camelCase keys); InvalidJobError if it is not one."""
     known = set(LlmPredictionConfig.__struct_encode_fields__)
-    unknown = sorted(key for key in config if key not in known
-                     and _camel(key) not in known)
+    unknown = sorted(key for key in config if sdk_key(key) not in known)
     if unknown:
         raise InvalidJobError(
             f"unknown prediction config key(s) {unknown}: allowed are the SDK's "
@@ -34,8 +34,3 @@ def checked_sdk_config(config: dict[str, Any]) -> dict[str, Any]:
     except (msgspec.ValidationError, LMStudioValueError) as exc:
         raise InvalidJobError(f"invalid prediction config: {' '.join(str(exc).split())}"
                               ) from None
-
-
-def _camel(key: str) -> str:
-    first, *rest = key.split("_")
-    return first + "".join(word.capitalize() for word in rest)
