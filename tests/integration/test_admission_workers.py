@@ -207,3 +207,41 @@ def test_cells_of_a_killed_worker_are_released_within_the_lease(
                                     unified.host).weights_bytes == 0,
                timeout=ttl_s + 1.0, message="the dead worker's load to be released")
     assert status.instances[0].slots_in_use == 0
+
+
+# --- MLX: the KV cache grows per token out of (unified) memory ------------------------
+MLX = "mlx-llm"
+MLX_WEIGHTS_BYTES = 100_000_000
+MLX_ROOM_BYTES = 40 * MIB  # ~1,280 tokens of KV at 32 KiB: two big jobs, never four
+MLX_VRAM = MLX_WEIGHTS_BYTES + MLX_ROOM_BYTES
+
+
+@pytest.fixture()
+def mlx_host() -> Iterator[Any]:
+    yield from running({
+        "gpu": {"vram_bytes": MLX_VRAM}, "timing": {"decode_tokens_per_s": 100},
+        "faults": {"reply_tokens": 150},
+        "models": {MLX: {"format": "mlx", "size_bytes": MLX_WEIGHTS_BYTES, "layers": 16,
+                         "kv_heads": 8, "head_dim": 64, "context_length": CELLS},
+                   LLM: {"loaded": False},
+                   "text-embedding-nomic-embed-text-v1.5": {"loaded": False}}})
+
+
+def mlx_jobs(count: int) -> list[ChatJob]:
+    return [job.model_copy(update={"model": MLX}) for job in mixed_jobs(count)]
+
+
+@pytest.mark.parametrize("admission", ["true", "false"])
+def test_mlx_flood_holds_kv_bytes_per_job(
+        admission: str, mlx_host: Any, redis_url: str,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    worker = worker_factory(MLX, env_for(redis_url, mlx_host, LMQ_GPU_MEMORY=str(MLX_VRAM),
+                                         LMQ_ADMISSION=admission))
+    app = client_app(redis_url)
+    handles = [send(app, job) for job in mlx_jobs(16)]
+    failed = [str(h.result) for h in handles if not final(h, timeout_s=180).successful()]
+    if admission == "true":
+        assert "KV 32,768 bytes/token (config.json)" in worker.log_tail(300)
+        assert failed == []
+    else:  # the control: the same flood runs the KV cache out of memory
+        assert failed and all("out of memory" in f for f in failed), failed
