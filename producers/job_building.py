@@ -6,15 +6,16 @@ CLI can print it as one line and the Python API fails before touching the broker
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from producers.chat_input import chat_messages
-from producers.prediction_config import ConfigInput, checked_config
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
 from workers.error import InvalidJobError
 from workers.settings import Settings
+
+if TYPE_CHECKING:
+    from producers.prediction_config import ConfigInput
 
 JOB_FOR_KIND: dict[str, type[ChatJob] | type[CompletionJob] | type[EmbeddingJob]] = {
     "chat": ChatJob,
@@ -35,6 +36,9 @@ def readable(exc: ValidationError, what: str) -> str:
 
 def make_config(config: ConfigInput, response_format: Any = None) -> PredictionConfig:
     """The SDK's prediction config, checked with the SDK's schema (`prediction_config`)."""
+    # The SDK is imported with the first job (~0.3 s), not by `import producers`.
+    from producers.prediction_config import checked_config
+
     return checked_config(config, response_format)
 
 
@@ -46,6 +50,8 @@ def make_job(kind: str, fields: dict[str, Any]) -> Job:
     if kind != "embedding" and fields.get("config") is not None:
         fields = {**fields, "config": make_config(fields["config"])}
     if kind == "chat" and fields.get("messages") is not None:
+        from producers.chat_input import chat_messages  # the SDK, with the first job
+
         fields = {**fields, "messages": chat_messages(fields["messages"])}
     try:
         return cls.model_validate(fields)

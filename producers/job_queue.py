@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import states
@@ -17,7 +17,6 @@ from producers.celery_app import producer_app
 from producers.job_building import check_limits, coerce_job, make_config, make_job
 from producers.job_handle import JobHandle
 from producers.outcome import payload_of
-from producers.prediction_config import ConfigInput
 from producers.publisher import Publisher
 from producers.redis_server import redis_answers
 from producers.result_wait import decode_meta, result_key
@@ -28,7 +27,8 @@ from workers.error import InvalidJobError, ModelNotServedError
 from workers.metrics import count_cancelled_before_start
 from workers.settings import Settings, get_settings
 
-Config = ConfigInput  # the SDK's prediction config: dict (camelCase or snake_case) or object
+if TYPE_CHECKING:  # the SDK loads with the first job, not with `import producers`
+    from producers.prediction_config import ConfigInput as Config
 
 
 class JobQueue:
