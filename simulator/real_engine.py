@@ -129,15 +129,16 @@ class RealEngine:
             async for event in self._real_events(self.llm(model), body):
                 yield event
         except _SchemaRejectedError as exc:
-            log.warning("llama.cpp rejected the JSON schema (%s); using the deterministic "
-                        "schema faker", exc)
+            log.warning("llama.cpp rejected the JSON schema or grammar (%s); using the "
+                        "deterministic generator", exc)
             async for event in self._fallback.generate(model, request):
                 yield event
 
     # -- streaming -------------------------------------------------------------------
     async def _real_events(self, llm: LlamaModel, body: dict[str, Any]) -> AsyncIterator[GenEvent]:
         pieces = 0
-        async for chunk in self._chunks(llm, body, schema="json_schema" in body):
+        async for chunk in self._chunks(llm, body,
+                                        schema="json_schema" in body or "grammar" in body):
             choice = (chunk.get("choices") or [{}])[0]
             text = choice.get("text") or ""
             if text:
@@ -199,6 +200,8 @@ def completion_body(prompt: str, request: PredictRequest,
     }
     if request.json_schema is not None:
         body["json_schema"] = request.json_schema
+    if request.gbnf_grammar is not None:  # llama.cpp samples under the GBNF grammar itself
+        body["grammar"] = request.gbnf_grammar
     return body
 
 

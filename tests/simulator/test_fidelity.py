@@ -364,3 +364,29 @@ def test_new_messages_match_sdk_schemas(simulator: RunningSimulator) -> None:
             seen.add(_check(entry, origin))
     assert {"downloadModel:downloadProgress", "downloadModel:startFinalizing",
             "downloadModel:success", "channelError"} <= seen, seen
+
+
+# -- the real engine samples under the grammar (llama.cpp) ----------------------------------
+
+@pytest.mark.slow
+def test_real_engine_honours_gbnf_sync_and_async(simulator_factory: Any) -> None:
+    from simulator.real_models import LLM_KEY as REAL_LLM
+    from simulator.real_models import missing_reason
+    from tests.support.services import missing_service
+    reason = missing_reason()
+    if reason:
+        missing_service(f"the real engine: {reason}")
+    sim = simulator_factory({"engine": "real", "real": {"threads": 1}})
+    grammar = {"type": "gbnf", "gbnfGrammar": 'root ::= "{\\"answer\\": \\"" [a-z ]{1,20} "\\"}"'}
+    with lms.Client(sim.host) as client:
+        result = client.llm.model(REAL_LLM).respond("Say something", response_format=grammar,
+                                                    config={"maxTokens": 40})
+        assert set(json.loads(result.content)) == {"answer"}
+
+    async def main() -> None:
+        async with lms.AsyncClient(sim.host) as client:
+            llm = await client.llm.model(REAL_LLM)
+            result = await llm.complete("Answer:", response_format=grammar,
+                                        config={"maxTokens": 40})
+            assert set(json.loads(result.content)) == {"answer"}
+    asyncio.run(main())
