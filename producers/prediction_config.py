@@ -43,8 +43,10 @@ _NOT_RECURSED = {"jsonSchema"}  # free-form JSON: the SDK passes it through unto
 def checked_config(config: ConfigInput, response_format: Any = None) -> PredictionConfig:
     """`config` as the SDK would send it; InvalidJobError naming a bad key or value."""
     contract = _contract(config)
-    # Nested snake_case keys too, by the SDK's own rule (as its `from_dict` does).
-    given = _snake_case_keys_to_camelCase(contract.sdk_dict())
+    try:  # nested snake_case keys too, by the SDK's own rule (as its `from_dict` does)
+        given = _snake_case_keys_to_camelCase(contract.sdk_dict())
+    except LMStudioValueError as exc:  # e.g. "Lists of lists are not supported."
+        raise InvalidJobError(f"invalid prediction config: {exc}") from None
     for key, value in given.items():
         _check_value(key, value)
     try:
