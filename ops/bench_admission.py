@@ -1,44 +1,39 @@
-"""GPU-memory-aware admission, measured against the simulator's VRAM model.
+"""Admission measured against the simulator's LM Studio 0.4 memory model.
 
 Everything runs for real: a private redis-server, `python -m simulator` (subprocess), and
 `celery -A workers worker` processes driven through the broker
-(`ops/benchlib/admission_workload.py`). The simulated GPU has room for the model's weights
-plus 200 MiB of KV cache: two "big" jobs (max_tokens=3000, ~94 MiB of KV each), never
-three. Four slots. Every reply is 10-30 tokens at 100 tokens/s (~0.2 s), big job or
-small: jobs differ in the memory they hold, not in how long they hold a slot.
+(`ops/benchlib/admission_workload.py`). The model is loaded with 1024 KV cells, unified,
+and 4 parallel predictions (llama.cpp allocates the cells at load; a prediction that finds
+none free fails with "failed to find a memory slot"). A "big" job has a 300-token prompt
+and max_tokens=200 (~450 cells in use, 500 reserved): two at once, never three. Every reply
+is 150 tokens at 100 tokens/s, cut at max_tokens (small jobs: 40).
 
 Workloads (`--jobs`, default 64, sent at once, the big ones spread evenly):
 
-* `small` — max_tokens=100 only. Memory never binds, so its slot utilisation measures
-  admission's own overhead; the issue's goal is >= 0.85 of slot-time busy.
+* `small` — max_tokens=40 only. Cells never bind, so its slot utilisation measures
+  admission's own overhead.
 * `mixed-3/4-big` — 3/4 big, 1/4 small: the issue's mixed flood, and the one that shows
-  what admission is for (without it, out-of-memory failures). Memory binds nearly all the
-  time: two big jobs fill the GPU, so four busy slots are impossible and 0.85 of raw
-  slot-time cannot be reached by any scheduler. What it measures is how close admission
-  gets to what memory permits (the bound, below).
-* `mixed-1/4-big` — 1/4 big, 3/4 small: closer to a user's batch of mostly short prompts
-  with a few long generations. Memory binds only when two big jobs meet; four busy slots
-  all the time are possible (bound 1.0 or nearly), so >= 0.85 raw is a fair goal here.
+  what admission is for (without it, no-free-cells failures). Cells bind nearly all the
+  time: two big jobs fill the cache, so four busy slots are impossible. What it measures is
+  how close admission gets to what the cells permit (the bound, below; goal >= 0.9).
+* `mixed-1/4-big` — 1/4 big, 3/4 small: cells bind only when two big jobs meet.
 
 Figures (per configuration: medians of `--rounds` runs on one warm worker, with ranges):
 
-* successful jobs/s; with admission off (`LMQ_ADMISSION=false`) the out-of-memory failures;
+* successful jobs/s; with admission off (`LMQ_ADMISSION=false`) the no-free-cells failures;
 * raw slot utilisation = busy slot-seconds (slot acquired -> channel closed, from the
   simulator's channel stats) / (slots x span from the first slot acquired to the last
   channel closed);
 * the bound memory allows: the shortest makespan any scheduler could reach with the jobs'
-  measured busy times under the slot and memory limits (`ops/benchlib/admission_bound.py`,
+  measured busy times under the slot and cell limits (`ops/benchlib/admission_bound.py`,
   a linear program over the mixes of jobs that fit), as a utilisation bound, and the raw
-  utilisation as a fraction of it. Two bounds: "gpu", with the KV the simulator really
-  allocates (exact prompt tokens), and "reserved", with what admission reserves by default
-  (`workers/jobs/prompt_bound.py`'s local upper bound of the prompt tokens, ~100 tokens over for
-  these short prompts: 6.8 instead of 3.6 MiB for a small job, 97.4 instead of 94.3 for a
-  big one, so that beside two big jobs no small one fits in the 5.2 MiB left, where two
-  exactly counted ones would). Sizes are read from one probe job of each
-  kind before the runs: the simulator's VRAM, and the admission tickets in Redis;
+  utilisation as a fraction of it. Two bounds: "gpu", with the cells a job really uses
+  (prompt + reply, from its stats), and "reserved", with what admission reserves (prompt,
+  by default `workers/jobs/prompt_bound.py`'s local upper bound for short prompts, plus
+  max_tokens). Sizes are read from one probe job of each kind before the runs;
 * lookahead: the same workloads on 8 threads (LMQ_CONCURRENCY) vs the worker's own rule
   (LMQ_SLOTS + LMQ_PREFETCH_THREADS = 6): do more threads holding jobs behind those that
-  wait for memory let more small jobs backfill?
+  wait for cells let more small jobs backfill?
 * the reservation margin: the same workloads with `LMQ_LOCAL_COUNT_MAX_TOKENS=0` (LM Studio
   counts every prompt exactly, 2 RPCs per job) vs the default local bound.
 

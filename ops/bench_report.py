@@ -17,9 +17,10 @@ corpus      `embed_corpus` chunks/s vs direct SDK embed() at two timing profiles
             batch file enqueued; producer peak memory on a 20 MB (--full: 1 GB) corpus
             (`ops/bench_corpus.py`)
 scale       100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
-admission   mixed big/small flood with vs without admission; slot utilisation of small,
-            3/4-big and 1/4-big workloads (goal >= 85%) and, for the mixed ones, as a
-            fraction of the bound GPU memory allows; 8 threads vs the rule; exact prompt
+admission   mixed big/small flood on one instance's KV cells with vs without admission;
+            slot utilisation of small, 3/4-big and 1/4-big workloads (goal >= 90%) and, for
+            the mixed ones, as a fraction of the bound the KV cells allow; 8 threads vs the
+            rule; exact prompt
             counts vs the local bound; GGUF metadata read vs gguf.GGUFReader (goal
             < 100 ms) (`ops/bench_admission.py`)
 flower      jobs/s with Flower attached vs without, Flower's memory (`ops/bench_flower.py`)

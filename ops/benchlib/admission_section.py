@@ -1,8 +1,9 @@
-"""GPU-memory-aware admission, reusing `ops/bench_admission.py` (its workloads, its sparse
-GGUF file; what each measures is in that script's docstring): successful jobs/s of the
-3/4-big flood with admission vs without (`LMQ_ADMISSION=false`); raw slot utilisation of
-the small, 3/4-big and 1/4-big workloads against the issue's goal (>= 85%); for each mixed
-workload the utilisation bound that GPU memory allows and the fraction of it reached; the
+"""Admission on LM Studio 0.4's memory model, reusing `ops/bench_admission.py` (its
+workloads, its sparse GGUF file; what each measures is in that script's docstring):
+successful jobs/s of the 3/4-big flood with admission vs without (`LMQ_ADMISSION=false`,
+failing with llama.cpp's no-free-KV-cells error); raw slot utilisation of the small,
+3/4-big and 1/4-big workloads against the goal (>= 90%); for each mixed workload the
+utilisation bound that the instance's KV cells allow and the fraction of it reached; the
 mixed workloads on 8 threads vs the worker's rule, and with exact prompt counts vs the
 local bound; GGUF metadata read time vs gguf.GGUFReader."""
 
@@ -37,10 +38,10 @@ def measure(jobs: int, gguf_gib: float, say: Any) -> list[Figure]:
 def workload_figures(results: dict[str, Any]) -> list[Figure]:
     runs: dict[Run, dict[str, Any]] = results["runs"]
     figures = [throughput_figure(runs, results["sizes"]),
-               goal_figure("small", runs[Run("small", True)], "memory never binds")]
+               goal_figure("small", runs[Run("small", True)], "KV cells never bind")]
     for name in (MIXED, TYPICAL):
         run = runs[Run(name, True)]
-        figures += [goal_figure(name, run, f"memory permits at most "
+        figures += [goal_figure(name, run, f"KV cells permit at most "
                                 f"{100 * run['bound_gpu']:.0f}%"), bound_figure(name, run)]
     for name in (MIXED, TYPICAL):
         figures.append(compare_figure(
@@ -61,7 +62,8 @@ def throughput_figure(runs: dict[Run, dict[str, Any]], sizes: dict[str, Any]) ->
                                       for run, summary in runs.items()]}
     return Figure(SECTION, f"{MIXED} flood, {_rounds(on)}: successful "
                   f"jobs/s; failed: {_failed(on)} with admission, {_failed(off)} without "
-                  f"({off['oom']} out of memory)", "jobs/s", on["ok_per_s"], off["ok_per_s"],
+                  f"({off['no_cells']} found no free KV cells)", "jobs/s", on["ok_per_s"],
+                  off["ok_per_s"],
                   f"without admission, {off['threads']} threads", notes=notes)
 
 
@@ -73,13 +75,13 @@ def goal_figure(name: str, run: dict[str, Any], why: str) -> Figure:
 
 
 def bound_figure(name: str, run: dict[str, Any]) -> Figure:
-    """Utilisation vs the bound GPU memory allows; the ratio is the median of the rounds'."""
+    """Utilisation vs the bound KV cells allow; the ratio is the median of the rounds'."""
     return Figure(
-        SECTION, f"slot utilisation as a fraction of what GPU memory allows, {name} "
+        SECTION, f"slot utilisation as a fraction of what the KV cells allow, {name} "
         f"(as admission reserves: bound {100 * run['bound_reserved']:.0f}%, reached "
         f"{run['of_bound_reserved']:.2f}); ratio {_range(run, 'of_bound_gpu')}", "%",
         100 * run["utilisation"], 100 * run["bound_gpu"],
-        "bound by GPU memory and slots (best schedule of these jobs)",
+        "bound by KV cells and slots (best schedule of these jobs)",
         goal=f">= {GOAL_UTILISATION:.2f}x of the bound (the issue's goal, applied to it)",
         paired_ratio=run["of_bound_gpu"])
 

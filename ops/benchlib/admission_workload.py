@@ -22,22 +22,24 @@ from ops.benchlib.admission_bound import JobClass, min_makespan_s
 from producers.redis_server import RedisServer
 from producers.worker_process import WorkerProcess
 from workers import keys
+from workers.admission.instance import instance_group
 from workers.celery_config import celery_config
 from workers.contract import TASK_CHAT, ChatJob, queue_name
 from workers.settings import Settings
 
 LLM = "llama-3.2-1b-instruct"
 MIB, GIB = 1024**2, 1024**3
-WEIGHTS_BYTES = 807_694_464
-KV_ROOM_BYTES = 200 * MIB  # two big jobs at once
-SLOTS = 4
-BIG_MAX_TOKENS, SMALL_MAX_TOKENS = 3000, 100
-GOAL_UTILISATION = 0.85
+CELLS = 1024  # the instance's KV cells (its context length), unified: two big jobs at once
+SLOTS = 4  # its parallel predictions
+BIG_MAX_TOKENS, SMALL_MAX_TOKENS = 200, 40
+BIG_PROMPT = "word " * 300  # 300 tokens for the simulator's tokenizer
+REPLY_TOKENS = 150  # every reply, cut at max_tokens: big 150, small 40
+GOAL_UTILISATION = 0.9  # issue 18: of what the KV cells allow
 SIM_CONFIG = {
-    "gpu": {"vram_bytes": WEIGHTS_BYTES + KV_ROOM_BYTES},
-    "timing": {"decode_tokens_per_s": 100, "reply_min_tokens": 10, "reply_max_tokens": 30,
-               "parallel_slots": SLOTS},
-    "models": {"text-embedding-nomic-embed-text-v1.5": {"loaded": False}},
+    "timing": {"decode_tokens_per_s": 100, "parallel_slots": SLOTS, "unified_kv": True},
+    "faults": {"reply_tokens": REPLY_TOKENS},
+    "models": {LLM: {"context_length": CELLS},
+               "text-embedding-nomic-embed-text-v1.5": {"loaded": False}},
 }
 WORKLOADS = {"small": 0.0, "mixed-3/4-big": 0.75, "mixed-1/4-big": 0.25}  # big share
 MIXED, TYPICAL = "mixed-3/4-big", "mixed-1/4-big"
@@ -65,7 +67,7 @@ DEFAULT_RUNS: tuple[Run, ...] = (
     Run(MIXED, True, MORE_THREADS), Run(TYPICAL, True, MORE_THREADS),
     Run(MIXED, True, exact_count=True), Run(TYPICAL, True, exact_count=True),
 )
-Sizes = dict[str, dict[str, int]]  # job class -> {"gpu": bytes, "reserved": bytes}
+Sizes = dict[str, dict[str, int]]  # job class -> {"gpu": cells, "reserved": cells}
 
 
 @contextmanager
@@ -85,7 +87,7 @@ def stack() -> Iterator[tuple[Celery, Any, str]]:
 
 def worker_env(redis_url: str, host: str, run: Run) -> dict[str, str]:
     env = {"LMQ_BROKER_URL": redis_url, "LMQ_RESULT_BACKEND": redis_url,
-           "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": str(WEIGHTS_BYTES + KV_ROOM_BYTES),
+           "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": "24GiB",  # cells bind, not memory
            "LMQ_GPU_RESERVE": "0", "LMQ_SLOTS": str(SLOTS),
            "LMQ_ADMISSION": "true" if run.admission else "false", "PYTHONUNBUFFERED": "1"}
     if run.threads:
@@ -112,25 +114,26 @@ def jobs(count: int, big_share: float) -> list[dict[str, Any]]:
 
 
 def job_payload(big: bool, index: int) -> dict[str, Any]:
+    text = BIG_PROMPT if big else f"Tell me about item {index}."
     job = ChatJob(model=LLM, config={"max_tokens": BIG_MAX_TOKENS if big else SMALL_MAX_TOKENS},
-                  messages=[{"role": "user", "content": f"Tell me about item {index}."}])
+                  messages=[{"role": "user", "content": text}])
     return {**job.model_dump(mode="json"), "submitted_at": time.time()}
 
 
 def run_workload(app: Celery, payloads: list[dict[str, Any]]) -> dict[str, Any]:
     started = time.monotonic()
     handles = [app.send_task(TASK_CHAT, args=[p], queue=queue_name(LLM)) for p in payloads]
-    ok = oom = other = 0
+    ok = no_cells = other = 0
     for handle in handles:
         handle.get(timeout=300, propagate=False)
         if handle.successful():
             ok += 1
-        elif "out of memory" in str(handle.result):
-            oom += 1
+        elif "failed to find a memory slot" in str(handle.result):  # llama.cpp: no free cells
+            no_cells += 1
         else:
             other += 1
     elapsed_s = time.monotonic() - started
-    return {"jobs": len(payloads), "ok": ok, "oom": oom, "other": other,
+    return {"jobs": len(payloads), "ok": ok, "no_cells": no_cells, "other": other,
             "elapsed_s": elapsed_s, "ok_per_s": ok / elapsed_s}
 
 
@@ -168,7 +171,7 @@ def with_bounds(run: dict[str, Any], sizes: Sizes, exact_count: bool) -> dict[st
         size_of = "gpu" if exact_count else basis
         classes = [JobClass(kind, busy_s, sizes[kind][size_of])
                    for kind, busy_s in run["busy_s"].items() if busy_s > 0]
-        makespan_s = min_makespan_s(classes, SLOTS, KV_ROOM_BYTES) if classes else 0.0
+        makespan_s = min_makespan_s(classes, SLOTS, CELLS) if classes else 0.0
         total = sum(c.busy_s for c in classes)
         run[f"bound_{basis}"] = total / (SLOTS * makespan_s) if makespan_s else 1.0
         run[f"of_bound_{basis}"] = makespan_s / run["span_s"] if run["span_s"] else 0.0
@@ -176,8 +179,9 @@ def with_bounds(run: dict[str, Any], sizes: Sizes, exact_count: bool) -> dict[st
 
 
 def probe_sizes(app: Celery, sim: Any, redis_url: str) -> Sizes:
-    """KV bytes of one big and one small job, allocated by the simulator and reserved by
-    admission: read while each runs (slowed by a prefill fault); needs a worker running."""
+    """KV cells of one big and one small job, used in the simulator (prompt + reply, from
+    its stats) and reserved by admission (the instance's ticket, read while the job runs,
+    slowed by a prefill fault); needs a worker running."""
     client = redis.Redis.from_url(redis_url)
     sim.admin.set_faults(slow_prefill_s=1.0)
     try:
@@ -188,21 +192,20 @@ def probe_sizes(app: Celery, sim: Any, redis_url: str) -> Sizes:
 
 
 def _probe_one(app: Celery, sim: Any, client: redis.Redis, big: bool) -> dict[str, int]:
-    info_key = keys.admission(sim.host) + ":info"
+    info_key = keys.admission(instance_group(sim.host, LLM)) + ":info"
     handle = app.send_task(TASK_CHAT, args=[job_payload(big, 10)], queue=queue_name(LLM))
     deadline = time.monotonic() + 30
     while True:
         reserved = [t["b"] for t in map(json.loads, client.hgetall(info_key).values())
                     if t["k"] == "job"]
-        allocated = [b for owner, b in sim.admin.state()["vram"]["held"].items()
-                     if owner.startswith("kv:")]
-        if reserved and allocated:
+        if reserved:
             break
         if time.monotonic() > deadline:
-            raise RuntimeError(f"probe job not running: {reserved} {allocated}")
+            raise RuntimeError(f"probe job not admitted: {reserved}")
         time.sleep(0.02)
-    handle.get(timeout=60)
-    return {"gpu": allocated[0], "reserved": reserved[0]}
+    stats = handle.get(timeout=60)["stats"]
+    return {"gpu": int(stats["prompt_tokens_count"]) + int(stats["predicted_tokens_count"]),
+            "reserved": int(reserved[0])}
 
 
 def measure(app: Celery, sim: Any, redis_url: str, run: Run, count: int, rounds: int,
@@ -234,7 +237,7 @@ def summarise(runs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
     """Medians of the rounds (min and max under `range`), failures summed, every round kept."""
     out: dict[str, Any] = {"threads": threads, "rounds": runs, "range": {},
                            "jobs_per_run": int(runs[0]["jobs"]) if runs else 0}
-    for name in ("jobs", "ok", "oom", "other"):
+    for name in ("jobs", "ok", "no_cells", "other"):
         out[name] = sum(int(r[name]) for r in runs)
     for name in SUMMARY_KEYS:
         values = [float(r[name]) for r in runs if name in r]
@@ -265,15 +268,15 @@ def workload_results(count: int, rounds: int = 2, runs: tuple[Run, ...] = DEFAUL
 def print_workloads(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
     if sizes:
-        print("KV per job, allocated by the GPU / reserved by admission: " + ", ".join(
-            f"{kind} {s['gpu'] / MIB:.2f} / {s['reserved'] / MIB:.2f} MiB"
-            for kind, s in sizes.items()) + f"; KV room {KV_ROOM_BYTES / MIB:.0f} MiB")
-    print(f"{'run':<26} {'thr':>3} {'jobs':>5} {'ok':>5} {'oom':>4} "
+        print("KV cells per job, used by LM Studio / reserved by admission: " + ", ".join(
+            f"{kind} {s['gpu']} / {s['reserved']}" for kind, s in sizes.items())
+            + f"; {CELLS} cells, {SLOTS} parallel")
+    print(f"{'run':<26} {'thr':>3} {'jobs':>5} {'ok':>5} {'fail':>4} "
           f"{'ok/s':>13} {'slot util':>11} {'bound gpu':>9} {'of bound':>11} "
           f"{'bound res':>9} {'of bound':>11}")
     for run, r in results["runs"].items():
         print(f"{run.label:<26} {r['threads']:>3} {r['jobs']:>5} "
-              f"{r['ok']:>5} {r['oom']:>4} {_ranged(r, 'ok_per_s'):>13} "
+              f"{r['ok']:>5} {r['jobs'] - r['ok']:>4} {_ranged(r, 'ok_per_s'):>13} "
               f"{_ranged(r, 'utilisation'):>11} {r.get('bound_gpu', 0):>9.2f} "
               f"{_ranged(r, 'of_bound_gpu'):>11} {r.get('bound_reserved', 0):>9.2f} "
               f"{_ranged(r, 'of_bound_reserved'):>11}")

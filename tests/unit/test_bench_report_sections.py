@@ -19,10 +19,11 @@ from ops.benchlib import (
 )
 
 
-def run(ok: int, oom: int, ok_per_s: float, utilisation: float, bound: float = 1.0,
+def run(ok: int, no_cells: int, ok_per_s: float, utilisation: float, bound: float = 1.0,
         threads: int = 6) -> dict[str, Any]:
     """One configuration's summary as `bench_admission.workload_results` gives it."""
-    return {"jobs": 64, "jobs_per_run": 64, "ok": ok, "oom": oom, "ok_per_s": ok_per_s,
+    return {"jobs": 64, "jobs_per_run": 64, "ok": ok, "no_cells": no_cells,
+            "ok_per_s": ok_per_s,
             "threads": threads, "utilisation": utilisation, "rounds": [{}, {}],
             "bound_gpu": bound, "bound_reserved": bound, "of_bound_gpu": utilisation / bound,
             "of_bound_reserved": utilisation / bound,
@@ -44,11 +45,11 @@ def test_admission_figures_compare_with_and_without_admission() -> None:
     figures = admission_section.workload_figures({"runs": runs, "sizes": {}})
     flood, small, mixed, mixed_bound = figures[:4]
     assert (flood.pool, flood.peer, flood.ratio) == (8.0, 4.0, 2.0)
-    assert "0 with admission, 48 without (48 out of memory)" in flood.name
+    assert "0 with admission, 48 without (48 found no free KV cells)" in flood.name
     assert small.peer_is_goal and small.pool == pytest.approx(90.0)
-    assert small.ratio == pytest.approx(90 / 85)
-    assert "no peer, goal: 85.0 %" in small.as_row()
-    assert mixed.pool == pytest.approx(60.0) and mixed.ratio == pytest.approx(60 / 85)
+    assert small.ratio == pytest.approx(90 / 90)
+    assert "no peer, goal: 90.0 %" in small.as_row()
+    assert mixed.pool == pytest.approx(60.0) and mixed.ratio == pytest.approx(60 / 90)
     assert mixed_bound.peer == pytest.approx(65.0)
     assert mixed_bound.ratio == pytest.approx(0.6 / 0.65)  # the fraction of the bound
     exact = figures[-1]
