@@ -142,8 +142,11 @@ def test_model_not_downloaded_exits_naming_available_models(worker_factory, lmq_
      InvalidJobError, "not valid JSON"),
     ({"kind": "chat", "model": LLM, "messages": "hi", "config": {"max_tokens": 5000}},
      ContextOverflowError, "context length of 4096"),
-    ({"kind": "completion", "model": LLM, "prompt": "x", "config": {"temperature": 9}},
+    # a config the SDK's schema refuses, sent past the producer's check (raw send_task)
+    ({"kind": "completion", "model": LLM, "prompt": "x", "config": {"temperature": -1}},
      InvalidJobError, "temperature"),
+    ({"kind": "chat", "model": LLM, "messages": "x", "config": {"topPSamplin": 0.5}},
+     InvalidJobError, "unknown prediction config key(s) ['topPSamplin']"),
 ])
 def test_bad_job_fails_at_once_and_is_not_retried(job, error, words, worker_factory, lmq_env,
                                                   redis_url, simulator):  # type: ignore[no-untyped-def]
