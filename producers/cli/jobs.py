@@ -38,6 +38,10 @@ def prediction_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=None),
         click.option("--json-schema", callback=_json_schema, default=None,
                      help="Structured output: a JSON Schema (as a JSON string)."),
+        click.option("--config", "sdk_config", callback=_json_object, default=None,
+                     help="The SDK's prediction config as a JSON object (any "
+                     "LlmPredictionConfig key, e.g. '{\"repeatPenalty\": 1.1}'); the options "
+                     "above override its keys."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -60,11 +64,22 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    parsed = _json_schema(ctx, param, value)
+    if parsed is not None and not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"maxTokens\": 64}'")
+    return parsed
+
+
 def to_config(opts: dict[str, Any]) -> PredictionConfig:
     fields = {name: opts.pop(name) for name in ("temperature", "max_tokens", "top_p", "top_k",
                                                 "seed", "json_schema")}
     fields["stop"] = list(opts.pop("stop"))
-    return make_config({key: value for key, value in fields.items() if value not in (None, [])})
+    options = make_config({key: value for key, value in fields.items()
+                           if value not in (None, [])})
+    base = make_config(opts.pop("sdk_config"))  # both in the SDK's keys now: options win
+    return make_config({**base.model_dump(exclude_none=True),
+                        **options.model_dump(exclude_none=True)})
 
 
 def finish(handle: JobHandle, *, wait: bool, stream: bool, as_json: bool,

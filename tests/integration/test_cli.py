@@ -77,6 +77,19 @@ def test_no_wait_then_status_and_result(pool: LocalPool) -> None:
     assert f"{job_id}: SUCCESS" in ok(pool.env, "status", job_id)
 
 
+def test_config_takes_any_sdk_key_and_options_win(pool: LocalPool) -> None:
+    job_id = ok(pool.env, "chat", CHAT, "Configured", "--no-wait", "--max-tokens", "6",
+                "--config", '{"maxTokens": 50, "repeatPenalty": 1.1, "min_p_sampling": 0.05}'
+                ).strip()
+    result = json.loads(ok(pool.env, "result", job_id, "--timeout", "60", "--json"))
+    assert result["config"] == {"maxTokens": 6, "repeatPenalty": 1.1, "minPSampling": 0.05}
+    assert result["result"]["stats"]["predicted_tokens_count"] <= 6
+    for bad, words in (('{"maxTokenz": 5}', "did you mean 'maxTokens'"), ("[1]", "JSON object")):
+        done = lmq(pool.env, "chat", CHAT, "hi", "--config", bad)
+        assert done.returncode != 0 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") <= 3
+
+
 def test_user_mistakes_are_one_line(pool: LocalPool) -> None:
     cases = [("chat", "no-such-model", "hi"), ("chat", CHAT, "hi", "--temperature", "-1"),
              ("status", "nope"), ("chat", CHAT, "hi", "--json-schema", "{bad")]
