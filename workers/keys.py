@@ -74,3 +74,18 @@ def dead_letters(queue: str) -> str:
 def served() -> str:
     """Sorted set of `<model>|<worker>` members scored by when their registration lapses."""
     return f"{KEY_PREFIX}served"
+
+
+def gateway_file(file_id: str) -> str:
+    """Hash of one file uploaded to `lmq serve` (/v1/files): its metadata and content."""
+    return f"{KEY_PREFIX}gateway:file:{file_id}"
+
+
+def gateway_batch(batch_id: str) -> str:
+    """Hash of one OpenAI batch record of `lmq serve` (/v1/batches)."""
+    return f"{KEY_PREFIX}gateway:batch:{batch_id}"
+
+
+def gateway_index(kind: str) -> str:
+    """Sorted set of the gateway's `kind` ids ('file' or 'batch') scored by creation time."""
+    return f"{KEY_PREFIX}gateway:{kind}s"

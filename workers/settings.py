@@ -149,6 +149,24 @@ class Settings(BaseSettings):
     flower_max_tasks: int = Field(10_000, description="Tasks Flower keeps in memory.")
     flower_port: int = Field(5555, description="Port Flower listens on.")
 
+    # --- The OpenAI-compatible gateway (`lmq serve`) --------------------------------------
+    api_keys: SecretStr | None = Field(
+        None, description="API keys of `lmq serve`, comma-separated KEY=TENANT[:PRIORITY] "
+        "(PRIORITY high, normal or low; default normal); KEY may be given as sha256:<hex> "
+        "(`lmq serve --hash-key KEY` prints it) so the plain key need not be stored. Clients "
+        "send `Authorization: Bearer KEY`. Unset: no auth, and the gateway listens on "
+        "127.0.0.1 only."
+    )
+    max_queued: int = Field(
+        10_000, ge=1, description="`lmq serve` answers 503 (with Retry-After) instead of "
+        "queueing a request when more than this many jobs wait in the model's queue."
+    )
+    gateway_host: str = Field(
+        "0.0.0.0", description="Address `lmq serve` listens on (127.0.0.1 when LMQ_API_KEYS "
+        "is unset)."
+    )
+    gateway_port: int = Field(8080, description="Port `lmq serve` listens on.")
+
     @field_validator("lmstudio_host")
     @classmethod
     def _strip_scheme(cls, host: str) -> str:
@@ -175,7 +193,7 @@ class Settings(BaseSettings):
         return self.admission_group or self.lmstudio_host
 
 
-SECRET_FIELDS = ("broker_url", "result_backend", "redis_url", "flower_basic_auth")
+SECRET_FIELDS = ("broker_url", "result_backend", "redis_url", "flower_basic_auth", "api_keys")
 
 
 @lru_cache(maxsize=1)

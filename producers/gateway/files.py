@@ -1,0 +1,102 @@
+"""/v1/files: batch input files, validated line by line as `lmq batch` does, and the output
+and error files of finished batches."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import Response
+
+from producers.batch import Validation, validate_file
+from producers.gateway.auth import Tenant
+from producers.gateway.errors import bad_request, not_found
+from producers.gateway.records import new_id, now
+from producers.gateway.state import Gateway, GatewayDep, TenantDep
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+SHOWN_LINE_ERRORS = 10
+
+
+def file_object(file_id: str, filename: str, size: int, purpose: str) -> dict[str, Any]:
+    return {"id": file_id, "object": "file", "bytes": size, "created_at": now(),
+            "filename": filename, "purpose": purpose, "status": "processed",
+            "expires_at": None, "status_details": None}
+
+
+def store_file(gw: Gateway, owner: Tenant, content: bytes, filename: str,
+               purpose: str) -> dict[str, Any]:
+    record = file_object(new_id("file"), filename, len(content), purpose)
+    gw.files.put(record["id"], record, owner.name, content=content)
+    return record
+
+
+def validated(content: bytes) -> Validation:
+    """Every line checked by `lmq batch`'s own validator (it reads a file)."""
+    with tempfile.TemporaryDirectory(prefix="lmq-upload-") as folder:
+        path = Path(folder) / "input.jsonl"
+        path.write_bytes(content)
+        try:
+            return validate_file(path)
+        except UnicodeDecodeError:
+            raise bad_request("the file is not UTF-8 text (JSONL)", "file") from None
+
+
+@router.post("")
+async def upload(file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()],
+                 gw: GatewayDep, owner: TenantDep) -> Any:
+    """Upload a batch input file (purpose `batch`): every line is checked before it is kept."""
+    if purpose != "batch":
+        raise bad_request(f"purpose must be 'batch' (this gateway keeps batch input files), "
+                          f"not {purpose!r}", "purpose")
+    content = await file.read()
+    validation = await asyncio.to_thread(validated, content)
+    if not validation.ok:
+        lines = validation.report(limit=SHOWN_LINE_ERRORS).splitlines()
+        raise bad_request("the file has bad lines, nothing was kept: " + "; ".join(lines),
+                          "file")
+    return await asyncio.to_thread(store_file, gw, owner, content, file.filename or "input",
+                                   purpose)
+
+
+@router.get("")
+async def list_files(gw: GatewayDep, owner: TenantDep, purpose: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+                     after: str | None = None) -> Any:
+    page, more = gw.files.newest(owner.name, after, limit)
+    data = [f for f in page if purpose is None or f["purpose"] == purpose]
+    return {"object": "list", "data": data, "has_more": more,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+def owned_file(gw: Gateway, file_id: str, owner: Tenant) -> dict[str, Any]:
+    record = gw.files.get(file_id, owner.name)
+    if record is None:
+        raise not_found(f"no file {file_id!r} (unknown id, or it expired)")
+    return record
+
+
+@router.get("/{file_id}")
+async def retrieve(file_id: str, gw: GatewayDep,
+                   owner: TenantDep) -> Any:
+    return owned_file(gw, file_id, owner)
+
+
+@router.get("/{file_id}/content")
+async def content(file_id: str, gw: GatewayDep,
+                  owner: TenantDep) -> Response:
+    owned_file(gw, file_id, owner)
+    return Response(gw.files.field(file_id, "content") or b"",
+                    media_type="application/jsonl")
+
+
+@router.delete("/{file_id}")
+async def delete(file_id: str, gw: GatewayDep,
+                 owner: TenantDep) -> Any:
+    owned_file(gw, file_id, owner)
+    gw.files.delete(file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,131 @@
+"""/v1/chat/completions, /v1/completions, /v1/embeddings: one request, one job.
+
+The request is checked (`translate`), its model asked for (`pool_access`), the job queued
+through `JobQueue` like any other producer's, and the answer is the job's result in
+OpenAI's format, or a server-sent event stream of its text (`sse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+
+from producers.gateway import formats
+from producers.gateway.errors import ApiError
+from producers.gateway.sse import job_events
+from producers.gateway.state import Gateway, GatewayDep, TenantDep
+from producers.gateway.translate import job_request
+from producers.gateway.waiting import ClientGone, result_unless_gone
+from producers.job_handle import JobHandle
+from workers.contract import Job
+from workers.error import JobCancelledError
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the request": no one reads it
+
+
+class _OpenAIBody(BaseModel):
+    """Documented fields; any other OpenAI field is accepted and passed on to the check."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+
+
+class ChatCompletionBody(_OpenAIBody):
+    messages: list[dict[str, Any]]
+    stream: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class CompletionBody(_OpenAIBody):
+    prompt: str | list[str]
+    stream: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class EmbeddingBody(_OpenAIBody):
+    input: str | list[str]
+    encoding_format: str | None = None
+
+
+def _submit(gw: Gateway, job: Job) -> JobHandle:
+    gw.access.check(job.model)
+    return gw.queue.submit(job, enqueue_anyway=True)  # checked just above, with 404 vs 503
+
+
+async def answer(request: Request, gw: Gateway, url: str, body: BaseModel) -> Response:
+    asked = job_request(url, body.model_dump(exclude_unset=True))
+    handle = await asyncio.to_thread(_submit, gw, asked.job)
+    if asked.stream:
+        events = job_events(handle, asked.job.model, chat=url.endswith("chat/completions"),
+                            include_usage=asked.include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    try:
+        result = await result_unless_gone(request, handle)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    except JobCancelledError as exc:
+        raise ApiError(409, f"{exc} (cancelled while it ran)", kind="server_error",
+                       code="job_cancelled") from None
+    return JSONResponse(formats.response(handle.id, url, result.model_dump(mode="json")))
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, body: ChatCompletionBody,
+                           gw: GatewayDep,
+                           _owner: TenantDep) -> Response:
+    """A chat job; `stream: true` answers with server-sent chunks."""
+    return await answer(request, gw, "/v1/chat/completions", body)
+
+
+@router.post("/completions")
+async def completions(request: Request, body: CompletionBody,
+                      gw: GatewayDep,
+                      _owner: TenantDep) -> Response:
+    """A completion job (one prompt)."""
+    return await answer(request, gw, "/v1/completions", body)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, body: EmbeddingBody, gw: GatewayDep,
+                     _owner: TenantDep) -> Response:
+    """An embedding job: one vector per input text, as floats or base64."""
+    return await answer(request, gw, "/v1/embeddings", body)
+
+
+@router.get("/models")
+async def models(gw: GatewayDep, _owner: TenantDep) -> Any:
+    """The models live workers serve now."""
+    served = await asyncio.to_thread(gw.access.served)
+    return {"object": "list", "data": [_model(name) for name in sorted(served)]}
+
+
+@router.get("/models/{model:path}")
+async def model(model: str, gw: GatewayDep,
+                _owner: TenantDep) -> Any:
+    served = await asyncio.to_thread(gw.access.served)
+    if model not in served:
+        raise ApiError(404, f"no live worker serves model {model!r}; served models: "
+                       f"{', '.join(sorted(served)) or 'none'}", code="model_not_found")
+    return _model(model)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "lmstudio-queue"}

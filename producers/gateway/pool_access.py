@@ -1,0 +1,60 @@
+"""What the gateway asks the pool before queueing: is the model served, is its queue full.
+
+    404  the model is unknown to the pool (no worker ever served it): names the served ones
+    503  a worker served it but none is live now, or more than LMQ_MAX_QUEUED jobs wait
+         (Retry-After: the client tries again instead of piling more onto the queue)
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from producers.gateway.errors import not_found, unavailable
+from producers.job_queue import JobQueue
+from workers import keys
+from workers.metrics import known_models, queue_length
+
+
+class PoolAccess:
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+        self.settings = queue.settings
+        broker = self.settings.broker_url
+        self._broker = (redis.Redis.from_url(broker)
+                        if broker.startswith(("redis://", "rediss://")) else None)
+
+    def served(self) -> dict[str, list[str]]:
+        """model -> live workers, from the workers' registrations (one round trip)."""
+        found: dict[str, list[str]] = {}
+        for raw in self.queue.store_client.zrangebyscore(keys.served(), time.time(), "+inf"):
+            model, _, worker = raw.decode().rpartition("|")
+            found.setdefault(model, []).append(worker)
+        return found
+
+    def check(self, model: str) -> None:
+        """Raise the ApiError a request for `model` gets now, if any."""
+        served = self.served()
+        if model not in served and model not in self.queue.served_models():
+            self._not_served(model, sorted(served))
+        if self._broker is not None:
+            waiting = queue_length(self._broker, model)
+            if waiting > self.settings.max_queued:
+                raise unavailable(f"{waiting} jobs wait for model {model!r}, more than "
+                                  f"LMQ_MAX_QUEUED={self.settings.max_queued}: retry later",
+                                  code="queue_full")
+
+    def _not_served(self, model: str, served: list[str]) -> None:
+        names = ", ".join(served) or "none"
+        if model in known_models(self.queue.store_client):
+            raise unavailable(f"no live worker serves model {model!r} right now (served: "
+                              f"{names}); retry later, or start one with "
+                              f"`LMQ_MODEL={model} celery -A workers worker`",
+                              code="model_not_served")
+        raise not_found(f"the model {model!r} does not exist in this pool; served models: "
+                        f"{names}", code="model_not_found")
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()

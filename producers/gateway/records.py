@@ -1,0 +1,94 @@
+"""Files and batch records of the gateway, in Redis, so they survive a gateway restart and
+every gateway replica of one pool sees the same ones.
+
+    keys.gateway_file(id)    hash: meta (the OpenAI file object, JSON), tenant, content
+    keys.gateway_batch(id)   hash: record (the OpenAI batch object, JSON), tenant, state
+    keys.gateway_index(k)    sorted set of ids by creation time, for listing
+
+Each belongs to the tenant whose key created it; another tenant gets a 404, as for an id
+that never existed. Everything expires with the pool's results (LMQ_RESULT_EXPIRES_S).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from workers import keys
+
+
+class Records:
+    """One kind of record ('file' or 'batch') of the gateway."""
+
+    def __init__(self, client: redis.Redis, kind: str, ttl_s: int) -> None:
+        self.client, self.kind, self.ttl_s = client, kind, ttl_s
+        self._key = keys.gateway_file if kind == "file" else keys.gateway_batch
+        self._field = "meta" if kind == "file" else "record"
+
+    def put(self, record_id: str, record: dict[str, Any], tenant: str,
+            **extra: bytes | str) -> None:
+        key = self._key(record_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={self._field: json.dumps(record), "tenant": tenant, **extra})
+        pipe.expire(key, self.ttl_s)
+        pipe.zadd(keys.gateway_index(self.kind), {record_id: float(record["created_at"])})
+        pipe.execute()
+
+    def update(self, record_id: str, record: dict[str, Any]) -> None:
+        self.client.hset(self._key(record_id), self._field, json.dumps(record))
+
+    def get(self, record_id: str, tenant: str) -> dict[str, Any] | None:
+        raw = self.client.hmget(self._key(record_id), [self._field, "tenant"])
+        if raw[0] is None or (raw[1] or b"").decode() != tenant:
+            return None
+        record: dict[str, Any] = json.loads(raw[0])
+        return record
+
+    def field(self, record_id: str, name: str) -> bytes | None:
+        value = self.client.hget(self._key(record_id), name)
+        return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+    def set_field(self, record_id: str, name: str, value: str) -> None:
+        self.client.hset(self._key(record_id), name, value)
+
+    def delete(self, record_id: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self._key(record_id))
+        pipe.zrem(keys.gateway_index(self.kind), record_id)
+        pipe.execute()
+
+    def newest(self, tenant: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]],
+                                                                           bool]:
+        """A page of the tenant's records, newest first, starting after the id `after`."""
+        ids = [raw.decode() for raw in self.client.zrevrange(keys.gateway_index(self.kind),
+                                                             0, -1)]
+        if after is not None:
+            ids = ids[ids.index(after) + 1:] if after in ids else []
+        page: list[dict[str, Any]] = []
+        for record_id in ids:
+            record = self.get(record_id, tenant)
+            if record is None:
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append(record)
+        return page, False
+
+    def lock(self, record_id: str, ttl_s: int = 120) -> bool:
+        """One process at a time finalizes a batch (several gateways may poll it)."""
+        return bool(self.client.set(self._key(record_id) + ":lock", "1", nx=True, ex=ttl_s))
+
+    def unlock(self, record_id: str) -> None:
+        self.client.delete(self._key(record_id) + ":lock")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,57 @@
+"""What every route reaches through `request.app.state.gateway`: the pool, keys, records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from producers.gateway.auth import KeyRing, Tenant
+from producers.gateway.errors import ApiError
+from producers.gateway.pool_access import PoolAccess
+from producers.gateway.records import Records
+from producers.job_queue import JobQueue
+from workers.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    queue: JobQueue
+    access: PoolAccess
+    keyring: KeyRing
+    files: Records
+    batches: Records
+
+    @classmethod
+    def open(cls, settings: Settings, keyring: KeyRing) -> Gateway:
+        queue = JobQueue(settings)
+        ttl_s = settings.result_expires_s
+        return cls(settings, queue, PoolAccess(queue), keyring,
+                   Records(queue.store_client, "file", ttl_s),
+                   Records(queue.store_client, "batch", ttl_s))
+
+    def close(self) -> None:
+        self.access.close()
+        self.queue.close()
+
+
+def gateway(request: Request) -> Gateway:
+    found: Gateway = request.app.state.gateway
+    return found
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+
+
+def tenant(request: Request, gw: GatewayDep) -> Tenant:
+    """The caller's tenant from `Authorization: Bearer`; 401 for a missing or wrong key."""
+    found = gw.keyring.tenant(request.headers.get("authorization"))
+    if found is None:
+        raise ApiError(401, "missing or unknown API key: send `Authorization: Bearer <key>` "
+                       "with a key from LMQ_API_KEYS", code="invalid_api_key")
+    return found
+
+
+TenantDep = Annotated[Tenant, Depends(tenant)]

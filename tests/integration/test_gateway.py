@@ -1,0 +1,266 @@
+"""`lmq serve` with the official `openai` client: a real uvicorn server in a thread, real
+Redis, real `celery -A workers worker` processes, the simulator as LM Studio."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from pydantic import SecretStr
+
+from producers.gateway.server import serve_in_thread
+from producers.local_pool import LocalPool
+from producers.redis_server import RedisServer
+from tests.support.pool import pool_on_database
+from tests.support.wait import wait_until
+
+CHAT = "llama-3.2-1b-instruct"
+EMBED = "text-embedding-nomic-embed-text-v1.5"
+KEY = "sk-test-team-a"
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
+    with pool_on_database(redis_server, sim, 12, [CHAT, EMBED]) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def base_url(pool: LocalPool) -> Iterator[str]:
+    settings = pool.settings.model_copy(update={"api_keys": SecretStr(f"{KEY}=team-a:high")})
+    with serve_in_thread(settings) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0) as made:
+        yield made
+
+
+@pytest.fixture(autouse=True)
+def fresh_sim(sim: object) -> Iterator[None]:
+    admin = sim.admin  # type: ignore[attr-defined]
+    admin.reset()
+    admin.set_timing(decode_tokens_per_s=200.0)
+    yield
+    admin.reset()
+
+
+def test_models_lists_what_live_workers_serve(client: openai.OpenAI) -> None:
+    assert sorted(m.id for m in client.models.list()) == sorted([CHAT, EMBED])
+
+
+def test_chat_completion_with_stats(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Hello there"}],
+        max_tokens=20, temperature=0.2, top_p=0.9, seed=7, stop=["\n\n"])
+    assert reply.object == "chat.completion" and reply.model == CHAT
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
+    stats = reply.model_extra["lmq_stats"]["stats"]
+    assert stats["tokens_per_second"] > 0 and stats["stop_reason"]
+
+
+def test_streaming_chunks_and_final_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Tell me a story"}],
+        max_completion_tokens=30, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    finishing = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finishing) == 1 and finishing[0].model_extra["lmq_stats"]["stats"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    whole = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Tell me a story"}], max_tokens=30)
+    assert text == whole.choices[0].message.content  # the simulator is deterministic
+
+
+def test_completion_and_its_stream(client: openai.OpenAI) -> None:
+    done = client.completions.create(model=CHAT, prompt="The sky is", max_tokens=10)
+    assert done.object == "text_completion" and done.choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=CHAT, prompt="The sky is", max_tokens=10, stream=True) if c.choices)
+    assert streamed == done.choices[0].text
+
+
+ECHO_TOOL = {"type": "function", "function": {
+    "name": "echo", "description": "Echo a text back.",
+    "parameters": {"type": "object", "properties": {"text": {"type": "string"}},
+                   "required": ["text"]}}}
+
+
+def test_tools_come_back_as_tool_calls(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Please echo 'hello' back to me."}],
+        tools=[ECHO_TOOL], tool_choice="auto", max_tokens=100)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "echo" and "text" in json.loads(call.function.arguments)
+    # the tool's answer goes back in, as OpenAI clients send it
+    follow = client.chat.completions.create(model=CHAT, max_tokens=30, tools=[ECHO_TOOL], messages=[
+        {"role": "user", "content": "Please echo 'hello' back to me."},
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "HELLO"}])
+    assert follow.choices[0].message.content or follow.choices[0].message.tool_calls
+    none = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Please echo 'hello' back to me."}],
+        tools=[ECHO_TOOL], tool_choice="none", max_tokens=20)
+    assert not none.choices[0].message.tool_calls
+
+
+def test_structured_output_follows_the_schema(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "A person, as JSON"}], max_tokens=80,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": schema, "strict": True}})
+    data = json.loads(reply.choices[0].message.content)
+    assert isinstance(data["name"], str) and isinstance(data["age"], int)
+
+
+def test_embeddings_as_floats_and_base64(client: openai.OpenAI) -> None:
+    floats = client.embeddings.create(model=EMBED, input=["one text", "another text"],
+                                      encoding_format="float")
+    assert [d.index for d in floats.data] == [0, 1] and floats.usage.total_tokens > 0
+    single = client.embeddings.create(model=EMBED, input="one text", encoding_format="float")
+    assert single.data[0].embedding == floats.data[0].embedding
+    # the client's default asks for base64 and decodes it to floats itself
+    packed = client.embeddings.create(model=EMBED, input="one text")
+    assert packed.data[0].embedding == pytest.approx(floats.data[0].embedding, rel=1e-6)
+    raw = client.embeddings.with_raw_response.create(model=EMBED, input="one text",
+                                                     encoding_format="base64")
+    encoded = json.loads(raw.http_response.text)["data"][0]["embedding"]
+    values = struct.unpack(f"<{len(floats.data[0].embedding)}f", base64.b64decode(encoded))
+    assert list(values) == pytest.approx(floats.data[0].embedding, rel=1e-6)
+
+
+def test_image_parts_reach_the_model(client: openai.OpenAI, base_url: str) -> None:
+    png = base64.b64encode(bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")).decode()
+    content = [{"type": "text", "text": "What is this?"},
+               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]
+    # the chat model of the simulator has no vision: the pool refuses the image, as a 400
+    with pytest.raises(openai.BadRequestError, match="vision"):
+        client.chat.completions.create(model=CHAT, max_tokens=5,
+                                       messages=[{"role": "user", "content": content}])
+    path_part = {"type": "image_url", "image_url": {"url": "/etc/passwd"}}
+    with pytest.raises(openai.BadRequestError, match="data URLs"):
+        client.chat.completions.create(model=CHAT, max_tokens=5, messages=[
+            {"role": "user", "content": [path_part]}])
+
+
+def test_bad_keys_are_401(base_url: str) -> None:
+    for key in ("sk-wrong", ""):
+        with openai.OpenAI(base_url=base_url, api_key=key or "x", max_retries=0) as bad, \
+                pytest.raises(openai.AuthenticationError) as caught:
+            bad.models.list()
+        assert caught.value.code == "invalid_api_key"
+    reply = httpx.get(base_url + "/models")  # no Authorization header at all
+    assert reply.status_code == 401 and reply.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_unknown_model_is_404_naming_the_served_ones(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user",
+                                                                   "content": "hi"}])
+    assert caught.value.code == "model_not_found"
+    assert CHAT in caught.value.message and EMBED in caught.value.message
+
+
+def test_bad_input_is_400_saying_what_to_fix(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client.chat.completions.create(model=CHAT, messages=[])
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model=CHAT, temperature=-1,
+                                       messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="n must be 1"):
+        client.chat.completions.create(model=CHAT, n=2,
+                                       messages=[{"role": "user", "content": "hi"}])
+
+
+def test_full_queue_is_503_with_retry_after(pool: LocalPool, sim: object) -> None:
+    from workers.metrics import queue_length
+
+    sim.admin.set_timing(decode_tokens_per_s=2.0)  # type: ignore[attr-defined]
+    settings = pool.settings.model_copy(update={"api_keys": SecretStr(f"{KEY}=team-a"),
+                                               "max_queued": 1})
+    broker = pool.queue.publisher.broker
+    # More long jobs than the worker's threads take: the rest wait in the queue.
+    handles = [pool.queue.chat(CHAT, "Write a long story", config={"max_tokens": 400})
+               for _ in range(12)]
+    try:
+        wait_until(lambda: queue_length(broker, CHAT) >= 2, timeout=30,
+                   message="jobs waiting in the queue")
+        with serve_in_thread(settings) as url, \
+                openai.OpenAI(base_url=url, api_key=KEY, max_retries=0) as limited, \
+                pytest.raises(openai.APIStatusError) as caught:
+            limited.chat.completions.create(model=CHAT, messages=[{"role": "user",
+                                                                   "content": "hi"}])
+    finally:
+        pool.queue.cancel_model(CHAT)
+    assert caught.value.status_code == 503 and caught.value.code == "queue_full"
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    assert "LMQ_MAX_QUEUED=1" in caught.value.message
+    wait_until(lambda: all(h.finished() for h in handles), timeout=60,
+               message="the cancelled jobs to end")
+
+
+def test_client_disconnect_cancels_the_job(base_url: str, sim: object) -> None:
+    admin = sim.admin  # type: ignore[attr-defined]
+    admin.set_timing(decode_tokens_per_s=10.0)
+
+    def predicting(marker: str) -> bool:
+        return marker in json.dumps(admin.log(type="channelCreate"))
+
+    async def leave_mid_request(stream: bool, marker: str) -> None:
+        body = {"model": CHAT, "max_tokens": 400, "stream": stream,
+                "messages": [{"role": "user", "content": f"Write a long story ({marker})"}]}
+        async with httpx.AsyncClient(base_url=base_url,
+                                     headers={"Authorization": f"Bearer {KEY}"}) as http:
+            task = asyncio.ensure_future(http.post("/chat/completions", json=body))
+            await asyncio.to_thread(wait_until, lambda: predicting(marker), 30, 0.05,
+                                    "the request's prediction at the simulator")
+            task.cancel()  # closes the connection mid-request
+            await asyncio.gather(task, return_exceptions=True)
+
+    for stream in (False, True):
+        admin.clear_log()
+        marker = f"disconnect-test-stream-{stream}"
+        asyncio.run(leave_mid_request(stream, marker))
+        cancels = wait_until(lambda: admin.log(type="channelSend:cancel"), timeout=30,
+                             message=f"the cancel at the simulator (stream={stream})")
+        assert len(cancels) == 1
+        stopped = wait_until(lambda: admin.log(type="channelSend:success"), timeout=30,
+                             message="the cancelled prediction's end")
+        assert "userStopped" in json.dumps(stopped)
+
+
+def test_health_metrics_and_docs(base_url: str, client: openai.OpenAI) -> None:
+    client.chat.completions.create(model=CHAT, max_tokens=4,
+                                   messages=[{"role": "user", "content": "hi"}])
+    root = base_url.removesuffix("/v1")
+    health = httpx.get(root + "/health").json()
+    assert health["status"] == "ok" and sorted(health["models"]) == sorted([CHAT, EMBED])
+    assert httpx.get(root + "/metrics").status_code == 401
+    metrics = httpx.get(root + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert f'lmq_jobs_finished_total{{model="{CHAT}",outcome="succeeded"}}' in metrics
+    spec = httpx.get(root + "/openapi.json").json()
+    assert {"/v1/chat/completions", "/v1/files", "/v1/batches/{batch_id}/cancel"} \
+        <= set(spec["paths"])
+    assert httpx.get(root + "/docs").status_code == 200
