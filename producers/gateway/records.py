@@ -35,7 +35,8 @@ class Records:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(key, mapping={self._field: json.dumps(record), "tenant": tenant, **extra})
         pipe.expire(key, self.ttl_s)
-        pipe.zadd(keys.gateway_index(self.kind), {record_id: float(record["created_at"])})
+        # Scored by the exact time: created_at is whole seconds, too coarse to order by.
+        pipe.zadd(keys.gateway_index(self.kind), {record_id: time.time()})
         pipe.execute()
 
     def update(self, record_id: str, record: dict[str, Any]) -> None:

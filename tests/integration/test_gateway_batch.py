@@ -1,0 +1,194 @@
+"""The Batch API of `lmq serve` with the official `openai` client: upload, create, poll,
+list, cancel, output and error files, and a gateway restart in between. Real uvicorn in a
+thread, real Redis, a real `celery -A workers worker`, the simulator as LM Studio."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import openai
+import pytest
+from pydantic import SecretStr
+
+from producers.gateway.server import serve_in_thread
+from producers.local_pool import LocalPool
+from producers.redis_server import RedisServer
+from tests.support.pool import pool_on_database
+from tests.support.wait import wait_until
+
+CHAT = "llama-3.2-1b-instruct"
+KEY, OTHER_KEY = "sk-batch-team", "sk-other-team"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
+    with pool_on_database(redis_server, sim, 13, [CHAT]) as started:
+        yield started
+
+
+def gateway_settings(pool: LocalPool):  # type: ignore[no-untyped-def]
+    keys = SecretStr(f"{KEY}=batch-team,{OTHER_KEY}=other-team:low")
+    return pool.settings.model_copy(update={"api_keys": keys})
+
+
+@pytest.fixture(scope="module")
+def base_url(pool: LocalPool) -> Iterator[str]:
+    with serve_in_thread(gateway_settings(pool)) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0) as made:
+        yield made
+
+
+@pytest.fixture(autouse=True)
+def fresh_sim(sim: object) -> Iterator[None]:
+    sim.admin.reset()  # type: ignore[attr-defined]
+    sim.admin.set_timing(decode_tokens_per_s=400.0)  # type: ignore[attr-defined]
+    yield
+
+
+def chat_line(custom_id: str, prompt: str, max_tokens: int = 12) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": CHAT, "max_tokens": max_tokens,
+                     "messages": [{"role": "user", "content": prompt}]}}
+
+
+def jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def upload(client: openai.OpenAI, lines: list[dict], name: str = "input.jsonl"):  # type: ignore[no-untyped-def]
+    return client.files.create(file=(name, io.BytesIO(jsonl(lines))), purpose="batch")
+
+
+def settled(client: openai.OpenAI, batch_id: str, status: str):  # type: ignore[no-untyped-def]
+    def reached():  # type: ignore[no-untyped-def]
+        batch = client.batches.retrieve(batch_id)
+        return batch if batch.status == status else None
+
+    return wait_until(reached, timeout=120, interval=0.2,
+                      message=lambda: f"batch {batch_id} {status} "
+                      f"(now {client.batches.retrieve(batch_id).status})")
+
+
+def lines_of(client: openai.OpenAI, file_id: str) -> list[dict]:
+    return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
+
+
+def test_batch_lifecycle_with_output_and_error_files(client: openai.OpenAI,
+                                                     pool: LocalPool) -> None:
+    too_long = "word " * 20_000  # over the model's context: this request fails at the worker
+    lines = [chat_line(f"req-{i}", f"Say hello number {i}") for i in range(3)]
+    lines.append(chat_line("too-long", too_long))
+    source = upload(client, lines)
+    assert source.purpose == "batch" and source.bytes == len(jsonl(lines))
+    assert client.files.retrieve(source.id).filename == "input.jsonl"
+    assert client.files.content(source.id).content == jsonl(lines)
+
+    batch = client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h", metadata={"run": "test"})
+    assert batch.status == "in_progress" and batch.request_counts.total == 4
+    assert batch.metadata == {"run": "test"} and batch.expires_at == batch.created_at + 86400
+
+    done = settled(client, batch.id, "completed")
+    assert (done.request_counts.completed, done.request_counts.failed) == (3, 1)
+    assert done.completed_at and done.finalizing_at and done.output_file_id
+    output = lines_of(client, done.output_file_id)
+    assert [o["custom_id"] for o in output] == ["req-0", "req-1", "req-2"]
+    body = output[0]["response"]["body"]
+    assert output[0]["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] and body["lmq_stats"]["stats"]
+    errors = lines_of(client, done.error_file_id)
+    assert [e["custom_id"] for e in errors] == ["too-long"]
+    assert errors[0]["response"]["status_code"] == 400
+    assert "context" in errors[0]["response"]["body"]["error"]["message"]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+def test_bad_lines_are_refused_at_upload(client: openai.OpenAI) -> None:
+    lines = [chat_line("a", "hi"), {"custom_id": "b", "url": "/v1/nothing", "body": {}},
+             chat_line("a", "again")]
+    with pytest.raises(openai.BadRequestError) as caught:
+        upload(client, lines)
+    message = caught.value.message
+    assert "line 2: url must be one of" in message and "line 3: duplicate custom_id 'a'" in message
+    with pytest.raises(openai.BadRequestError, match="purpose must be 'batch'"):
+        client.files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line("a", "hi")]))),
+                            purpose="fine-tune")
+
+
+def test_unknown_model_or_other_endpoint_fails_the_batch(client: openai.OpenAI) -> None:
+    line = chat_line("x", "hi")
+    line["body"]["model"] = "gpt-4o-mini"
+    failed = client.batches.create(input_file_id=upload(client, [line]).id,
+                                   endpoint="/v1/chat/completions", completion_window="24h")
+    assert failed.status == "failed" and failed.failed_at
+    assert failed.errors.data[0].code == "model_not_found" and failed.errors.data[0].line == 1
+    assert CHAT in failed.errors.data[0].message
+    other = client.batches.create(input_file_id=upload(client, [chat_line("y", "hi")]).id,
+                                  endpoint="/v1/embeddings", completion_window="24h")
+    assert other.status == "failed" and other.errors.data[0].code == "invalid_url"
+    with pytest.raises(openai.BadRequestError, match="completion_window"):
+        client.batches.create(input_file_id=upload(client, [chat_line("z", "hi")]).id,
+                              endpoint="/v1/chat/completions", completion_window="soon")
+
+
+def test_cancel_keeps_what_finished_and_survives_a_restart(client: openai.OpenAI,
+                                                            pool: LocalPool,
+                                                            sim: object) -> None:
+    sim.admin.set_timing(decode_tokens_per_s=20.0)  # type: ignore[attr-defined]
+    lines = [chat_line(f"slow-{i}", f"Write a long story {i}", max_tokens=300)
+             for i in range(12)]
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="1h")
+    wait_until(lambda: sim.admin.log(type="channelSend:fragment"),  # type: ignore[attr-defined]
+               timeout=60, message="the first predictions generating")
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
+
+    # a new gateway process on the same Redis: the records and files are all there
+    with serve_in_thread(gateway_settings(pool)) as url, \
+            openai.OpenAI(base_url=url, api_key=KEY, max_retries=0) as again:
+        cancelled = settled(again, batch.id, "cancelled")
+        counts = cancelled.request_counts
+        assert counts.total == 12 and counts.completed + counts.failed == 12
+        assert counts.failed >= 1 and cancelled.cancelled_at and cancelled.error_file_id
+        errors = lines_of(again, cancelled.error_file_id)
+        assert len(errors) == counts.failed
+        assert {e["error"]["code"] for e in errors if e["error"]} == {"batch_cancelled"}
+        assert all(e["custom_id"].startswith("slow-") for e in errors)
+
+
+def test_list_is_newest_first_and_paginated(client: openai.OpenAI) -> None:
+    made = [client.batches.create(input_file_id=upload(client, [chat_line("p", "hi")]).id,
+                                  endpoint="/v1/chat/completions", completion_window="24h").id
+            for _ in range(3)]
+    first = client.batches.list(limit=2)
+    assert [b.id for b in first.data] == made[::-1][:2] and first.has_more
+    rest = client.batches.list(limit=2, after=first.data[-1].id)
+    assert rest.data[0].id == made[0]
+    every = [b.id for b in client.batches.list(limit=1)]  # the client follows pages
+    assert every[:3] == made[::-1]
+
+
+def test_tenants_see_only_their_own_files_and_batches(client: openai.OpenAI,
+                                                       base_url: str) -> None:
+    source = upload(client, [chat_line("t", "hi")])
+    batch = client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    with openai.OpenAI(base_url=base_url, api_key=OTHER_KEY, max_retries=0) as other:
+        with pytest.raises(openai.NotFoundError):
+            other.files.retrieve(source.id)
+        with pytest.raises(openai.NotFoundError):
+            other.batches.retrieve(batch.id)
+        assert batch.id not in [b.id for b in other.batches.list(limit=100).data]
+    deleted = client.files.delete(source.id)
+    assert deleted.deleted and deleted.id == source.id
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(source.id)
