@@ -110,13 +110,18 @@ def test_models_workers_doctor(pool: LocalPool) -> None:
     workers = json.loads(ok(pool.env, "workers", "--json"))
     assert workers["workers"][pool.workers[1].hostname]["models"] == [EMBED]
     assert set(workers["gpu"]) == {pool.settings.lmstudio_host}  # one host group, admission on
-    assert workers["gpu"][pool.settings.lmstudio_host]["budget_bytes"] > 0
+    # Nothing sets LMQ_GPU_MEMORY: the budget is this machine's GPU memory, or unknown.
+    group = workers["gpu"][pool.settings.lmstudio_host]
+    assert group["budget_bytes"] > 0 if group["host_memory_known"] else group["budget_bytes"] == -1
     assert workers["models"][CHAT]["succeeded"] >= 1  # the chats of the tests above
     table = ok(pool.env, "workers")
     assert "HOST GROUP" in table and pool.settings.lmstudio_host in table
     doctor = ok(pool.env, "doctor")
     assert doctor.count("ok  ") == 3 and "FAIL" not in doctor
-    assert f"GPU group {pool.settings.lmstudio_host}" in doctor
+    unknown = (f"warn  GPU group {pool.settings.lmstudio_host}: host memory unknown: set "
+               "LMQ_GPU_MEMORY to guard model loads")
+    known = f"info  GPU group {pool.settings.lmstudio_host}: "
+    assert (unknown if not group["host_memory_known"] else known) in doctor
 
 
 def test_models_prints_the_openmanus_config_for_a_chat_model(pool: LocalPool) -> None:
