@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     )
     slots: int = Field(
         4, ge=1, description="Concurrent predictions per model (LM Studio's Max Concurrent "
-        "Predictions)."
+        "Predictions): the most one worker runs, and the loaded instance's parallel "
+        "predictions when LM Studio does not report them."
     )
     kv_bytes_per_token: int | None = Field(
         None, description="KV-cache bytes per token when the model's GGUF file is unreadable."
