@@ -264,3 +264,18 @@ def test_health_metrics_and_docs(base_url: str, client: openai.OpenAI) -> None:
     assert {"/v1/chat/completions", "/v1/files", "/v1/batches/{batch_id}/cancel"} \
         <= set(spec["paths"])
     assert httpx.get(root + "/docs").status_code == 200
+
+
+def test_streamed_tool_calls(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Please echo 'hello' back to me."}],
+        tools=[ECHO_TOOL], max_tokens=100, stream=True))
+    calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+    assert len(calls) == 1 and calls[0].index == 0 and calls[0].function.name == "echo"
+    assert json.loads(calls[0].function.arguments)["text"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    whole = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Please echo 'hello' back to me."}],
+        tools=[ECHO_TOOL], max_tokens=100)
+    assert text == (whole.choices[0].message.content or "")
