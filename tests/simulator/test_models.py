@@ -160,3 +160,23 @@ def test_kv_cache_settings_change_the_vram_needed_at_load(simulator_factory) -> 
         assert quantized.respond("big", config={"maxTokens": 500}).content
         assert in_ram.respond("big", config={"maxTokens": 500}).content
     assert sim.admin.state()["vram"]["used_bytes"] == _LOADED + 1024 * _LLAMA_KV_PER_TOKEN // 4
+
+
+def test_parallel_and_unified_kv_are_load_keys() -> None:
+    """LM Studio's `llm.load.numParallelSessions` / `useUnifiedKvCache` at load (the Python
+    SDK 1.5.0 cannot send them; LM Studio's other clients can), reported back."""
+    from simulator.config import load_config
+    from simulator.state import SimState
+
+    state = SimState(load_config())
+    inst = state.load(LLM_KEY, "two", {"llm.load.contextLength": 1000,
+                                       "llm.load.numParallelSessions": 2,
+                                       "llm.load.useUnifiedKvCache": False})
+    assert (inst.parallel, inst.slots.size, inst.unified_kv, inst.seq_context) == (
+        2, 2, False, 500)
+    reported = {f["key"]: f["value"] for f in state.catalog.load_config_kv(inst)["fields"]}
+    assert reported["llm.load.numParallelSessions"] == 2
+    assert reported["llm.load.useUnifiedKvCache"] is False
+    default = state.catalog.instances[LLM_KEY]  # loaded at start: the config's defaults
+    assert (default.parallel, default.unified_kv, default.seq_context) == (4, True, 4096)
+    state.catalog.close()

@@ -1,14 +1,17 @@
-"""GPU-memory-aware admission: the real `Gate`, and how many threads a worker runs.
+"""Admission on LM Studio 0.4's memory model: the real `Gate`, and how many threads a
+worker runs. Two layers: a loaded instance's KV cells and parallel slots (`instance`), and
+the host's GPU memory for model loads and per-token (MLX) KV (`budget`, `semaphore`).
 
     build_gate(settings, facts)    AdmissionGate (NullGate when LMQ_ADMISSION=false); with the
                                    host's memory unknown it admits by slots and warns once
     thread_count(settings, facts)  predictions per worker process (LMQ_SLOTS; rule below)
     status.group_status(url, g)    what `lmq gpu` shows; reusable by `lmq workers`, metrics
 
-Modules: `gguf_kv` (KV bytes/token from a GGUF header), `estimate` (weights and KV cost,
-fallbacks), `host_memory` (NVML, Apple unified memory, AMD SMI), `budget` (host memory
-minus reserve, or unknown), `semaphore` + `lua` (the shared weighted
-semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side), `seam`
+Modules: `gguf_kv` (KV bytes/token from a GGUF header), `mlx_kv` (from an MLX model's
+config.json), `estimate` (weights and KV cost, fallbacks), `instance` (an instance's KV
+cells, parallel slots, per-sequence limit), `host_memory` (NVML, Apple unified memory,
+AMD SMI), `budget` (host memory minus reserve, or unknown), `semaphore` + `lua` (the shared
+weighted semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side), `seam`
 (the `Gate` protocol job runners call, `NullGate`, and the per-process `SlotLimit`).
 
 May import: the shared modules (`workers.error`, `settings`, `keys`) and Redis. Never the
