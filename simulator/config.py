@@ -115,6 +115,8 @@ class ServerConfig(_Strict):
         default="relative", description="ModelInfo.path: relative to models_dir as LM Studio "
         "reports it, or the absolute file path (for a client on this host that reads the "
         "simulator's GGUF files without knowing models_dir).")
+    jit_auto_evict: bool = Field(default=True, description="LM Studio's JIT auto-evict: a "
+                                 "getOrLoad that loads first unloads other JIT-loaded models.")
     error_style: Literal["errorPacket", "channelError"] = Field(
         default="errorPacket", description="How predict failures (OOM, context) are sent."
     )

@@ -11,6 +11,7 @@ from typing import Any
 from simulator import errors
 from simulator.catalog import Instance
 from simulator.connection import Channel
+from simulator.jit import ttl_from_ms
 from simulator.kvconfig import stack_fields
 
 _PROGRESS_STEPS = 4
@@ -46,6 +47,7 @@ async def load_model(channel: Channel) -> None:
     key = _resolve_key(channel, channel.param.get("modelKey", ""))
     await channel.send({"type": "resolved", "info": state.catalog.model_info(key)})
     inst = await _load(channel, key, channel.param.get("identifier"), "progress")
+    state.lifetimes.started(inst, ttl_from_ms(channel.param.get("ttlMs")), jit=False)
     await channel.send({"type": "success", "info": state.catalog.instance_info(inst)})
     await channel.close()
 
@@ -58,6 +60,7 @@ async def get_or_load(channel: Channel) -> None:
         key = _resolve_key(channel, name)
         inst = state.catalog.find_instance({"identifier": key}, channel.conn.ns)
     if inst is not None:
+        state.lifetimes.touch(inst)
         await channel.send({"type": "alreadyLoaded", "info": state.catalog.instance_info(inst)})
         await channel.close()
         return
@@ -75,9 +78,11 @@ async def _shared_load(channel: Channel, key: str) -> Instance:
     future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
     _loads_in_flight[flight_key] = future
     try:
+        await _evict_other_jit(channel)
         await channel.send({"type": "startLoading", "identifier": key,
                             "info": state.catalog.model_info(key)})
         inst = await _load(channel, key, None, "loadProgress")
+        state.lifetimes.started(inst, ttl_from_ms(channel.param.get("loadTtlMs")), jit=True)
         future.set_result(inst)
         return inst
     except BaseException as exc:
@@ -87,6 +92,17 @@ async def _shared_load(channel: Channel, key: str) -> Instance:
         raise
     finally:
         _loads_in_flight.pop(flight_key, None)
+
+
+async def _evict_other_jit(channel: Channel) -> None:
+    """LM Studio's auto-evict: a JIT load first unloads the other JIT-loaded models."""
+    state = channel.conn.state
+    if not state.config.server.jit_auto_evict:
+        return
+    for other in state.lifetimes.other_jit():
+        await channel.send({"type": "unloadingOtherJITModel",
+                            "info": state.catalog.instance_info(other)})
+        state.lifetimes.evict(other)
 
 
 CHANNELS: dict[str, Any] = {"loadModel": load_model, "getOrLoad": get_or_load}

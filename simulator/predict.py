@@ -55,6 +55,7 @@ def parse_request(channel: Channel) -> tuple[Instance, PredictRequest, dict[str,
     inst = channel.conn.state.catalog.resolve(specifier, "llm")
     if inst is None:
         raise errors.model_not_found((specifier or {}).get("query", specifier))
+    channel.conn.state.lifetimes.touch(inst)  # a request: the idle timer starts again
     messages = (param.get("history") or {}).get("messages", [])
     require_vision(inst.model, messages)
     stack = param.get("predictionConfigStack")
@@ -93,6 +94,7 @@ async def predict(channel: Channel) -> None:
             finally:
                 run.inst.channels.discard(channel)
                 run.inst.slots.release()
+                channel.conn.state.lifetimes.touch(run.inst)  # idle from the end
         else:
             run.stop_reason = run.channel.cancel_reason
         await _finish(run)

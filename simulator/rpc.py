@@ -19,6 +19,7 @@ def _instance(conn: Connection, param: Any, key: str = "specifier") -> Instance:
     inst = conn.state.catalog.resolve(specifier, _DOMAIN.get(conn.ns))
     if inst is None:
         raise errors.model_not_found((specifier or {}).get("query", specifier))
+    conn.state.lifetimes.touch(inst)  # a request: the idle timer starts again
     return inst
 
 

@@ -10,6 +10,7 @@ from simulator.config import SimConfig
 from simulator.engine import DeterministicEngine, Engine
 from simulator.faults import Faults
 from simulator.gpu import Vram
+from simulator.jit import Lifetimes
 from simulator.kvconfig import checkbox
 from simulator.log import MessageLog
 from simulator.upload import Uploads
@@ -23,6 +24,7 @@ class SimState:
         self.faults = Faults(config.faults)
         self.log = MessageLog(config.server.log_max_entries)
         self.uploads = Uploads()
+        self.lifetimes = Lifetimes(self)
         self.engine: Engine = engine or DeterministicEngine(
             config.timing, forced_reply_tokens=lambda: self.faults.reply_tokens)
         for key, model in config.models.items():
@@ -56,6 +58,7 @@ class SimState:
         return inst
 
     def unload(self, inst: Instance) -> None:
+        self.lifetimes.forget(inst)
         for channel in list(inst.channels):
             channel.cancel("modelUnloaded")
         self.catalog.instances.pop(inst.identifier, None)

@@ -14,7 +14,7 @@ from lmstudio.json_api import ModelDownloadEndpoint
 
 from simulator import gbnf
 from simulator.testing import RunningSimulator
-from tests.simulator.conftest import EMBED_KEY, LLM_KEY
+from tests.simulator.conftest import BIG_LLM_KEY, EMBED_KEY, LLM_KEY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -345,7 +345,9 @@ def test_new_messages_match_sdk_schemas(simulator: RunningSimulator) -> None:
     from tests.simulator.test_conformance import _check
     with lms.Client(simulator.host) as client:
         found = client.repository.search_models("smollm2")
-        found[0].get_download_options()[0].download()
+        key = found[0].get_download_options()[0].download()
+        client.llm.model(BIG_LLM_KEY)
+        client.llm.model(key)  # JIT: evicts the other JIT-loaded model
         client.prepare_image(PNG, name="a.png")
         llm = client.llm.model(LLM_PATH_ID)
         llm.respond("x", response_format=GBNF)
@@ -363,7 +365,8 @@ def test_new_messages_match_sdk_schemas(simulator: RunningSimulator) -> None:
         elif entry["dir"] == "out":
             seen.add(_check(entry, origin))
     assert {"downloadModel:downloadProgress", "downloadModel:startFinalizing",
-            "downloadModel:success", "channelError"} <= seen, seen
+            "downloadModel:success", "getOrLoad:unloadingOtherJITModel",
+            "channelError"} <= seen, seen
 
 
 # -- the real engine samples under the grammar (llama.cpp) ----------------------------------
@@ -390,3 +393,77 @@ def test_real_engine_honours_gbnf_sync_and_async(simulator_factory: Any) -> None
                                         config={"maxTokens": 40})
             assert set(json.loads(result.content)) == {"answer"}
     asyncio.run(main())
+
+
+# -- JIT loading: idle TTL and auto-evict ---------------------------------------------------
+
+def _loaded(sim: RunningSimulator) -> set[str]:
+    return {i["identifier"] for i in sim.admin.state()["instances"]}
+
+
+def _unloads(sim: RunningSimulator, reason: str) -> list[str]:
+    return [e["msg"]["identifier"] for e in sim.admin.log(type="modelUnloaded")
+            if e["msg"]["reason"] == reason]
+
+
+def test_idle_ttl_unloads_and_requests_keep_it_sync(simulator: RunningSimulator) -> None:
+    import time
+    with lms.Client(simulator.host) as client:
+        big = client.llm.model(BIG_LLM_KEY, ttl=1)  # getOrLoad with loadTtlMs 1000
+        busy_until = time.monotonic() + 2.5  # requests for 2.5 TTLs: never idle for 1 s
+        while time.monotonic() < busy_until:
+            big.count_tokens("still here")
+        assert BIG_LLM_KEY in _loaded(simulator)
+        simulator.admin.wait_until(lambda: BIG_LLM_KEY not in _loaded(simulator), 10)
+        assert _unloads(simulator, "ttl") == [BIG_LLM_KEY]
+        assert LLM_KEY in _loaded(simulator)  # loaded at start: no TTL
+
+
+def test_idle_ttl_applies_to_load_new_instance_async(simulator: RunningSimulator) -> None:
+    async def main() -> None:
+        async with lms.AsyncClient(simulator.host) as client:
+            await client.embedding.load_new_instance(EMBED_KEY, "short-lived", ttl=1)
+            await asyncio.to_thread(simulator.admin.wait_until,
+                                    lambda: "short-lived" not in _loaded(simulator), 10)
+    asyncio.run(main())
+    assert _unloads(simulator, "ttl") == ["short-lived"]
+
+
+def _evicted(sim: RunningSimulator) -> list[str]:
+    return [e["msg"]["message"]["info"]["identifier"]
+            for e in sim.admin.log(type="channelSend:unloadingOtherJITModel")]
+
+
+def test_jit_load_evicts_other_jit_models_sync(simulator_factory: Any) -> None:
+    sim = simulator_factory({"models": {EMBED_KEY: {"loaded": False}}})
+    with lms.Client(sim.host) as client:
+        client.llm.load_new_instance(LLM_KEY, "manual")  # loadModel: never JIT-evicted
+        client.embedding.model(EMBED_KEY)  # JIT
+        client.llm.model(BIG_LLM_KEY)  # JIT: evicts the embedding model, whatever its domain
+        assert _evicted(sim) == [EMBED_KEY] and _unloads(sim, "jitEvict") == [EMBED_KEY]
+        assert _loaded(sim) == {LLM_KEY, "manual", BIG_LLM_KEY}
+        with pytest.raises(lms.LMStudioModelNotFoundError):
+            client.embedding._create_handle(EMBED_KEY).get_info()
+
+
+def test_jit_auto_evict_can_be_off_async(simulator_factory: Any) -> None:
+    sim = simulator_factory({"models": {EMBED_KEY: {"loaded": False}},
+                             "server": {"jit_auto_evict": False}})
+
+    async def main() -> None:
+        async with lms.AsyncClient(sim.host) as client:
+            await client.embedding.model(EMBED_KEY)
+            await client.llm.model(BIG_LLM_KEY)
+    asyncio.run(main())
+    assert _evicted(sim) == [] and {EMBED_KEY, BIG_LLM_KEY} <= _loaded(sim)
+
+
+def test_jit_load_evicts_other_jit_models_async(simulator_factory: Any) -> None:
+    sim = simulator_factory({"models": {EMBED_KEY: {"loaded": False}}})
+
+    async def main() -> None:
+        async with lms.AsyncClient(sim.host) as client:
+            await client.llm.model(BIG_LLM_KEY)
+            await client.embedding.model(EMBED_KEY)  # evicts the JIT-loaded LLM
+    asyncio.run(main())
+    assert _evicted(sim) == [BIG_LLM_KEY] and BIG_LLM_KEY not in _loaded(sim)
