@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings
+from workers.error import ConfigError
+
+EXIT_CONFIG = 78  # EX_CONFIG, as the worker and Flower exit on a wrong setting
 
 
 @main.command()
@@ -23,4 +28,8 @@ def serve(host: str | None, port: int | None, hash_key: str | None) -> None:
         return
     from producers.gateway.server import run
 
-    run(cli_settings(), host, port)
+    try:
+        run(cli_settings(), host, port)
+    except ConfigError as exc:  # a setting to fix: exit 78, so systemd does not restart it
+        click.echo(f"lmq serve: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)

@@ -147,6 +147,15 @@ def test_compose_flower_ships_with_auth(compose) -> None:
     assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1}:5555:5555"]
 
 
+def test_compose_gateway_ships_with_keys(compose) -> None:
+    gateway = compose["services"]["gateway"]
+    assert gateway["command"] == ["gateway"] and gateway["profiles"] == ["hub"]
+    assert "LMQ_API_KEYS:?" in gateway["environment"]["LMQ_API_KEYS"]
+    assert gateway["healthcheck"]["test"] == ["CMD", "lmq-healthcheck", "gateway"]
+    assert gateway["ports"] == ["${GATEWAY_BIND:-127.0.0.1}:8080:8080"]
+    assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
+
+
 def compose_cli() -> list[str] | None:
     """A Docker Compose v2 CLI, if this machine has one (`config` needs no engine)."""
     if shutil.which("docker") and run("docker", "compose", "version").returncode == 0:
@@ -351,10 +360,11 @@ def test_systemd_units_verify(tmp_path) -> None:
         pytest.skip("no systemd unit library to verify against")
     shutil.copytree(system_units, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/lmstudio-queue").mkdir(parents=True)
-    celery = root / "opt/lmstudio-queue/.venv/bin/celery"
-    celery.parent.mkdir(parents=True)
-    celery.write_text("#!/bin/sh\n")
-    celery.chmod(0o755)
+    for name in ("celery", "lmq"):
+        command = root / "opt/lmstudio-queue/.venv/bin" / name
+        command.parent.mkdir(parents=True, exist_ok=True)
+        command.write_text("#!/bin/sh\n")
+        command.chmod(0o755)
     shutil.copytree(SYSTEMD, root / "etc/systemd/system")
     result = run(
         analyze,
@@ -363,6 +373,7 @@ def test_systemd_units_verify(tmp_path) -> None:
         f"--root={root}",
         "lmq-worker@qwen2.5-7b-instruct.service",
         "lmq-flower.service",
+        "lmq-gateway.service",
         "lmq.target",
     )
     # verify exits 0 on unknown keys and bad values, printing them: demand silence.
