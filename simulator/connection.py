@@ -42,6 +42,7 @@ class Channel:
         self.param = param or {}
         self.cancelled = asyncio.Event()
         self.cancel_reason = "userStopped"
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # client messages but cancel
         self.stats: ChannelStats = conn.state.log.open_channel(
             conn.id, conn.ns, channel_id, endpoint)
 
@@ -58,6 +59,10 @@ class Channel:
             stats.fragments_after_cancel += 1
             stats.fragments_after_cancel_t.append(now)
         await self.send(message)
+
+    @property
+    def closed(self) -> bool:
+        return self.stats.closed_t is not None or self.conn.closed
 
     async def close(self) -> None:
         self.stats.closed_t = time.time()
@@ -96,6 +101,8 @@ class Connection:
         self._channels: dict[int, Channel] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warnings_sent = 0
+        self.client_id: str | None = None  # the auth packet's clientIdentifier
+        self.closed = False
 
     async def warn(self, warning: str, kind: str) -> None:
         """A communicationWarning, as LM Studio sends for a message it cannot route; the
@@ -118,6 +125,8 @@ class Connection:
         try:
             auth = _decode(await self.ws.recv())
             self.state.log.record(self.id, self.ns, "in", auth)
+            if isinstance(auth, dict):
+                self.client_id = auth.get("clientIdentifier")
             await self.send({"success": True})
             async for raw in self.ws:
                 try:
@@ -132,6 +141,7 @@ class Connection:
         except ConnectionClosed:
             pass
         finally:
+            self.closed = True
             for task in list(self._tasks):
                 task.cancel()
             self.state.log.record(self.id, self.ns, "event", {"type": "connectionClosed"})
@@ -149,8 +159,13 @@ class Connection:
             self._spawn(self._channel(channel))
         elif kind == "channelSend":
             target = self._channels.get(msg.get("channelId", -1))
-            if target is not None and (msg.get("message") or {}).get("type") == "cancel":
+            message = msg.get("message")
+            if target is None or not isinstance(message, dict):
+                return
+            if message.get("type") == "cancel":
                 target.cancel()
+            else:
+                target.inbox.put_nowait(message)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

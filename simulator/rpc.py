@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from simulator import errors, repository
+from simulator import errors, plugin, repository
 from simulator.catalog import Instance
 from simulator.connection import VOID, Connection, RpcHandler
 from simulator.engine import chat_template
@@ -106,4 +106,5 @@ NAMESPACE_RPCS: dict[str, dict[str, RpcHandler]] = {
     "system": {"listDownloadedModels": list_downloaded, "version": version},
     "files": {"uploadFileBase64": upload_file},
     "repository": dict(repository.RPCS),
+    "plugins": dict(plugin.RPCS),
 }

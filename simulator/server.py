@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from simulator import admin_http, loading, predict, repository
+from simulator import admin_http, loading, plugin, predict, repository
 from simulator.config import SimConfig, load_config
 from simulator.connection import ChannelHandler, Connection
 from simulator.engine import Engine
@@ -25,6 +25,7 @@ NAMESPACE_CHANNELS: dict[str, dict[str, ChannelHandler]] = {
     "llm": {**loading.CHANNELS, **predict.CHANNELS},
     "embedding": dict(loading.CHANNELS),
     "repository": dict(repository.CHANNELS),
+    "plugins": dict(plugin.CHANNELS),
 }
 
 
