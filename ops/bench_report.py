@@ -28,6 +28,10 @@ simulator   the simulator's fragments/s and embedString/s vs their goals
             (`ops/bench_simulator.py`)
 real-engine real SmolLM2-135M tokens/s through the pool vs direct SDK (goal >= 0.9x;
             `ops/bench_real_engine.py`); skipped without the local-models extra
+gateway     `lmq serve` with the openai async client vs JobQueue at the same concurrency
+            (goals >= 0.95x, < 5 ms added p50); streaming time to first content vs the
+            job's time to first token; a 10,000-line batch file uploaded and accepted
+            (goal < 10 s) (`ops/bench_gateway.py`)
 
 `--quick` (default) takes a few minutes; `--full` uses the sizes of the goals. A section
 that cannot run here is recorded as skipped with its reason; a section that fails is
@@ -50,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from ops.benchlib import figure  # noqa: E402
 
 SECTIONS = ("pool", "slots", "cancel", "corpus", "scale", "admission", "flower", "simulator",
-            "real-engine")
+            "real-engine", "gateway")
 QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
          "corpus_mb": 1, "batch_lines": 10000, "memory_mb": 20, "sizes": "100,300",
          "admission_jobs": 64, "gguf_gib": 8,
@@ -109,6 +113,7 @@ def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
         "flower": lambda m: m.measure(a.flower_jobs, a.flower_max_tasks, say),
         "simulator": lambda m: m.measure(a.simulator_s, say),
         "real-engine": lambda m: m.measure(a.engine_jobs, a.engine_rounds, say),
+        "gateway": lambda m: m.measure(a.jobs, a.concurrency, a.batch_lines, say),
     }
     module = importlib.import_module(f"ops.benchlib.{name.replace('-', '_')}_section")
     return runners[name](module)

@@ -17,6 +17,7 @@ gateway records `expires_at` and, at the first refresh after it, revokes what is
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -143,6 +144,8 @@ def _finalize(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="lmq-batch-") as folder:
             out, err = Path(folder) / "output.jsonl", Path(folder) / "errors.jsonl"
             batch_files.write_results(gw.queue, record["id"], out, err)
+            if record["status"] == "expiring":
+                _mark_expired(err)
             for path, field in ((out, "output_file_id"), (err, "error_file_id")):
                 content = path.read_bytes()
                 if content:
@@ -156,6 +159,19 @@ def _finalize(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
         return record
     finally:
         gw.batches.unlock(record["id"])
+
+
+EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before "
+           "the completion window expired."}
+
+
+def _mark_expired(errors: Path) -> None:
+    """Requests revoked at expiry say so, as OpenAI's do (not 'batch_cancelled')."""
+    lines = [json.loads(line) for line in errors.read_text().splitlines()]
+    for line in lines:
+        if (line.get("error") or {}).get("code") == "batch_cancelled":
+            line["error"] = EXPIRED
+    errors.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def cancel(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:

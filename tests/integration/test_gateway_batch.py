@@ -192,3 +192,25 @@ def test_tenants_see_only_their_own_files_and_batches(client: openai.OpenAI,
     assert deleted.deleted and deleted.id == source.id
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(source.id)
+
+
+def test_completion_window_expiry_revokes_what_is_left(client: openai.OpenAI,
+                                                        pool: LocalPool, sim: object) -> None:
+    from producers.gateway.records import Records
+
+    sim.admin.set_timing(decode_tokens_per_s=20.0)  # type: ignore[attr-defined]
+    lines = [chat_line(f"late-{i}", f"Write a long story {i}", max_tokens=300)
+             for i in range(10)]
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="1h")
+    # An hour is too long to wait for: move the recorded deadline into the past instead.
+    records = Records(pool.queue.store_client, "batch", 3600)
+    record = records.get(batch.id, "batch-team")
+    assert record is not None
+    records.update(batch.id, {**record, "expires_at": record["created_at"] - 1})
+
+    assert client.batches.retrieve(batch.id).status == "in_progress"  # revoking
+    expired = settled(client, batch.id, "expired")
+    assert expired.expired_at and expired.request_counts.failed >= 1
+    errors = lines_of(client, expired.error_file_id)
+    assert errors and {e["error"]["code"] for e in errors if e["error"]} == {"batch_expired"}

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""The gateway (`lmq serve`) against `JobQueue`, the Python API it is built on.
+
+    .venv/bin/python ops/bench_gateway.py [--jobs 200] [--concurrency 4] [--rounds 2]
+
+(a) chat jobs/s and per-request latency through the gateway with the `openai` async client
+    vs `JobQueue.achat` + `aresult` at the same concurrency, in alternating rounds (goals:
+    >= 0.95x throughput, < 5 ms added p50 latency);
+(b) streaming: the client's time to the first content chunk vs the job's own time to first
+    token (queue wait + LM Studio's time to first token, from the same request's lmq_stats);
+(c) a 10,000-line batch file uploaded (/v1/files, every line validated) and accepted
+    (/v1/batches, every line enqueued): goal < 10 s.
+
+The gateway runs as its own process (`lmq serve`, as deployed), the pool as real workers,
+LM Studio as the simulator; `ops/bench` runs this as its `gateway` section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import openai  # noqa: E402
+
+from producers.job_queue import JobQueue  # noqa: E402
+
+CHAT = "llama-3.2-1b-instruct"
+MAX_TOKENS = 16
+TIMING = {"prefill_tokens_per_s": 5000.0, "decode_tokens_per_s": 200.0,
+          "reply_min_tokens": MAX_TOKENS, "reply_max_tokens": MAX_TOKENS}
+LMQ = str(Path(sys.executable).with_name("lmq"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def gateway_process(redis_url: str, timeout_s: float = 60) -> Iterator[str]:
+    """`lmq serve` on a free loopback port (no keys: 127.0.0.1); yields its /v1 URL."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMQ_")}
+    env.update(LMQ_BROKER_URL=redis_url, LMQ_RESULT_BACKEND=redis_url)
+    proc = subprocess.Popen([LMQ, "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _answers(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"lmq serve did not start (exit {proc.poll()})")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def prompts(n: int) -> list[str]:
+    return [f"Short question number {i}?" for i in range(n)]
+
+
+async def _bounded(calls: list[Any], concurrency: int) -> tuple[float, list[float]]:
+    """Run the coroutine factories `calls` `concurrency` at a time: (jobs/s, latencies s)."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(call: Any) -> None:
+        async with gate:
+            start = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(call) for call in calls))
+    return len(calls) / (time.perf_counter() - start), latencies
+
+
+async def through_queue(queue: JobQueue, texts: list[str],
+                        concurrency: int) -> tuple[float, list[float]]:
+    async def call(text: str) -> None:
+        handle = await queue.achat(CHAT, text, config={"maxTokens": MAX_TOKENS})
+        await handle.aresult(120)
+
+    return await _bounded([lambda t=t: call(t) for t in texts], concurrency)
+
+
+async def through_gateway(base_url: str, texts: list[str],
+                          concurrency: int) -> tuple[float, list[float]]:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0) as client:
+        async def call(text: str) -> None:
+            await client.chat.completions.create(
+                model=CHAT, max_tokens=MAX_TOKENS,
+                messages=[{"role": "user", "content": text}])
+
+        return await _bounded([lambda t=t: call(t) for t in texts], concurrency)
+
+
+def compare(queue: JobQueue, base_url: str, jobs: int, concurrency: int,
+            rounds: int) -> dict[str, Any]:
+    """Alternating rounds; the throughput ratio is the median of the rounds' ratios."""
+    texts = prompts(jobs)
+    asyncio.run(through_gateway(base_url, texts[:concurrency * 2], concurrency))  # warm up
+    rows: dict[str, list[Any]] = {"gateway": [], "queue": [], "ratio": []}
+    lat: dict[str, list[float]] = {"gateway": [], "queue": []}
+    for _ in range(rounds):
+        gw_rate, gw_lat = asyncio.run(through_gateway(base_url, texts, concurrency))
+        q_rate, q_lat = asyncio.run(through_queue(queue, texts, concurrency))
+        rows["gateway"].append(gw_rate)
+        rows["queue"].append(q_rate)
+        rows["ratio"].append(gw_rate / q_rate)
+        lat["gateway"] += gw_lat
+        lat["queue"] += q_lat
+    return {"gateway": statistics.median(rows["gateway"]),
+            "queue": statistics.median(rows["queue"]),
+            "ratio": statistics.median(rows["ratio"]),
+            "p50_gateway_ms": 1000 * statistics.median(lat["gateway"]),
+            "p50_queue_ms": 1000 * statistics.median(lat["queue"])}
+
+
+async def _first_content(client: openai.AsyncOpenAI, text: str) -> tuple[float, float]:
+    """(seconds to the first content chunk, the job's queue wait + time to first token)."""
+    start = time.perf_counter()
+    first = None
+    stats: dict[str, Any] = {}
+    stream = await client.chat.completions.create(
+        model=CHAT, max_tokens=MAX_TOKENS, stream=True,
+        messages=[{"role": "user", "content": text}])
+    async for chunk in stream:
+        if first is None and chunk.choices and chunk.choices[0].delta.content:
+            first = time.perf_counter() - start
+        extra = chunk.model_extra or {}
+        if "lmq_stats" in extra:
+            stats = extra["lmq_stats"]
+    job = (stats["timing"]["queue_wait_s"] or 0) + stats["stats"]["time_to_first_token_s"]
+    return first if first is not None else float("nan"), job
+
+
+def streaming(base_url: str, requests: int) -> dict[str, float]:
+    async def run() -> list[tuple[float, float]]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="bench",
+                                      max_retries=0) as client:
+            return [await _first_content(client, f"Stream question {i}")
+                    for i in range(requests)]
+
+    pairs = asyncio.run(run())
+    return {"gateway_ms": 1000 * statistics.median(p[0] for p in pairs),
+            "job_ms": 1000 * statistics.median(p[1] for p in pairs)}
+
+
+def batch_lines(n: int) -> bytes:
+    return "".join(json.dumps({
+        "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": CHAT, "max_tokens": MAX_TOKENS,
+                 "messages": [{"role": "user", "content": f"Question {i}?"}]}}) + "\n"
+        for i in range(n)).encode()
+
+
+def batch_accept_s(base_url: str, lines: int) -> float:
+    """Upload a `lines`-line file and create its batch; the batch is cancelled afterwards."""
+    content = batch_lines(lines)
+    with openai.OpenAI(base_url=base_url, api_key="bench", max_retries=0,
+                       timeout=120) as client:
+        start = time.perf_counter()
+        source = client.files.create(file=("bench.jsonl", io.BytesIO(content)),
+                                     purpose="batch")
+        batch = client.batches.create(input_file_id=source.id, completion_window="24h",
+                                      endpoint="/v1/chat/completions")
+        took = time.perf_counter() - start
+        assert batch.status == "in_progress" and batch.request_counts.total == lines, batch
+        client.batches.cancel(batch.id)
+    return took
+
+
+def main() -> None:
+    import argparse
+
+    from ops.benchlib.gateway_section import measure
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-lines", type=int, default=10_000)
+    args = parser.parse_args()
+    for figure in measure(args.jobs, args.concurrency, args.batch_lines, print,
+                          rounds=args.rounds):
+        print(figure.as_row())
+
+
+if __name__ == "__main__":
+    main()

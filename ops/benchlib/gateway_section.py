@@ -1,0 +1,46 @@
+"""The gateway (`lmq serve`, its own process) vs `JobQueue` at the same concurrency; its
+streaming time to first content vs the job's time to first token; a 10,000-line batch file
+uploaded and accepted. Reuses `ops/bench_gateway.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ops import bench_gateway
+from ops.benchlib.figure import Figure
+from ops.benchlib.stack import CHAT, stack
+from producers.local_pool import local_pool
+
+
+def measure(jobs: int, concurrency: int, batch_lines: int, say: Any,
+            rounds: int = 2, stream_requests: int = 20) -> list[Figure]:
+    env = {"LMQ_CONCURRENCY": str(concurrency), "LMQ_SLOTS": str(concurrency)}
+    timing = {**bench_gateway.TIMING, "parallel_slots": concurrency}
+    with stack(timing) as parts, \
+            local_pool(parts.redis_url, parts.host, [CHAT], extra_env=env) as pool, \
+            bench_gateway.gateway_process(parts.redis_url) as base_url:
+        say(f"gateway vs JobQueue: {jobs} chat jobs, concurrency {concurrency}, "
+            f"{rounds} alternating rounds")
+        chat = bench_gateway.compare(pool.queue, base_url, jobs, concurrency, rounds)
+        say(f"gateway streaming: {stream_requests} requests, first content vs job TTFT")
+        stream = bench_gateway.streaming(base_url, stream_requests)
+        say(f"gateway batch: {batch_lines}-line file uploaded and accepted")
+        accept_s = bench_gateway.batch_accept_s(base_url, batch_lines)
+    section = f"gateway ({concurrency} concurrent)"
+    added_ms = chat["p50_gateway_ms"] - chat["p50_queue_ms"]
+    return [
+        Figure(section, f"chat throughput, {jobs} jobs, openai async client", "jobs/s",
+               chat["gateway"], chat["queue"],
+               f"JobQueue.achat + aresult (ratio: median of {rounds} alternating rounds)",
+               goal=">= 0.95x", paired_ratio=chat["ratio"]),
+        Figure(section, "chat latency p50 (added by the gateway: "
+               f"{added_ms:+.1f} ms, goal < 5 ms)", "ms", chat["p50_gateway_ms"],
+               chat["p50_queue_ms"], "JobQueue.achat + aresult", higher_is_better=False,
+               notes={"added_p50_ms": added_ms}),
+        Figure(section, f"stream: time to first content chunk, median of {stream_requests}",
+               "ms", stream["gateway_ms"], stream["job_ms"],
+               "the job's queue wait + time to first token", higher_is_better=False),
+        Figure(section, f"{batch_lines:,}-line batch file uploaded and accepted", "s",
+               accept_s, 10.0, "goal", higher_is_better=False, goal="< 10 s",
+               peer_is_goal=True),
+    ]
