@@ -78,13 +78,13 @@ async def set_tools_provider(channel: Channel) -> None:
     hub.providers[identifier] = channel
     try:
         while True:
-            _from_provider(hub, await channel.inbox.get())
+            await _from_provider(hub, await channel.inbox.get())
     finally:
         if hub.providers.get(identifier) is channel:
             del hub.providers[identifier]
 
 
-def _from_provider(hub: PluginHub, message: dict[str, Any]) -> None:
+async def _from_provider(hub: PluginHub, message: dict[str, Any]) -> None:
     session = hub.sessions.get(str(message.get("sessionId")))
     if session is None:
         return
@@ -102,7 +102,7 @@ def _from_provider(hub: PluginHub, message: dict[str, Any]) -> None:
         relayed["callId"] = consumer_id
         if kind in ("toolCallComplete", "toolCallError"):
             session.calls.pop(str(call_id), None)
-        asyncio.ensure_future(session.consumer.send(relayed))
+        await session.consumer.send(relayed)
 
 
 async def start_tool_use_session(channel: Channel) -> None:

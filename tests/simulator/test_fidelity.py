@@ -10,6 +10,7 @@ from typing import Any
 
 import lmstudio as lms
 import pytest
+from lmstudio.history import TextData
 from lmstudio.json_api import ModelDownloadEndpoint
 
 from simulator import gbnf
@@ -26,7 +27,7 @@ GRAMMAR = r'''
 root ::= "{\"answer\":" answer ",\"sure\":" ("true" | "false") "}"   # comment
 answer ::= "\"" [a-z ]{3,20} "\""
 '''.strip()
-GBNF = {"type": "gbnf", "gbnfGrammar": GRAMMAR}
+GBNF: Any = {"type": "gbnf", "gbnfGrammar": GRAMMAR}
 
 
 # -- model queries by path ------------------------------------------------------------
@@ -181,6 +182,7 @@ def test_unknown_preset_sync(simulator_factory: Any) -> None:
         llm = client.llm.model(LLM_KEY)
         with pytest.raises(lms.LMStudioPresetNotFoundError) as caught:
             llm.complete("Some text", preset="No such preset")
+        assert caught.value.server_error is not None
         data = caught.value.server_error.display_data
         assert data is not None and data["code"] == "generic.presetNotFound"
         assert llm.complete("Some text", preset="short").stats.predicted_tokens_count == 3
@@ -245,6 +247,7 @@ def test_unknown_channel_gets_a_warning_and_stays_open_async(simulator: RunningS
 def test_duplicate_identifier_sync(client: lms.Client) -> None:
     with pytest.raises(lms.LMStudioServerError, match="Model load error.*already exists") as caught:
         client.llm.load_new_instance(LLM_KEY, LLM_KEY)
+    assert caught.value.server_error is not None
     assert caught.value.server_error.suggestion is None
 
 
@@ -268,16 +271,21 @@ def multiply(a: float, b: float) -> float:
     return a * b
 
 
-POWER = {"type": "function", "function": {  # properties in one order, required in another
+POWER: Any = {"type": "function", "function": {  # properties in one order, required in another
     "name": "power", "description": "Raise a base to an exponent.",
     "parameters": {"type": "object", "required": ["base", "exponent"], "properties": {
         "exponent": {"type": "integer"}, "base": {"type": "integer"}}}}}
 
 
+RAW_POWER: Any = {"rawTools": {"type": "toolArray", "tools": [POWER]}}
+
+
 def _final_text(messages: list[Any]) -> str:
     final = messages[-1]
     assert isinstance(final, lms.AssistantResponse)
-    return str(final.content[0].text)
+    part = final.content[0]
+    assert isinstance(part, TextData)
+    return part.text
 
 
 def test_tool_called_for_what_it_does_sync(client: lms.Client) -> None:
@@ -287,10 +295,10 @@ def test_tool_called_for_what_it_does_sync(client: lms.Client) -> None:
     assert result.rounds == 2
     assert "36" in _final_text(messages)  # answered in words after the tool result
     stream = llm.respond_stream("What is 2 to the power of 8?",
-                                config={"rawTools": {"type": "toolArray", "tools": [POWER]}})
+                                config=RAW_POWER)
     from lmstudio.json_api import PredictionToolCallEvent
     calls = [e.arg for e in stream._iter_events() if isinstance(e, PredictionToolCallEvent)]
-    assert [(c.name, list(c.arguments.items())) for c in calls] == [
+    assert [(c.name, list((c.arguments or {}).items())) for c in calls] == [
         ("power", [("base", 2), ("exponent", 8)])]
     assert llm.act("Tell me about your day", [add, multiply]).rounds == 1  # nothing to do
 

@@ -9,7 +9,7 @@ import json
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from lmstudio._sdk_models import PluginsChannelStartToolUseSessionCreationParameter
@@ -20,6 +20,7 @@ from lmstudio.plugin.runner import PluginClient
 from simulator.testing import RunningSimulator
 
 pytestmark = pytest.mark.timeout(60)
+C = TypeVar("C", bound=PluginClient)
 
 PLUGIN_SOURCE = '''
 async def list_provided_tools(ctl):
@@ -62,7 +63,7 @@ def _plugin_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _on(client: PluginClient, sim: RunningSimulator) -> PluginClient:
+def _on(client: C, sim: RunningSimulator) -> C:
     client._api_host = sim.host  # the SDK's plugin client takes no host: it scans ports
     return client
 
@@ -77,7 +78,7 @@ async def _use_tools(sim: RunningSimulator, plugin_dir: Path) -> list[dict[str, 
             e for e in sim.admin.log(type="rpcCall")
             if e["msg"]["endpoint"] == "pluginInitCompleted"], 20)
         async with dev.plugins._create_channel(ToolUseSession("lmq-test/calc")) as channel:
-            stream = channel.rx_stream()
+            stream: Any = channel.rx_stream()
             seen.append(await anext(stream))
             await channel.send_message({"type": "callTool", "callId": 7, "name": "add",
                                         "arguments": {"a": 2, "b": 3}})
