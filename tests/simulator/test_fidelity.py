@@ -380,7 +380,8 @@ def test_new_messages_match_sdk_schemas(simulator: RunningSimulator) -> None:
 # -- the real engine samples under the grammar (llama.cpp) ----------------------------------
 
 @pytest.mark.slow
-def test_real_engine_honours_gbnf_sync_and_async(simulator_factory: Any) -> None:
+def test_real_engine_honours_gbnf_and_embedding_tokens(simulator_factory: Any) -> None:
+    from simulator.real_models import EMBED_KEY as REAL_EMBED
     from simulator.real_models import LLM_KEY as REAL_LLM
     from simulator.real_models import missing_reason
     from tests.support.services import missing_service
@@ -393,6 +394,8 @@ def test_real_engine_honours_gbnf_sync_and_async(simulator_factory: Any) -> None
         result = client.llm.model(REAL_LLM).respond("Say something", response_format=grammar,
                                                     config={"maxTokens": 40})
         assert set(json.loads(result.content)) == {"answer"}
+        emb = client.embedding.model(REAL_EMBED)  # its start and end tokens, as LM Studio
+        assert len(emb.tokenize("two words")) == emb.count_tokens("two words") + 2
 
     async def main() -> None:
         async with lms.AsyncClient(sim.host) as client:
