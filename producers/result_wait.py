@@ -52,12 +52,15 @@ def wait_meta(app: Celery, client: redis.Redis, job_id: str,
             pubsub.get_message(timeout=min(remaining, RECHECK_S))
 
 
-async def await_meta(app: Celery, url: str, job_id: str,
-                     timeout_s: float | None) -> dict[str, Any]:
+async def await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None, *,
+                     client: aioredis.Redis | None = None) -> dict[str, Any]:
+    """`client`: a long-lived caller's shared one (its pool's connections are reused and
+    it stays open); else one is opened for this wait and closed after it."""
     key = result_key(app, job_id)
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
-    client = aioredis.Redis.from_url(url)
+    owned = client is None
+    client = aioredis.Redis.from_url(url) if client is None else client
     reader: asyncio.Task[Any] | None = None
     try:
         async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -81,4 +84,5 @@ async def await_meta(app: Celery, url: str, job_id: str,
         if reader is not None and not reader.done():
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        await client.aclose()
+        if owned:
+            await client.aclose()

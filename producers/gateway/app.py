@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.gateway.close()
+            await app.state.gateway.aclose()
 
     app = FastAPI(title="lmstudio-queue gateway", version="1",
                   description="OpenAI-compatible HTTP API over the lmstudio-queue pool.",

@@ -73,12 +73,13 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel) -> Re
     asked = job_request(url, body.model_dump(exclude_unset=True))
     handle = await asyncio.to_thread(_submit, gw, asked.job)
     if asked.stream:
-        events = job_events(handle, asked.job.model, chat=url.endswith("chat/completions"),
+        events = job_events(handle, gw.results, asked.job.model,
+                            chat=url.endswith("chat/completions"),
                             include_usage=asked.include_usage)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     try:
-        result = await result_unless_gone(request, handle)
+        result = await result_unless_gone(request, handle, gw.results)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     except JobCancelledError as exc:

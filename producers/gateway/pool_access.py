@@ -16,6 +16,8 @@ from producers.job_queue import JobQueue
 from workers import keys
 from workers.metrics import known_models, queue_length
 
+SERVED_TTL_S = 0.5
+
 
 class PoolAccess:
     def __init__(self, queue: JobQueue) -> None:
@@ -24,9 +26,17 @@ class PoolAccess:
         broker = self.settings.broker_url
         self._broker = (redis.Redis.from_url(broker)
                         if broker.startswith(("redis://", "rediss://")) else None)
+        self._served: dict[str, list[str]] = {}
+        self._served_at = float("-inf")
 
     def served(self) -> dict[str, list[str]]:
-        """model -> live workers, from the workers' registrations (one round trip)."""
+        """model -> live workers, from the workers' registrations (one round trip), read at
+        most every SERVED_TTL_S: registrations themselves are renewed only every 2 s."""
+        if time.monotonic() - self._served_at > SERVED_TTL_S:
+            self._served, self._served_at = self._read_served(), time.monotonic()
+        return {model: list(workers) for model, workers in self._served.items()}
+
+    def _read_served(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for raw in self.queue.store_client.zrangebyscore(keys.served(), time.time(), "+inf"):
             model, _, worker = raw.decode().rpartition("|")
@@ -36,6 +46,9 @@ class PoolAccess:
     def check(self, model: str) -> None:
         """Raise the ApiError a request for `model` gets now, if any."""
         served = self.served()
+        if model not in served:  # a worker may have started since: ask afresh
+            self._served_at = float("-inf")
+            served = self.served()
         if model not in served and model not in self.queue.served_models():
             self._not_served(model, sorted(served))
         if self._broker is not None:

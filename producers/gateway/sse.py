@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from producers.gateway.formats import ChunkMaker
+from producers.gateway.waiting import Results
 from producers.job_handle import JobHandle
 from workers.error import JobCancelledError, LmqError
 
@@ -23,7 +24,7 @@ def event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def job_events(handle: JobHandle, model: str, *, chat: bool,
+async def job_events(handle: JobHandle, results: Results, model: str, *, chat: bool,
                      include_usage: bool) -> AsyncIterator[bytes]:
     maker = ChunkMaker(handle.id, model, chat)
     finished = False
@@ -34,7 +35,7 @@ async def job_events(handle: JobHandle, model: str, *, chat: bool,
         async for text in handle.astream():
             yield event(maker.text(text))
         try:
-            result = (await handle.aresult()).model_dump(mode="json")
+            result = (await results.of(handle)).model_dump(mode="json")
         except JobCancelledError as exc:  # cancelled elsewhere: end with the partial text
             result = exc.partial or {}
         except LmqError as exc:

@@ -11,6 +11,7 @@ from producers.gateway.auth import KeyRing, Tenant
 from producers.gateway.errors import ApiError
 from producers.gateway.pool_access import PoolAccess
 from producers.gateway.records import Records
+from producers.gateway.waiting import Results
 from producers.job_queue import JobQueue
 from workers.settings import Settings
 
@@ -23,6 +24,7 @@ class Gateway:
     keyring: KeyRing
     files: Records
     batches: Records
+    results: Results  # every request's result wait, on one shared Redis client
 
     @classmethod
     def open(cls, settings: Settings, keyring: KeyRing) -> Gateway:
@@ -30,9 +32,11 @@ class Gateway:
         ttl_s = settings.result_expires_s
         return cls(settings, queue, PoolAccess(queue), keyring,
                    Records(queue.store_client, "file", ttl_s),
-                   Records(queue.store_client, "batch", ttl_s))
+                   Records(queue.store_client, "batch", ttl_s),
+                   Results(queue.app, settings.backend_url))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await self.results.aclose()
         self.access.close()
         self.queue.close()
 
