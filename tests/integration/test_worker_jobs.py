@@ -205,3 +205,25 @@ def test_started_state_comes_before_progress(llm_worker, redis_url, simulator): 
     assert started[0]["result"]["hostname"] == llm_worker.hostname
     assert started[0].get("name") == "lmq.chat"  # extended fields, as Celery writes them
     final(handle, 60)
+
+
+def test_workers_of_two_models_keep_both_loaded(worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    """Each worker loads its model itself (not a JIT getOrLoad load), so LM Studio's JIT
+    Auto-Evict never unloads one worker's model when another worker loads its own."""
+    import lmstudio as lms
+
+    with lms.Client(simulator.host) as client:
+        client.llm.unload(LLM)
+        client.embedding.unload(EMBED)
+    worker_factory(LLM, lmq_env)
+    worker_factory(EMBED, lmq_env)
+    loaded = {inst["modelKey"] for inst in simulator.admin.state()["instances"]}
+    assert {LLM, EMBED} <= loaded
+    evictions = [e for e in simulator.admin.log()
+                 if "unloadingOtherJITModel" in json.dumps(e.get("msg", ""))]
+    assert evictions == []
+    app = client_app(redis_url)
+    assert ChatResult.model_validate(final(send(app, ChatJob(
+        model=LLM, messages="hi", config={"max_tokens": 4}))).get(5)).content
+    assert EmbeddingResult.model_validate(final(send(app, EmbeddingJob(
+        model=EMBED, texts=["a"]))).get(5)).completed == 1

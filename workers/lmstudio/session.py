@@ -139,7 +139,7 @@ class Session:
         """Get or load the pinned model (no idle TTL: the worker owns its lifetime)."""
         namespace = self._namespace(model.kind)
         with sdk_errors(f"load {model.key}"):
-            handle = namespace.model(model.key, ttl=None, config=load_config or None)
+            handle = self._get_or_load(namespace, model.key, load_config)
             info = handle.get_info()
             context_length = int(handle.get_context_length())
             # What the instance was loaded with: getOrLoad ignores our config when the
@@ -152,6 +152,26 @@ class Session:
                                                               context_length),
             load_config=reported)
         return self.model
+
+    @staticmethod
+    def _get_or_load(namespace: Any, key: str, load_config: dict[str, Any]) -> Any:
+        """The loaded instance of `key`, loading it explicitly when there is none.
+
+        Not `getOrLoad` for the load itself: LM Studio counts what getOrLoad loads as a JIT
+        load, and with Auto-Evict (its default) a JIT load unloads the other JIT-loaded
+        models, so a second worker on another model would unload the first one's. A load of
+        our own (identifier = the key) is never evicted; two workers starting at once both
+        try it, and the one told the identifier already exists gets the other's instance.
+        """
+        loaded = namespace.remote_call("listLoaded") or []
+        if any(key in (info.get("modelKey"), info.get("identifier")) for info in loaded):
+            return namespace.model(key, ttl=None)  # getOrLoad: only gets it
+        try:
+            return namespace.load_new_instance(key, key, ttl=None, config=load_config or None)
+        except lms.LMStudioServerError as exc:
+            if "already exists" not in str(exc):
+                raise
+            return namespace.model(key, ttl=None)
 
     def instance_load_fields(self) -> dict[str, Any]:
         """The loaded instance's config as LM Studio's own keys ({} if it will not say).
