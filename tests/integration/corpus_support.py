@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -62,3 +63,37 @@ def lmq_popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 def rows(path: Path) -> list[dict[str, object]]:
     return pq.read_table(path).to_pylist()
+
+
+# Celery 5.7.0's docs (234 .rst files), fetched at install time by ops/setup.d/celery-docs.
+CELERY_DOCS = Path(sys.prefix) / "lmq-data" / "celery-5.7.0-docs"
+
+
+def make_hard_corpus(root: Path) -> Path:
+    """Real-world text a tokenizer finds dense, for a 512-token embedding model (issue 23):
+    an RST list on one long line without a sentence end (the line that stopped a run on
+    Celery's docs), a Markdown table, code blocks, a long URL, base64, CJK without spaces."""
+    corpus = root / "hard"
+    corpus.mkdir()
+    refs = "".join(f"- :ref:`get-started-{i}` :class:`celery.app.task.Task{i}` "
+                   f"`guide <https://docs.celeryq.dev/en/stable/userguide/p{i}.html>`_ "
+                   for i in range(90))
+    (corpus / "index.rst").write_text(
+        "Getting started\n===============\n\n" f"        {refs}\n\n"
+        ".. code-block:: python\n\n"
+        + "".join(f"    result_{i} = app.send_task('tasks.add', args=[{i}, {i * 7}])\n"
+                  for i in range(120))
+        + "\nThe end of the page, in a plain sentence.\n")
+    table = "\n".join(f"| `opt_{i}` | {i * 31:>6} | 0x{i * 2654435761 % 2**32:08x} | "
+                      f"https://example.com/settings/{i}?q={i * i} |" for i in range(160))
+    url = "https://example.com/" + "/".join(f"seg{i}-{i * 7919:x}" for i in range(400))
+    blob = base64.b64encode(bytes((i * 37) % 256 for i in range(9000))).decode()
+    (corpus / "notes.md").write_text(
+        f"# Settings\n\n| name | value | hash | link |\n|---|---|---|---|\n{table}\n\n"
+        f"See {url} for the rest.\n\n```\n{blob}\n```\n\nA closing paragraph in English.\n")
+    sentence = ("章では分散タスクキューの仕組みを説明し"
+                "ワーカーがタスクを受け取り結果を返す流れを示す")
+    cjk = "".join(f"第{i}{sentence}" for i in range(60))
+    (corpus / "cjk.txt").write_text(f"{cjk}\n\n中文段落没有空格也没有标点符号" * 3 + "\n",
+                                    encoding="utf-8")
+    return corpus

@@ -142,3 +142,34 @@ def test_cancel_a_batch(pool: LocalPool, admin: object) -> None:
     wait_until(lambda: all(h.status() == "REVOKED" for h in handles), timeout=90,
                message="the batch's jobs REVOKED")
     assert lmq(pool, "cancel", "--batch", "nope").returncode != 0
+
+
+def test_a_cancel_at_any_moment_of_an_async_wait_reaches_the_caller(redis_url: str) -> None:
+    """The race behind test_cancelled_asyncio_task_revokes_the_job failing 1 run in 6: a
+    cancel that arrived while redis-py opened its connection was swallowed, and the wait went
+    on. Here the cancel walks through the first event-loop steps of a wait (real Redis), and
+    each must end the wait at once."""
+    from celery import Celery
+
+    from producers import result_wait
+
+    app = Celery(broker=redis_url, backend=redis_url)
+
+    async def cancelled_after(steps: int) -> bool:
+        wait = asyncio.ensure_future(result_wait.await_meta(app, redis_url, "no-job", 60))
+        for _ in range(steps):
+            await asyncio.sleep(0)  # one event-loop step: a different await is cancelled
+        wait.cancel()
+        try:
+            await asyncio.wait_for(wait, timeout=2)
+        except asyncio.CancelledError:
+            return True
+        except TimeoutError:
+            return False  # the cancel was swallowed: still waiting 2 s later
+        return False
+
+    async def main() -> list[int]:
+        return [steps for steps in range(60) for _ in range(3)
+                if not await cancelled_after(steps)]
+
+    assert asyncio.run(main()) == []  # the steps at which a cancel was lost
