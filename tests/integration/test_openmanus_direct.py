@@ -81,8 +81,18 @@ def test_ask_streaming_and_not(simulator, capsys) -> None:
     assert streamed in capsys.readouterr().out  # upstream echoes streamed text
 
 
-def test_ask_with_images_uploads_them(simulator) -> None:
-    provider = provider_for(simulator)
+def test_ask_with_images_uploads_them() -> None:
+    """To a vision model: LM Studio refuses an image for a model without vision."""
+    from simulator.testing import running_simulator
+
+    vision = "qwen2-vl-2b-instruct"
+    config = {"models": {vision: {"type": "llm", "vision": True, "loaded": True,
+                                  "architecture": "qwen2vl"}}}
+    with running_simulator(config) as simulator:
+        _ask_with_images(simulator, provider_for(simulator, vision))
+
+
+def _ask_with_images(simulator, provider) -> None:  # type: ignore[no-untyped-def]
     text = asyncio.run(provider.ask_with_images(
         [{"role": "user", "content": "What is in the picture?"}],
         images=[f"data:image/png;base64,{PNG}"]))
