@@ -12,6 +12,7 @@ import time
 import redis
 
 from producers.gateway.errors import not_found, unavailable
+from producers.gateway.records import text
 from producers.job_queue import JobQueue
 from workers import keys
 from workers.metrics import known_models, queue_length
@@ -39,7 +40,7 @@ class PoolAccess:
     def _read_served(self) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for raw in self.queue.store_client.zrangebyscore(keys.served(), time.time(), "+inf"):
-            model, _, worker = raw.decode().rpartition("|")
+            model, _, worker = text(raw).rpartition("|")
             found.setdefault(model, []).append(worker)
         return found
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -33,7 +33,8 @@ class Records:
             **extra: bytes | str) -> None:
         key = self._key(record_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping={self._field: json.dumps(record), "tenant": tenant, **extra})
+        fields: dict[str, Any] = {self._field: json.dumps(record), "tenant": tenant, **extra}
+        pipe.hset(key, mapping=cast(Any, fields))
         pipe.expire(key, self.ttl_s)
         # Scored by the exact time: created_at is whole seconds, too coarse to order by.
         pipe.zadd(keys.gateway_index(self.kind), {record_id: time.time()})
@@ -44,7 +45,7 @@ class Records:
 
     def get(self, record_id: str, tenant: str) -> dict[str, Any] | None:
         raw = self.client.hmget(self._key(record_id), [self._field, "tenant"])
-        if raw[0] is None or (raw[1] or b"").decode() != tenant:
+        if raw[0] is None or text(raw[1] or b"") != tenant:
             return None
         record: dict[str, Any] = json.loads(raw[0])
         return record
@@ -65,8 +66,7 @@ class Records:
     def newest(self, tenant: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]],
                                                                            bool]:
         """A page of the tenant's records, newest first, starting after the id `after`."""
-        ids = [raw.decode() for raw in self.client.zrevrange(keys.gateway_index(self.kind),
-                                                             0, -1)]
+        ids = [text(raw) for raw in self.client.zrevrange(keys.gateway_index(self.kind), 0, -1)]
         if after is not None:
             ids = ids[ids.index(after) + 1:] if after in ids else []
         page: list[dict[str, Any]] = []
@@ -85,6 +85,10 @@ class Records:
 
     def unlock(self, record_id: str) -> None:
         self.client.delete(self._key(record_id) + ":lock")
+
+
+def text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def new_id(prefix: str) -> str:
