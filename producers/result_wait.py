@@ -53,16 +53,19 @@ def wait_meta(app: Celery, client: redis.Redis, job_id: str,
             pubsub.get_message(timeout=min(remaining, RECHECK_S))
 
 
-async def await_meta(app: Celery, url: str, job_id: str,
-                     timeout_s: float | None) -> dict[str, Any]:
+async def await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None, *,
+                     client: aioredis.Redis | None = None) -> dict[str, Any]:
     """`wait_meta` for event-loop code. A cancel of the caller always ends the wait.
+
+    `client`: a long-lived caller's shared one (the gateway's: its pool's connections are
+    reused and it stays open); else one is opened for this wait and closed after it.
 
     The wait runs in a task of its own, awaited with asyncio.wait: redis-py (8.1, on Python
     3.11) can swallow a cancel that arrives while it opens its connection (20 of 150 cancels
     in the first 5 ms of a wait were lost; `await JobHandle.aresult()` then went on until
     the job finished, and the job was never revoked). asyncio.wait cannot lose the caller's
     cancel; it is passed on to the wait until the wait has stopped."""
-    waiting = asyncio.ensure_future(_await_meta(app, url, job_id, timeout_s))
+    waiting = asyncio.ensure_future(_await_meta(app, url, job_id, timeout_s, client))
     try:
         await asyncio.wait({waiting})
     except asyncio.CancelledError:
@@ -73,12 +76,12 @@ async def await_meta(app: Celery, url: str, job_id: str,
     return waiting.result()
 
 
-async def _await_meta(app: Celery, url: str, job_id: str,
-                      timeout_s: float | None) -> dict[str, Any]:
+async def _await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None,
+                      shared: aioredis.Redis | None) -> dict[str, Any]:
     key = result_key(app, job_id)
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(url) if shared is None else shared
     reader: asyncio.Task[Any] | None = None
     try:
         async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -102,4 +105,5 @@ async def _await_meta(app: Celery, url: str, job_id: str,
         if reader is not None and not reader.done():
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-        await client.aclose()
+        if shared is None:
+            await client.aclose()
