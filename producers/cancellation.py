@@ -4,6 +4,10 @@ Every cancel is a Celery revoke (with terminate=True, so it also works where a t
 is needed); the worker maps any revoke of a running job to a prediction cancel and stores
 REVOKED with the partial result. Jobs still waiting in a model's queue are taken out of it
 and marked REVOKED here, so they are cancelled even when no worker is alive.
+
+A revoke is also stored in Redis (`workers.keys.revoked`, next to the job's result and
+expiring with it) before it is broadcast: Celery's revoked set lives in each worker's
+memory, so a worker that starts after the broadcast would otherwise run the job.
 """
 
 from __future__ import annotations
@@ -42,7 +46,21 @@ class BulkCancel:
 
 def revoke(app: Celery, job_ids: list[str]) -> None:
     for start in range(0, len(job_ids), 1000):
-        app.control.revoke(job_ids[start : start + 1000], terminate=True)
+        chunk = job_ids[start : start + 1000]
+        store_revokes(app, chunk)  # first: a worker starting meanwhile must see it
+        app.control.revoke(chunk, terminate=True)
+
+
+def store_revokes(app: Celery, job_ids: list[str]) -> None:
+    """Mark the jobs revoked in the result backend's Redis until their results expire."""
+    client = getattr(app.backend, "client", None)
+    if client is None or not job_ids:  # not a Redis backend: the broadcast is all there is
+        return
+    ttl_s = int(getattr(app.backend, "expires", None) or 7 * 24 * 3600)
+    pipe = client.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.set(keys.revoked(job_id), 1, ex=ttl_s)
+    pipe.execute()
 
 
 def cancel_job(app: Celery, store: redis.Redis, job_id: str) -> CancelOutcome:

@@ -31,7 +31,7 @@ from kombu import Queue
 from workers import metrics
 from workers.celery_config import celery_config
 from workers.contract import queue_name
-from workers.delivery import redelivery, result_store
+from workers.delivery import redelivery, result_store, revoke_store
 from workers.flower import config as flower_config
 from workers.settings import Settings, get_settings
 
@@ -65,6 +65,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     # held jobs in its own bookkeeping.
     celeryd_init.connect(redelivery.use_held_transport, weak=False,
                          dispatch_uid="lmq-held-transport")
+    # Worker processes: a revoke this worker hears is stored in Redis for later workers.
+    celeryd_init.connect(lambda **_: revoke_store.install(), weak=False,
+                         dispatch_uid="lmq-revoke-store")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
     metrics.connect()

@@ -35,6 +35,12 @@ def attempt(job_id: str) -> str:
     return f"{KEY_PREFIX}attempt:{job_id}"
 
 
+def revoked(job_id: str) -> str:
+    """Marker of a revoked job, in the result backend's Redis until its result expires: every
+    worker, also one started after the revoke, checks it before running the job."""
+    return f"{KEY_PREFIX}revoked:{job_id}"
+
+
 def job(job_id: str) -> str:
     """Registry entry of one submitted job: {"model", "kind", "batch_id", "submitted_at"}."""
     return f"{KEY_PREFIX}job:{job_id}"

@@ -11,6 +11,10 @@ the same id). Two layers stop it running twice on LM Studio:
    and the task returns it (`take_stored`) instead of predicting again. This also covers
    duplicates that are not flagged as redelivered.
 
+A job revoked before it started (its stored state REVOKED, or its revoke marker from
+`workers.delivery.revoke_store`) never runs: `take_revoked` tells the task, which ends it
+REVOKED without touching a REVOKED state already stored.
+
 One round trip per job start. With a Redis result backend, `task_prerun` runs one Lua script
 (`START_SCRIPT`) that reads the stored meta; unless it is SUCCESS, it writes the STARTED
 state (the meta Celery's `task_track_started` would write, extended fields included, and
@@ -42,11 +46,18 @@ log = logging.getLogger(__name__)
 
 START_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
+local revoked = redis.call('EXISTS', KEYS[3]) == 1
 if current then
   local ok, meta = pcall(cjson.decode, current)
   if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
     return {0, current}
   end
+  if ok and type(meta) == 'table' and meta['status'] == 'REVOKED' then
+    return {-1, 1}
+  end
+end
+if revoked then
+  return {-1, 0}
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
@@ -60,6 +71,7 @@ return {n}
 """
 
 _stored: dict[str, Any] = {}
+_revoked: dict[str, bool] = {}  # revoked before it ran -> REVOKED already stored
 _attempts: dict[str, int] = {}
 _lock = threading.Lock()
 _scripts: dict[int, Any] = {}
@@ -90,6 +102,13 @@ def take_stored(job_id: str) -> dict[str, Any] | None:
     with _lock:
         stored: dict[str, Any] | None = _stored.pop(job_id, None)
     return stored
+
+
+def take_revoked(job_id: str) -> bool | None:
+    """Revoked before this run started (`workers.delivery.revoke_store`): None if not;
+    True if REVOKED is already stored (leave it), False if it is still to be stored."""
+    with _lock:
+        return _revoked.pop(job_id, None)
 
 
 def take_attempt(job_id: str) -> int | None:
@@ -124,9 +143,14 @@ def _start_in_redis(task: Any, task_id: str) -> None:
         script = _scripts.setdefault(id(backend.client),
                                      backend.client.register_script(START_SCRIPT))
     expires_s = int(backend.expires or 0)
-    reply = script(keys=[backend.get_key_for_task(task_id), attempt_key(task_id)],
+    reply = script(keys=[backend.get_key_for_task(task_id), attempt_key(task_id),
+                         keys.revoked(task_id)],
                    args=[backend.encode(meta), expires_s, expires_s or 7 * 24 * 3600])
-    if int(reply[0]) == 0:
+    if int(reply[0]) == -1:
+        log.info("job %s was revoked before it started: it does not run", task_id)
+        with _lock:
+            _revoked[task_id] = bool(int(reply[1]))
+    elif int(reply[0]) == 0:
         _remember(task_id, backend.decode_result(reply[1]))
     else:
         with _lock:
@@ -134,7 +158,12 @@ def _start_in_redis(task: Any, task_id: str) -> None:
 
 
 def _start_generic(task: Any, task_id: str) -> None:
-    _remember(task_id, task.backend.get_task_meta(task_id))
+    meta = task.backend.get_task_meta(task_id)
+    if meta.get("status") == states.REVOKED:
+        with _lock:
+            _revoked[task_id] = True
+        return
+    _remember(task_id, meta)
     if task_id not in _stored:
         task.backend.store_result(task_id, _started_meta(task), states.STARTED,
                                   request=task.request)

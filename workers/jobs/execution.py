@@ -2,6 +2,8 @@
 
 End states:
 * SUCCESS: the task returns the result dict (validated by the contract's result model).
+* REVOKED, never run: the job was revoked before it started, by a revoke stored in Redis
+  (`workers.delivery.revoke_store`): a REVOKED state already stored is kept as it is.
 * REVOKED: the job was revoked while it ran (cancel token fired, or its id is in the
   revoked set when it ends). The REVOKED state is stored with result
   `JobCancelledError("job <id> was cancelled", partial_result_dict_or_None)`, a
@@ -28,10 +30,10 @@ from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 
 from workers.contract import RESULT_FOR_KIND
-from workers.delivery.result_store import next_attempt, take_attempt, take_stored
+from workers.delivery.result_store import next_attempt, take_attempt, take_revoked, take_stored
 from workers.error import InvalidJobError, JobCancelledError, LMStudioLostError
 from workers.jobs.context import JobContext
-from workers.jobs.progress import ProgressReporter
+from workers.jobs.progress import FragmentStream, ProgressReporter
 from workers.jobs.runtime import runtime
 from workers.lmstudio.outage import Outage
 
@@ -46,8 +48,11 @@ def execute(task: Any, payload: Any, job_cls: type[J],
     stored = take_stored(job_id)
     if stored is not None:
         return stored
-    job = parse_job(job_cls, payload)
     rt = runtime()
+    already_stored = take_revoked(job_id)
+    if already_stored is not None:
+        _never_run(task, job_id, rt.redis, already_stored)
+    job = parse_job(job_cls, payload)
     if rt.outage is not None and rt.outage.down.is_set():
         log.info("job %s goes back to its queue: LM Studio is unreachable", job_id)
         raise Reject("LM Studio unreachable", requeue=True)
@@ -61,6 +66,20 @@ def execute(task: Any, payload: Any, job_cls: type[J],
             token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
             session=rt.session, gate=rt.gate, settings=rt.settings)
         return _run(task, ctx, job, run, rt.outage)
+
+
+def _never_run(task: Any, job_id: str, client: Any, already_stored: bool) -> None:
+    """A job revoked before it started (by a revoke stored in Redis): end it REVOKED, keeping
+    a REVOKED state already stored (its reason, its partial result) as it is."""
+    if not already_stored:
+        error = JobCancelledError(f"job {job_id} was cancelled before it started", None)
+        task.backend.store_result(job_id, error, states.REVOKED, request=task.request)
+    FragmentStream(client, job_id).end(states.REVOKED)
+    try:
+        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+    except Exception as exc:  # noqa: BLE001 - the state is stored; the event is a nicety
+        log.warning("task-revoked event for %s not sent: %s", job_id, exc)
+    raise Ignore()
 
 
 def parse_job(job_cls: type[J], payload: Any) -> J:
