@@ -22,13 +22,28 @@ from tests.support.wait import wait_until
 
 CHAT = "llama-3.2-1b-instruct"
 EMBED = "text-embedding-nomic-embed-text-v1.5"
+VISION = "qwen2-vl-2b-instruct"
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
 KEY = "sk-test-team-a"
 pytestmark = pytest.mark.timeout(240)
 
 
 @pytest.fixture(scope="module")
+def sim() -> Iterator[object]:
+    """The default simulator plus a loaded vision model (as LM Studio lists one)."""
+    from simulator.testing import running_simulator
+
+    config = {"models": {VISION: {"type": "llm", "vision": True, "loaded": True,
+                                  "architecture": "qwen2vl"}}}
+    with running_simulator(config, in_process=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
-    with pool_on_database(redis_server, sim, 12, [CHAT, EMBED]) as started:
+    with pool_on_database(redis_server, sim, 12, [CHAT, EMBED, VISION]) as started:
         yield started
 
 
@@ -55,7 +70,10 @@ def fresh_sim(sim: object) -> Iterator[None]:
 
 
 def test_models_lists_what_live_workers_serve(client: openai.OpenAI) -> None:
-    assert sorted(m.id for m in client.models.list()) == sorted([CHAT, EMBED])
+    assert sorted(m.id for m in client.models.list()) == sorted([CHAT, EMBED, VISION])
+    assert client.models.retrieve(EMBED).id == EMBED
+    with pytest.raises(openai.NotFoundError, match=CHAT):
+        client.models.retrieve("gpt-4o")
 
 
 def test_chat_completion_with_stats(client: openai.OpenAI) -> None:
@@ -149,20 +167,35 @@ def test_embeddings_as_floats_and_base64(client: openai.OpenAI) -> None:
     assert list(values) == pytest.approx(floats.data[0].embedding, rel=1e-6)
 
 
-def test_image_parts_reach_the_model(client: openai.OpenAI, base_url: str) -> None:
-    png = base64.b64encode(bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")).decode()
+def test_image_parts_reach_a_vision_model(client: openai.OpenAI, sim: object) -> None:
+    marker = "describe-gateway-image"
+    url = f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
+    content = [{"type": "text", "text": marker},
+               {"type": "image_url", "image_url": {"url": url}}]
+    reply = client.chat.completions.create(model=VISION, max_tokens=8,
+                                           messages=[{"role": "user", "content": content}])
+    assert reply.choices[0].message.content
+    sent = [e["msg"]["creationParameter"]["history"]["messages"][-1]["content"]
+            for e in sim.admin.log(type="channelCreate")  # type: ignore[attr-defined]
+            if e["msg"].get("endpoint") == "predict" and marker in str(e["msg"])]
+    assert sent and sent[0][0] == {"type": "text", "text": marker}
+    assert sent[0][1]["type"] == "file" and sent[0][1]["fileType"] == "image"
+    assert sent[0][1]["sizeBytes"] == len(PNG)
+
+
+def test_images_for_other_models_or_as_paths_are_400(client: openai.OpenAI) -> None:
+    url = f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
     content = [{"type": "text", "text": "What is this?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]
-    # the chat model of the simulator has no vision: the pool refuses the image, as a 400
+               {"type": "image_url", "image_url": {"url": url}}]
+    # the chat model has no vision: the pool refuses the image, as a 400
     with pytest.raises(openai.BadRequestError, match="vision"):
         client.chat.completions.create(model=CHAT, max_tokens=5,
                                        messages=[{"role": "user", "content": content}])
-    path_part = {"type": "image_url", "image_url": {"url": "/etc/passwd"}}
-    with pytest.raises(openai.BadRequestError, match="data URLs"):
-        client.chat.completions.create(model=CHAT, max_tokens=5, messages=[
-            {"role": "user", "content": [path_part]}])
+    for link in ("/etc/passwd", "file:///etc/passwd", "https://example.com/cat.png"):
+        part = {"type": "image_url", "image_url": {"url": link}}
+        with pytest.raises(openai.BadRequestError, match="data URLs"):
+            client.chat.completions.create(model=VISION, max_tokens=5, messages=[
+                {"role": "user", "content": [part]}])
 
 
 def test_bad_keys_are_401(base_url: str) -> None:
@@ -256,7 +289,8 @@ def test_health_metrics_and_docs(base_url: str, client: openai.OpenAI) -> None:
                                    messages=[{"role": "user", "content": "hi"}])
     root = base_url.removesuffix("/v1")
     health = httpx.get(root + "/health").json()
-    assert health["status"] == "ok" and sorted(health["models"]) == sorted([CHAT, EMBED])
+    assert health["status"] == "ok" and sorted(health["models"]) == sorted([CHAT, EMBED,
+                                                                            VISION])
     assert httpx.get(root + "/metrics").status_code == 401
     metrics = httpx.get(root + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
     assert f'lmq_jobs_finished_total{{model="{CHAT}",outcome="succeeded"}}' in metrics
