@@ -106,14 +106,15 @@ def env_for(redis_url: str, host: str) -> dict[str, str]:
             "LMQ_LMSTUDIO_HOST": host, "LMQ_GPU_MEMORY": "24GiB", "PYTHONUNBUFFERED": "1"}
 
 
-def direct_baseline(host: str, texts: list[str], threads: list[int]) -> tuple[float, int]:
+def direct_baseline(host: str, texts: list[str], threads: list[int],
+                    model_key: str = EMBED) -> tuple[float, int]:
     """Best texts/s of one client with N threads calling embed(text) concurrently."""
     import lmstudio as lms
 
     best = (0.0, 0)
     with lms.Client(host) as client:
         client.embedding.list_loaded()
-        model = client.embedding.model(EMBED)
+        model = client.embedding.model(model_key)
         model.embed(texts[0])
         for n in threads:
             started = time.perf_counter()
@@ -126,11 +127,12 @@ def direct_baseline(host: str, texts: list[str], threads: list[int]) -> tuple[fl
     return best
 
 
-def pool_run(corpus: Path, out: Path, settings: object, **options: object) -> tuple[float, object]:
+def pool_run(corpus: Path, out: Path, settings: object, model: str = EMBED,
+             **options: object) -> tuple[float, object]:
     from producers.corpus import embed_corpus
 
     started = time.perf_counter()
-    summary = embed_corpus([corpus], model=EMBED, out=out, settings=settings, progress=False,
+    summary = embed_corpus([corpus], model=model, out=out, settings=settings, progress=False,
                            restart=True, **options)
     return time.perf_counter() - started, summary
 
@@ -159,21 +161,22 @@ def spread(values: list[float]) -> str:
 
 
 def compare(corpus: Path, work: Path, settings: object, host: str, rounds: int,
-            threads: list[int], **options: Any) -> Comparison:
+            threads: list[int], model: str = EMBED, warm_mb: float = 0.05,
+            **options: Any) -> Comparison:
     """Pool and direct in alternating rounds, after a warm-up pool run on a small corpus."""
     import pyarrow.parquet as pq
 
     options = {"chunk_tokens": 256, "overlap_tokens": 0, **options}
-    warm = generate_corpus(work / "warm-up", 0.05, seed=3)
-    pool_run(warm, work / "warm-up.parquet", settings, **options)
+    warm = generate_corpus(work / "warm-up", warm_mb, seed=3)
+    pool_run(warm, work / "warm-up.parquet", settings, model, **options)
     out = work / "throughput.parquet"
     found = Comparison()
     for _ in range(rounds):
-        elapsed, summary = pool_run(corpus, out, settings, **options)
+        elapsed, summary = pool_run(corpus, out, settings, model, **options)
         texts = pq.read_table(out, columns=["text"]).column("text").to_pylist()
         found.chunks, found.tokens = len(texts), summary.tokens  # type: ignore[attr-defined]
         found.pool.append(len(texts) / elapsed)
-        rate, best = direct_baseline(host, texts, threads)
+        rate, best = direct_baseline(host, texts, threads, model)
         found.direct.append(rate)
         found.threads.append(best)
     return found

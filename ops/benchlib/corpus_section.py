@@ -13,6 +13,10 @@ pool switched between them at run time:
 * `stress`: 2 ms per call, no token pacing; LM Studio could do 2,000 embeddings/s, so both
   sides are bound by this machine's Python CPU: the client-side cost per chunk.
 
+Then, with the local models installed, the same comparison on a real embedding model
+(`ops/bench_corpus_real.py`: multilingual-e5-small on the simulator's real engine, Celery's
+docs as the corpus, 512-token chunks; `corpus_mb / 20` of it: 0.05 MB quick, 1 MB --full).
+
 Then the issue's other two goals, measured by the same `ops/bench_corpus.py` code (no peer:
 their ratio is to the goal): a `batch_lines` OpenAI batch file validated, recorded and
 enqueued (< 10 s for 10,000 lines), and the producer's peak RSS while `lmq embed-corpus`
@@ -33,6 +37,7 @@ from producers.local_pool import local_pool
 from workers.settings import Settings
 
 THREADS = [4, 8, 16]
+REAL_THREADS = [1, 2, 4]  # a CPU model: more threads than cores only contend
 ROUNDS = 3
 BATCH_GOAL_S = 10.0  # a 10,000-line batch file validated and enqueued
 MEMORY_GOAL_MB = 500.0  # peak producer RSS embedding a 1 GB corpus
@@ -78,7 +83,28 @@ def measure(corpus_mb: float, batch_lines: int, memory_mb: float, say: Any) -> l
                 raise RuntimeError(f"lmq embed-corpus failed on the memory corpus: "
                                    f"{memory.error}")
             figures.append(memory_figure(memory))
-    return figures
+    return figures + real_engine_figures(corpus_mb / 20, say)
+
+
+def real_engine_figures(corpus_mb: float, say: Any) -> list[Figure]:
+    """The pool vs direct embed() on multilingual-e5-small (none without the local models)."""
+    from ops import bench_corpus_real
+    from simulator.real_models import EMBED_KEY, missing_reason
+
+    if missing_reason():
+        say("corpus embedding, real engine: skipped (no local models)")
+        return []
+    say(f"corpus embedding, real engine ({EMBED_KEY}): {corpus_mb:g} MB, {ROUNDS} rounds")
+    found = bench_corpus_real.measure(corpus_mb, ROUNDS, 1, REAL_THREADS, say)
+    return [Figure("corpus", f"embed_corpus on a real model ({EMBED_KEY} on the simulator's "
+                   f"real engine, this machine's CPU), {corpus_mb:g} MB of Celery's docs "
+                   f"({found.chunks} chunks of up to 512 tokens)", "chunks/s",
+                   statistics.median(found.pool), statistics.median(found.direct),
+                   f"direct SDK embed() on the same engine, best of {REAL_THREADS} threads "
+                   f"(ratio: median of {len(found.pool)} alternating rounds)",
+                   goal=">= 0.9x", paired_ratio=found.ratio,
+                   notes={"profile": "real", "tokens": found.tokens, "pool": found.pool,
+                          "direct": found.direct, "direct_threads": found.threads})]
 
 
 def batch_figure(batch: bench_corpus.BatchFile) -> Figure:

@@ -167,6 +167,8 @@ def test_failed_jobs_are_retried_then_listed_and_resume_finishes_them(
     failed = lmq(*args, "--no-progress", "--retries", "0", "--restart", env=lmq_env,
                  check=False)
     assert failed.returncode == 1 and "rerun with --resume" in failed.stderr
+    reasons = [line for line in failed.stderr.splitlines() if line.startswith("failed: ")]
+    assert reasons and " #" in reasons[0] and "FAILURE" in reasons[0]  # which chunks, why
     listed = [json.loads(line) for line in Path(f"{out}.failed.jsonl").read_text().splitlines()]
     assert listed and all("error" in row and row["id"] for row in listed)
     assert len(rows(out)) == len(expected) - len(listed)  # what succeeded is written
@@ -215,3 +217,32 @@ def test_workers_use_the_token_counts_a_job_carries_and_pack_vectors(
     vectors = [np.frombuffer(base64.b64decode(v), "<f4")
                for v in result.vectors_base64]  # type: ignore[attr-defined]
     assert np.allclose(vectors, plain.vectors, atol=1e-6)  # type: ignore[attr-defined]
+
+
+def test_every_failure_of_embed_corpus_and_search_is_one_line(
+        embed_worker, lmq_env, tmp_path):  # type: ignore[no-untyped-def]
+    """Issue 23: no traceback reaches a user, whatever fails; one line says what to do."""
+    from producers.redis_server import free_port
+
+    corpus = make_corpus(tmp_path, long_paragraphs=5)
+    out = tmp_path / "c.parquet"
+    not_a_corpus = tmp_path / "notes.parquet"
+    not_a_corpus.write_text("just text\n")
+    cases = {
+        "LM Studio at": ["--lmstudio-host", f"127.0.0.1:{free_port()}",
+                         *embed_args(corpus, out), "--no-progress"],
+        "has no such model": embed_args(corpus, out, "--no-progress", "--model",
+                                        "no-such-model", "--enqueue-anyway", "--restart"),
+        "--overlap": embed_args(corpus, out, "--overlap", "48"),
+        "is not a corpus written by `lmq embed-corpus`": [
+            "search", str(not_a_corpus), "anything", "--model", EMBED],
+        "cannot reach Redis": ["batch", "status", "some-batch"],
+    }
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    redis_down = {"LMQ_BROKER_URL": dead, "LMQ_RESULT_BACKEND": dead, "LMQ_REDIS_URL": dead}
+    for expected, args in cases.items():
+        env = {**lmq_env, **(redis_down if expected == "cannot reach Redis" else {})}
+        done = lmq(*args, env=env, check=False)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert expected in lines[-1] and len(lines) <= 3, (expected, done.stderr)
