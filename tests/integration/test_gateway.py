@@ -227,6 +227,22 @@ def test_bad_input_is_400_saying_what_to_fix(client: openai.OpenAI) -> None:
                                        messages=[{"role": "user", "content": "hi"}])
 
 
+def test_known_model_without_a_live_worker_is_503(client: openai.OpenAI,
+                                                  pool: LocalPool) -> None:
+    idle = "qwen2.5-7b-instruct"  # known to the pool: a job waits in its queue, no worker
+    waiting = pool.queue.chat(idle, "hi", enqueue_anyway=True)
+    try:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model=idle, messages=[{"role": "user",
+                                                                  "content": "hi"}])
+    finally:
+        pool.queue.cancel_model(idle)
+    assert caught.value.status_code == 503 and caught.value.code == "model_not_served"
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    assert f"LMQ_MODEL={idle} celery -A workers worker" in caught.value.message
+    assert waiting.status() == "REVOKED"
+
+
 def test_full_queue_is_503_with_retry_after(pool: LocalPool, sim: object) -> None:
     from workers.metrics import queue_length
 
