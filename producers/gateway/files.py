@@ -19,6 +19,7 @@ from producers.gateway.state import Gateway, GatewayDep, TenantDep
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 SHOWN_LINE_ERRORS = 10
+MAX_FILE_BYTES = 200 * 1024 * 1024  # OpenAI's limit for a batch input file
 
 
 def file_object(file_id: str, filename: str, size: int, purpose: str) -> dict[str, Any]:
@@ -52,6 +53,9 @@ async def upload(file: Annotated[UploadFile, File()], purpose: Annotated[str, Fo
     if purpose != "batch":
         raise bad_request(f"purpose must be 'batch' (this gateway keeps batch input files), "
                           f"not {purpose!r}", "purpose")
+    if (file.size or 0) > MAX_FILE_BYTES:
+        raise bad_request(f"the file has {file.size} bytes, more than a batch input file may "
+                          f"({MAX_FILE_BYTES} bytes): split it", "file")
     content = await file.read()
     validation = await asyncio.to_thread(validated, content)
     if not validation.ok:
