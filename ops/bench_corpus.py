@@ -150,14 +150,19 @@ class Comparison:
         return statistics.median(p / d for p, d in zip(self.pool, self.direct, strict=True))
 
     def lines(self) -> list[str]:
-        pairs = ", ".join(f"{p:.0f}/{d:.0f}" for p, d in zip(self.pool, self.direct,
-                                                              strict=True))
+        pairs = ", ".join(f"{_rate(p)}/{_rate(d)}" for p, d in zip(self.pool, self.direct,
+                                                                    strict=True))
         return [f"  pool chunks/s {spread(self.pool)}; direct {spread(self.direct)} "
                 f"(best threads per round {self.threads}); rounds pool/direct: {pairs}"]
 
 
 def spread(values: list[float]) -> str:
-    return f"{min(values):.0f}-{max(values):.0f} (median {statistics.median(values):.0f})"
+    return f"{_rate(min(values))}-{_rate(max(values))} (median {_rate(statistics.median(values))})"
+
+
+def _rate(value: float) -> str:
+    """Whole numbers, but two decimals for the few chunks/s of a real model on a CPU."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
 
 
 def compare(corpus: Path, work: Path, settings: object, host: str, rounds: int,

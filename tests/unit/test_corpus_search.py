@@ -49,3 +49,21 @@ def test_plain_progress_lines_and_tqdm_bar() -> None:
     bar.advance(4, 80)
     bar.close()
     assert "4/10" in bar_out.getvalue() and "tok/s" in bar_out.getvalue()
+
+
+def test_a_file_that_is_not_a_corpus_is_one_clear_error(tmp_path: Path) -> None:
+    from producers.corpus import CorpusFileError
+
+    text = tmp_path / "notes.parquet"
+    text.write_text("just text\n")
+    with pytest.raises(CorpusFileError, match="is not a corpus written by `lmq embed-corpus`"):
+        nearest(text, [1.0, 0.0, 0.0])
+
+
+def test_a_query_from_another_model_is_refused_with_both_dimensions(corpus_file: Path
+                                                                   ) -> None:
+    from producers.corpus import CorpusFileError
+
+    with pytest.raises(CorpusFileError, match="holds 3-dimension vectors, the query's model "
+                                              "gives 4: search with the model that embedded"):
+        nearest(corpus_file, [1.0, 0.0, 0.0, 0.0])
