@@ -178,3 +178,6 @@ def test_llama_cpp_holds_its_kv_cache_at_load_and_jobs_take_instance_cells(
             gate.admit("j2", 1000, 25, lambda: False):
         pass
     assert status(redis_url).instances[0].reserved_cells == 0
+    # No max_tokens (the runner passes context - prompt): an even share, n_ctx / P
+    with gate.admit("j3", 10, 2048 - 10, lambda: False), gate.admit("j4", 10, 0, lambda: False):
+        assert status(redis_url).instances[0].reserved_cells == 2 * 1024

@@ -8,7 +8,8 @@ holds its KV bytes there. Before the model is loaded, and for embedding models, 
 the host layer only (KV bytes and the model's slots), as below.
 
 A job reserves KV for `prompt_tokens + max_output_tokens` tokens. When the job sets no
-max_tokens, the worker passes `max_output_tokens <= 0` and the gate reserves up to the
+max_tokens, the worker passes `max_output_tokens <= 0`: in the instance layer the job then
+reserves an even share of the cells (`_instance_tokens`); in the host layer up to the
 model's context length (`context_length - prompt_tokens` output tokens): LM Studio may
 generate until the context is full. Reservations are capped at the context length when it
 is known (a prediction cannot hold more KV than its context).
@@ -133,10 +134,9 @@ class AdmissionGate:
         log.info("admission: %s held in group %r", label, self.semaphore.group)
 
     def _load_what(self) -> str:
-        kv = self.cost.load_kv_bytes
+        kv, per_token = self.cost.load_kv_bytes, max(1, self.cost.kv_bytes_per_token)
         return (f"{self.cost.weights_bytes:,} bytes of weights on GPU"
-                + (f" + {kv:,} bytes of KV cache for {self.cost.context_length:,} cells"
-                   if kv else ""))
+                + (f" + {kv:,} bytes of KV cache for {kv // per_token:,} cells" if kv else ""))
 
     def loaded(self, facts: ModelFacts) -> None:
         """Reservations clamp to the context the model was actually loaded with, and count
@@ -182,13 +182,24 @@ class AdmissionGate:
     ) -> AbstractContextManager[None]:
         return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
 
-    def _instance_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        """Cells a job reserves: prompt + max output; unset max output: to the end of its
-        sequence (LM Studio may generate until the context is full)."""
+    def _unbounded(self, prompt_tokens: int, max_output_tokens: int) -> bool:
+        """No max output, or one that runs to the end of the context (the job runners pass
+        context - prompt for a job without max_tokens)."""
         assert self.shape is not None
-        seq = self.shape.seq_cells
-        if max_output_tokens <= 0:
-            return max(max(0, prompt_tokens) + 1, seq)
+        return (max_output_tokens <= 0
+                or max(0, prompt_tokens) + max_output_tokens >= self.shape.cells)
+
+    def _instance_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
+        """Cells a job reserves: prompt + max output. Unbounded (`_unbounded`): an even share of
+        the cells, n_ctx / P (all of a sequence's n_ctx_seq without a unified cache), or
+        the prompt + 1 if more. LM Studio may generate until the context is full, so with a
+        unified cache only max_tokens guarantees the cells; reserving all n_ctx for every
+        such job would run them one at a time, where short replies (the usual case) fit P
+        at once."""
+        assert self.shape is not None
+        if self._unbounded(prompt_tokens, max_output_tokens):
+            share = self.shape.cells // max(1, self.shape.parallel)
+            return max(max(0, prompt_tokens) + 1, share)
         return max(0, prompt_tokens) + max_output_tokens
 
     @contextmanager
@@ -211,8 +222,8 @@ class AdmissionGate:
         assert self.instance is not None and self.shape is not None
         tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
         label = f"job {job_id} ({tokens:,} tokens)"
-        self.shape.check_fits(label, min(tokens, max(0, prompt_tokens) + 1)
-                              if max_output_tokens <= 0 else tokens)
+        unbounded = self._unbounded(prompt_tokens, max_output_tokens)
+        self.shape.check_fits(label, max(0, prompt_tokens) + 1 if unbounded else tokens)
         tokens = min(tokens, self.shape.seq_cells)
         ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label)
         held = self._acquire(ticket, cancelled, self.instance)
