@@ -46,7 +46,8 @@ class Budget:
 
     def warning(self) -> str:
         """The one line a worker logs when the memory is unknown."""
-        return f"{UNKNOWN_ADVICE} ({self.detail}); admitting by the model's slots only"
+        return (f"{UNKNOWN_ADVICE} ({self.detail}); admitting by the loaded instance's KV "
+                "cells and slots only")
 
 
 def default_reserve_bytes(gpu_memory_bytes: int) -> int:
