@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from workers.celery_config import PRIORITIES
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
 from workers.error import InvalidJobError
 from workers.settings import Settings
@@ -70,6 +71,13 @@ def coerce_job(job: Job | dict[str, Any]) -> Job:
         raise InvalidJobError(f"a job must be a ChatJob, CompletionJob, EmbeddingJob or dict, "
                               f"not {type(job).__name__}")
     return make_job(str(job.get("kind", "chat")), job)
+
+
+def check_priority(priority: str | None) -> None:
+    """None (keep each job's) or one of PRIORITIES, else InvalidJobError."""
+    if priority is not None and priority not in PRIORITIES:
+        raise InvalidJobError(f"unknown priority {priority!r}: use one of "
+                              f"{', '.join(PRIORITIES)}")
 
 
 def prompt_chars(job: Job) -> int:

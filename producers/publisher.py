@@ -20,11 +20,19 @@ from celery import Celery
 from producers import job_registry
 from producers.sent_events import SentEvents
 from workers import keys
+from workers.celery_config import ENQUEUED_AT_HEADER, REDIS_PRIORITY_STEP, message_priority
 from workers.contract import TASK_FOR_KIND, Job, queue_name
 from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
 CHUNK_JOBS = 500  # jobs per pipeline round trip
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue + sep + priority step
+
+
+def broker_list(job: Job) -> str:
+    """The Redis list of the job's queue and priority (kombu's `_q_for_pri` naming)."""
+    step = REDIS_PRIORITY_STEP[job.priority]
+    return f"{queue_name(job.model)}{PRIORITY_SEP}{step}" if step else queue_name(job.model)
 
 
 def task_message(app: Celery, job_id: str, job: Job) -> str:
@@ -33,6 +41,7 @@ def task_message(app: Celery, job_id: str, job: Job) -> str:
     # Flower shows argsrepr: shortened, with secrets masked (never the raw prompt).
     msg = app.amqp.as_task_v2(job_id, TASK_FOR_KIND[job.kind], args=(payload,), kwargs={},
                               argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
+    msg.headers[ENQUEUED_AT_HEADER] = job.submitted_at
     body = json.dumps(msg.body).encode()
     queue = queue_name(job.model)
     return json.dumps({
@@ -44,7 +53,7 @@ def task_message(app: Celery, job_id: str, job: Job) -> str:
             **msg.properties,
             "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
+            "priority": REDIS_PRIORITY_STEP[job.priority],
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
         },
@@ -76,12 +85,15 @@ class Publisher:
                 payload = job.model_dump(mode="json")
                 self.app.send_task(TASK_FOR_KIND[job.kind], args=(payload,), task_id=job_id,
                                    queue=queue_name(job.model),
+                                   priority=message_priority(job.priority,
+                                                             self.settings.broker_url),
+                                   headers={ENQUEUED_AT_HEADER: job.submitted_at},
                                    argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
         assert self.broker is not None
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=False)
         for job_id, job in jobs:
-            broker_pipe.lpush(queue_name(job.model), task_message(self.app, job_id, job))
+            broker_pipe.lpush(broker_list(job), task_message(self.app, job_id, job))
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()

@@ -10,9 +10,31 @@ from typing import Any
 
 from workers.settings import Settings
 
+# Job priorities, most urgent first.
+PRIORITIES = ("high", "normal", "low")
+# Redis (kombu): one broker list per step, `lmq.<model>` + sep + step (no suffix for 0).
+# Normal is step 0, the queue's own list, because kombu puts every message that carries no
+# priority there (jobs from older producers, plain `send_task`): they count as normal. The
+# worker takes the lists in PRIORITIES order (`workers.delivery.held_transport`).
+REDIS_PRIORITY_STEP = {"high": 3, "normal": 0, "low": 6}
+# RabbitMQ priority queues: the highest number is delivered first.
+AMQP_PRIORITY = {"high": 2, "normal": 1, "low": 0}
+# Message header with the epoch seconds a job was enqueued: the take script ages jobs by it.
+ENQUEUED_AT_HEADER = "lmq_enqueued_at"
+
+
+def is_redis(broker_url: str) -> bool:
+    return broker_url.startswith(("redis://", "rediss://"))
+
+
+def message_priority(priority: str, broker_url: str) -> int:
+    """The broker message priority of a job priority ("high", "normal", "low")."""
+    table = REDIS_PRIORITY_STEP if is_redis(broker_url) else AMQP_PRIORITY
+    return table[priority]
+
 
 def transport_options(settings: Settings) -> dict[str, Any]:
-    if not settings.broker_url.startswith(("redis://", "rediss://")):
+    if not is_redis(settings.broker_url):
         return {}
     return {
         # An unacked job is redelivered after this: it must exceed the longest job.
@@ -23,15 +45,28 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         # `HeldQoS.restore_visible`), so once a minute is enough (kombu's default: 100 s).
         "unacked_restore_interval": 60,
         "unacked_restore_throttle": 1,
-        # One list per queue (every job is published at priority 0): fewer lists for the
-        # worker to take entries from (`workers.delivery.held_transport`).
-        "priority_steps": [0],
+        # One list per job priority (REDIS_PRIORITY_STEP), taken in priority order by the
+        # worker (`workers.delivery.held_transport`).
+        "priority_steps": sorted(REDIS_PRIORITY_STEP.values()),
         "socket_keepalive": True,
         "health_check_interval": 10,
     }
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    return {**_common_config(settings), **_priority_config(settings)}
+
+
+def _priority_config(settings: Settings) -> dict[str, Any]:
+    if is_redis(settings.broker_url):
+        return {}
+    # RabbitMQ: queues declared as priority queues (x-max-priority), by workers and producers
+    # alike; a queue declared before without it must be deleted once (ops/runbook.md).
+    return {"task_queue_max_priority": max(AMQP_PRIORITY.values()),
+            "task_default_priority": AMQP_PRIORITY["normal"]}
+
+
+def _common_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,

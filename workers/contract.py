@@ -167,6 +167,9 @@ class _JobBase(_Contract):
     model: str = Field(description="Model key; selects the queue lmq.<model>.")
     submitted_at: float | None = Field(None, description="Epoch seconds when enqueued.")
     batch_id: str | None = None
+    priority: Literal["high", "normal", "low"] = Field(
+        "normal", description="Workers take the most urgent waiting job first (broker lists "
+        "per priority); a job waiting longer than LMQ_PRIORITY_AGING_S counts one higher.")
 
     @field_validator("model")
     @classmethod

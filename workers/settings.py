@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "this long, instead of after the visibility timeout."
     )
 
+    priority_aging_s: float = Field(
+        300.0, ge=0, description="A job that waited longer than this counts one priority "
+        "level higher (low as normal, normal as high), so nothing starves; 0: no aging. "
+        "Redis broker only."
+    )
+
     # --- LM Studio ----------------------------------------------------------------------
     lmstudio_host: str = Field(
         "localhost:1234", description="LM Studio API host:port (the SDK never probes 1234)."

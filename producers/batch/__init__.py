@@ -25,6 +25,7 @@ from producers.batch._request import BatchRequest, LineError, parse_line
 from producers.batch._store import BatchNotFoundError
 from producers.batch._validate import Validation, parse_model_map, validate_file
 from producers.cancellation import job_states
+from producers.job_building import check_priority
 from workers.error import ModelNotServedError
 
 __all__ = [
@@ -45,27 +46,29 @@ def new_batch_id() -> str:
 
 
 def submit_file(queue: Any, path: Path, model_map: dict[str, str] | None = None, *,
-                enqueue_anyway: bool = False) -> tuple[str, Validation]:
+                enqueue_anyway: bool = False, priority: str = "low") -> tuple[str, Validation]:
     """Validate every line, then record and enqueue all requests; nothing on any error."""
     validation = validate_file(path, model_map)
     if not validation.ok:
         raise BatchInvalidError(validation.report(), validation)
     batch_id = submit_requests(queue, validation.requests, source=str(path),
-                               enqueue_anyway=enqueue_anyway)
+                               enqueue_anyway=enqueue_anyway, priority=priority)
     return batch_id, validation
 
 
 def submit_requests(queue: Any, reqs: list[BatchRequest], *, source: str,
-                    enqueue_anyway: bool = False) -> str:
-    """Record and enqueue requests already validated (the gateway's /v1/batches)."""
+                    enqueue_anyway: bool = False, priority: str = "low") -> str:
+    """Record and enqueue requests already validated (the gateway's /v1/batches); batch
+    files are bulk work, so their jobs are low priority unless `priority` says otherwise."""
     batch_id = new_batch_id()
-    if not enqueue_anyway:  # fail before recording anything
+    check_priority(priority)  # fail before recording anything
+    if not enqueue_anyway:
         _check_served(queue, {r.job.model for r in reqs})
     job_ids = [str(uuid.uuid4()) for _ in reqs]
     _store.record(queue.store_client, batch_id, reqs, job_ids, source=source,
                   ttl_s=queue.settings.result_expires_s)
     queue.submit_many([r.job for r in reqs], batch_id=batch_id, job_ids=job_ids,
-                      enqueue_anyway=True)
+                      enqueue_anyway=True, priority=priority)
     return batch_id
 
 

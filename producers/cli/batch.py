@@ -10,6 +10,7 @@ import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
+from workers.celery_config import PRIORITIES
 
 if TYPE_CHECKING:
     from producers.job_queue import JobQueue
@@ -41,9 +42,11 @@ def batch_group() -> None:
 @click.option("--model-map", multiple=True, metavar="NAME=MODEL",
               help="Run requests for model NAME on our MODEL (repeatable).")
 @click.option("--enqueue-anyway", is_flag=True, help="Send even if no worker serves a model.")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="low", show_default=True,
+              help="Priority of the batch's jobs (batches are bulk work: low by default).")
 @click.option("--json", "as_json", is_flag=True)
 def submit_command(requests: Path, model_map: tuple[str, ...], enqueue_anyway: bool,
-                   as_json: bool) -> None:
+                   priority: str, as_json: bool) -> None:
     """Validate every line of REQUESTS, then enqueue them all; prints the batch id."""
     from producers.batch import BatchInvalidError, parse_model_map, submit_file
 
@@ -54,7 +57,8 @@ def submit_command(requests: Path, model_map: tuple[str, ...], enqueue_anyway: b
     with _queue() as queue:
         try:
             batch_id, validation = submit_file(queue, requests, mapping,
-                                               enqueue_anyway=enqueue_anyway)
+                                               enqueue_anyway=enqueue_anyway,
+                                               priority=priority)
         except BatchInvalidError as exc:
             click.echo(f"{requests}: nothing enqueued, fix these lines:\n{exc.args[0]}", err=True)
             sys.exit(2)

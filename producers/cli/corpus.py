@@ -11,6 +11,7 @@ import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
+from workers.celery_config import PRIORITIES
 
 
 @main.command("embed-corpus")
@@ -38,6 +39,8 @@ from producers.cli._context import cli_settings, echo_json
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of this command.")
 @click.option("--restart", is_flag=True, help="Discard an interrupted run's state.")
 @click.option("--enqueue-anyway", is_flag=True, help="Send even if no worker serves the model.")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="low", show_default=True,
+              help="Priority of the corpus's jobs (bulk work: low by default).")
 @click.option("--progress/--no-progress", default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str | None,

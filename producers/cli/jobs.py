@@ -15,6 +15,7 @@ from producers.cli._render import result_text, stats_line
 from producers.job_building import make_config
 from producers.job_handle import JobHandle
 from producers.job_queue import JobQueue
+from workers.celery_config import PRIORITIES
 from workers.contract import PredictionConfig
 
 
@@ -58,6 +59,8 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Give up waiting after this many seconds."),
         click.option("--enqueue-anyway", is_flag=True,
                      help="Queue the job even if no live worker serves the model."),
+        click.option("--priority", type=click.Choice(PRIORITIES), default="normal",
+                     show_default=True, help="Workers take the most urgent waiting job first."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -112,12 +115,13 @@ def finish(handle: JobHandle, *, wait: bool, stream: bool, as_json: bool,
 @prediction_options
 @wait_options
 def chat(model: str, prompt: str, system_prompt: str | None, wait: bool, stream: bool,
-         as_json: bool, timeout_s: float | None, enqueue_anyway: bool, **opts: Any) -> None:
+         as_json: bool, timeout_s: float | None, enqueue_anyway: bool, priority: str,
+         **opts: Any) -> None:
     """Chat with MODEL: one user message PROMPT."""
     config = to_config(opts)
     with JobQueue(cli_settings()) as queue:
         handle = queue.chat(model, prompt, system_prompt=system_prompt, config=config,
-                            enqueue_anyway=enqueue_anyway)
+                            enqueue_anyway=enqueue_anyway, priority=priority)
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 
@@ -127,11 +131,13 @@ def chat(model: str, prompt: str, system_prompt: str | None, wait: bool, stream:
 @prediction_options
 @wait_options
 def complete(model: str, prompt: str, wait: bool, stream: bool, as_json: bool,
-             timeout_s: float | None, enqueue_anyway: bool, **opts: Any) -> None:
+             timeout_s: float | None, enqueue_anyway: bool, priority: str,
+             **opts: Any) -> None:
     """Complete PROMPT with MODEL (raw text completion)."""
     config = to_config(opts)
     with JobQueue(cli_settings()) as queue:
-        handle = queue.complete(model, prompt, config=config, enqueue_anyway=enqueue_anyway)
+        handle = queue.complete(model, prompt, config=config, enqueue_anyway=enqueue_anyway,
+                                priority=priority)
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 
@@ -140,8 +146,9 @@ def complete(model: str, prompt: str, wait: bool, stream: bool, as_json: bool,
 @click.argument("texts", nargs=-1, required=True)
 @wait_options
 def embed(model: str, texts: tuple[str, ...], wait: bool, stream: bool, as_json: bool,
-          timeout_s: float | None, enqueue_anyway: bool) -> None:
+          timeout_s: float | None, enqueue_anyway: bool, priority: str) -> None:
     """Embed each TEXT with the embedding MODEL."""
     with JobQueue(cli_settings()) as queue:
-        handle = queue.embed(model, list(texts), enqueue_anyway=enqueue_anyway)
+        handle = queue.embed(model, list(texts), enqueue_anyway=enqueue_anyway,
+                             priority=priority)
         finish(handle, wait=wait, stream=False, as_json=as_json, timeout_s=timeout_s)

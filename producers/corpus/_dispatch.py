@@ -132,7 +132,7 @@ class Dispatcher:
 
     def _send(self, batch: list[Flight]) -> None:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
-                             submitted_at=None,
+                             submitted_at=None, priority=self.options.priority,
                              exact_token_counts=self.options.exact_token_counts,
                              encoding_format="base64", token_counts=_counts(f.plan),
                              texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]

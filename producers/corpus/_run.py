@@ -38,6 +38,7 @@ class CorpusOptions:
     resume: bool = False
     restart: bool = False
     enqueue_anyway: bool = False
+    priority: str = "low"  # bulk work: interactive jobs go first
     progress: bool = True
 
     def params(self, paths: Sequence[str]) -> dict[str, Any]:

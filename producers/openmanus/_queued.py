@@ -60,7 +60,8 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
             {"temperature": min(request.temperature, 5.0), "max_tokens": request.max_tokens})
         handle = await self.queue.achat(
             self.model, rest or [{"role": "user", "content": "Continue."}], system_prompt=system,
-            tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway)
+            tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway,
+            priority="high")  # an agent (and whoever runs it) waits on every step
         return str(handle.id)
 
     async def acollect(self, job_id: str, timeout_s: float | None = None) -> Reply:

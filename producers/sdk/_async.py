@@ -222,8 +222,8 @@ class _AsyncEmbeddingNamespace:
 class AsyncClient:
     """`lmstudio.AsyncClient` over the pool (use it with `async with`)."""
 
-    def __init__(self, target: Target = None) -> None:
-        self._client = Client(target)
+    def __init__(self, target: Target = None, *, priority: str = "normal") -> None:
+        self._client = Client(target, priority=priority)
         self.llm = _AsyncLlmNamespace(self._client)
         self.embedding = _AsyncEmbeddingNamespace(self._client)
 

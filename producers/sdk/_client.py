@@ -14,6 +14,7 @@ from typing import Any
 
 import lmstudio as lms
 
+from producers.job_building import check_priority
 from producers.job_queue import JobQueue
 from producers.sdk import _act, _config
 from producers.sdk._callbacks import Callbacks
@@ -28,7 +29,11 @@ ChatInput = lms.Chat | lms.ChatHistoryDataDict | str
 class Client:
     """`lms.Client` over the pool: `with Client() as client: client.llm.model(key)`."""
 
-    def __init__(self, target: Target = None) -> None:
+    def __init__(self, target: Target = None, *, priority: str = "normal") -> None:
+        """`priority` (not in the SDK): every job of this client ("high", "normal", "low")."""
+        with translated():
+            check_priority(priority)
+        self.priority = priority
         self.queue = JobQueue(settings_for(target))
         self.llm = LlmNamespace(self)
         self.embedding = EmbeddingNamespace(self)
@@ -115,7 +120,8 @@ class LLM(_Handle):
         _no_preset(preset)
         queue = self._client.queue
         return PredictionStream(queue, self.identifier,
-                                lambda: queue.complete(self.identifier, prompt, config=checked),
+                                lambda: queue.complete(self.identifier, prompt, config=checked,
+                                                       priority=self._client.priority),
                                 _config.sdk_config(checked), Callbacks(**callbacks))
 
     def complete(self, prompt: str, *, response_format: Any = None,
@@ -138,7 +144,8 @@ class LLM(_Handle):
         queue = self._client.queue
         return PredictionStream(
             queue, self.identifier,
-            lambda: queue.chat(self.identifier, messages, tools=tools, config=config),
+            lambda: queue.chat(self.identifier, messages, tools=tools, config=config,
+                               priority=self._client.priority),
             _config.sdk_config(config), callbacks)
 
 
@@ -148,8 +155,8 @@ class EmbeddingModel(_Handle):
     def embed(self, input: str | Iterable[str]) -> Sequence[float] | Sequence[Sequence[float]]:
         texts = [input] if isinstance(input, str) else list(input)
         with translated():
-            vectors: list[list[float]] = self._client.queue.embed(self.identifier,
-                                                                  texts).result().vectors
+            vectors: list[list[float]] = self._client.queue.embed(
+                self.identifier, texts, priority=self._client.priority).result().vectors
         return vectors[0] if isinstance(input, str) else vectors
 
 

@@ -12,12 +12,16 @@ worker's `popping` entries back on their lists.
 How an entry is taken, without a busy loop:
 
 * one broker list (one queue, the usual case): BLMOVE, blocking like kombu's BRPOP;
-* several lists (several queues, or priority steps): `TAKE_SCRIPT` moves the tail of the
-  first non-empty list, in kombu's order; if all are empty, BLMOVE on the first list for at
-  most `MULTI_LIST_WAIT_S`, then the script again. An entry on that first list is taken as
-  soon as it arrives; one on another list waits, when the worker is idle, up to that wait
-  plus Redis's timer resolution (1/hz, 0.1 s by default): measured <= 0.16 s, about six
-  script calls a second. (Redis cannot block on several lists without popping.)
+* several lists (one per job priority, `workers.celery_config.REDIS_PRIORITY_STEP`, and
+  per queue): `TAKE_SCRIPT` moves the oldest entry of the most urgent non-empty list (high,
+  normal, low; a list whose oldest entry waited past LMQ_PRIORITY_AGING_S counts one level
+  higher); if all are empty, BLMOVE on the first normal list for at most
+  `MULTI_LIST_WAIT_S`, then the script again. A normal job is taken as soon as it arrives;
+  one on another list waits, when the worker is idle, up to that wait plus Redis's timer
+  resolution (1/hz, 0.1 s by default): measured <= 0.16 s (before priorities, with the
+  same loop), about six script calls a second. (Redis cannot block on several lists
+  without popping.) Priorities are thus decided in Redis, in the one atomic take: no job is
+  taken out and put back to reorder them.
 
 A take whose reply is lost (the connection drops just after Redis moved the entry) leaves
 the entry in this live worker's `popping` list, where the janitor would not look until the
@@ -43,6 +47,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from workers import keys
+from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP
 from workers.delivery import redelivery
 from workers.delivery.dead_letter import DeadLetterChannel
 
@@ -56,16 +61,34 @@ SWEEP_MAX_TAGS = 1000
 # them all again: the extra latency of the others when idle (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
 
-# Move the tail of the first non-empty list to the head of its `popping` list.
+# Move the oldest entry (the tail) of the most urgent non-empty list to the head of its
+# `popping` list. A list's urgency is its priority level (ARGV[1 + i], 0 = high), one level
+# higher when its tail was enqueued before the aging cutoff ARGV[1] (0: no aging); between
+# equal levels, the older tail, else the earlier list. Only tails are read: each list is
+# FIFO, so its tail is its oldest entry. The enqueue time is the `lmq_enqueued_at` message
+# header (`workers.celery_config.ENQUEUED_AT_HEADER`), found by a pattern, not by decoding
+# the whole message.
 # KEYS: the n broker lists in the order to try, then their n `popping` lists.
 # Returns {index (0-based), entry}, or nil if every list is empty.
 TAKE_SCRIPT = """
 local n = #KEYS / 2
+local cutoff = tonumber(ARGV[1])
+local best, best_level, best_t = nil, nil, nil
 for i = 1, n do
-  local entry = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
-  if entry then return {i - 1, entry} end
+  local tail = redis.call('LINDEX', KEYS[i], -1)
+  if tail then
+    local level = tonumber(ARGV[i + 1])
+    local t = tonumber(string.match(tail, '"lmq_enqueued_at": *([0-9.eE+-]+)'))
+    if cutoff > 0 and t and t < cutoff and level > 0 then level = level - 1 end
+    if best == nil or level < best_level
+        or (level == best_level and t and best_t and t < best_t) then
+      best, best_level, best_t = i, level, t
+    end
+  end
 end
-return false
+if best == nil then return false end
+local entry = redis.call('LMOVE', KEYS[best], KEYS[n + best], 'RIGHT', 'LEFT')
+return {best - 1, entry}
 """
 
 
@@ -81,6 +104,7 @@ class Source:
     queue: str
     list_key: str
     popping_key: str
+    level: int = 0  # priority level: 0 high, 1 normal, 2 low (PRIORITIES)
 
 
 @dataclass(frozen=True)
@@ -201,17 +225,20 @@ class HeldChannel(DeadLetterChannel):
             self._send_take(sources)
 
     def _sources(self, hostname: str) -> list[Source]:
-        """The lists kombu's BRPOP would name, in its order (priority, then queue cycle)."""
+        """The lists to take from: by job priority (high, normal, low), then queue cycle."""
         queues = self._queue_cycle.consume(len(self.active_queues))
-        lists = [(queue, self._q_for_pri(queue, pri))  # type: ignore[no-untyped-call]
-                 for pri in self.priority_steps for queue in queues]
+        lists = [(queue, self._q_for_pri(queue, step), level)  # type: ignore[no-untyped-call]
+                 for level, step in _levels(self.priority_steps) for queue in queues]
         prefix = self.global_keyprefix
-        return [Source(queue, prefix + name, prefix + keys.popping(hostname, name))
-                for queue, name in lists]
+        return [Source(queue, prefix + name, prefix + keys.popping(hostname, name), level)
+                for queue, name, level in lists]
 
     def _send_take(self, sources: list[Source]) -> None:
         keys_ = [s.list_key for s in sources] + [s.popping_key for s in sources]
-        self._send(Take("EVAL", sources), "EVAL", TAKE_SCRIPT, len(keys_), *keys_)
+        aging_s = _aging_s()
+        cutoff = time() - aging_s if aging_s > 0 else 0
+        self._send(Take("EVAL", sources), "EVAL", TAKE_SCRIPT, len(keys_), *keys_,
+                   repr(cutoff), *(s.level for s in sources))
 
     def _send_blmove(self, sources: list[Source], timeout_s: float) -> None:
         first = sources[0]
@@ -244,8 +271,8 @@ class HeldChannel(DeadLetterChannel):
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
             if flush is not None:
                 flush()
-        if take.command == "EVAL":  # every list was empty: block on the first, briefly
-            self._send_blmove(take.sources, MULTI_LIST_WAIT_S)
+        if take.command == "EVAL":  # every list was empty: block on a normal one, briefly
+            self._send_blmove(_normal_first(take.sources), MULTI_LIST_WAIT_S)
         raise kombu_redis.Empty()  # type: ignore[attr-defined]
 
     def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes] | None:
@@ -269,6 +296,34 @@ class HeldChannel(DeadLetterChannel):
             if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
                 self._popping = None
                 self.client.lrem(source.popping_key, 1, entry)
+
+
+def _levels(steps: list[int]) -> list[tuple[int, int]]:
+    """(level, kombu priority step) in the order to take: PRIORITIES first, other steps
+    (a transport configured otherwise) after them."""
+    ordered = [REDIS_PRIORITY_STEP[p] for p in PRIORITIES if REDIS_PRIORITY_STEP[p] in steps]
+    ordered += [step for step in steps if step not in ordered]
+    return [(min(level, len(PRIORITIES) - 1), step) for level, step in enumerate(ordered)]
+
+
+def _normal_first(sources: list[Source]) -> list[Source]:
+    """`sources` with the first normal-priority list first: an idle worker blocks on it, so
+    the usual job is taken the moment it arrives (the others within MULTI_LIST_WAIT_S)."""
+    normal = PRIORITIES.index("normal")
+    first = next((s for s in sources if s.level == normal), sources[0])
+    return [first] + [s for s in sources if s is not first]
+
+
+_aging: list[float] = []
+
+
+def _aging_s() -> float:
+    """LMQ_PRIORITY_AGING_S, read once per process."""
+    if not _aging:
+        from workers.settings import get_settings
+
+        _aging.append(get_settings().priority_aging_s)
+    return _aging[0]
 
 
 def _restore_stranded(current: redelivery.Redelivery) -> None:
