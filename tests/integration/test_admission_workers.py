@@ -200,13 +200,16 @@ def test_cells_of_a_killed_worker_are_released_within_the_lease(
     assert worker.process is not None
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
-    wait_until(lambda: instance(redis_url, unified).reserved_cells == 0, timeout=ttl_s + 1.0,
-               message="the dead worker's cells to be released")
-    status = group_status(redis.Redis.from_url(redis_url), unified.host)
-    wait_until(lambda: group_status(redis.Redis.from_url(redis_url),
-                                    unified.host).weights_bytes == 0,
+    client = redis.Redis.from_url(redis_url)
+    # Its cells, slots and load are free within the lease; its instance, with no worker
+    # left to renew it, drops out of the status.
+    wait_until(lambda: all(i.reserved_cells == 0 and i.slots_in_use == 0
+                           for i in group_status(client, unified.host).instances),
+               timeout=ttl_s + 1.0, message="the dead worker's cells to be released")
+    wait_until(lambda: group_status(client, unified.host).weights_bytes == 0,
                timeout=ttl_s + 1.0, message="the dead worker's load to be released")
-    assert status.instances[0].slots_in_use == 0
+    wait_until(lambda: group_status(client, unified.host).instances == [],
+               timeout=ttl_s + 1.0, message="the dead worker's instance to drop out")
 
 
 # --- MLX: the KV cache grows per token out of (unified) memory ------------------------

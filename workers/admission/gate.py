@@ -156,9 +156,13 @@ class AdmissionGate:
             return  # no instance to share: jobs stay on the host layer
         self.shape = InstanceShape.of(facts, self.slots)
         client, group = self.semaphore.client, self.semaphore.group
+        ttl_s = self.semaphore.ttl_s
         self.instance = GroupSemaphore(client, instance_group(group, self.shape.identifier),
-                                       self.shape.cells, self.semaphore.ttl_s)
-        self.shape.publish(client, group)
+                                       self.shape.cells, ttl_s)
+        shape = self.shape
+        self.shape.publish(client, group, ttl_s)
+        self.instance.beat_hooks.append(lambda: shape.publish(client, group, ttl_s))
+        self.instance.start_heartbeat()
         log.info("admission: %s", self.shape.describe())
 
     def _hold_load_as_loaded(self) -> None:

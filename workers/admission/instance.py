@@ -74,9 +74,14 @@ class InstanceShape:
                 "shorten the prompt or max_tokens, or load the model with a larger context "
                 "length or fewer parallel predictions")
 
-    def publish(self, client: redis.Redis, host_group: str) -> None:
-        """Write the shape next to the instance's semaphore, for `lmq gpu` and metrics."""
-        client.hset(f"{keys.admission(instance_group(host_group, self.identifier))}:shape",
-                    mapping={"model": self.model_key, "cells": self.cells,
-                             "parallel": self.parallel, "unified": int(self.unified),
-                             "seq_cells": self.seq_cells, "source": self.source})
+    def publish(self, client: redis.Redis, host_group: str, ttl_s: float) -> None:
+        """Write the shape next to the instance's semaphore, for `lmq gpu` and metrics,
+        for `ttl_s`: its workers renew it with their heartbeat, so an instance whose
+        workers are all gone drops out of the status."""
+        key = f"{keys.admission(instance_group(host_group, self.identifier))}:shape"
+        with client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"model": self.model_key, "cells": self.cells,
+                                    "parallel": self.parallel, "unified": int(self.unified),
+                                    "seq_cells": self.seq_cells, "source": self.source})
+            pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+            pipe.execute()

@@ -128,6 +128,8 @@ class GroupSemaphore:
         self._heartbeat: Heartbeat | None = None
         self._closed = False
         self.last_free_bytes: int | None = None  # group's free bytes at the latest verdict
+        # Called by the heartbeat every ttl_s / 3 (e.g. to keep an instance's shape alive).
+        self.beat_hooks: list[Callable[[], None]] = []
 
     # --- scripts ---------------------------------------------------------------------
     @property
@@ -294,6 +296,8 @@ class Heartbeat(threading.Thread):
         while not self._stopped.wait(interval_s):
             try:
                 self.semaphore.renew()
+                for hook in self.semaphore.beat_hooks:
+                    hook()
             except redis.RedisError as exc:  # keep beating: Redis may come back
                 log.warning("admission heartbeat failed: %s", exc)
 
