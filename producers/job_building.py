@@ -80,6 +80,15 @@ def check_priority(priority: str | None) -> None:
                               f"{', '.join(PRIORITIES)}")
 
 
+def check_deadlines(**deadlines_s: float | None) -> dict[str, float]:
+    """The deadlines given (expires_s, time_limit_s), each a positive number of seconds."""
+    given = {name: value for name, value in deadlines_s.items() if value is not None}
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise InvalidJobError(f"{name} must be a positive number of seconds, got {value!r}")
+    return {name: float(value) for name, value in given.items()}
+
+
 def prompt_chars(job: Job) -> int:
     if isinstance(job, CompletionJob):
         return len(job.prompt)

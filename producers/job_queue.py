@@ -15,6 +15,7 @@ from producers import cancellation, job_registry
 from producers.cancellation import BulkCancel, CancelOutcome
 from producers.celery_app import producer_app
 from producers.job_building import (
+    check_deadlines,
     check_limits,
     check_priority,
     coerce_job,
@@ -64,45 +65,58 @@ class JobQueue:
              tools: list[dict[str, Any]] | None = None, config: Config = None,
              response_format: Any = None, enqueue_anyway: bool = False,
              job_id: str | None = None, batch_id: str | None = None,
-             priority: str = "normal") -> JobHandle:
+             priority: str = "normal", expires_s: float | None = None,
+             time_limit_s: float | None = None) -> JobHandle:
         """`config`: the SDK's prediction config; `response_format`: as `respond()` takes it
         (a JSON schema dict or a pydantic model class), the result's `parsed` is filled.
-        `priority`: "high", "normal" or "low" (workers take the most urgent job first)."""
+        `priority`: "high", "normal" or "low" (workers take the most urgent job first);
+        `expires_s`: never start it later than this after submission (JobExpiredError);
+        `time_limit_s`: cancel it this long after it started (REVOKED, partial result)."""
         job = make_job("chat", {"model": model, "messages": prompt_or_messages,
                                 "system_prompt": system_prompt, "tools": tools,
                                 "config": make_config(config, response_format),
-                                "batch_id": batch_id, "priority": priority})
+                                "batch_id": batch_id, "priority": priority,
+                                "expires_s": expires_s, "time_limit_s": time_limit_s})
         return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
 
     def complete(self, model: str, prompt: str, *, config: Config = None,
                  response_format: Any = None, enqueue_anyway: bool = False,
                  job_id: str | None = None, batch_id: str | None = None,
-                 priority: str = "normal") -> JobHandle:
+                 priority: str = "normal", expires_s: float | None = None,
+                 time_limit_s: float | None = None) -> JobHandle:
         job = make_job("completion", {"model": model, "prompt": prompt,
                                       "config": make_config(config, response_format),
-                                      "batch_id": batch_id, "priority": priority})
+                                      "batch_id": batch_id, "priority": priority,
+                                      "expires_s": expires_s, "time_limit_s": time_limit_s})
         return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
 
     def embed(self, model: str, texts: str | Sequence[str], *, enqueue_anyway: bool = False,
               job_id: str | None = None, batch_id: str | None = None,
-              priority: str = "normal") -> JobHandle:
+              priority: str = "normal", expires_s: float | None = None,
+              time_limit_s: float | None = None) -> JobHandle:
         texts = [texts] if isinstance(texts, str) else list(texts)
         job = make_job("embedding", {"model": model, "texts": texts, "batch_id": batch_id,
-                                     "priority": priority})
+                                     "priority": priority, "expires_s": expires_s,
+                                     "time_limit_s": time_limit_s})
         return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
 
     def submit(self, job: Job | dict[str, Any], *, enqueue_anyway: bool = False,
-               job_id: str | None = None, priority: str | None = None) -> JobHandle:
+               job_id: str | None = None, priority: str | None = None,
+               expires_s: float | None = None,
+               time_limit_s: float | None = None) -> JobHandle:
         ids = [job_id] if job_id else None
         return self.submit_many([job], enqueue_anyway=enqueue_anyway, job_ids=ids,
-                                priority=priority)[0]
+                                priority=priority, expires_s=expires_s,
+                                time_limit_s=time_limit_s)[0]
 
     def submit_many(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,
                     batch_id: str | None = None, job_ids: Sequence[str] | None = None,
-                    priority: str | None = None) -> list[JobHandle]:
-        """Validate every job, then publish them all in pipelined round trips. `priority`
-        (if given) replaces each job's own ("high", "normal" or "low")."""
+                    priority: str | None = None, expires_s: float | None = None,
+                    time_limit_s: float | None = None) -> list[JobHandle]:
+        """Validate every job, then publish them all in pipelined round trips. `priority`,
+        `expires_s` and `time_limit_s` (if given) replace each job's own."""
         check_priority(priority)
+        deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
         valid = [coerce_job(job) for job in jobs]
         if job_ids is not None and len(job_ids) != len(valid):
             raise InvalidJobError(f"{len(job_ids)} job ids for {len(valid)} jobs")
@@ -116,6 +130,7 @@ class JobQueue:
             update["batch_id"] = batch_id
         if priority is not None:
             update["priority"] = priority
+        update.update(deadlines)
         ids = list(job_ids) if job_ids is not None else [str(uuid.uuid4()) for _ in valid]
         pairs = [(job_id, job.model_copy(update=update)) for job_id, job in zip(ids, valid,
                                                                                  strict=True)]

@@ -170,6 +170,12 @@ class _JobBase(_Contract):
     priority: Literal["high", "normal", "low"] = Field(
         "normal", description="Workers take the most urgent waiting job first (broker lists "
         "per priority); a job waiting longer than LMQ_PRIORITY_AGING_S counts one higher.")
+    expires_s: float | None = Field(
+        None, gt=0, description="A job not started within this many seconds of submitted_at "
+        "never runs: it fails with JobExpiredError.")
+    time_limit_s: float | None = Field(
+        None, gt=0, description="A running job is cancelled this many seconds after it "
+        "started: REVOKED with its partial result and the reason.")
 
     @field_validator("model")
     @classmethod

@@ -15,6 +15,7 @@
     ├── ModelNotServedError(LookupError)    no live worker serves the model's queue
     ├── ModelNotAvailableError(LookupError) the model is not downloaded on the LM Studio host
     ├── JobCancelledError                   the job was revoked; carries the partial result
+    ├── JobExpiredError                     not started within its `expires_s`; never ran
     ├── JobFailedError                      LM Studio reported an error for the prediction
     └── JobTimeoutError(TimeoutError)       waiting for a result took too long
 
@@ -84,6 +85,10 @@ class ModelNotAvailableError(LmqError, LookupError):
 
 class JobFailedError(LmqError):
     """LM Studio reported an error for the prediction."""
+
+
+class JobExpiredError(LmqError):
+    """The job was not started within its `expires_s` of its submission, so it never ran."""
 
 
 class JobTimeoutError(LmqError, TimeoutError):

@@ -25,13 +25,13 @@ from producers.batch._request import BatchRequest, LineError, parse_line
 from producers.batch._store import BatchNotFoundError
 from producers.batch._validate import Validation, parse_model_map, validate_file
 from producers.cancellation import job_states
-from producers.job_building import check_priority
+from producers.job_building import check_deadlines, check_priority
 from workers.error import ModelNotServedError
 
 __all__ = [
     "BatchInvalidError", "BatchNotFoundError", "BatchRequest", "LineError", "ResultCounts",
     "Validation", "cancel", "parse_model_map", "parse_line", "status", "submit_file",
-    "submit_requests", "validate_file", "write_results",
+    "completion_window_s", "submit_requests", "validate_file", "write_results",
 ]
 
 FINISHED = frozenset(states.READY_STATES)
@@ -45,30 +45,43 @@ def new_batch_id() -> str:
     return f"batch_{uuid.uuid4().hex[:24]}"
 
 
+def completion_window_s(window: str) -> float:
+    """OpenAI's `completion_window` ("24h"; also "90m") in seconds: the jobs' expires_s."""
+    number, unit = window[:-1], window[-1:]
+    if unit not in ("h", "m") or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"completion window {window!r}: use hours or minutes, e.g. 24h or 90m")
+    return float(int(number) * (3600 if unit == "h" else 60))
+
+
 def submit_file(queue: Any, path: Path, model_map: dict[str, str] | None = None, *,
-                enqueue_anyway: bool = False, priority: str = "low") -> tuple[str, Validation]:
+                enqueue_anyway: bool = False, priority: str = "low",
+                expires_s: float | None = None) -> tuple[str, Validation]:
     """Validate every line, then record and enqueue all requests; nothing on any error."""
     validation = validate_file(path, model_map)
     if not validation.ok:
         raise BatchInvalidError(validation.report(), validation)
     batch_id = submit_requests(queue, validation.requests, source=str(path),
-                               enqueue_anyway=enqueue_anyway, priority=priority)
+                               enqueue_anyway=enqueue_anyway, priority=priority,
+                               expires_s=expires_s)
     return batch_id, validation
 
 
 def submit_requests(queue: Any, reqs: list[BatchRequest], *, source: str,
-                    enqueue_anyway: bool = False, priority: str = "low") -> str:
+                    enqueue_anyway: bool = False, priority: str = "low",
+                    expires_s: float | None = None) -> str:
     """Record and enqueue requests already validated (the gateway's /v1/batches); batch
-    files are bulk work, so their jobs are low priority unless `priority` says otherwise."""
+    files are bulk work, so their jobs are low priority unless `priority` says otherwise.
+    `expires_s` (the batch's completion window): a job not started by then never runs."""
     batch_id = new_batch_id()
     check_priority(priority)  # fail before recording anything
+    check_deadlines(expires_s=expires_s)
     if not enqueue_anyway:
         _check_served(queue, {r.job.model for r in reqs})
     job_ids = [str(uuid.uuid4()) for _ in reqs]
     _store.record(queue.store_client, batch_id, reqs, job_ids, source=source,
                   ttl_s=queue.settings.result_expires_s)
     queue.submit_many([r.job for r in reqs], batch_id=batch_id, job_ids=job_ids,
-                      enqueue_anyway=True, priority=priority)
+                      enqueue_anyway=True, priority=priority, expires_s=expires_s)
     return batch_id
 
 

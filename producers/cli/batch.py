@@ -44,21 +44,33 @@ def batch_group() -> None:
 @click.option("--enqueue-anyway", is_flag=True, help="Send even if no worker serves a model.")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="low", show_default=True,
               help="Priority of the batch's jobs (batches are bulk work: low by default).")
+@click.option("--completion-window", default=None, metavar="24h",
+              help="OpenAI's completion window: a job not started within it never runs "
+              "(expires with JobExpiredError).")
 @click.option("--json", "as_json", is_flag=True)
 def submit_command(requests: Path, model_map: tuple[str, ...], enqueue_anyway: bool,
-                   priority: str, as_json: bool) -> None:
+                   priority: str, completion_window: str | None, as_json: bool) -> None:
     """Validate every line of REQUESTS, then enqueue them all; prints the batch id."""
-    from producers.batch import BatchInvalidError, parse_model_map, submit_file
+    from producers.batch import (
+        BatchInvalidError,
+        completion_window_s,
+        parse_model_map,
+        submit_file,
+    )
 
     try:
         mapping = parse_model_map(model_map)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--model-map") from None
+    try:
+        expires_s = completion_window_s(completion_window) if completion_window else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--completion-window") from None
     with _queue() as queue:
         try:
             batch_id, validation = submit_file(queue, requests, mapping,
                                                enqueue_anyway=enqueue_anyway,
-                                               priority=priority)
+                                               priority=priority, expires_s=expires_s)
         except BatchInvalidError as exc:
             click.echo(f"{requests}: nothing enqueued, fix these lines:\n{exc.args[0]}", err=True)
             sys.exit(2)

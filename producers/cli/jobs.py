@@ -61,6 +61,12 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Queue the job even if no live worker serves the model."),
         click.option("--priority", type=click.Choice(PRIORITIES), default="normal",
                      show_default=True, help="Workers take the most urgent waiting job first."),
+        click.option("--expires", "expires_s", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="Never start the job later than this many seconds "
+                     "after submission (it then fails with JobExpiredError)."),
+        click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="Cancel the job this many seconds after it started "
+                     "(REVOKED, its partial result kept)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -116,12 +122,13 @@ def finish(handle: JobHandle, *, wait: bool, stream: bool, as_json: bool,
 @wait_options
 def chat(model: str, prompt: str, system_prompt: str | None, wait: bool, stream: bool,
          as_json: bool, timeout_s: float | None, enqueue_anyway: bool, priority: str,
-         **opts: Any) -> None:
+         expires_s: float | None, time_limit_s: float | None, **opts: Any) -> None:
     """Chat with MODEL: one user message PROMPT."""
     config = to_config(opts)
     with JobQueue(cli_settings()) as queue:
         handle = queue.chat(model, prompt, system_prompt=system_prompt, config=config,
-                            enqueue_anyway=enqueue_anyway, priority=priority)
+                            enqueue_anyway=enqueue_anyway, priority=priority,
+                            expires_s=expires_s, time_limit_s=time_limit_s)
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 
@@ -132,12 +139,13 @@ def chat(model: str, prompt: str, system_prompt: str | None, wait: bool, stream:
 @wait_options
 def complete(model: str, prompt: str, wait: bool, stream: bool, as_json: bool,
              timeout_s: float | None, enqueue_anyway: bool, priority: str,
-             **opts: Any) -> None:
+             expires_s: float | None, time_limit_s: float | None, **opts: Any) -> None:
     """Complete PROMPT with MODEL (raw text completion)."""
     config = to_config(opts)
     with JobQueue(cli_settings()) as queue:
         handle = queue.complete(model, prompt, config=config, enqueue_anyway=enqueue_anyway,
-                                priority=priority)
+                                priority=priority, expires_s=expires_s,
+                                time_limit_s=time_limit_s)
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 
@@ -146,9 +154,10 @@ def complete(model: str, prompt: str, wait: bool, stream: bool, as_json: bool,
 @click.argument("texts", nargs=-1, required=True)
 @wait_options
 def embed(model: str, texts: tuple[str, ...], wait: bool, stream: bool, as_json: bool,
-          timeout_s: float | None, enqueue_anyway: bool, priority: str) -> None:
+          timeout_s: float | None, enqueue_anyway: bool, priority: str,
+          expires_s: float | None, time_limit_s: float | None) -> None:
     """Embed each TEXT with the embedding MODEL."""
     with JobQueue(cli_settings()) as queue:
         handle = queue.embed(model, list(texts), enqueue_anyway=enqueue_anyway,
-                             priority=priority)
+                             priority=priority, expires_s=expires_s, time_limit_s=time_limit_s)
         finish(handle, wait=wait, stream=False, as_json=as_json, timeout_s=timeout_s)

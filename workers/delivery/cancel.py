@@ -35,6 +35,7 @@ class CancelToken:
         self.job_id = job_id
         self.requested = threading.Event()
         self.requested_at: float | None = None
+        self.reason: str | None = None  # why, when not a revoke (e.g. the job's time limit)
         self._action: Callable[[], object] | None = None
         self._lock = threading.Lock()
 
@@ -53,11 +54,12 @@ class CancelToken:
         with self._lock:
             self._action = None
 
-    def fire(self) -> None:
+    def fire(self, reason: str | None = None) -> None:
         with self._lock:
             if self.requested.is_set():
                 return
             self.requested_at = time.time()
+            self.reason = reason
             self.requested.set()
             action = self._action
         if action is not None:

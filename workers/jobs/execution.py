@@ -12,6 +12,9 @@ End states:
 * requeued: LM Studio still unreachable after the job's retries, or already known lost when
   the job starts: `Reject(requeue=True)` puts the message back on its queue for another
   worker, and this worker stops consuming until LM Studio is back (`workers.lmstudio.outage`).
+* FAILURE, never run: the job waited past its `expires_s` (`JobExpiredError`,
+  `workers.jobs.deadline`); past its `time_limit_s` it is cancelled: REVOKED, with the
+  reason in its `JobCancelledError`.
 * FAILURE: any other error (bad job, LM Studio error); never retried by Celery. Bad jobs
   fail before anything reaches a prediction.
 The fragment stream always gets its `{"end": state}` entry.
@@ -31,8 +34,9 @@ from celery.worker import state as worker_state
 
 from workers.contract import RESULT_FOR_KIND
 from workers.delivery.result_store import next_attempt, take_attempt, take_revoked, take_stored
-from workers.error import InvalidJobError, JobCancelledError, LMStudioLostError
+from workers.error import InvalidJobError, JobCancelledError, JobExpiredError, LMStudioLostError
 from workers.jobs.context import JobContext
+from workers.jobs.deadline import check_not_expired, time_limit
 from workers.jobs.progress import FragmentStream, ProgressReporter
 from workers.jobs.runtime import runtime
 from workers.lmstudio.outage import Outage
@@ -53,12 +57,17 @@ def execute(task: Any, payload: Any, job_cls: type[J],
     if already_stored is not None:
         _never_run(task, job_id, rt.redis, already_stored)
     job = parse_job(job_cls, payload)
+    try:
+        check_not_expired(job_id, job)
+    except JobExpiredError:
+        FragmentStream(rt.redis, job_id).end(states.FAILURE)
+        raise
     if rt.outage is not None and rt.outage.down.is_set():
         log.info("job %s goes back to its queue: LM Studio is unreachable", job_id)
         raise Reject("LM Studio unreachable", requeue=True)
     ctx_started = time.time()
     attempt = take_attempt(job_id) or next_attempt(rt.redis, job_id, rt.settings.result_expires_s)
-    with rt.watcher.watch(job_id) as token:
+    with rt.watcher.watch(job_id) as token, time_limit(token, job.time_limit_s):
         ctx = JobContext(
             job_id=job_id, worker=task.request.hostname or rt.hostname,
             attempt=attempt,
@@ -141,7 +150,8 @@ def _revoked(task: Any, ctx: JobContext, partial: dict[str, Any] | None) -> None
     """Store REVOKED with the partial result, tell Flower, and stop Celery touching it."""
     if partial is not None:
         partial = {**partial, "cancelled": True}
-    error = JobCancelledError(f"job {ctx.job_id} was cancelled", partial)
+    reason = f": {ctx.token.reason}" if ctx.token.reason else ""
+    error = JobCancelledError(f"job {ctx.job_id} was cancelled{reason}", partial)
     task.backend.store_result(ctx.job_id, error, states.REVOKED, request=task.request)
     ctx.progress.stream.end(states.REVOKED)
     try:
