@@ -12,6 +12,7 @@ from celery import Celery, states
 from producers import fragment_reader, result_wait
 from producers.cancellation import CancelOutcome
 from producers.outcome import FINISHED_STATES, result_or_raise
+from producers.queue_position import JobPosition
 from workers.contract import PROGRESS, JobProgress
 from workers.settings import Settings
 
@@ -27,6 +28,8 @@ class JobSource(Protocol):
     def job_meta(self, job_id: str) -> dict[str, Any]: ...
 
     def cancel(self, job_id: str) -> CancelOutcome: ...
+
+    def position(self, job_id: str) -> JobPosition | None: ...
 
 
 class JobHandle:
@@ -56,6 +59,11 @@ class JobHandle:
         if meta.get("status") != PROGRESS or not isinstance(meta.get("result"), dict):
             return None
         return JobProgress.model_validate(meta["result"])
+
+    def position(self) -> JobPosition | None:
+        """While the job waits: the jobs ahead of it (by priority, then age) and an estimated
+        start in seconds; None once a worker took it (or on a non-Redis broker)."""
+        return self._queue.position(self._id)
 
     def finished(self) -> bool:
         return self.status() in FINISHED_STATES

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import states
 
-from producers import cancellation, job_registry
+from producers import cancellation, job_registry, queue_position
 from producers.cancellation import BulkCancel, CancelOutcome
 from producers.celery_app import producer_app
 from producers.job_building import (
@@ -25,6 +25,7 @@ from producers.job_building import (
 from producers.job_handle import JobHandle
 from producers.outcome import payload_of
 from producers.publisher import Publisher
+from producers.queue_position import JobPosition
 from producers.redis_server import redis_answers
 from producers.result_wait import decode_meta, result_key
 from producers.served_models import ServedModels
@@ -187,6 +188,15 @@ class JobQueue:
                 found[job_id] = (meta["status"], payload_of(job_id, meta["status"],
                                                             meta.get("result")))
         return found
+
+    def position(self, job_id: str) -> JobPosition | None:
+        """Jobs ahead of a waiting job and its estimated start (`producers.queue_position`);
+        None if it is not waiting (running, finished, unknown) or the broker is not Redis."""
+        record = self.job_record(job_id)
+        broker = self.publisher.broker
+        if record is None or broker is None:
+            return None
+        return queue_position.position(broker, self.store_client, record["model"], job_id)
 
     def job_record(self, job_id: str) -> dict[str, Any] | None:
         """What the registry knows of a submitted job (model, kind, batch_id)."""

@@ -39,6 +39,7 @@ import redis
 from celery import signals, states
 
 from workers import keys
+from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP
 from workers.contract import KEY_PREFIX, model_from_queue, queue_name
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,13 @@ if ARGV[1] == '1' then redis.call('HDEL', KEYS[1], ARGV[2]) end
 if ARGV[3] == '' then return 0 end
 if not redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4]) then return 0 end
 redis.call('SADD', KEYS[4], ARGV[5])
+if KEYS[5] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  redis.call('ZADD', KEYS[5], now, ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - RATE_WINDOW_S)
+  redis.call('EXPIRE', KEYS[5], RATE_WINDOW_S)
+end
 for i = 6, #ARGV, 3 do
   if ARGV[i] == 'f' then
     redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i + 1], ARGV[i + 2])
@@ -69,6 +77,9 @@ for i = 6, #ARGV, 3 do
 end
 return 1
 """
+# How far back `recent_rate` looks: the jobs a model finished in the last 10 minutes.
+RATE_WINDOW_S = 600
+FINISH_SCRIPT = FINISH_SCRIPT.replace("RATE_WINDOW_S", str(RATE_WINDOW_S))
 # Kombu's Redis transport keeps priorities 1-9 in sibling lists of the queue.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -76,6 +87,11 @@ _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 def running_key(model: str) -> str:
     """Hash job id -> worker hostname of the jobs a model's workers run now."""
     return f"{keys.metrics(model)}:running"
+
+
+def finished_key(model: str) -> str:
+    """Sorted set of a model's jobs finished in the last RATE_WINDOW_S, scored by when."""
+    return f"{keys.metrics(model)}:finished"
 
 
 def counted_key(job_id: str) -> str:
@@ -127,7 +143,8 @@ class Recorder:
         if self._finish is None:
             self._finish = self.client.register_script(FINISH_SCRIPT)
         counted = self._finish(
-            keys=[running_key(model), counted_key(job_id), keys.metrics(model), MODELS_KEY],
+            keys=[running_key(model), counted_key(job_id), keys.metrics(model), MODELS_KEY,
+                  finished_key(model)],
             args=["1" if stopped else "0", job_id, outcome or "", COUNTED_TTL_S, model,
                   *increments])
         return bool(counted)
@@ -311,6 +328,32 @@ def queue_length(client: redis.Redis, model: str) -> int:
     return sum(int(n) for n in pipe.execute())
 
 
+def queue_lengths(client: redis.Redis, model: str) -> dict[str, int]:
+    """Jobs waiting in the broker queue of `model` per priority (Redis broker lists)."""
+    pipe = client.pipeline(transaction=False)
+    for priority in PRIORITIES:
+        pipe.llen(priority_list(model, priority))
+    return dict(zip(PRIORITIES, (int(n) for n in pipe.execute()), strict=True))
+
+
+def priority_list(model: str, priority: str) -> str:
+    """The broker list of `model`'s jobs of `priority` (kombu's queue + sep + step)."""
+    step = REDIS_PRIORITY_STEP[priority]
+    return f"{queue_name(model)}\x06\x16{step}" if step else queue_name(model)
+
+
+def recent_rate(client: redis.Redis, model: str) -> float | None:
+    """Jobs of `model` finished per second lately (None: fewer than two in RATE_WINDOW_S)."""
+    now = client.time()
+    now_s = now[0] + now[1] / 1e6
+    done = client.zrangebyscore(finished_key(model), now_s - RATE_WINDOW_S, "+inf",
+                                withscores=True)
+    if len(done) < 2:
+        return None
+    span_s = max(now_s - float(done[0][1]), 1e-3)
+    return len(done) / span_s
+
+
 def _decode(raw: Mapping[bytes, bytes]) -> dict[str, float]:
     return {k.decode(): float(v) for k, v in raw.items()}
 
@@ -322,7 +365,8 @@ def model_snapshot(client: redis.Redis, model: str) -> dict[str, Any]:
     pipe.hlen(running_key(model))
     raw, running = pipe.execute()
     fields = _decode(raw)
-    snap: dict[str, Any] = {"queued": queue_length(client, model), "running": int(running)}
+    snap: dict[str, Any] = {"queued": queue_length(client, model), "running": int(running),
+                            "queued_by_priority": queue_lengths(client, model)}
     snap.update({o: int(fields.get(o, 0)) for o in OUTCOMES})
     snap["predicted_tokens"] = int(fields.get("predicted_tokens", 0))
     for obs, bounds in BUCKETS.items():

@@ -10,6 +10,7 @@ this collector reads those counts whenever it is scraped. It is served
 Series (labels `model`, or `group` for admission):
 
     lmq_jobs_queued / lmq_jobs_running                      gauges
+    lmq_jobs_queued_by_priority{priority}                   gauge (high, normal, low)
     lmq_jobs_finished_total{outcome=succeeded|failed|cancelled}
     lmq_predicted_tokens_total
     lmq_tokens_per_second, lmq_time_to_first_token_seconds, lmq_queue_wait_seconds
@@ -97,6 +98,10 @@ def model_families(models: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
     queued = GaugeMetricFamily(
         "lmq_jobs_queued", "Jobs waiting in the model's queue.", labels=["model"]
     )
+    by_priority = GaugeMetricFamily(
+        "lmq_jobs_queued_by_priority", "Jobs waiting in the model's queue, per priority.",
+        labels=["model", "priority"]
+    )
     running = GaugeMetricFamily("lmq_jobs_running", "Jobs running now.", labels=["model"])
     finished = CounterMetricFamily(
         "lmq_jobs_finished", "Jobs that ended, by outcome.", labels=["model", "outcome"]
@@ -104,11 +109,13 @@ def model_families(models: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
     tokens = CounterMetricFamily("lmq_predicted_tokens", "Tokens generated.", labels=["model"])
     for model, snap in models.items():
         queued.add_metric([model], snap["queued"])
+        for priority, waiting in (snap.get("queued_by_priority") or {}).items():
+            by_priority.add_metric([model, priority], waiting)
         running.add_metric([model], snap["running"])
         for outcome in OUTCOMES:
             finished.add_metric([model, outcome], snap[outcome])
         tokens.add_metric([model], snap["predicted_tokens"])
-    yield from (queued, running, finished, tokens)
+    yield from (queued, by_priority, running, finished, tokens)
     for obs, (name, text) in HISTOGRAMS.items():
         family = HistogramMetricFamily(name, text, labels=["model"])
         for model, snap in models.items():

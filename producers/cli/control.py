@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
@@ -32,14 +33,20 @@ def status(job_id: str, as_json: bool) -> None:
         _known_or_fail(queue, job_id, state)
         progress = handle.progress()
         record = queue.job_record(job_id) or {}
+        place = handle.position() if state == "PENDING" else None
     if as_json:
         echo_json({"job_id": job_id, "state": state, "model": record.get("model"),
                    "kind": record.get("kind"),
-                   "progress": progress.model_dump(mode="json") if progress else None})
+                   "progress": progress.model_dump(mode="json") if progress else None,
+                   "position": dataclasses.asdict(place) if place else None})
         return
     line = f"{job_id}: {state}"
     if record:
         line += f" ({record.get('kind')} on {record.get('model')})"
+    if place:
+        start = ("unknown (too few jobs finished lately)" if place.estimated_start_s is None
+                 else f"in ~{place.estimated_start_s:.0f}s")
+        line += f" — waiting, {place.priority} priority, {place.ahead} job(s) ahead, starts {start}"
     if progress:
         line += (f" — {progress.phase}, {progress.tokens_so_far} tokens so far, prompt "
                  f"{progress.prompt_progress:.0%}")
