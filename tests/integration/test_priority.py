@@ -124,3 +124,26 @@ def test_cli_and_batch_files_send_to_their_priority_list(lmq_env, redis_url, tmp
     assert _lists(redis_url) == {"high": 1, "normal": 1, "low": 2}
     refused = lmq("chat", LLM, "x", "--priority", "urgent", "--no-wait", env=env, check=False)
     assert refused.returncode == 2 and "'urgent' is not one of" in refused.stderr
+
+
+def test_a_killed_workers_job_comes_back_with_its_priority(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """A low job running on a SIGKILLed worker goes back on the low list (kombu puts a
+    restored message back at the end taken next, so on any other list it would run first):
+    the restarted worker runs the normal jobs that waited meanwhile before it."""
+    env = {**lmq_env, "LMQ_CONCURRENCY": "1", "LMQ_HOLD_LEASE_S": "60"}
+    first = worker_factory(LLM, env)
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=900)  # 30 s: still running when killed
+    bulk = queue.chat(LLM, "bulk and long", priority="low", enqueue_anyway=True)
+    wait_until(lambda: any(c["fragments"] >= 2 for c in predict_channels(simulator)),
+               timeout=60, message="the low job generating")
+    waiting = {f"normal{n}": queue.chat(LLM, f"normal {n}", config=FAST, enqueue_anyway=True)
+               for n in range(2)}
+    _waiting(redis_url, 2)
+    first.kill()
+    simulator.admin.set_faults(reply_tokens=3)
+    worker_factory(LLM, env, name=first.name)  # recovers what its previous process held
+    handles = {"low": bulk, **waiting}
+    assert _start_order(handles) == ["normal0", "normal1", "low"]
+    assert bulk.result(timeout=60).attempt == 2
