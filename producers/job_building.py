@@ -6,12 +6,20 @@ CLI can print it as one line and the Python API fails before touching the broker
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from workers.celery_config import PRIORITIES
-from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, PredictionConfig
+from workers.contract import (
+    TENANT_PATTERN,
+    ChatJob,
+    CompletionJob,
+    EmbeddingJob,
+    Job,
+    PredictionConfig,
+)
 from workers.error import InvalidJobError
 from workers.settings import Settings
 
@@ -78,6 +86,13 @@ def check_priority(priority: str | None) -> None:
     if priority is not None and priority not in PRIORITIES:
         raise InvalidJobError(f"unknown priority {priority!r}: use one of "
                               f"{', '.join(PRIORITIES)}")
+
+
+def check_tenant(tenant: str | None) -> None:
+    """None or a tenant label (letters, digits, . _ @ -; at most 64), else InvalidJobError."""
+    if tenant is not None and not re.match(TENANT_PATTERN, tenant):
+        raise InvalidJobError(f"tenant {tenant!r}: use letters, digits and . _ @ - "
+                              "(at most 64, starting with a letter or digit)")
 
 
 def check_deadlines(**deadlines_s: float | None) -> dict[str, float]:

@@ -18,6 +18,7 @@ from producers.job_building import (
     check_deadlines,
     check_limits,
     check_priority,
+    check_tenant,
     coerce_job,
     make_config,
     make_job,
@@ -67,7 +68,7 @@ class JobQueue:
              response_format: Any = None, enqueue_anyway: bool = False,
              job_id: str | None = None, batch_id: str | None = None,
              priority: str = "normal", expires_s: float | None = None,
-             time_limit_s: float | None = None) -> JobHandle:
+             time_limit_s: float | None = None, tenant: str | None = None) -> JobHandle:
         """`config`: the SDK's prediction config; `response_format`: as `respond()` takes it
         (a JSON schema dict or a pydantic model class), the result's `parsed` is filled.
         `priority`: "high", "normal" or "low" (workers take the most urgent job first);
@@ -78,45 +79,49 @@ class JobQueue:
                                 "config": make_config(config, response_format),
                                 "batch_id": batch_id, "priority": priority,
                                 "expires_s": expires_s, "time_limit_s": time_limit_s})
-        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant)
 
     def complete(self, model: str, prompt: str, *, config: Config = None,
                  response_format: Any = None, enqueue_anyway: bool = False,
                  job_id: str | None = None, batch_id: str | None = None,
                  priority: str = "normal", expires_s: float | None = None,
-                 time_limit_s: float | None = None) -> JobHandle:
+                 time_limit_s: float | None = None, tenant: str | None = None) -> JobHandle:
         job = make_job("completion", {"model": model, "prompt": prompt,
                                       "config": make_config(config, response_format),
                                       "batch_id": batch_id, "priority": priority,
                                       "expires_s": expires_s, "time_limit_s": time_limit_s})
-        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant)
 
     def embed(self, model: str, texts: str | Sequence[str], *, enqueue_anyway: bool = False,
               job_id: str | None = None, batch_id: str | None = None,
               priority: str = "normal", expires_s: float | None = None,
-              time_limit_s: float | None = None) -> JobHandle:
+              time_limit_s: float | None = None, tenant: str | None = None) -> JobHandle:
         texts = [texts] if isinstance(texts, str) else list(texts)
         job = make_job("embedding", {"model": model, "texts": texts, "batch_id": batch_id,
                                      "priority": priority, "expires_s": expires_s,
                                      "time_limit_s": time_limit_s})
-        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id)
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant)
 
     def submit(self, job: Job | dict[str, Any], *, enqueue_anyway: bool = False,
                job_id: str | None = None, priority: str | None = None,
-               expires_s: float | None = None,
-               time_limit_s: float | None = None) -> JobHandle:
+               expires_s: float | None = None, time_limit_s: float | None = None,
+               tenant: str | None = None) -> JobHandle:
         ids = [job_id] if job_id else None
         return self.submit_many([job], enqueue_anyway=enqueue_anyway, job_ids=ids,
                                 priority=priority, expires_s=expires_s,
-                                time_limit_s=time_limit_s)[0]
+                                time_limit_s=time_limit_s, tenant=tenant)[0]
 
     def submit_many(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,
                     batch_id: str | None = None, job_ids: Sequence[str] | None = None,
                     priority: str | None = None, expires_s: float | None = None,
-                    time_limit_s: float | None = None) -> list[JobHandle]:
+                    time_limit_s: float | None = None,
+                    tenant: str | None = None) -> list[JobHandle]:
         """Validate every job, then publish them all in pipelined round trips. `priority`,
-        `expires_s` and `time_limit_s` (if given) replace each job's own."""
+        `expires_s`, `time_limit_s` and `tenant` (if given) replace each job's own; a job
+        with no tenant gets LMQ_TENANT's."""
         check_priority(priority)
+        check_tenant(tenant)
+        check_tenant(self.settings.tenant)  # LMQ_TENANT, the default
         deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
         valid = [coerce_job(job) for job in jobs]
         if job_ids is not None and len(job_ids) != len(valid):
@@ -133,8 +138,9 @@ class JobQueue:
             update["priority"] = priority
         update.update(deadlines)
         ids = list(job_ids) if job_ids is not None else [str(uuid.uuid4()) for _ in valid]
-        pairs = [(job_id, job.model_copy(update=update)) for job_id, job in zip(ids, valid,
-                                                                                 strict=True)]
+        pairs = [(job_id, job.model_copy(update={**update, "tenant": tenant or job.tenant
+                                                  or self.settings.tenant}))
+                 for job_id, job in zip(ids, valid, strict=True)]
         self.publisher.publish(pairs)
         return [JobHandle(job_id, self) for job_id in ids]
 

@@ -20,7 +20,7 @@ job_key = keys.job  # the registry entry of one submitted job: `lmq:job:<id>`
 
 def record(job: Job) -> str:
     entry = {"model": job.model, "kind": job.kind, "batch_id": job.batch_id,
-             "submitted_at": job.submitted_at}
+             "submitted_at": job.submitted_at, "priority": job.priority, "tenant": job.tenant}
     config = getattr(job, "config", None)
     if config is not None and (sent := config.model_dump(mode="json", exclude_none=True)):
         entry["config"] = sent

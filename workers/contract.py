@@ -24,6 +24,7 @@ KEY_PREFIX = "lmq:"  # every Redis key we own starts with this
 # Custom task state reported while a job runs (Celery's own states cover the rest).
 PROGRESS = "PROGRESS"
 
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 _MODEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 
 
@@ -170,6 +171,9 @@ class _JobBase(_Contract):
     priority: Literal["high", "normal", "low"] = Field(
         "normal", description="Workers take the most urgent waiting job first (broker lists "
         "per priority); a job waiting longer than LMQ_PRIORITY_AGING_S counts one higher.")
+    tenant: str | None = Field(
+        None, pattern=TENANT_PATTERN, description="Who the job is for (e.g. an API key's "
+        "tenant); recorded with the job. Fair turns between tenants: not implemented yet.")
     expires_s: float | None = Field(
         None, gt=0, description="A job not started within this many seconds of submitted_at "
         "never runs: it fails with JobExpiredError.")

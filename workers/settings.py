@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         "this long, instead of after the visibility timeout."
     )
 
+    tenant: str | None = Field(
+        None, description="The tenant label of the jobs this process submits when a call "
+        "names none (recorded with each job)."
+    )
     priority_aging_s: float = Field(
         300.0, ge=0, description="A job that waited longer than this counts one priority "
         "level higher (low as normal, normal as high), so nothing starves; 0: no aging. "

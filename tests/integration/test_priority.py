@@ -147,3 +147,20 @@ def test_a_killed_workers_job_comes_back_with_its_priority(
     handles = {"low": bulk, **waiting}
     assert _start_order(handles) == ["normal0", "normal1", "low"]
     assert bulk.result(timeout=60).attempt == 2
+
+
+def test_a_job_carries_its_tenant_label(worker_factory, lmq_env, redis_url):  # type: ignore[no-untyped-def]
+    """The tenant label (default LMQ_TENANT) is recorded with the job and accepted by the
+    worker; fair turns between tenants are not implemented yet."""
+    worker_factory(LLM, lmq_env)
+    settings = Settings(broker_url=redis_url, result_backend=redis_url, tenant="team-a")
+    with JobQueue(settings) as queue:
+        default = queue.chat(LLM, "for team a", config=FAST)
+        named = queue.chat(LLM, "for bob", config=FAST, tenant="bob@example.com")
+        assert default.result(timeout=60).content and named.result(timeout=60).content
+        assert queue.job_record(default.id)["tenant"] == "team-a"
+        assert queue.job_record(named.id)["tenant"] == "bob@example.com"
+        from producers import InvalidJobError
+
+        with pytest.raises(InvalidJobError, match="tenant 'a b'"):
+            queue.chat(LLM, "x", tenant="a b", enqueue_anyway=True)
