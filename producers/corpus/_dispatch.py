@@ -71,6 +71,7 @@ class DispatchOptions:
     # False: workers skip LM Studio's count per text (1 RPC instead of 2), guarding the
     # context with a local bound; the tokens column then holds the chunker's figures.
     exact_token_counts: bool = True
+    priority: str = "low"  # bulk work: interactive jobs go first
 
 
 class Dispatcher:

@@ -189,7 +189,7 @@ def _dispatch(planner: Planner, sources: list[SourceFile], options: CorpusOption
     dispatch_options = DispatchOptions(
         model=options.model, max_in_flight=options.max_in_flight, retries=options.retries,
         job_timeout_s=options.job_timeout_s, enqueue_anyway=options.enqueue_anyway,
-        exact_token_counts=options.exact_chunks)
+        exact_token_counts=options.exact_chunks, priority=options.priority)
     dispatcher = Dispatcher(queue, state, dispatch_options, progress, output)
 
     def next_plan(wait_s: float) -> JobPlan | None:
