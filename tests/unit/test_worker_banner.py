@@ -5,6 +5,8 @@ was set)."""
 from __future__ import annotations
 
 import pytest
+from celery._state import _set_task_join_will_block
+from celery.app.trace import reset_worker_optimizations
 
 from workers.celery import create_app
 from workers.settings import Settings
@@ -18,7 +20,14 @@ def test_banner_shows_the_broker_url_and_masks_only_a_real_password(url: str, sh
                                                                    ) -> None:
     app = create_app(Settings(broker_url=url, result_backend=url))
     app.conf.broker_transport = "workers.delivery.held_transport:Transport"  # as celeryd_init
-    banner = app.Worker(hostname="banner@test", loglevel="INFO").startup_info(artlines=False)
+    try:
+        banner = app.Worker(hostname="banner@test", loglevel="INFO").startup_info(
+            artlines=False)
+    finally:
+        # Building a WorkController marks this process as a worker (Celery then refuses
+        # result.get() "within a task"): undo it, or later tests in this process fail.
+        _set_task_join_will_block(False)
+        reset_worker_optimizations(app)
     line = next(line for line in banner.splitlines() if "transport:" in line)
     assert line.split("transport:")[1].strip() == shown
     assert "secret" not in banner
