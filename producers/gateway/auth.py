@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
+from workers.contract import TENANT_PATTERN
 from workers.error import ConfigError
 
 PRIORITIES = ("high", "normal", "low")
@@ -47,6 +49,9 @@ def parse_api_keys(text: str | None) -> dict[str, Tenant]:
         priority = priority or "normal"
         if not sep or not key or not tenant:
             raise ConfigError(f"LMQ_API_KEYS entry {number} is not KEY=TENANT[:PRIORITY]")
+        if not re.match(TENANT_PATTERN, tenant):
+            raise ConfigError(f"LMQ_API_KEYS entry {number}: tenant {tenant!r} must be letters, "
+                              "digits and . _ @ - (at most 64, starting with a letter or digit)")
         if priority not in PRIORITIES:
             raise ConfigError(f"LMQ_API_KEYS entry {number} (tenant {tenant!r}): priority "
                               f"{priority!r} is not one of {', '.join(PRIORITIES)}")

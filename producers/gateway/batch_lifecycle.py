@@ -11,8 +11,10 @@ jobs' states, and the first one that finds them all finished writes the output a
 files (`producers.batch.write_results`, OpenAI's line formats) and closes the record. A
 gateway restart loses nothing: the record, the jobs and their results are all in Redis.
 
-The completion window: jobs have no expiry of their own in the pool yet (issue 20), so the
-gateway records `expires_at` and, at the first refresh after it, revokes what is unfinished.
+The completion window becomes the jobs' `expires_s` (a job not started by then never
+runs, as batch files' `--completion-window`); the gateway also records `expires_at` and, at
+the first refresh after it, revokes what is still running, so the batch ends `expired`.
+Batch jobs are bulk work: low priority, whatever the key's default.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def create(gw: Gateway, owner: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     errors = _line_errors(validation.errors, validation.requests, body["endpoint"])
     errors += _model_errors(gw, validation.requests)
     batch_id = "" if errors else batch_files.submit_requests(
-        gw.queue, validation.requests, source=source["id"], enqueue_anyway=True)
+        gw.queue, validation.requests, source=source["id"], enqueue_anyway=True,
+        expires_s=expires_s)
     record = new_record(batch_id or _failed_id(), body, expires_s)
     record["request_counts"]["total"] = len(validation.requests)
     if errors:
@@ -79,7 +82,6 @@ def create(gw: Gateway, owner: Tenant, body: dict[str, Any]) -> dict[str, Any]:
                       errors={"object": "list", "data": errors[:100]})
     else:
         record.update(status="in_progress", in_progress_at=now())
-    # Recorded for when jobs carry them (issue 20); see the module docstring.
     gw.batches.put(record["id"], record, owner.name, priority=owner.priority)
     return record
 

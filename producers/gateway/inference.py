@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from producers.gateway import formats
+from producers.gateway.auth import Tenant
 from producers.gateway.errors import ApiError
 from producers.gateway.sse import job_events
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
@@ -64,14 +65,19 @@ class EmbeddingBody(_OpenAIBody):
     encoding_format: str | None = None
 
 
-def _submit(gw: Gateway, job: Job) -> JobHandle:
+def _submit(gw: Gateway, job: Job, owner: Tenant) -> JobHandle:
     gw.access.check(job.model)
-    return gw.queue.submit(job, enqueue_anyway=True)  # checked just above, with 404 vs 503
+    # enqueue_anyway: checked just above, with 404 vs 503. The key names the job's tenant
+    # and its priority (someone waits on an HTTP answer: the key's default, normal unless
+    # it says otherwise).
+    return gw.queue.submit(job, enqueue_anyway=True, priority=owner.priority,
+                           tenant=owner.name)
 
 
-async def answer(request: Request, gw: Gateway, url: str, body: BaseModel) -> Response:
+async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
+                 owner: Tenant) -> Response:
     asked = job_request(url, body.model_dump(exclude_unset=True))
-    handle = await asyncio.to_thread(_submit, gw, asked.job)
+    handle = await asyncio.to_thread(_submit, gw, asked.job, owner)
     if asked.stream:
         events = job_events(handle, gw.results, asked.job.model,
                             chat=url.endswith("chat/completions"),
@@ -91,24 +97,24 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel) -> Re
 @router.post("/chat/completions")
 async def chat_completions(request: Request, body: ChatCompletionBody,
                            gw: GatewayDep,
-                           _owner: TenantDep) -> Response:
+                           owner: TenantDep) -> Response:
     """A chat job; `stream: true` answers with server-sent chunks."""
-    return await answer(request, gw, "/v1/chat/completions", body)
+    return await answer(request, gw, "/v1/chat/completions", body, owner)
 
 
 @router.post("/completions")
 async def completions(request: Request, body: CompletionBody,
                       gw: GatewayDep,
-                      _owner: TenantDep) -> Response:
+                      owner: TenantDep) -> Response:
     """A completion job (one prompt)."""
-    return await answer(request, gw, "/v1/completions", body)
+    return await answer(request, gw, "/v1/completions", body, owner)
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request, body: EmbeddingBody, gw: GatewayDep,
-                     _owner: TenantDep) -> Response:
+                     owner: TenantDep) -> Response:
     """An embedding job: one vector per input text, as floats or base64."""
-    return await answer(request, gw, "/v1/embeddings", body)
+    return await answer(request, gw, "/v1/embeddings", body, owner)
 
 
 @router.get("/models")

@@ -329,3 +329,17 @@ def test_streamed_tool_calls(client: openai.OpenAI) -> None:
         model=CHAT, messages=[{"role": "user", "content": "Please echo 'hello' back to me."}],
         tools=[ECHO_TOOL], max_tokens=100)
     assert text == (whole.choices[0].message.content or "")
+
+
+def test_a_request_runs_as_a_job_of_the_keys_tenant_and_priority(
+        client: openai.OpenAI, pool: LocalPool) -> None:
+    import redis
+
+    from producers import job_registry
+
+    reply = client.chat.completions.create(
+        model=CHAT, messages=[{"role": "user", "content": "Hello"}], max_tokens=4)
+    job_id = reply.id.removeprefix("chatcmpl-")
+    entry = job_registry.lookup(redis.Redis.from_url(pool.settings.store_url), job_id)
+    assert entry is not None
+    assert (entry["tenant"], entry["priority"]) == ("team-a", "high")  # KEY=team-a:high

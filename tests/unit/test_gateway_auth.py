@@ -49,3 +49,8 @@ def test_without_keys_the_gateway_listens_on_loopback_only() -> None:
         listen_host(bare, "0.0.0.0")
     keyed = Settings(api_keys=SecretStr("k=team"))
     assert listen_host(keyed, None) == "0.0.0.0" and listen_host(keyed, "10.1.2.3") == "10.1.2.3"
+
+
+def test_a_tenant_must_be_a_valid_job_tenant() -> None:
+    with pytest.raises(ConfigError, match="tenant 'team a' must be letters"):
+        parse_api_keys("sk-1=team a")
