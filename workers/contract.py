@@ -284,6 +284,11 @@ class ModelIdentity(_Contract):
     path: str | None = None
     size_bytes: int | None = None
     context_length: int | None = None
+    max_context_length: int | None = None
+    vision: bool | None = None
+    trained_for_tool_use: bool | None = None
+    # The instance's load config as LM Studio reported it (the SDK's camelCase keys).
+    load_config: dict[str, Any] | None = None
 
 
 class JobTiming(_Contract):

@@ -1,11 +1,12 @@
 """The SDK's own result types, built from the pool's results (`workers.contract`).
 
-What the pool's result does not carry is filled in plainly: `model_info` is an `LlmInfo`
-from the result's model identity (vision and tool-use training unknown: False), `load_config`
-holds the context length the worker loaded, and `prediction_config` is the config the caller
-sent. Fragments are the pool's text pieces: a worker batches what arrives within 50 ms into
-one piece, so there may be fewer fragments than tokens, and their `tokens_count` is 0 (the
-stream does not carry it); joined, they are the content.
+`model_info` is an `LlmInfo` from the result's model identity (what LM Studio reported to
+the worker; a job cancelled before it started has only the model key, and the rest is then
+empty or False), `load_config` is the instance's load config as LM Studio reported it, and
+`prediction_config` is the config the caller sent. Fragments are the pool's text pieces:
+a worker batches what arrives within 50 ms into one piece, so there may be fewer fragments
+than tokens, and their `tokens_count` is 0 (the stream does not carry it); joined, they are
+the content.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ def model_info(identity: ModelIdentity) -> lms.LlmInfo:
     return lms.LlmInfo(
         model_key=identity.model_key, format=_format(identity.format),
         display_name=identity.display_name or identity.model_key, path=identity.path or "",
-        size_bytes=identity.size_bytes or 0, vision=False, trained_for_tool_use=False,
-        max_context_length=identity.context_length or 0, architecture=identity.architecture)
+        size_bytes=identity.size_bytes or 0, vision=bool(identity.vision),
+        trained_for_tool_use=bool(identity.trained_for_tool_use),
+        max_context_length=identity.max_context_length or identity.context_length or 0,
+        architecture=identity.architecture)
 
 
 def _format(name: str | None) -> Any:
@@ -76,6 +79,8 @@ def _format(name: str | None) -> Any:
 
 
 def load_config(identity: ModelIdentity) -> lms.LlmLoadModelConfig:
+    if identity.load_config:
+        return lms.LlmLoadModelConfig.from_dict(identity.load_config)
     return lms.LlmLoadModelConfig(context_length=identity.context_length)
 
 

@@ -77,6 +77,10 @@ def test_respond_returns_the_sdks_result_with_the_same_content(both: Any) -> Non
     assert isinstance(pooled.model_info, lmstudio.LlmInfo) and pooled.model_info.model_key == CHAT
     assert pooled.prediction_config.max_tokens == 40
     assert isinstance(pooled.load_config, lmstudio.LlmLoadModelConfig)
+    for field in ("path", "size_bytes", "vision", "trained_for_tool_use", "max_context_length",
+                  "architecture", "format"):  # what LM Studio told the worker
+        assert getattr(pooled.model_info, field) == getattr(direct.model_info, field), field
+    assert pooled.load_config.context_length == direct.load_config.context_length
 
 
 def test_respond_stream_with_the_sdks_config_keys(both: Any) -> None:

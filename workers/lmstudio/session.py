@@ -148,8 +148,8 @@ class Session:
         self._handle, self._load_config = handle, load_config
         self.model = LoadedModel(
             key=model.key, kind=model.kind, identifier=handle.identifier,
-            context_length=context_length, identity=_identity(info, handle.identifier,
-                                                              context_length),
+            context_length=context_length,
+            identity=_identity(info, handle.identifier, context_length, reported),
             load_config=reported)
         return self.model
 
@@ -352,12 +352,17 @@ def _downloaded(entry: Any) -> DownloadedModel:
     )
 
 
-def _identity(info: Any, identifier: str, context_length: int) -> dict[str, Any]:
+def _identity(info: Any, identifier: str, context_length: int,
+              load_config: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_key": info.model_key, "identifier": identifier,
         "display_name": getattr(info, "display_name", None),
         "architecture": getattr(info, "architecture", None),
         "format": getattr(info, "format", None), "path": getattr(info, "path", None),
         "size_bytes": getattr(info, "size_bytes", None), "context_length": context_length,
+        "max_context_length": getattr(info, "max_context_length", None),
+        "vision": getattr(info, "vision", None),
+        "trained_for_tool_use": getattr(info, "trained_for_tool_use", None),
+        "load_config": load_config,
     }
 
