@@ -144,10 +144,26 @@ class Comparison:
     pool: list[float] = field(default_factory=list)  # chunks/s, one per round
     direct: list[float] = field(default_factory=list)  # best of the thread counts
     threads: list[int] = field(default_factory=list)
+    # CPU seconds and chunks embedded, summed over the rounds: the pool's (this process,
+    # the producer, plus the worker processes) and the direct baseline's (this process).
+    pool_cpu_s: float = 0.0
+    pool_chunks: int = 0
+    direct_cpu_s: float = 0.0
+    direct_chunks: int = 0
 
     @property
     def ratio(self) -> float:
         return statistics.median(p / d for p, d in zip(self.pool, self.direct, strict=True))
+
+    @property
+    def pool_cpu_ms(self) -> float:
+        """CPU per chunk through the pool (producer + workers), in ms."""
+        return 1000 * self.pool_cpu_s / max(1, self.pool_chunks)
+
+    @property
+    def direct_cpu_ms(self) -> float:
+        """CPU per chunk of the direct baseline (every thread count tried), in ms."""
+        return 1000 * self.direct_cpu_s / max(1, self.direct_chunks)
 
     def lines(self) -> list[str]:
         pairs = ", ".join(f"{_rate(p)}/{_rate(d)}" for p, d in zip(self.pool, self.direct,
@@ -167,9 +183,17 @@ def _rate(value: float) -> str:
 
 def compare(corpus: Path, work: Path, settings: object, host: str, rounds: int,
             threads: list[int], model: str = EMBED, warm_mb: float = 0.05,
-            **options: Any) -> Comparison:
-    """Pool and direct in alternating rounds, after a warm-up pool run on a small corpus."""
+            worker_pids: tuple[int, ...] = (), **options: Any) -> Comparison:
+    """Pool and direct in alternating rounds, after a warm-up pool run on a small corpus.
+    With `worker_pids`, also the CPU per chunk of each side (`Comparison.pool_cpu_ms`)."""
     import pyarrow.parquet as pq
+
+    from ops.benchlib.cpu import cpu_s
+
+    def cpu(pids: tuple[int, ...]) -> float:
+        return sum(cpu_s(pid) for pid in pids)
+
+    me = (os.getpid(),)
 
     options = {"chunk_tokens": 256, "overlap_tokens": 0, **options}
     warm = generate_corpus(work / "warm-up", warm_mb, seed=3)
@@ -177,11 +201,17 @@ def compare(corpus: Path, work: Path, settings: object, host: str, rounds: int,
     out = work / "throughput.parquet"
     found = Comparison()
     for _ in range(rounds):
+        before = cpu(me + worker_pids)
         elapsed, summary = pool_run(corpus, out, settings, model, **options)
+        found.pool_cpu_s += cpu(me + worker_pids) - before
         texts = pq.read_table(out, columns=["text"]).column("text").to_pylist()
         found.chunks, found.tokens = len(texts), summary.tokens  # type: ignore[attr-defined]
+        found.pool_chunks += len(texts)
         found.pool.append(len(texts) / elapsed)
+        before = cpu(me)
         rate, best = direct_baseline(host, texts, threads, model)
+        found.direct_cpu_s += cpu(me) - before
+        found.direct_chunks += len(texts) * len(threads) + 1  # + its warm-up embed
         found.direct.append(rate)
         found.threads.append(best)
     return found

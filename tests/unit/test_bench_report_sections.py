@@ -92,13 +92,19 @@ def test_corpus_figures_one_per_timing_profile_with_the_rounds_paired_ratio() ->
     from ops.bench_corpus import Comparison
 
     found = Comparison(chunks=2400, tokens=540_000, pool=[200.0, 150.0, 230.0],
-                       direct=[220.0, 250.0, 230.0], threads=[8, 16, 8])
+                       direct=[220.0, 250.0, 230.0], threads=[8, 16, 8], pool_cpu_s=3.0,
+                       pool_chunks=2000, direct_cpu_s=2.0, direct_chunks=2000)
     lmstudio, stress = (corpus_section.figure(p, 3.0, found) for p in corpus_section.PROFILES)
+    # issue 22: CPU per chunk of each side, pool (producer + workers) vs direct
+    cpu = corpus_section.cpu_figure("stress", found)
+    assert (cpu.pool, cpu.peer, cpu.unit, cpu.higher_is_better) == (1.5, 1.0, "ms", False)
+    assert "CPU/chunk pool 1.50 ms, direct 1.00 ms" in stress.peer_name
     # rounds' ratios 0.91, 0.6, 1.0: median 0.91 (the medians' ratio would be 200 / 230)
     assert lmstudio.ratio == pytest.approx(200 / 220)
     assert (lmstudio.pool, lmstudio.peer) == (200.0, 230.0)
     for fig, profile in ((lmstudio, "lmstudio"), (stress, "stress")):
-        assert fig.goal == ">= 0.9x" and fig.unit == "chunks/s"
+        assert fig.goal == {"lmstudio": ">= 0.9x", "stress": ">= 0.95x"}[profile]
+        assert fig.unit == "chunks/s"
         assert fig.notes["profile"] == profile and fig.notes["direct_threads"] == [8, 16, 8]
     assert "LM Studio-like timing" in lmstudio.name and "stress timing" in stress.name
     assert "LM Studio-bound" in lmstudio.notes["what"]
