@@ -189,12 +189,15 @@ def test_a_host_lost_mid_run_loses_no_job(cluster: Cluster) -> None:
             for i, m in metas.items()
             if m["status"] == "SUCCESS" and m["result"]["worker"] == lost.worker.hostname
         ]
+        # Early in their reply (<= 10 of 30 tokens at 40/s: >= 0.5 s left), so none of
+        # them can finish on host a between this read and the stop below.
         running_there = [
             i
             for i, m in metas.items()
             if m["status"] == PROGRESS
             and isinstance(m["result"], dict)
             and m["result"].get("worker") == lost.worker.hostname
+            and (m["result"].get("tokens_so_far") or 0) <= 10
         ]
         return running_there if finished_there and running_there else None
 
