@@ -21,27 +21,29 @@ import lmstudio as lms
 from celery import states
 
 from producers import fragment_reader
-from producers.job_handle import JobHandle
 from producers.sdk import _async_act, _result
 from producers.sdk._callbacks import Callbacks
 from producers.sdk._client import LLM, ChatInput, Client, EmbeddingModel
 from producers.sdk._errors import translated
-from producers.sdk._stream import RESULT_AFTER_STREAM_S, PredictionStream, final_result, progress_of
+from producers.sdk._stream import (
+    RESULT_AFTER_STREAM_S,
+    PredictionStream,
+    StreamOutcome,
+    final_result,
+    progress_of,
+)
 from producers.sdk._target import Target
-from workers.contract import PredictionConfig, ToolCall
+from workers.contract import PredictionConfig
 from workers.error import JobCancelledError
 
 
-class AsyncPredictionStream:
+class AsyncPredictionStream(StreamOutcome):
     """`lmstudio.AsyncPredictionStream` over a pool job (built from a not-started sync one,
     which holds the validated request)."""
 
     def __init__(self, plan: PredictionStream) -> None:
+        super().__init__()
         self._plan = plan
-        self._handle: JobHandle | None = None
-        self._final: lms.PredictionResult | None = None
-        self._error: BaseException | None = None
-        self.tool_calls: list[ToolCall] = []
 
     async def start(self) -> None:
         if self._handle is not None:
@@ -70,15 +72,6 @@ class AsyncPredictionStream:
             pass
         return self.result()
 
-    def result(self) -> lms.PredictionResult:
-        if self._handle is None:
-            raise lms.LMStudioRuntimeError("Prediction processing has not been initiated.")
-        if self._error is not None:
-            raise self._error
-        if self._final is None:
-            raise lms.LMStudioRuntimeError("Prediction processing has not yet been completed.")
-        return self._final
-
     async def cancel(self) -> None:
         callbacks = self._plan._callbacks
         if self._handle is None or self._final is not None or callbacks.cancelled:
@@ -99,18 +92,6 @@ class AsyncPredictionStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    @property
-    def stats(self) -> lms.LlmPredictionStats | None:
-        return None if self._final is None else self._final.stats
-
-    @property
-    def model_info(self) -> lms.LlmInfo | None:
-        return None if self._final is None else self._final.model_info
-
-    @property
-    def job_id(self) -> str | None:
-        return None if self._handle is None else self._handle.id
 
     async def _fragments(self) -> AsyncIterator[lms.LlmPredictionFragment]:
         assert self._handle is not None

@@ -52,7 +52,39 @@ def progress_of(meta: dict[str, Any]) -> float | None:
     return None
 
 
-class PredictionStream:
+class StreamOutcome:
+    """What the sync and async streams share: the job once sent, and how it ended."""
+
+    def __init__(self) -> None:
+        self._handle: JobHandle | None = None
+        self._final: lms.PredictionResult | None = None
+        self._error: BaseException | None = None
+        self.tool_calls: list[ToolCall] = []
+
+    def result(self) -> lms.PredictionResult:
+        if self._handle is None:
+            raise lms.LMStudioRuntimeError("Prediction processing has not been initiated.")
+        if self._error is not None:
+            raise self._error
+        if self._final is None:
+            raise lms.LMStudioRuntimeError("Prediction processing has not yet been completed.")
+        return self._final
+
+    @property
+    def stats(self) -> lms.LlmPredictionStats | None:
+        return None if self._final is None else self._final.stats
+
+    @property
+    def model_info(self) -> lms.LlmInfo | None:
+        return None if self._final is None else self._final.model_info
+
+    @property
+    def job_id(self) -> str | None:
+        """The pool's job id (None until the request is sent)."""
+        return None if self._handle is None else self._handle.id
+
+
+class PredictionStream(StreamOutcome):
     """A chat or completion job, iterated as the SDK's fragments."""
 
     def __init__(self, queue: JobQueue, model_key: str, submit: Callable[[], JobHandle],
@@ -62,10 +94,7 @@ class PredictionStream:
         self._submit = submit
         self._config = config
         self._callbacks = callbacks
-        self._handle: JobHandle | None = None
-        self._final: lms.PredictionResult | None = None
-        self._error: BaseException | None = None
-        self.tool_calls: list[ToolCall] = []
+        super().__init__()
 
     # --- the SDK's stream API --------------------------------------------------------
 
@@ -96,15 +125,6 @@ class PredictionStream:
             pass
         return self.result()
 
-    def result(self) -> lms.PredictionResult:
-        if self._handle is None:
-            raise lms.LMStudioRuntimeError("Prediction processing has not been initiated.")
-        if self._error is not None:
-            raise self._error
-        if self._final is None:
-            raise lms.LMStudioRuntimeError("Prediction processing has not yet been completed.")
-        return self._final
-
     def cancel(self) -> None:
         """Revoke the job; the result becomes the partial one (stop reason userStopped)."""
         if self._handle is None or self._final is not None or self._callbacks.cancelled:
@@ -126,19 +146,6 @@ class PredictionStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def stats(self) -> lms.LlmPredictionStats | None:
-        return None if self._final is None else self._final.stats
-
-    @property
-    def model_info(self) -> lms.LlmInfo | None:
-        return None if self._final is None else self._final.model_info
-
-    @property
-    def job_id(self) -> str | None:
-        """The pool's job id (None until the request is sent)."""
-        return None if self._handle is None else self._handle.id
 
     # --- reading the job -------------------------------------------------------------
 
