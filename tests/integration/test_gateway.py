@@ -18,11 +18,11 @@ from producers.gateway.server import serve_in_thread
 from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer
 from tests.support.pool import pool_on_database
+from tests.support.vision import VISION, simulator_with_vision
 from tests.support.wait import wait_until
 
 CHAT = "llama-3.2-1b-instruct"
 EMBED = "text-embedding-nomic-embed-text-v1.5"
-VISION = "qwen2-vl-2b-instruct"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")
@@ -33,11 +33,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def sim() -> Iterator[object]:
     """The default simulator plus a loaded vision model (as LM Studio lists one)."""
-    from simulator.testing import running_simulator
-
-    config = {"models": {VISION: {"type": "llm", "vision": True, "loaded": True,
-                                  "architecture": "qwen2vl"}}}
-    with running_simulator(config, in_process=False) as running:
+    with simulator_with_vision(in_process=False) as running:
         yield running
 
 

@@ -17,11 +17,11 @@ from producers import InvalidJobError
 from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer
 from tests.support.pool import pool_on_database
+from tests.support.vision import VISION, simulator_with_vision
 from tests.support.wait import wait_until
 from tests.unit.test_prediction_config import EVERY_KEY
 
 CHAT = "llama-3.2-1b-instruct"
-VISION = "qwen2-vl-2b-instruct"
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -29,11 +29,7 @@ pytestmark = pytest.mark.timeout(240)
 @pytest.fixture(scope="module")
 def sim() -> Iterator[object]:
     """The default simulator plus a loaded vision model (as LM Studio lists one)."""
-    from simulator.testing import running_simulator
-
-    config = {"models": {VISION: {"type": "llm", "vision": True, "loaded": True,
-                                  "architecture": "qwen2vl"}}}
-    with running_simulator(config, in_process=False) as running:
+    with simulator_with_vision(in_process=False) as running:
         yield running
 
 

@@ -83,13 +83,10 @@ def test_ask_streaming_and_not(simulator, capsys) -> None:
 
 def test_ask_with_images_uploads_them() -> None:
     """To a vision model: LM Studio refuses an image for a model without vision."""
-    from simulator.testing import running_simulator
+    from tests.support.vision import VISION, simulator_with_vision
 
-    vision = "qwen2-vl-2b-instruct"
-    config = {"models": {vision: {"type": "llm", "vision": True, "loaded": True,
-                                  "architecture": "qwen2vl"}}}
-    with running_simulator(config) as simulator:
-        _ask_with_images(simulator, provider_for(simulator, vision))
+    with simulator_with_vision() as simulator:
+        _ask_with_images(simulator, provider_for(simulator, VISION))
 
 
 def _ask_with_images(simulator, provider) -> None:  # type: ignore[no-untyped-def]
