@@ -10,7 +10,8 @@
     token (queue wait + LM Studio's time to first token, from the same request's lmq_stats),
     and vs `JobHandle.astream()`'s first text (the same fragment stream, without HTTP);
 (c) a 10,000-line batch file uploaded (/v1/files, every line validated) and accepted
-    (/v1/batches, every line enqueued): goal < 10 s.
+    (/v1/batches returns `validating`; accepted when the gateway's background step has
+    checked and enqueued every line and the batch is `in_progress`): goal < 10 s.
 
 The gateway runs as its own process (`lmq serve`, as deployed), the pool as real workers,
 LM Studio as the simulator; `ops/bench` runs this as its `gateway` section.
@@ -208,6 +209,9 @@ def batch_accept_s(base_url: str, lines: int) -> float:
                                      purpose="batch")
         batch = client.batches.create(input_file_id=source.id, completion_window="24h",
                                       endpoint="/v1/chat/completions")
+        while batch.status == "validating":  # accepted: every line checked and enqueued
+            time.sleep(0.05)
+            batch = client.batches.retrieve(batch.id)
         took = time.perf_counter() - start
         assert batch.status == "in_progress" and batch.request_counts.total == lines, batch
         client.batches.cancel(batch.id)

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producers.gateway import batches, errors, files, inference
 from producers.gateway.auth import KeyRing, parse_api_keys
+from producers.gateway.batch_advancer import BatchAdvancer
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
 from workers.prometheus import pool_registry
 from workers.settings import Settings, get_settings
@@ -35,9 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gateway = Gateway.open(settings, keyring)
+        # Batches advance in the background (validate, enqueue, finalize, expire), resumed
+        # from Redis at start: one loop per gateway process.
+        app.state.batch_advancer = BatchAdvancer(app.state.gateway)
+        app.state.batch_advancer.start()
         try:
             yield
         finally:
+            await app.state.batch_advancer.stop()
             await app.state.gateway.aclose()
 
     app = FastAPI(title="lmstudio-queue gateway", version="1",

@@ -1,40 +1,49 @@
-"""An OpenAI batch over the pool: create, refresh its status from its jobs, finalize, cancel.
+"""An OpenAI batch over the pool: its record, and the steps that move it along.
 
     validating -> in_progress -> finalizing -> completed
-                      |  \\-> (completion window passed) -> expired (unfinished jobs revoked)
-                      \\-> cancelling -> cancelled          failed: bad input, unknown model
+        |             |  \\-> (completion window passed) -> expired (unfinished jobs revoked)
+        |             \\-> cancelling -> cancelled
+        \\-> failed (bad lines, unknown model, input file gone)
 
-Creation validates the input file with `lmq batch`'s validator and enqueues every line as a
-job (`producers.batch.submit_requests`), so the batch is in_progress when the call returns.
-There is no background loop: each GET (or list) of a batch that is not done yet counts its
-jobs' states, and the first one that finds them all finished writes the output and error
-files (`producers.batch.write_results`, OpenAI's line formats) and closes the record. A
-gateway restart loses nothing: the record, the jobs and their results are all in Redis.
+`create` only checks what the request itself says (endpoint, window, the file is the
+caller's and is a batch file), stores the record as `validating` and returns: the lines are
+checked and enqueued in the background (`batch_intake`), by the gateways' advance loop
+(`batch_advancer`), which calls `advance` for every open batch while holding that batch's
+lock. Only `advance` rewrites a record after creation; a cancel only sets the record's
+`cancel` field, which `advance` acts on (and `shown` already reports), so the two never
+overwrite each other. Everything is in Redis: a restarted gateway resumes where the last
+one stopped.
 
-The completion window becomes the jobs' `expires_s` (a job not started by then never
-runs, as batch files' `--completion-window`); the gateway also records `expires_at` and, at
-the first refresh after it, revokes what is still running, so the batch ends `expired`.
-Batch jobs are bulk work: low priority, whatever the key's default.
+`expiring` and a pending cancel are ours: OpenAI clients see `in_progress` and `cancelling`.
+The completion window becomes the jobs' `expires_s` (a job not started by then never runs);
+at `expires_at` the loop revokes what is left, and every request not completed is in the
+error file with code `batch_expired`, as OpenAI reports it. Batch jobs are bulk work: low
+priority, whatever the key's default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from producers import batch as batch_files
-from producers.batch import BatchRequest
+from producers.batch import BatchNotFoundError
+from producers.gateway import batch_intake
 from producers.gateway.auth import Tenant
-from producers.gateway.errors import ApiError, bad_request
-from producers.gateway.files import owned_file, store_file, validated
-from producers.gateway.records import now
+from producers.gateway.errors import bad_request
+from producers.gateway.files import owned_file, store_file
+from producers.gateway.records import OpenBatches, now
 from producers.gateway.state import Gateway
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DONE = frozenset({"completed", "failed", "expired", "cancelled"})
+CANCELLABLE = frozenset({"validating", "in_progress", "expiring"})
+ENDING = {"in_progress": "completed", "cancelling": "cancelled", "expiring": "expired"}
 _WINDOW = re.compile(r"^(\d+)h$")
 
 
@@ -62,6 +71,7 @@ def new_record(batch_id: str, body: dict[str, Any], expires_s: int) -> dict[str,
 
 
 def create(gw: Gateway, owner: Tenant, body: dict[str, Any]) -> dict[str, Any]:
+    """The new batch, `validating`: its lines are checked and enqueued in the background."""
     if body.get("endpoint") not in ENDPOINTS:
         raise bad_request(f"endpoint must be one of {', '.join(ENDPOINTS)}", "endpoint")
     expires_s = window_s(body.get("completion_window", ""), gw.settings.result_expires_s)
@@ -69,84 +79,119 @@ def create(gw: Gateway, owner: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     if source["purpose"] != "batch":
         raise bad_request(f"file {source['id']} has purpose {source['purpose']!r}, not batch",
                           "input_file_id")
-    validation = validated(gw.files.field(source["id"], "content") or b"")
-    errors = _line_errors(validation.errors, validation.requests, body["endpoint"])
-    errors += _model_errors(gw, validation.requests)
-    batch_id = "" if errors else batch_files.submit_requests(
-        gw.queue, validation.requests, source=source["id"], enqueue_anyway=True,
-        expires_s=expires_s)
-    record = new_record(batch_id or _failed_id(), body, expires_s)
-    record["request_counts"]["total"] = len(validation.requests)
-    if errors:
-        record.update(status="failed", failed_at=now(),
-                      errors={"object": "list", "data": errors[:100]})
-    else:
-        record.update(status="in_progress", in_progress_at=now())
+    record = new_record(batch_files.new_batch_id(), body, expires_s)
     gw.batches.put(record["id"], record, owner.name, priority=owner.priority)
+    OpenBatches(gw.batches.client).add(record["id"])
     return record
 
 
-def _failed_id() -> str:
-    return batch_files.new_batch_id()
+def request_cancel(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
+    """Ask the advance loop to revoke what has not finished (finished results are kept)."""
+    if record["status"] in CANCELLABLE:
+        gw.batches.set_field(record["id"], "cancel", str(now()), only_new=True)
+    return shown(gw, record)
 
 
-def _line_errors(bad: list[tuple[int, str]], requests: list[BatchRequest],
-                 endpoint: str) -> list[dict[str, Any]]:
-    errors = [{"code": "invalid_request", "message": message, "param": None, "line": line}
-              for line, message in bad]
-    errors += [{"code": "invalid_url", "message": f"url {r.url} differs from the batch's "
-                f"endpoint {endpoint}", "param": "url", "line": r.line}
-               for r in requests if r.url != endpoint]
-    return errors
+def cancel_requested(gw: Gateway, batch_id: str) -> int | None:
+    raw = gw.batches.field(batch_id, "cancel")
+    return int(raw) if raw else None
 
 
-def _model_errors(gw: Gateway, requests: list[BatchRequest]) -> list[dict[str, Any]]:
-    """Unknown models fail the batch; a known model with no live worker now is queued."""
-    errors = []
-    for model in sorted({r.job.model for r in requests}):
-        try:
-            gw.access.check(model)
-        except ApiError as exc:
-            if exc.status == 404:
-                line = next(r.line for r in requests if r.job.model == model)
-                errors.append({"code": "model_not_found", "message": exc.message,
-                               "param": "body.model", "line": line})
-    return errors
+def shown(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
+    """The record as OpenAI clients know it (no `expiring`; a pending cancel shows)."""
+    status = record["status"]
+    if status in CANCELLABLE:
+        asked = cancel_requested(gw, record["id"])
+        if asked is not None:
+            return {**record, "status": "cancelling", "cancelling_at": asked}
+    return {**record, "status": "in_progress"} if status == "expiring" else record
 
 
-def refresh(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
-    """The record with its status and request counts as of now (finalized when done)."""
-    if record["status"] in DONE:
-        return record
-    status = batch_files.status(gw.queue, record["id"])
-    counts = status["counts"]
-    failed = counts.get("FAILURE", 0) + counts.get("REVOKED", 0)
-    record["request_counts"] = {"total": status["enqueued"],
-                                "completed": counts.get("SUCCESS", 0), "failed": failed}
-    if status["finished"] < status["enqueued"]:
-        if record["status"] == "in_progress" and now() >= record["expires_at"]:
-            batch_files.cancel(gw.queue, record["id"])
-            record.update(status="expiring")
+# --- the advance loop's steps (under the batch's lock) ---------------------------------
+
+
+def advance(gw: Gateway, batch_id: str, keep_lock: Callable[[], bool]) -> None:
+    """One step of an open batch: validate and enqueue, act on a cancel or the completion
+    window, count its jobs, finalize when they all ended."""
+    found = gw.batches.get_any(batch_id)
+    if found is None or found[0]["status"] in DONE:
+        OpenBatches(gw.batches.client).remove(batch_id)
+        return
+    record, tenant = found
+    if record["status"] == "validating":
+        if not _validate(gw, record, keep_lock):
+            return  # lost the lock, or stopping: the next holder resumes
+        if record["status"] == "failed":
+            OpenBatches(gw.batches.client).remove(batch_id)
+            return
+    asked = cancel_requested(gw, batch_id)
+    if asked is not None and record["status"] in CANCELLABLE:
+        _revoke(gw, batch_id)
+        record.update(status="cancelling", cancelling_at=asked)
+    elif record["status"] == "in_progress" and now() >= record["expires_at"]:
+        _revoke(gw, batch_id)
+        record["status"] = "expiring"
+    if record["status"] != "finalizing" and not _count(gw, record):
+        gw.batches.update(batch_id, record)
+        return
+    _finalize(gw, record, Tenant(tenant))
+    OpenBatches(gw.batches.client).remove(batch_id)
+
+
+def _validate(gw: Gateway, record: dict[str, Any], keep_lock: Callable[[], bool]) -> bool:
+    """validating -> in_progress (all lines enqueued) or failed; False if interrupted."""
+    intake = batch_intake.check(gw, record)
+    if intake.errors:
+        record.update(status="failed", failed_at=now(),
+                      errors={"object": "list", "data": intake.errors})
         gw.batches.update(record["id"], record)
-        return _shown(record)
-    return _finalize(gw, record)
+        return True
+    cancelled = False
+
+    def keep_going() -> bool:
+        nonlocal cancelled
+        cancelled = cancel_requested(gw, record["id"]) is not None
+        return not cancelled and keep_lock()
+
+    enqueued = batch_intake.enqueue(gw, record, intake.requests, keep_going=keep_going)
+    if enqueued < len(intake.requests) and not cancelled:
+        return False
+    record["request_counts"]["total"] = enqueued
+    if not cancelled:
+        record.update(status="in_progress", in_progress_at=now())
+    return True
 
 
-def _shown(record: dict[str, Any]) -> dict[str, Any]:
-    """'expiring' is ours: OpenAI clients know it as in_progress until it is expired."""
-    return {**record, "status": "in_progress"} if record["status"] == "expiring" else record
+def _revoke(gw: Gateway, batch_id: str) -> None:
+    with contextlib.suppress(BatchNotFoundError):  # cancelled before any line was enqueued
+        batch_files.cancel(gw.queue, batch_id)
 
 
-def _finalize(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
-    if not gw.batches.lock(record["id"]):
-        return {**record, "status": "finalizing"}
+def _count(gw: Gateway, record: dict[str, Any]) -> bool:
+    """Update request_counts from the jobs' states; True when every job has ended."""
     try:
-        record["finalizing_at"] = now()
-        owner = Tenant((gw.batches.field(record["id"], "tenant") or b"").decode())
+        status = batch_files.status(gw.queue, record["id"])
+    except BatchNotFoundError:  # nothing enqueued (cancelled while validating)
+        return record["status"] != "validating"
+    counts = status["counts"]
+    record["request_counts"] = {
+        "total": status["enqueued"], "completed": counts.get("SUCCESS", 0),
+        "failed": counts.get("FAILURE", 0) + counts.get("REVOKED", 0)}
+    return record["status"] != "validating" and status["finished"] >= status["enqueued"]
+
+
+def _finalize(gw: Gateway, record: dict[str, Any], owner: Tenant) -> None:
+    """finalizing (saved first: a restart finalizes again), the files, then the end."""
+    if record["status"] != "finalizing":
+        gw.batches.set_field(record["id"], "ending", ENDING[record["status"]])
+        record.update(status="finalizing", finalizing_at=now())
+        gw.batches.update(record["id"], record)
+    ending = (gw.batches.field(record["id"], "ending") or b"completed").decode()
+    if record["request_counts"]["total"]:
         with tempfile.TemporaryDirectory(prefix="lmq-batch-") as folder:
             out, err = Path(folder) / "output.jsonl", Path(folder) / "errors.jsonl"
             batch_files.write_results(gw.queue, record["id"], out, err)
-            if record["status"] == "expiring":
+            if ending == "expired":
                 _mark_expired(err)
             for path, field in ((out, "output_file_id"), (err, "error_file_id")):
                 content = path.read_bytes()
@@ -154,13 +199,8 @@ def _finalize(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
                     name = f"{record['id']}_{path.stem}.jsonl"
                     record[field] = store_file(gw, owner, content, name,
                                                "batch_output")["id"]
-        final = {"in_progress": "completed", "cancelling": "cancelled",
-                 "expiring": "expired"}[record["status"]]
-        record.update(status=final, **{f"{final}_at": now()})
-        gw.batches.update(record["id"], record)
-        return record
-    finally:
-        gw.batches.unlock(record["id"])
+    record.update(status=ending, **{f"{ending}_at": now()})
+    gw.batches.update(record["id"], record)
 
 
 EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before "
@@ -168,20 +208,13 @@ EXPIRED = {"code": "batch_expired", "message": "This request could not be execut
 
 
 def _mark_expired(errors: Path) -> None:
-    """Requests revoked at expiry say so, as OpenAI's do (not 'batch_cancelled')."""
+    """Requests revoked at expiry, or never started within the window (the worker's
+    JobExpiredError), say so as OpenAI's do."""
     lines = [json.loads(line) for line in errors.read_text().splitlines()]
     for line in lines:
-        if (line.get("error") or {}).get("code") == "batch_cancelled":
+        body = ((line.get("response") or {}).get("body") or {})
+        code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
+        if (line.get("error") or {}).get("code") == "batch_cancelled" \
+                or code == "JobExpiredError":
             line["error"] = EXPIRED
     errors.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-
-def cancel(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
-    """Revoke what has not finished; finished results (and partial ones) are kept."""
-    if record["status"] in DONE or record["status"] == "cancelling":
-        return refresh(gw, record)
-    if record["status"] in ("in_progress", "expiring"):
-        batch_files.cancel(gw.queue, record["id"])
-    record.update(status="cancelling", cancelling_at=now())
-    gw.batches.update(record["id"], record)
-    return refresh(gw, record)

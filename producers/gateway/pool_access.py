@@ -44,15 +44,16 @@ class PoolAccess:
             found.setdefault(model, []).append(worker)
         return found
 
-    def check(self, model: str) -> None:
-        """Raise the ApiError a request for `model` gets now, if any."""
+    def check(self, model: str, *, queue_limit: bool = True) -> None:
+        """Raise the ApiError a request for `model` gets now, if any (`queue_limit` False:
+        not the LMQ_MAX_QUEUED check: a batch's lines wait in the queue by design)."""
         served = self.served()
         if model not in served:  # a worker may have started since: ask afresh
             self._served_at = float("-inf")
             served = self.served()
         if model not in served and model not in self.queue.served_models():
             self._not_served(model, sorted(served))
-        if self._broker is not None:
+        if queue_limit and self._broker is not None:
             waiting = queue_length(self._broker, model)
             if waiting > self.settings.max_queued:
                 raise unavailable(f"{waiting} jobs wait for model {model!r}, more than "

@@ -4,6 +4,8 @@ every gateway replica of one pool sees the same ones.
     keys.gateway_file(id)    hash: meta (the OpenAI file object, JSON), tenant, content
     keys.gateway_batch(id)   hash: record (the OpenAI batch object, JSON), tenant, state
     keys.gateway_index(k)    sorted set of ids by creation time, for listing
+    gateway_index("batch") + ":open"   set of batches not finished (OpenBatches)
+    <record key> + ":lock"   which gateway works on a batch now (token, expires)
 
 Each belongs to the tenant whose key created it; another tenant gets a 404, as for an id
 that never existed. Everything expires with the pool's results (LMQ_RESULT_EXPIRES_S).
@@ -19,6 +21,12 @@ from typing import Any, cast
 import redis
 
 from workers import keys
+
+LOCK_TTL_S = 30.0
+_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+          "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+_UNLOCK = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+           "return redis.call('del', KEYS[1]) else return 0 end")
 
 
 class Records:
@@ -54,8 +62,12 @@ class Records:
         value = self.client.hget(self._key(record_id), name)
         return value if isinstance(value, bytes) or value is None else str(value).encode()
 
-    def set_field(self, record_id: str, name: str, value: str) -> None:
-        self.client.hset(self._key(record_id), name, value)
+    def set_field(self, record_id: str, name: str, value: str, *,
+                  only_new: bool = False) -> None:
+        if only_new:
+            self.client.hsetnx(self._key(record_id), name, value)
+        else:
+            self.client.hset(self._key(record_id), name, value)
 
     def delete(self, record_id: str) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -79,12 +91,57 @@ class Records:
             page.append(record)
         return page, False
 
-    def lock(self, record_id: str, ttl_s: int = 120) -> bool:
-        """One process at a time finalizes a batch (several gateways may poll it)."""
-        return bool(self.client.set(self._key(record_id) + ":lock", "1", nx=True, ex=ttl_s))
+    def get_any(self, record_id: str) -> tuple[dict[str, Any], str] | None:
+        """(record, its tenant) whoever owns it: for the gateway's own background work."""
+        raw = self.client.hmget(self._key(record_id), [self._field, "tenant"])
+        if raw[0] is None:
+            return None
+        return json.loads(raw[0]), text(raw[1] or b"")
 
-    def unlock(self, record_id: str) -> None:
-        self.client.delete(self._key(record_id) + ":lock")
+    def every(self) -> list[dict[str, Any]]:
+        """Every record still stored, whoever owns it (one pipelined read)."""
+        ids = self.client.zrange(keys.gateway_index(self.kind), 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for record_id in ids:
+            pipe.hget(self._key(text(record_id)), self._field)
+        return [json.loads(raw) for raw in pipe.execute() if raw is not None]
+
+    def lock(self, record_id: str, ttl_s: float = LOCK_TTL_S) -> str | None:
+        """A token if this process may work on the record now (several gateways may run),
+        else None. The lock expires by itself, so a gateway that died holding it delays
+        the next one by at most `ttl_s`; long work renews it (`renew`)."""
+        token = uuid.uuid4().hex
+        taken = self.client.set(self._lock_key(record_id), token, nx=True, px=int(ttl_s * 1000))
+        return token if taken else None
+
+    def renew(self, record_id: str, token: str, ttl_s: float = LOCK_TTL_S) -> bool:
+        return bool(self.client.eval(_RENEW, 1, self._lock_key(record_id), token,
+                                     int(ttl_s * 1000)))
+
+    def unlock(self, record_id: str, token: str) -> None:
+        """Only the holder's own lock: one that expired and was taken since is not touched."""
+        self.client.eval(_UNLOCK, 1, self._lock_key(record_id), token)
+
+    def _lock_key(self, record_id: str) -> str:
+        return self._key(record_id) + ":lock"
+
+
+class OpenBatches:
+    """The ids of batches not finished yet: what the gateways' background loop advances
+    (a set in Redis, so a restarted gateway resumes them)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.key = keys.gateway_index("batch") + ":open"
+
+    def add(self, batch_id: str) -> None:
+        self.client.sadd(self.key, batch_id)
+
+    def remove(self, batch_id: str) -> None:
+        self.client.srem(self.key, batch_id)
+
+    def ids(self) -> list[str]:
+        return sorted(text(raw) for raw in cast(Any, self.client.smembers(self.key)))
 
 
 def text(raw: Any) -> str:

@@ -93,10 +93,11 @@ def test_batch_lifecycle_with_output_and_error_files(client: openai.OpenAI,
 
     batch = client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
                                   completion_window="24h", metadata={"run": "test"})
-    assert batch.status == "in_progress" and batch.request_counts.total == 4
+    assert batch.status == "validating" and batch.request_counts.total == 0
     assert batch.metadata == {"run": "test"} and batch.expires_at == batch.created_at + 86400
 
     done = settled(client, batch.id, "completed")
+    assert done.request_counts.total == 4
     assert (done.request_counts.completed, done.request_counts.failed) == (3, 1)
     assert done.completed_at and done.finalizing_at and done.output_file_id
     output = lines_of(client, done.output_file_id)
@@ -126,14 +127,17 @@ def test_bad_lines_are_refused_at_upload(client: openai.OpenAI) -> None:
 def test_unknown_model_or_other_endpoint_fails_the_batch(client: openai.OpenAI) -> None:
     line = chat_line("x", "hi")
     line["body"]["model"] = "gpt-4o-mini"
-    failed = client.batches.create(input_file_id=upload(client, [line]).id,
-                                   endpoint="/v1/chat/completions", completion_window="24h")
-    assert failed.status == "failed" and failed.failed_at
+    created = client.batches.create(input_file_id=upload(client, [line]).id,
+                                    endpoint="/v1/chat/completions", completion_window="24h")
+    assert created.status == "validating"
+    failed = settled(client, created.id, "failed")
+    assert failed.failed_at and failed.in_progress_at is None
     assert failed.errors.data[0].code == "model_not_found" and failed.errors.data[0].line == 1
     assert CHAT in failed.errors.data[0].message
     other = client.batches.create(input_file_id=upload(client, [chat_line("y", "hi")]).id,
                                   endpoint="/v1/embeddings", completion_window="24h")
-    assert other.status == "failed" and other.errors.data[0].code == "invalid_url"
+    other = settled(client, other.id, "failed")
+    assert other.errors.data[0].code == "invalid_url" and other.errors.data[0].line == 1
     with pytest.raises(openai.BadRequestError, match="completion_window"):
         client.batches.create(input_file_id=upload(client, [chat_line("z", "hi")]).id,
                               endpoint="/v1/chat/completions", completion_window="soon")
@@ -203,14 +207,119 @@ def test_completion_window_expiry_revokes_what_is_left(client: openai.OpenAI,
              for i in range(10)]
     batch = client.batches.create(input_file_id=upload(client, lines).id,
                                   endpoint="/v1/chat/completions", completion_window="1h")
-    # An hour is too long to wait for: move the recorded deadline into the past instead.
+    # An hour is too long to wait for: move the recorded deadline into the past instead,
+    # holding the batch's lock as the gateway's loop does (so it cannot write over it).
     records = Records(pool.queue.store_client, "batch", 3600)
-    record = records.get(batch.id, "batch-team")
-    assert record is not None
-    records.update(batch.id, {**record, "expires_at": record["created_at"] - 1})
+    token = wait_until(lambda: records.lock(batch.id), timeout=30, interval=0.01,
+                       message="the batch's lock")
+    try:
+        record = records.get(batch.id, "batch-team")
+        assert record is not None
+        records.update(batch.id, {**record, "expires_at": record["created_at"] - 1})
+    finally:
+        records.unlock(batch.id, token)
 
-    assert client.batches.retrieve(batch.id).status == "in_progress"  # revoking
     expired = settled(client, batch.id, "expired")
     assert expired.expired_at and expired.request_counts.failed >= 1
     errors = lines_of(client, expired.error_file_id)
     assert errors and {e["error"]["code"] for e in errors if e["error"]} == {"batch_expired"}
+
+
+def test_a_polling_client_sees_validating_then_in_progress_then_completed(
+        client: openai.OpenAI, sim: object) -> None:
+    sim.admin.set_timing(decode_tokens_per_s=40.0)  # type: ignore[attr-defined]
+    lines = [chat_line(f"seen-{i}", f"Tell me about {i}", max_tokens=20) for i in range(4)]
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    seen = [batch.status]
+
+    def done():  # type: ignore[no-untyped-def]
+        now = client.batches.retrieve(batch.id)
+        if now.status != seen[-1]:
+            seen.append(now.status)
+        return now if now.status == "completed" else None
+
+    final = wait_until(done, timeout=120, interval=0.05, message=lambda: f"completed ({seen})")
+    order = ["validating", "in_progress", "finalizing", "completed"]
+    assert seen[0] == "validating" and "in_progress" in seen and seen[-1] == "completed"
+    assert seen == sorted(seen, key=order.index)  # never back, nothing else in between
+    assert final.created_at <= final.in_progress_at <= final.finalizing_at \
+        <= final.completed_at
+    assert final.request_counts.total == final.request_counts.completed == 4
+
+
+def test_a_batch_no_one_polls_completes_by_itself(client: openai.OpenAI,
+                                                   pool: LocalPool) -> None:
+    from producers.gateway.records import Records
+
+    lines = [chat_line(f"quiet-{i}", f"Say hello number {i}") for i in range(3)]
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    records = Records(pool.queue.store_client, "batch", 3600)
+    # Wait on the stored record itself: no request reaches the gateway meanwhile.
+    wait_until(lambda: (records.get(batch.id, "batch-team") or {}).get("status")
+               == "completed", timeout=120, interval=0.2, message="the batch completed")
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    output = lines_of(client, done.output_file_id)
+    assert [o["custom_id"] for o in output] == ["quiet-0", "quiet-1", "quiet-2"]
+    replies = [o["response"]["body"]["choices"][0]["message"]["content"] for o in output]
+    direct = [client.chat.completions.create(model=CHAT, max_tokens=12, messages=[
+        {"role": "user", "content": f"Say hello number {i}"}]).choices[0].message.content
+              for i in range(3)]
+    assert replies == direct  # the simulator is deterministic: each line's own answer
+    assert done.error_file_id is None
+
+
+def test_validation_cut_short_resumes_without_enqueueing_a_line_twice(
+        client: openai.OpenAI, pool: LocalPool, sim: object) -> None:
+    """A gateway stopped mid-validation left half the lines enqueued; the next gateway
+    enqueues only the other half."""
+    from producers.batch import validate_file
+    from producers.gateway import batch_intake, batch_lifecycle
+    from producers.gateway.auth import KeyRing
+    from producers.gateway.records import OpenBatches
+    from producers.gateway.state import Gateway
+    from workers import keys
+
+    lines = [chat_line(f"resume-{i}", f"Resume marker {i}") for i in range(6)]
+    source = upload(client, lines)
+    stopped = Gateway.open(gateway_settings(pool), KeyRing({}))
+    try:
+        record = batch_lifecycle.new_record(
+            "batch_resume" + source.id[-12:], {"endpoint": "/v1/chat/completions",
+                                               "input_file_id": source.id,
+                                               "completion_window": "24h"}, 86400)
+        token = stopped.batches.lock(record["id"])  # the stopped gateway's, mid-validation
+        assert token is not None
+        stopped.batches.put(record["id"], record, "batch-team", priority="normal")
+        OpenBatches(stopped.batches.client).add(record["id"])
+        path = tmp_jsonl(jsonl(lines))
+        requests = validate_file(path).requests
+        assert batch_intake.enqueue(stopped, record, requests[:3],
+                                    keep_going=lambda: True) == 3
+        stopped.batches.unlock(record["id"], token)  # it died: its lock is gone
+    finally:
+        stopped.queue.close()
+        stopped.access.close()
+
+    with serve_in_thread(gateway_settings(pool)) as url, \
+            openai.OpenAI(base_url=url, api_key=KEY, max_retries=0) as again:
+        done = settled(again, record["id"], "completed")
+        assert done.request_counts.total == done.request_counts.completed == 6
+        output = lines_of(again, done.output_file_id)
+    assert sorted(o["custom_id"] for o in output) == [f"resume-{i}" for i in range(6)]
+    job_ids = pool.queue.store_client.lrange(keys.batch_jobs(record["id"]), 0, -1)
+    assert len(job_ids) == len(set(job_ids)) == 6
+    predictions = [e for e in sim.admin.log(type="channelCreate")  # type: ignore[attr-defined]
+                   if e["msg"].get("endpoint") == "predict" and "Resume marker" in json.dumps(e)]
+    assert len(predictions) == 6  # each line ran once
+
+
+def tmp_jsonl(content: bytes):  # type: ignore[no-untyped-def]
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="lmq-test-")) / "input.jsonl"
+    path.write_bytes(content)
+    return path
