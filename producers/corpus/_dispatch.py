@@ -5,9 +5,11 @@ No chords and no per-task result handles: the in-flight ids are read with one pi
 (`_signal`); a finished job's rows go to its part file (and on to the output, in job order:
 `OrderedOutput`) and its stored result is deleted. Jobs ask for base64 float32 vectors and
 carry the chunker's exact token counts. The served check runs alongside the first jobs
-(`_served`). A failed or cancelled job is retried; a job still unfinished after
-`job_timeout_s` (its worker died, for one) is revoked and sent again. Chunks still failing
-after the retries are reported, never dropped silently.
+(`_served`). A job that failed for one of its inputs is split in halves until only the
+chunks that cannot be embedded fail (`_pieces`); any other failed or cancelled job is
+retried whole; a job still unfinished after `job_timeout_s` (its worker died, for one) is
+revoked and sent again. Chunks still failing after the retries are reported, never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -22,11 +24,19 @@ from typing import Any
 
 from celery import states
 
+from producers.corpus._pieces import (
+    STORM_FAILURES,
+    PlanPieces,
+    halves,
+    part_path,
+    per_input,
+    resumed_pieces,
+)
 from producers.corpus._plan import JobPlan
 from producers.corpus._progress import Progress
 from producers.corpus._served import ServedCheck, take_back
 from producers.corpus._signal import ResultSignals
-from producers.corpus._state import RunState, signature
+from producers.corpus._state import RunState
 from producers.corpus._writer import (
     OrderedOutput,
     base64_vectors,
@@ -43,11 +53,23 @@ POLL_MAX_S = 0.5  # with result notifications: the longest wait between two read
 
 @dataclass
 class Flight:
+    """One job on its way: items lo..hi of its plan (all of them unless it was split)."""
+
     plan: JobPlan
     part: Any
+    lo: int = 0
+    hi: int = -1  # -1: len(plan.items)
     job_id: str = ""
     attempt: int = 0
     sent_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hi < 0:
+            self.hi = len(self.plan.items)
+
+    @property
+    def items(self) -> list[Any]:
+        return self.plan.items[self.lo : self.hi]
 
 
 @dataclass
@@ -56,6 +78,7 @@ class DispatchResult:
     embedded_tokens: int = 0
     resumed_chunks: int = 0
     retried_jobs: int = 0
+    split_jobs: int = 0  # jobs that failed for one of their chunks, sent again as halves
     failed: list[tuple[JobPlan, str]] = field(default_factory=list)
     tokens_estimated: bool = False  # some token counts are the chunker's estimates
 
@@ -83,8 +106,10 @@ class Dispatcher:
         self.options = options
         self.progress = progress
         self.flights: dict[str, Flight] = {}
-        self.retry: deque[Flight] = deque()
+        self.retry: deque[Flight] = deque()  # retried, split or resumed pieces: sent first
+        self.plans: dict[int, PlanPieces] = {}  # plans whose pieces are not all settled
         self.result = DispatchResult()
+        self._failing_pieces = 0  # split pieces failed since the last success (STORM_FAILURES)
         self._poll_s = POLL_MIN_S
         self._served: ServedCheck | None = None
         self._signals = ResultSignals(queue)
@@ -123,20 +148,37 @@ class Dispatcher:
     def _new_flight(self, next_plan: Callable[[float], JobPlan | None],
                     wait_s: float) -> Flight | None:
         while (plan := next_plan(wait_s)) is not None:
-            part = self.state.part(plan.index, signature([(i, s) for i, s, _ in plan.items]))
-            if not part.exists():
+            part = part_path(self.state, plan, 0, len(plan.items))
+            if part.exists():
+                self._resumed(plan.index, len(plan.items), part)
+                continue
+            pieces = resumed_pieces(self.state, plan)
+            if not pieces.settled:
+                self.plans[plan.index] = pieces
                 return Flight(plan, part)
-            self.result.resumed_chunks += len(plan.items)
-            self.output.ready(plan.index, part)
-            self.progress.advance(len(plan.items), 0)
+            # interrupted in the middle of a split: the pieces written are kept
+            done = len(plan.items) - sum(hi - lo for lo, hi in pieces.gaps())
+            self.result.resumed_chunks += done
+            self.progress.advance(done, 0)
+            self.plans[plan.index] = pieces
+            self.retry.extend(self._piece(plan, lo, hi) for lo, hi in pieces.gaps())
+            return self.retry.popleft()
         return None
+
+    def _resumed(self, index: int, chunks: int, part: Any) -> None:
+        self.result.resumed_chunks += chunks
+        self.output.ready(index, part)
+        self.progress.advance(chunks, 0)
+
+    def _piece(self, plan: JobPlan, lo: int, hi: int) -> Flight:
+        return Flight(plan, part_path(self.state, plan, lo, hi), lo, hi)
 
     def _send(self, batch: list[Flight]) -> None:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
                              submitted_at=None, priority=self.options.priority,
                              exact_token_counts=self.options.exact_token_counts,
-                             encoding_format="base64", token_counts=_counts(f.plan),
-                             texts=[chunk.text for _, _, chunk in f.plan.items]) for f in batch]
+                             encoding_format="base64", token_counts=_counts(f.items),
+                             texts=[chunk.text for _, _, chunk in f.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
         if not self.options.enqueue_anyway:  # checked once, alongside the first jobs
             self._served = ServedCheck(self.queue, self.options.model)
@@ -158,7 +200,8 @@ class Dispatcher:
             if state == states.SUCCESS:
                 finished += self._complete(flight, payload)
             elif state in (states.FAILURE, states.REVOKED):
-                finished += self._failed(flight, f"{state}: {payload}")
+                split = state == states.FAILURE and per_input(payload)
+                finished += self._failed(flight, f"{state}: {payload}", split=split)
             elif now - flight.sent_at > self.options.job_timeout_s:
                 self._revoke([job_id])
                 finished += self._failed(flight, f"no result after {self.options.job_timeout_s:g}s")
@@ -185,7 +228,7 @@ class Dispatcher:
             raise
 
     def _complete(self, flight: Flight, payload: dict[str, Any]) -> int:
-        items = flight.plan.items
+        items = flight.items
         try:
             vectors = _vectors(payload)
         except (ValueError, TypeError) as exc:
@@ -198,24 +241,38 @@ class Dispatcher:
         if len(counts) != len(vectors):
             counts = [chunk.tokens for _, _, chunk in items]
         write_part(flight.part, rows_table(items, self.options.model, vectors, counts))
-        self.output.ready(flight.plan.index, flight.part)
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
+        self._failing_pieces = 0
+        self._settle(flight, flight.part)
         self.result.embedded_chunks += len(items)
         self.result.embedded_tokens += sum(counts)
         self.progress.advance(len(items), sum(counts))
         return 1
 
-    def _failed(self, flight: Flight, error: str) -> int:
+    def _failed(self, flight: Flight, error: str, split: bool = False) -> int:
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
-        if flight.attempt <= self.options.retries:
+        if split and flight.hi - flight.lo > 1 and self._failing_pieces < STORM_FAILURES:
+            self.result.split_jobs += 1
+            self._failing_pieces += flight.lo != 0 or flight.hi != len(flight.plan.items)
+            self.retry.extend(self._piece(flight.plan, lo, hi)
+                              for lo, hi in halves(flight.lo, flight.hi))
+        elif flight.attempt <= self.options.retries:
             self.result.retried_jobs += 1
             self.retry.append(flight)
         else:
-            self.result.failed.append((flight.plan, error))
-            self.output.ready(flight.plan.index, None)
+            self.result.failed.append((JobPlan(flight.plan.index, flight.items), error))
+            self._settle(flight, None)
         return 1
+
+    def _settle(self, flight: Flight, part: Any) -> None:
+        """Items lo..hi are written (or failed for good); the plan goes out once all are."""
+        pieces = self.plans[flight.plan.index]
+        pieces.settle(flight.lo, flight.hi, part)
+        if pieces.complete:
+            del self.plans[flight.plan.index]
+            self.output.ready(flight.plan.index, pieces.parts())
 
     def _forget(self, job_id: str) -> None:
         self._signals.forget([job_id])
@@ -240,7 +297,7 @@ def _vectors(payload: dict[str, Any]) -> Any:
     return float_vectors(floats) if floats else []
 
 
-def _counts(plan: JobPlan) -> list[int | None] | None:
+def _counts(items: list[Any]) -> list[int | None] | None:
     """The exact counts the chunker has (the worker need not count those texts again)."""
-    counts = [chunk.tokens if chunk.counted else None for _, _, chunk in plan.items]
+    counts = [chunk.tokens if chunk.counted else None for _, _, chunk in items]
     return counts if any(count is not None for count in counts) else None

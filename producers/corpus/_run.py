@@ -65,6 +65,7 @@ class CorpusSummary:
     tokens_per_s: float
     retried_jobs: int
     failed_chunks: int
+    split_jobs: int = 0  # jobs split because one of their chunks could not be embedded
     duplicates_file: str | None = None
     failed_file: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +85,8 @@ class CorpusSummary:
             f"{self.resumed_chunks} from an earlier run, {self.duplicates} duplicates skipped)",
             f"tokens{' (estimated)' if self.tokens_estimated else ''}: {self.tokens:,} in "
             f"{self.elapsed_s:.1f}s ({self.tokens_per_s:,.0f} tok/s)",
-            f"failures: {self.failed_chunks} chunks, {self.retried_jobs} job retries",
+            f"failures: {self.failed_chunks} chunks, {self.retried_jobs} job retries"
+            + (f", {self.split_jobs} jobs split to find them" if self.split_jobs else ""),
             f"output: {self.out}" + (f"; duplicates: {self.duplicates_file}"
                                      if self.duplicates_file else ""),
         ]
@@ -223,6 +225,7 @@ def _finish(options: CorpusOptions, state: RunState, planner: Planner, result: D
         tokens=result.embedded_tokens, elapsed_s=elapsed,
         tokens_per_s=result.embedded_tokens / max(elapsed, 1e-9),
         retried_jobs=result.retried_jobs, failed_chunks=failed_chunks,
+        split_jobs=result.split_jobs,
         tokens_estimated=result.tokens_estimated, failures=_failures(result.failed),
         duplicates_file=str(dup_path), failed_file=str(failed_path) if failed_path else None,
         extra={"rows": rows, "token_count_calls": getattr(planner.chunker.counter, "calls", None)})

@@ -3,6 +3,8 @@
     <out>.lmq-state/
         manifest.json          the run's parameters; a resume must match them
         parts/part-<k>-<sig>.arrow   the rows of embedding job k, written atomically
+        parts/part-<k>-r<lo>-<hi>-<sig>.arrow  items lo..hi of job k, when it was split
+                                     (`_pieces`: a job that failed for one of its chunks)
         duplicates.jsonl       rebuilt by every run (planning is deterministic)
 
 Job k's signature hashes its chunk ids and texts, so a part is reused only for exactly the
@@ -55,6 +57,18 @@ class RunState:
 
     def part(self, job_index: int, sig: str) -> Path:
         return self.parts / f"part-{job_index:08d}-{sig}.arrow"
+
+    def piece(self, job_index: int, lo: int, hi: int, sig: str) -> Path:
+        return self.parts / f"part-{job_index:08d}-r{lo:03d}-{hi:03d}-{sig}.arrow"
+
+    def pieces(self, job_index: int) -> list[tuple[int, int, Path]]:
+        """(lo, hi, path) of the pieces of job `job_index` on disk, by lo then hi."""
+        found = []
+        for path in self.parts.glob(f"part-{job_index:08d}-r*.arrow"):
+            lo, hi = path.name.split("-r", 1)[1].split("-")[:2]
+            if lo.isdigit() and hi.isdigit():
+                found.append((int(lo), int(hi), path))
+        return sorted(found)
 
     def open(self, params: dict[str, Any], *, resume: bool, restart: bool) -> bool:
         """Prepare the directory; True when resuming an earlier run."""

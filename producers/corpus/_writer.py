@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from producers.corpus._chunk import Chunk
 
 FORMATS = ("parquet", "jsonl")
+Parts = Path | Sequence[Path] | None  # one job's rows: its part, its pieces' parts, or none
 ROW_GROUP_ROWS = 4096  # Parquet row group: ~16 MB of 768-dimension vectors
 
 
@@ -97,9 +98,11 @@ class OrderedOutput:
     """The output file, written while the run goes on: parts in job order as they are ready.
 
     Jobs finish out of order; part k is written once every part before it was written (or
-    its job failed for good: `ready(k, None)`). A thread does the reading and writing, so
-    the dispatcher never waits on it, and memory holds one row group (`ROW_GROUP_ROWS`)
-    being built. Rows go to `<out>.tmp`, renamed to `out` by `close()`; `abort()` drops it.
+    its job failed for good: `ready(k, None)`). A job that was split (`_pieces`) reports
+    its pieces' parts together, in item order: `ready(k, [part, ...])`. A thread does the
+    reading and writing, so the dispatcher never waits on it, and memory holds one row group
+    (`ROW_GROUP_ROWS`) being built. Rows go to `<out>.tmp`, renamed to `out` by `close()`;
+    `abort()` drops it.
     """
 
     def __init__(self, out: Path, fmt: str) -> None:
@@ -111,15 +114,15 @@ class OrderedOutput:
         self._writer: pq.ParquetWriter | None = None
         self._group: list[pa.Table] = []
         self._group_rows = 0
-        self._waiting: dict[int, Path | None] = {}
+        self._waiting: dict[int, Parts] = {}
         self._next = 0
-        self._inbox: queue.Queue[tuple[int, Path | None] | None] = queue.Queue()
+        self._inbox: queue.Queue[tuple[int, Parts] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="lmq-corpus-output",
                                         daemon=True)
         self._thread.start()
 
-    def ready(self, index: int, part: Path | None) -> None:
+    def ready(self, index: int, part: Parts) -> None:
         """Part `index` is complete (None: its job failed; nothing to write for it)."""
         self._raise_error()
         self._inbox.put((index, part))
@@ -169,9 +172,11 @@ class OrderedOutput:
         except BaseException as exc:  # noqa: BLE001 - raised in the dispatching thread
             self._error = exc
 
-    def _write(self, part: Path | None) -> None:
-        if part is None:
-            return
+    def _write(self, part: Parts) -> None:
+        for path in [part] if isinstance(part, Path) else part or []:
+            self._write_part(path)
+
+    def _write_part(self, part: Path) -> None:
         table = read_part(part)
         self.rows += table.num_rows
         if self.fmt == "jsonl":

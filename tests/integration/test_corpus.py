@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,8 @@ def test_failed_jobs_are_retried_then_listed_and_resume_finishes_them(
         embed_worker, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
     corpus = make_corpus(tmp_path, long_paragraphs=20)
     out = tmp_path / "c.parquet"
-    args = embed_args(corpus, out, "--max-in-flight", "1")
+    # one chunk per job: a job of several that fails is split (the next tests), not retried
+    args = embed_args(corpus, out, "--max-in-flight", "1", "--job-tokens", "1")
 
     simulator.admin.fail_nth("embedString", 3)
     retried = lmq(*args, "--no-progress", "--retries", "1", env=lmq_env)
@@ -246,3 +248,93 @@ def test_every_failure_of_embed_corpus_and_search_is_one_line(
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode != 0 and "Traceback" not in done.stderr, (args, done.stderr)
         assert expected in lines[-1] and len(lines) <= 3, (expected, done.stderr)
+
+
+# Failure per chunk (issue 23): the workers' LM Studio loaded the model with a 128-token
+# context, the producer counts on its own LM Studio (LMQ_LMSTUDIO_HOST, 4096 tokens) - two
+# hosts, each with its own load settings. A record of ~150 tokens is one chunk there; a
+# worker counts it on its host and refuses it (ContextOverflowError), failing its job of 41.
+WORKER_CONTEXT = 128
+BAD_RECORD = 18  # records.jsonl#L18
+
+
+def _records_corpus(root: Path) -> Path:
+    records = [{"text": f"Record {i} is about topic {i % 5}: a short sentence."}
+               for i in range(1, 42)]
+    records[BAD_RECORD - 1] = {"text": " ".join(f"word{i}" for i in range(150)) + "."}
+    root.mkdir()
+    (root / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return root
+
+
+@pytest.fixture()
+def small_context_worker(worker_factory, lmq_env, simulator):  # type: ignore[no-untyped-def]
+    import lmstudio as lms
+
+    with lms.Client(simulator.host) as client:
+        client.embedding.unload(EMBED)
+        client.embedding.load_new_instance(EMBED, config={"contextLength": WORKER_CONTEXT})
+    return worker_factory(EMBED, lmq_env)
+
+
+@pytest.fixture()
+def producer_host() -> Iterator[str]:
+    from simulator.testing import running_simulator
+
+    with running_simulator() as other:
+        yield str(other.host)
+
+
+def _split_args(corpus: Path, out: Path, host: str) -> list[str]:
+    return ["--lmstudio-host", host, "embed-corpus", str(corpus), "--model", EMBED,
+            "--out", str(out), "--chunk-tokens", "200", "--no-progress"]
+
+
+def _failed_rows(out: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in Path(f"{out}.failed.jsonl").read_text().splitlines()]
+
+
+def test_a_chunk_the_model_cannot_take_fails_alone_and_the_rest_is_embedded(
+        small_context_worker, lmq_env, producer_host, tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "c.parquet"
+    done = lmq(*_split_args(_records_corpus(tmp_path / "corpus"), out, producer_host),
+               env=lmq_env, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "failures: 1 chunks" in done.stdout and "jobs split" in done.stdout, done.stdout
+    (failed,) = _failed_rows(out)
+    assert failed["source"].endswith(f"records.jsonl#L{BAD_RECORD}")  # type: ignore[union-attr]
+    assert f"over the context length {WORKER_CONTEXT}" in str(failed["error"])
+    reason = [line for line in done.stderr.splitlines() if line.startswith("failed: 1 chunks")]
+    assert reason and f"#L{BAD_RECORD}" in reason[0]
+    table = rows(out)
+    assert [str(r["source"]).rsplit("#L", 1)[1] for r in table] == [
+        str(n) for n in range(1, 42) if n != BAD_RECORD]  # every other chunk, in order
+    assert all(len(r["vector"]) == 768 for r in table)  # type: ignore[arg-type]
+
+
+def test_resume_after_an_interruption_in_the_middle_of_a_split_gives_the_same_rows(
+        small_context_worker, lmq_env, producer_host, simulator, tmp_path
+        ):  # type: ignore[no-untyped-def]
+    corpus = _records_corpus(tmp_path / "corpus")
+    whole = tmp_path / "whole.parquet"
+    first = lmq(*_split_args(corpus, whole, producer_host), env=lmq_env, check=False)
+    assert first.returncode == 1, first.stderr
+
+    simulator.admin.set_timing(embedding_latency_s=0.15)  # the split takes a few seconds
+    out = tmp_path / "resumed.parquet"
+    parts = Path(f"{out}.lmq-state") / "parts"
+    run = lmq_popen(*_split_args(corpus, out, producer_host), env=lmq_env)
+    wait_until(lambda: parts.exists() and any(parts.glob("part-*-r*.arrow")), timeout=60,
+               message="a piece of the split job written")
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=30)
+    pieces = sorted(p.name for p in parts.glob("*.arrow"))
+    assert pieces and all("-r" in name for name in pieces)  # killed in the middle of the split
+
+    resumed = lmq(*_split_args(corpus, out, producer_host), "--resume", env=lmq_env,
+                  check=False)
+    assert resumed.returncode == 1 and "failures: 1 chunks" in resumed.stdout, resumed.stderr
+    reused = int(resumed.stdout.split("embedded now, ")[1].split(" from")[0])
+    assert reused > 0  # the pieces written before the kill
+    assert rows(out) == rows(whole)  # row by row, vectors included
+    assert [r["id"] for r in _failed_rows(out)] == [r["id"] for r in _failed_rows(whole)]
