@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import redis
 from celery import Celery, states
 
-from producers import fragment_reader, result_wait
+from producers import fragment_reader, job_expiry, result_wait
 from producers.cancellation import CancelOutcome
 from producers.outcome import FINISHED_STATES, result_or_raise
 from producers.queue_position import JobPosition
@@ -31,13 +31,21 @@ class JobSource(Protocol):
 
     def position(self, job_id: str) -> JobPosition | None: ...
 
+    def job_record(self, job_id: str) -> dict[str, Any] | None: ...
+
+_UNKNOWN = object()  # the handle has not looked its job's expiry up yet
+
 
 class JobHandle:
     """A job by id. Cheap to create: it holds no Celery AsyncResult."""
 
-    def __init__(self, job_id: str, queue: JobSource) -> None:
+    def __init__(self, job_id: str, queue: JobSource,
+                 expires_at: float | None | object = _UNKNOWN) -> None:
+        """`expires_at`: the job's `expires_s` deadline (epoch s) when the caller knows it
+        (it just submitted the job); else the registry is asked once, when first needed."""
         self._id = job_id
         self._queue = queue
+        self._expires_at = expires_at
 
     @property
     def id(self) -> str:
@@ -65,14 +73,21 @@ class JobHandle:
         start in seconds; None once a worker took it (or on a non-Redis broker)."""
         return self._queue.position(self._id)
 
+    def expires_at(self) -> float | None:
+        """When the job expires if no worker has started it by then (None: never)."""
+        if self._expires_at is _UNKNOWN:
+            self._expires_at = job_expiry.expires_at(self._queue.job_record(self._id))
+        return self._expires_at  # type: ignore[return-value]
+
     def finished(self) -> bool:
         return self.status() in FINISHED_STATES
 
     def result(self, timeout: float | None = None) -> Any:
         """The result contract object; raises JobCancelledError (with .partial), the job's
-        BadJobError, JobFailedError, or JobTimeoutError after `timeout` seconds."""
+        BadJobError, JobFailedError, JobExpiredError (no worker started it before its
+        `expires_s`: it then never runs), or JobTimeoutError after `timeout` seconds."""
         meta = result_wait.wait_meta(self._queue.app, self._queue.backend_client, self._id,
-                                     timeout)
+                                     timeout, self.expires_at())
         return result_or_raise(self._id, meta["status"], meta.get("result"))
 
     def cancel(self) -> CancelOutcome:
@@ -105,8 +120,11 @@ class JobHandle:
     async def aresult(self, timeout: float | None = None) -> Any:
         """`result()` for event-loop code; if the awaiting task is cancelled, so is the job."""
         try:
+            expires_at = (self._expires_at if self._expires_at is not _UNKNOWN
+                          else await asyncio.to_thread(self.expires_at))
             meta = await result_wait.await_meta(self._queue.app, self._queue.settings.backend_url,
-                                                self._id, timeout)
+                                                self._id, timeout,
+                                                expires_at=expires_at)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             self.cancel()
             raise

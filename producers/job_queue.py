@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery import states
 
-from producers import cancellation, job_registry, queue_position
+from producers import cancellation, job_expiry, job_registry, queue_position
 from producers.cancellation import BulkCancel, CancelOutcome
 from producers.celery_app import producer_app
 from producers.job_building import (
@@ -142,7 +142,8 @@ class JobQueue:
                                                   or self.settings.tenant}))
                  for job_id, job in zip(ids, valid, strict=True)]
         self.publisher.publish(pairs)
-        return [JobHandle(job_id, self) for job_id in ids]
+        return [JobHandle(job_id, self, expires_at=job_expiry.expires_at(
+                    {"submitted_at": now, "expires_s": job.expires_s})) for job_id, job in pairs]
 
     def _check_served(self, models: set[str]) -> None:
         for model in sorted(models):
@@ -170,8 +171,16 @@ class JobQueue:
         return self._served.get(refresh=refresh)
 
     def job_meta(self, job_id: str) -> dict[str, Any]:
+        """The job's stored state; a job past its `expires_s` that no worker started ends
+        here as expired (`producers.job_expiry`), so its status never stays PENDING."""
         raw = self.backend_client.get(result_key(self.app, job_id))
-        return decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
+        meta = decode_meta(self.app, raw)
+        if meta is None or meta.get("status") == states.PENDING:
+            deadline = job_expiry.expires_at(self.job_record(job_id))
+            if job_expiry.is_past(deadline):
+                meta = job_expiry.expire_unstarted(self.app, self.backend_client, job_id,
+                                                   deadline or 0.0) or meta
+        return meta or {"status": states.PENDING, "result": None}
 
     def forget(self, job_ids: Sequence[str]) -> None:
         """Delete stored results (e.g. after a batch tool has written them elsewhere)."""

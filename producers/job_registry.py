@@ -21,6 +21,8 @@ job_key = keys.job  # the registry entry of one submitted job: `lmq:job:<id>`
 def record(job: Job) -> str:
     entry = {"model": job.model, "kind": job.kind, "batch_id": job.batch_id,
              "submitted_at": job.submitted_at, "priority": job.priority, "tenant": job.tenant}
+    if job.expires_s is not None:  # a waiter ends the job if no worker started it in time
+        entry["expires_s"] = job.expires_s
     config = getattr(job, "config", None)
     if config is not None and (sent := config.model_dump(mode="json", exclude_none=True)):
         entry["config"] = sent

@@ -3,6 +3,9 @@
 Celery's Redis result backend publishes every stored state on a channel named like the
 result key, so a waiter subscribes first and then reads the key (no lost update), and
 re-reads at least every `RECHECK_S` in case a message was missed.
+
+`expires_at` (the job's `expires_s` deadline, epoch seconds): a job still unstarted then
+ends as expired (`producers.job_expiry`), so a wait on a job no worker takes ends too.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
+from producers import job_expiry
 from producers.outcome import FINISHED_STATES
 from workers.error import JobTimeoutError
 
@@ -37,24 +41,40 @@ def _timeout_error(job_id: str, timeout_s: float | None, state: str) -> JobTimeo
                            "it may still be running")
 
 
-def wait_meta(app: Celery, client: redis.Redis, job_id: str,
-              timeout_s: float | None) -> dict[str, Any]:
+def _unstarted(meta: dict[str, Any] | None) -> bool:
+    return meta is None or meta.get("status") == "PENDING"
+
+
+def _next_read_s(remaining_s: float, expires_at: float | None) -> float:
+    """How long to block before the next read: the recheck, the timeout or the expiry."""
+    wait_s = min(remaining_s, RECHECK_S)
+    if expires_at is not None:
+        wait_s = min(wait_s, max(expires_at - time.time(), 0.0) + 0.01)
+    return wait_s
+
+
+def wait_meta(app: Celery, client: redis.Redis, job_id: str, timeout_s: float | None,
+              expires_at: float | None = None) -> dict[str, Any]:
     key = result_key(app, job_id)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with client.pubsub(ignore_subscribe_messages=True) as pubsub:
         pubsub.subscribe(key)
         while True:
             meta = decode_meta(app, client.get(key))
+            if _unstarted(meta) and job_expiry.is_past(expires_at):
+                meta = job_expiry.expire_unstarted(app, client, job_id, expires_at or 0.0)
+                expires_at = None  # decided: expired now, or a worker had started it
             if meta and meta.get("status") in FINISHED_STATES:
                 return meta
             remaining = RECHECK_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 raise _timeout_error(job_id, timeout_s, (meta or {}).get("status", "PENDING"))
-            pubsub.get_message(timeout=min(remaining, RECHECK_S))
+            pubsub.get_message(timeout=_next_read_s(remaining, expires_at))
 
 
 async def await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None, *,
-                     client: aioredis.Redis | None = None) -> dict[str, Any]:
+                     client: aioredis.Redis | None = None,
+                     expires_at: float | None = None) -> dict[str, Any]:
     """`wait_meta` for event-loop code. A cancel of the caller always ends the wait.
 
     `client`: a long-lived caller's shared one (the gateway's: its pool's connections are
@@ -65,7 +85,8 @@ async def await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None
     in the first 5 ms of a wait were lost; `await JobHandle.aresult()` then went on until
     the job finished, and the job was never revoked). asyncio.wait cannot lose the caller's
     cancel; it is passed on to the wait until the wait has stopped."""
-    waiting = asyncio.ensure_future(_await_meta(app, url, job_id, timeout_s, client))
+    waiting = asyncio.ensure_future(_await_meta(app, url, job_id, timeout_s, client,
+                                                expires_at))
     try:
         await asyncio.wait({waiting})
     except asyncio.CancelledError:
@@ -77,7 +98,8 @@ async def await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None
 
 
 async def _await_meta(app: Celery, url: str, job_id: str, timeout_s: float | None,
-                      shared: aioredis.Redis | None) -> dict[str, Any]:
+                      shared: aioredis.Redis | None,
+                      expires_at: float | None) -> dict[str, Any]:
     key = result_key(app, job_id)
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
@@ -88,6 +110,10 @@ async def _await_meta(app: Celery, url: str, job_id: str, timeout_s: float | Non
             await pubsub.subscribe(key)
             while True:
                 meta = decode_meta(app, await client.get(key))
+                if _unstarted(meta) and job_expiry.is_past(expires_at):
+                    meta = await job_expiry.aexpire_unstarted(app, client, job_id,
+                                                              expires_at or 0.0)
+                    expires_at = None
                 if meta and meta.get("status") in FINISHED_STATES:
                     return meta
                 remaining = RECHECK_S if deadline is None else deadline - loop.time()
@@ -100,7 +126,7 @@ async def _await_meta(app: Celery, url: str, job_id: str, timeout_s: float | Non
                     raise reader.exception()  # type: ignore[misc]  # e.g. Redis went away
                 if reader is None or reader.done():
                     reader = asyncio.ensure_future(pubsub.get_message(timeout=None))
-                await asyncio.wait({reader}, timeout=min(remaining, RECHECK_S))
+                await asyncio.wait({reader}, timeout=_next_read_s(remaining, expires_at))
     finally:
         if reader is not None and not reader.done():
             reader.cancel()

@@ -37,7 +37,8 @@ class Results:
         """`handle.aresult()`: if the awaiting task is cancelled, so is the job."""
         try:
             meta = await result_wait.await_meta(self.app, "", handle.id, None,
-                                                client=self.client)
+                                                client=self.client,
+                                                expires_at=handle.expires_at())
         except asyncio.CancelledError:
             # No await: the task is being cancelled; the revoke runs in a thread meanwhile.
             asyncio.get_running_loop().run_in_executor(None, handle.cancel)

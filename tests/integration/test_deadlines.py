@@ -8,17 +8,21 @@ at the simulator by the job's prompt.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 
-from producers import JobCancelledError, JobExpiredError, JobQueue
+from producers import JobCancelledError, JobExpiredError, JobQueue, job_expiry
 from tests.integration.corpus_support import lmq
-from tests.integration.test_worker_support import LLM, predict_channels
+from tests.integration.test_worker_support import LLM, predict_channels, unacked
 from tests.support.wait import wait_until
+from workers import keys
+from workers.contract import queue_name
 from workers.settings import Settings
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -52,7 +56,8 @@ def test_a_job_not_started_within_expires_s_never_runs(
                message="the short deadline passed while the job waited")
     simulator.admin.clear_faults()
     queue.cancel(blocker.id)
-    with pytest.raises(JobExpiredError, match="expires_s of 1s") as caught:
+    # Its waiter ends it here (or the worker, if it takes the job first): either way
+    with pytest.raises(JobExpiredError, match="not started within its expires_s") as caught:
         late.result(timeout=60)
     assert "never ran" in str(caught.value)
     assert late.status() == "FAILURE"
@@ -82,3 +87,74 @@ def test_cli_deadline_options_are_checked(lmq_env):  # type: ignore[no-untyped-d
     refused = lmq("batch", "submit", __file__, "--completion-window", "tomorrow", env=env,
                   check=False)
     assert refused.returncode == 2 and "use hours or minutes" in refused.stderr
+
+
+def _drained(redis_url: str) -> bool:
+    """Every message taken off the model's queue and acknowledged."""
+    client = redis.Redis.from_url(redis_url)
+    return client.llen(queue_name(LLM)) == 0 and unacked(redis_url) == 0
+
+
+def test_a_job_no_worker_takes_ends_expired_when_waited_on_and_never_runs_later(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """No worker alive: a wait on a job past its expires_s ends it (result, aresult, lmq
+    status), and the worker started afterwards never runs it nor changes its state."""
+    marker = f"unstarted-{uuid.uuid4().hex[:8]}"
+    waited, awaited, polled = (queue.chat(LLM, f"{marker} {n}", expires_s=1,
+                                          enqueue_anyway=True) for n in range(3))
+    started = time.monotonic()
+    with pytest.raises(JobExpiredError, match="no worker had taken it"):
+        waited.result(timeout=30)
+    assert time.monotonic() - started < 3  # promptly after the 1 s deadline, not at timeout
+    with pytest.raises(JobExpiredError, match="never ran"):
+        asyncio.run(queue.handle(awaited.id).aresult(timeout=30))  # looked up by id
+    shown = json.loads(lmq("status", polled.id, "--json", env=lmq_env).stdout)
+    assert shown["state"] == "FAILURE"
+    worker_factory(LLM, lmq_env)
+    after = queue.chat(LLM, "submitted after the worker started", config={"maxTokens": 2})
+    assert after.result(timeout=60).content  # the worker runs jobs; these it refused
+    wait_until(lambda: _drained(redis_url), timeout=60,
+               message="the expired jobs' messages taken and acknowledged")
+    assert _predictions_of(simulator, marker) == 0
+    for handle in (waited, awaited, polled):
+        assert handle.status() == "FAILURE"
+        with pytest.raises(JobExpiredError, match="no worker had taken it"):
+            handle.result(timeout=5)
+
+
+def test_a_job_expired_by_its_waiter_is_not_run_by_a_worker_whose_clock_says_otherwise(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """The waiter's decision holds even if the worker taking the job at that moment thinks
+    it is still in time (another host's clock): the stored revoke marker and the FAILURE
+    written with it in one step are what the worker's start script sees."""
+    marker = f"decided-{uuid.uuid4().hex[:8]}"
+    handle = queue.chat(LLM, marker, expires_s=600, enqueue_anyway=True)
+    backend = redis.Redis.from_url(redis_url)
+    meta = job_expiry.expire_unstarted(queue.app, backend, handle.id, deadline=time.time())
+    assert meta is not None and meta["status"] == "FAILURE"
+    assert backend.exists(keys.revoked(handle.id))
+    worker_factory(LLM, lmq_env)
+    wait_until(lambda: _drained(redis_url), timeout=60,
+               message="the job's message taken and acknowledged")
+    assert _predictions_of(simulator, marker) == 0
+    assert handle.status() == "FAILURE"
+    with pytest.raises(JobExpiredError):
+        handle.result(timeout=5)
+
+
+def test_a_job_a_worker_started_is_not_expired_by_its_waiter(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """The other order of the race: once a worker started the job, a waiter past the
+    deadline writes nothing, and the job ends as it runs."""
+    worker_factory(LLM, lmq_env)
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=60)  # ~2 s
+    handle = queue.chat(LLM, "running past its deadline", expires_s=600, enqueue_anyway=True)
+    wait_until(lambda: handle.status() in ("STARTED", "PROGRESS"), timeout=60,
+               message="the worker started the job")
+    backend = redis.Redis.from_url(redis_url)
+    meta = job_expiry.expire_unstarted(queue.app, backend, handle.id, deadline=time.time())
+    assert meta is not None and meta["status"] in ("STARTED", "PROGRESS")
+    assert not backend.exists(keys.revoked(handle.id))
+    assert handle.result(timeout=60).content
+    simulator.admin.clear_faults()

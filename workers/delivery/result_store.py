@@ -13,7 +13,9 @@ the same id). Two layers stop it running twice on LM Studio:
 
 A job revoked before it started (its stored state REVOKED, or its revoke marker from
 `workers.delivery.revoke_store`) never runs: `take_revoked` tells the task, which ends it
-REVOKED without touching a REVOKED state already stored.
+REVOKED without touching a REVOKED state already stored. A marker next to a stored FAILURE
+is a job a producer ended as expired while no worker had started it
+(`producers.job_expiry`, whose script is atomic with this one): that FAILURE is kept too.
 
 One round trip per job start. With a Redis result backend, `task_prerun` runs one Lua script
 (`START_SCRIPT`) that reads the stored meta; unless it is SUCCESS, it writes the STARTED
@@ -53,11 +55,14 @@ if current then
     return {0, current}
   end
   if ok and type(meta) == 'table' and meta['status'] == 'REVOKED' then
-    return {-1, 1}
+    return {-1, 'REVOKED'}
+  end
+  if revoked and ok and type(meta) == 'table' and meta['status'] == 'FAILURE' then
+    return {-1, 'FAILURE'}
   end
 end
 if revoked then
-  return {-1, 0}
+  return {-1, ''}
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
@@ -71,7 +76,7 @@ return {n}
 """
 
 _stored: dict[str, Any] = {}
-_revoked: dict[str, bool] = {}  # revoked before it ran -> REVOKED already stored
+_revoked: dict[str, str] = {}  # revoked before it ran -> its stored end state, or ""
 _attempts: dict[str, int] = {}
 _lock = threading.Lock()
 _scripts: dict[int, Any] = {}
@@ -104,9 +109,10 @@ def take_stored(job_id: str) -> dict[str, Any] | None:
     return stored
 
 
-def take_revoked(job_id: str) -> bool | None:
+def take_revoked(job_id: str) -> str | None:
     """Revoked before this run started (`workers.delivery.revoke_store`): None if not;
-    True if REVOKED is already stored (leave it), False if it is still to be stored."""
+    the end state already stored (REVOKED, or FAILURE for a job a producer expired: leave
+    it), or "" if REVOKED is still to be stored."""
     with _lock:
         return _revoked.pop(job_id, None)
 
@@ -148,8 +154,9 @@ def _start_in_redis(task: Any, task_id: str) -> None:
                    args=[backend.encode(meta), expires_s, expires_s or 7 * 24 * 3600])
     if int(reply[0]) == -1:
         log.info("job %s was revoked before it started: it does not run", task_id)
+        stored = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
         with _lock:
-            _revoked[task_id] = bool(int(reply[1]))
+            _revoked[task_id] = stored
     elif int(reply[0]) == 0:
         _remember(task_id, backend.decode_result(reply[1]))
     else:
@@ -161,7 +168,7 @@ def _start_generic(task: Any, task_id: str) -> None:
     meta = task.backend.get_task_meta(task_id)
     if meta.get("status") == states.REVOKED:
         with _lock:
-            _revoked[task_id] = True
+            _revoked[task_id] = states.REVOKED
         return
     _remember(task_id, meta)
     if task_id not in _stored:

@@ -1,8 +1,9 @@
 """A job's deadlines: `expires_s` (never start late) and `time_limit_s` (never run long).
 
 * expired: checked when a worker takes the job, before anything reaches LM Studio; the job
-  fails with `JobExpiredError` and never runs. A job no worker takes stays queued (PENDING)
-  until one does.
+  fails with `JobExpiredError` and never runs. A job no worker takes is ended by whoever
+  waits on it once its deadline passed (`producers.job_expiry`: FAILURE with the same
+  error, and a stored revoke marker, so the worker that takes it later keeps that state).
 * time limit: a timer from the job's start fires its cancel token with the reason, which
   cancels the prediction as a revoke does; the job ends REVOKED with its partial result,
   the reason in its `JobCancelledError`.

@@ -3,7 +3,9 @@
 End states:
 * SUCCESS: the task returns the result dict (validated by the contract's result model).
 * REVOKED, never run: the job was revoked before it started, by a revoke stored in Redis
-  (`workers.delivery.revoke_store`): a REVOKED state already stored is kept as it is.
+  (`workers.delivery.revoke_store`): a REVOKED state already stored is kept as it is, and
+  so is the FAILURE (JobExpiredError) of a job a producer ended as expired while it waited
+  (`producers.job_expiry`).
 * REVOKED: the job was revoked while it ran (cancel token fired, or its id is in the
   revoked set when it ends). The REVOKED state is stored with result
   `JobCancelledError("job <id> was cancelled", partial_result_dict_or_None)`, a
@@ -53,9 +55,9 @@ def execute(task: Any, payload: Any, job_cls: type[J],
     if stored is not None:
         return stored
     rt = runtime()
-    already_stored = take_revoked(job_id)
-    if already_stored is not None:
-        _never_run(task, job_id, rt.redis, already_stored)
+    stored_end = take_revoked(job_id)
+    if stored_end is not None:
+        _never_run(task, job_id, rt.redis, stored_end)
     job = parse_job(job_cls, payload)
     try:
         check_not_expired(job_id, job)
@@ -77,17 +79,23 @@ def execute(task: Any, payload: Any, job_cls: type[J],
         return _run(task, ctx, job, run, rt.outage)
 
 
-def _never_run(task: Any, job_id: str, client: Any, already_stored: bool) -> None:
+def _never_run(task: Any, job_id: str, client: Any, stored_end: str) -> None:
     """A job revoked before it started (by a revoke stored in Redis): end it REVOKED, keeping
-    a REVOKED state already stored (its reason, its partial result) as it is."""
-    if not already_stored:
+    an end already stored as it is (a REVOKED with its reason and partial result, or the
+    FAILURE of a job a producer ended as expired)."""
+    if not stored_end:
         error = JobCancelledError(f"job {job_id} was cancelled before it started", None)
         task.backend.store_result(job_id, error, states.REVOKED, request=task.request)
-    FragmentStream(client, job_id).end(states.REVOKED)
+        stored_end = states.REVOKED
+    FragmentStream(client, job_id).end(stored_end)
     try:
-        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        if stored_end == states.FAILURE:  # Flower shows what the result backend holds
+            task.send_event("task-failed", traceback=None, exception=(
+                "JobExpiredError('no worker started it before its expires_s deadline')"))
+        else:
+            task.send_event("task-revoked", terminated=False, signum=None, expired=False)
     except Exception as exc:  # noqa: BLE001 - the state is stored; the event is a nicety
-        log.warning("task-revoked event for %s not sent: %s", job_id, exc)
+        log.warning("%s event for %s not sent: %s", stored_end, job_id, exc)
     raise Ignore()
 
 
