@@ -22,11 +22,7 @@ from celery import Celery, states
 from producers import job_registry
 from producers.outcome import FINISHED_STATES
 from producers.served_models import fresh_inspector
-from workers import keys
-from workers.contract import queue_name
-
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue + sep + priority
-PRIORITY_STEPS = (3, 6, 9)
+from workers import keys, waiting
 
 
 class CancelOutcome(StrEnum):
@@ -73,15 +69,10 @@ def cancel_job(app: Celery, store: redis.Redis, job_id: str) -> CancelOutcome:
     return CancelOutcome.REVOKED
 
 
-def _queue_keys(model: str) -> list[str]:
-    queue = queue_name(model)
-    return [queue] + [f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
-
-
 def take_queued(app: Celery, broker: redis.Redis, model: str) -> list[str]:
     """Remove the model's waiting messages from its queue and mark their jobs REVOKED."""
     taken: list[str] = []
-    for key in _queue_keys(model):
+    for key in waiting.all_lists(broker, model):  # every priority and tenant list
         for raw in broker.lrange(key, 0, -1):
             job_id = json.loads(raw).get("headers", {}).get("id")
             if job_id and broker.lrem(key, 1, raw):  # 0: a worker took it meanwhile

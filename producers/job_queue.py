@@ -211,7 +211,8 @@ class JobQueue:
         broker = self.publisher.broker
         if record is None or broker is None:
             return None
-        return queue_position.position(broker, self.store_client, record["model"], job_id)
+        return queue_position.position(broker, self.store_client, record["model"], job_id,
+                                       record.get("priority") or "normal", record.get("tenant"))
 
     def job_record(self, job_id: str) -> dict[str, Any] | None:
         """What the registry knows of a submitted job (model, kind, batch_id)."""

@@ -20,19 +20,37 @@ from celery import Celery
 from producers import job_registry
 from producers.sent_events import SentEvents
 from workers import keys
-from workers.celery_config import ENQUEUED_AT_HEADER, REDIS_PRIORITY_STEP, message_priority
+from workers.celery_config import (
+    ENQUEUED_AT_HEADER,
+    REDIS_PRIORITY_STEP,
+    TENANT_HEADER,
+    message_priority,
+    priority_list,
+    tenant_list,
+)
 from workers.contract import TASK_FOR_KIND, Job, queue_name
 from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
 CHUNK_JOBS = 500  # jobs per pipeline round trip
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: queue + sep + priority step
 
 
 def broker_list(job: Job) -> str:
-    """The Redis list of the job's queue and priority (kombu's `_q_for_pri` naming)."""
-    step = REDIS_PRIORITY_STEP[job.priority]
-    return f"{queue_name(job.model)}{PRIORITY_SEP}{step}" if step else queue_name(job.model)
+    """The Redis list of the job's queue, priority and tenant (`tenant_list`)."""
+    return tenant_list(_priority_list(job), job.tenant)
+
+
+def _priority_list(job: Job) -> str:
+    return priority_list(queue_name(job.model), REDIS_PRIORITY_STEP[job.priority])
+
+
+def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
+    """Queue a job's message on its tenant's list, then put the tenant in the list's turns
+    (after the push: a take that finds the tenant's list empty drops it from the turns, so
+    registering first could strand the job). New tenants join with score 0: next turn."""
+    pipe.lpush(broker_list(job), message)
+    if job.tenant:
+        pipe.zadd(keys.tenant_turns(_priority_list(job)), {job.tenant: 0}, nx=True)
 
 
 def task_message(app: Celery, job_id: str, job: Job) -> str:
@@ -42,6 +60,7 @@ def task_message(app: Celery, job_id: str, job: Job) -> str:
     msg = app.amqp.as_task_v2(job_id, TASK_FOR_KIND[job.kind], args=(payload,), kwargs={},
                               argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
     msg.headers[ENQUEUED_AT_HEADER] = job.submitted_at
+    msg.headers[TENANT_HEADER] = job.tenant
     body = json.dumps(msg.body).encode()
     queue = queue_name(job.model)
     return json.dumps({
@@ -77,7 +96,7 @@ class Publisher:
             self._publish_chunk(jobs[start : start + CHUNK_JOBS])
 
     def _publish_chunk(self, jobs: Sequence[tuple[str, Job]]) -> None:
-        store_pipe = self.store.pipeline(transaction=False)
+        store_pipe = self.store.pipeline(transaction=self.same_server)  # see below
         self._record(store_pipe, jobs)
         if not self.raw:
             store_pipe.execute()
@@ -87,13 +106,16 @@ class Publisher:
                                    queue=queue_name(job.model),
                                    priority=message_priority(job.priority,
                                                              self.settings.broker_url),
-                                   headers={ENQUEUED_AT_HEADER: job.submitted_at},
+                                   headers={ENQUEUED_AT_HEADER: job.submitted_at,
+                                            TENANT_HEADER: job.tenant},
                                    argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
         assert self.broker is not None
-        broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=False)
+        # A transaction: a producer that dies mid-send never leaves a job pushed without
+        # its tenant in the turns (`push`). Same round trip as a plain pipeline.
+        broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
         for job_id, job in jobs:
-            broker_pipe.lpush(broker_list(job), task_message(self.app, job_id, job))
+            push(broker_pipe, job, task_message(self.app, job_id, job))
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()

@@ -1,11 +1,21 @@
 """Where a waiting job stands: the jobs ahead of it and an estimated start.
 
-Read in Redis by one script (`POSITION_SCRIPT`), without moving anything: the model's broker
-lists are walked in the order workers take them (high, normal, low; each from its tail,
-the oldest entry), counting entries until the one carrying the job's id. The estimate is
-the jobs ahead divided by the model's recent rate (`workers.metrics.recent_rate`: jobs it
-finished per second in the last 10 minutes). Aging (LMQ_PRIORITY_AGING_S) is not modelled:
-an old job may start sooner than its position says. Redis broker only.
+Read in Redis by one script (`POSITION_SCRIPT`), without moving anything. A job waits on
+its tenant's list of its priority (`workers.celery_config.tenant_list`; the registry
+records both). Ahead of it, in the order workers take jobs (`workers.delivery.tenant_turns`):
+
+* every job waiting at a higher priority, whatever its tenant;
+* the `p` jobs ahead of it on its own list (each list is taken from its tail, the oldest);
+* at its priority, for each other tenant, the turns that tenant gets before the job's:
+  min(its waiting jobs, p), plus one if its turn in the current round comes first (a
+  lower or equal score in `lmq:turns:<priority list>`).
+
+The estimate is the jobs ahead divided by the model's recent rate
+(`workers.metrics.recent_rate`: jobs it finished per second in the last 10 minutes). Not
+modelled: aging (LMQ_PRIORITY_AGING_S: an old job may start sooner than its position says),
+the per-tenant running cap (a capped tenant's jobs wait longer, others' sooner), and jobs
+of the model that arrive later at a higher priority or from a tenant with no jobs waiting
+now. Redis broker only.
 """
 
 from __future__ import annotations
@@ -14,49 +24,71 @@ from dataclasses import dataclass
 
 import redis
 
-from workers.celery_config import PRIORITIES
-from workers.metrics import priority_list, recent_rate
+from workers import keys, waiting
+from workers.celery_config import PRIORITIES, tenant_list
+from workers.metrics import recent_rate
 
-# KEYS: the model's broker lists in the order workers take them; ARGV[1]: the job id.
-# Returns {level (0-based), jobs ahead}, or {-1, jobs waiting} if the id is in none of them.
+# KEYS: the job's own list, the turns set of its priority list, the m other tenants' lists
+# at its priority, then every list of the higher priorities. ARGV: the job id, its tenant
+# ("" for none), m, then the m other tenants (as in the turns set; "" for none).
+# Returns the jobs ahead, or -1 if the id is not on its list.
 POSITION_SCRIPT = """
-local ahead = 0
-for i = 1, #KEYS do
-  local n = redis.call('LLEN', KEYS[i])
-  local stop = n - 1
-  while stop >= 0 do
-    local start = math.max(0, stop - 999)
-    local chunk = redis.call('LRANGE', KEYS[i], start, stop)
-    for j = #chunk, 1, -1 do
-      if string.find(chunk[j], ARGV[1], 1, true) then
-        return {i - 1, ahead + (n - 1) - (start + j - 1)}
-      end
+local id, mine, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local n = redis.call('LLEN', KEYS[1])
+local p, stop = nil, n - 1
+while stop >= 0 and p == nil do
+  local start = math.max(0, stop - 999)
+  local chunk = redis.call('LRANGE', KEYS[1], start, stop)
+  for j = #chunk, 1, -1 do
+    if string.find(chunk[j], id, 1, true) then
+      p = (n - 1) - (start + j - 1)
+      break
     end
-    stop = start - 1
   end
-  ahead = ahead + n
+  stop = start - 1
 end
-return {-1, ahead}
+if p == nil then return -1 end
+local my_score = tonumber(redis.call('ZSCORE', KEYS[2], mine) or 0)
+local ahead = p
+for j = 1, m do
+  local turns = p
+  if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[3 + j]) or 0) <= my_score then
+    turns = p + 1
+  end
+  ahead = ahead + math.min(redis.call('LLEN', KEYS[2 + j]), turns)
+end
+for j = 3 + m, #KEYS do ahead = ahead + redis.call('LLEN', KEYS[j]) end
+return ahead
 """
 
 
 @dataclass(frozen=True)
 class JobPosition:
-    """A waiting job's place: `ahead` jobs will start before it (by priority, then age)."""
+    """A waiting job's place: about `ahead` jobs will start before it (by priority, then
+    tenant turns)."""
 
     priority: str
     ahead: int
     estimated_start_s: float | None  # None: the model finished too few jobs lately to say
 
 
-def position(broker: redis.Redis, store: redis.Redis, model: str,
-             job_id: str) -> JobPosition | None:
-    """The job's position in `model`'s queue; None if it is not waiting there (it runs, has
-    finished, or is held by a worker that has not started it yet)."""
-    lists = [priority_list(model, priority) for priority in PRIORITIES]
-    level, ahead = broker.eval(POSITION_SCRIPT, len(lists), *lists, job_id)
-    if int(level) < 0:
+def position(broker: redis.Redis, store: redis.Redis, model: str, job_id: str,
+             priority: str = "normal", tenant: str | None = None) -> JobPosition | None:
+    """The job's position in `model`'s queue (its `priority` and `tenant` as submitted);
+    None if it is not waiting there (it runs, has finished, or is held by a worker that
+    has not started it yet)."""
+    lists = waiting.tenant_lists(broker, model)
+    level = PRIORITIES.index(priority)
+    same = lists[priority]
+    others = [t for t in same if t != tenant]
+    higher = [name for p in PRIORITIES[:level] for name in lists[p].values()]
+    keys_ = [tenant_list(same[None], tenant),
+             keys.tenant_turns(same[None]), *(same[t] for t in others), *higher]
+    ahead = int(broker.eval(POSITION_SCRIPT, len(keys_), *keys_, job_id, tenant or "",
+                            len(others), *(t or "" for t in others)))
+    if ahead < 0:
         return None
     rate = recent_rate(store, model)  # the workers' metrics live in the store
-    estimate = int(ahead) / rate if rate else None
-    return JobPosition(PRIORITIES[int(level)], int(ahead), estimate)
+    estimate = ahead / rate if rate else None
+    return JobPosition(priority, ahead, estimate)
+

@@ -21,6 +21,39 @@ REDIS_PRIORITY_STEP = {"high": 3, "normal": 0, "low": 6}
 AMQP_PRIORITY = {"high": 2, "normal": 1, "low": 0}
 # Message header with the epoch seconds a job was enqueued: the take script ages jobs by it.
 ENQUEUED_AT_HEADER = "lmq_enqueued_at"
+# Message header with the job's tenant label (absent or null: no tenant). On Redis it picks
+# the tenant's broker list (`tenant_list`), and the worker's take gives tenants turns.
+TENANT_HEADER = "lmq_tenant"
+# kombu's Redis transport: queue + PRIORITY_SEP + priority step names a priority list.
+PRIORITY_SEP = "\x06\x16"
+# Priority list + TENANT_SEP + tenant names that tenant's list. Not kombu's: kombu only
+# ever sees the priority lists themselves, which hold the jobs without a tenant.
+TENANT_SEP = "\x06\x17"
+
+
+def priority_list(queue: str, step: int) -> str:
+    """The Redis list of `queue`'s messages of kombu priority `step` (kombu's `_q_for_pri`:
+    no suffix for step 0)."""
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def tenant_list(priority_list_name: str, tenant: str | None) -> str:
+    """The Redis list of one tenant's jobs on a priority list (tenant turns, Redis only).
+
+    The one place the name is computed: producers push there (`producers.publisher`), the
+    worker's transport pushes restored and re-published messages there and takes from it
+    (`workers.delivery.tenant_turns`), and the readers count it (`workers.metrics`). Jobs
+    without a tenant stay on the priority list itself, where plain kombu publishes put
+    them too: they are one tenant of their own.
+    """
+    return f"{priority_list_name}{TENANT_SEP}{tenant}" if tenant else priority_list_name
+
+
+def message_tenant(message: dict[str, Any]) -> str | None:
+    """The tenant of a kombu message envelope (its TENANT_HEADER), None if it has none."""
+    headers = message.get("headers")
+    tenant = headers.get(TENANT_HEADER) if isinstance(headers, dict) else None
+    return tenant if isinstance(tenant, str) and tenant else None
 
 
 def is_redis(broker_url: str) -> bool:

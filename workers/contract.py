@@ -173,7 +173,7 @@ class _JobBase(_Contract):
         "per priority); a job waiting longer than LMQ_PRIORITY_AGING_S counts one higher.")
     tenant: str | None = Field(
         None, pattern=TENANT_PATTERN, description="Who the job is for (e.g. an API key's "
-        "tenant); recorded with the job. Fair turns between tenants: not implemented yet.")
+        "tenant). At equal priority, tenants with waiting jobs take turns (Redis broker).")
     expires_s: float | None = Field(
         None, gt=0, description="A job not started within this many seconds of submitted_at "
         "never runs: it fails with JobExpiredError.")

@@ -62,6 +62,29 @@ def popping_pattern(worker: str, key_prefix: str = "") -> str:
     return "".join(f"\\{c}" if c in "*?[]\\" else c for c in literal) + "*"
 
 
+def tenant_turns(priority_list: str) -> str:
+    """Sorted set of the tenants with (possibly) waiting jobs on broker list `priority_list`
+    (`workers.celery_config.tenant_list`), scored by their last turn: lowest goes next."""
+    return f"{KEY_PREFIX}turns:{priority_list}"
+
+
+def turn_counter() -> str:
+    """Counter of takes by tenant turn: a tenant's score in `tenant_turns` after its turn."""
+    return f"{KEY_PREFIX}turn"
+
+
+def tenant_running(tenant: str | None) -> str:
+    """Set of the delivery tags of a tenant's jobs taken and not yet acknowledged or put
+    back (no tenant: `lmq:tenant-running:`), for LMQ_TENANT_MAX_RUNNING."""
+    return f"{KEY_PREFIX}tenant-running:{tenant or ''}"
+
+
+def idle_wait() -> str:
+    """A list nothing is pushed to: a worker whose waiting jobs all belong to tenants at
+    their running cap blocks on it briefly, as a sleep on its consuming connection."""
+    return f"{KEY_PREFIX}idle-wait"
+
+
 def alive(worker: str) -> str:
     """A worker's lease: exists while the worker heartbeats (expires when it dies)."""
     return f"{KEY_PREFIX}alive:{worker}"

@@ -38,8 +38,8 @@ from typing import Any
 import redis
 from celery import signals, states
 
-from workers import keys
-from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP
+from workers import celery_config, keys, waiting
+from workers.celery_config import REDIS_PRIORITY_STEP
 from workers.contract import KEY_PREFIX, model_from_queue, queue_name
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ return 1
 RATE_WINDOW_S = 600
 FINISH_SCRIPT = FINISH_SCRIPT.replace("RATE_WINDOW_S", str(RATE_WINDOW_S))
 # Kombu's Redis transport keeps priorities 1-9 in sibling lists of the queue.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
 
 def running_key(model: str) -> str:
@@ -321,25 +320,20 @@ def connect() -> None:
 
 
 def queue_length(client: redis.Redis, model: str) -> int:
-    """Jobs waiting in the broker queue of `model` (all priority lists)."""
-    pipe = client.pipeline(transaction=False)
-    for suffix in _PRIORITY_SUFFIXES:
-        pipe.llen(queue_name(model) + suffix)
-    return sum(int(n) for n in pipe.execute())
+    """Jobs waiting in the broker queue of `model` (every priority and tenant list)."""
+    return sum(queue_lengths(client, model).values())
 
 
 def queue_lengths(client: redis.Redis, model: str) -> dict[str, int]:
-    """Jobs waiting in the broker queue of `model` per priority (Redis broker lists)."""
-    pipe = client.pipeline(transaction=False)
-    for priority in PRIORITIES:
-        pipe.llen(priority_list(model, priority))
-    return dict(zip(PRIORITIES, (int(n) for n in pipe.execute()), strict=True))
+    """Jobs waiting in the broker queue of `model` per priority (all tenants' lists)."""
+    return {priority: sum(by_tenant.values())
+            for priority, by_tenant in waiting.counts(client, model).items()}
 
 
 def priority_list(model: str, priority: str) -> str:
-    """The broker list of `model`'s jobs of `priority` (kombu's queue + sep + step)."""
-    step = REDIS_PRIORITY_STEP[priority]
-    return f"{queue_name(model)}\x06\x16{step}" if step else queue_name(model)
+    """The broker list of `model`'s jobs of `priority` without a tenant (kombu's queue +
+    sep + step); each tenant's have their own (`workers.waiting`)."""
+    return celery_config.priority_list(queue_name(model), REDIS_PRIORITY_STEP[priority])
 
 
 def recent_rate(client: redis.Redis, model: str) -> float | None:

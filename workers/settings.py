@@ -50,7 +50,13 @@ class Settings(BaseSettings):
 
     tenant: str | None = Field(
         None, description="The tenant label of the jobs this process submits when a call "
-        "names none (recorded with each job)."
+        "names none. At equal priority, tenants with waiting jobs take turns (jobs without "
+        "a tenant are one tenant of their own). Turns: Redis broker only."
+    )
+    tenant_max_running: int | None = Field(
+        None, ge=1, description="Worker: at most this many jobs of one tenant run at once "
+        "across the pool (the worker skips a tenant at its cap and takes another's job); "
+        "unset: no cap. Set it alike on every worker of a queue. Redis broker only."
     )
     priority_aging_s: float = Field(
         300.0, ge=0, description="A job that waited longer than this counts one priority "

@@ -13,10 +13,14 @@ How an entry is taken, without a busy loop:
 
 * one broker list (one queue, the usual case): BLMOVE, blocking like kombu's BRPOP;
 * several lists (one per job priority, `workers.celery_config.REDIS_PRIORITY_STEP`, and
-  per queue): `TAKE_SCRIPT` moves the oldest entry of the most urgent non-empty list (high,
-  normal, low; a list whose oldest entry waited past LMQ_PRIORITY_AGING_S counts one level
-  higher); if all are empty, BLMOVE on the first normal list for at most
-  `MULTI_LIST_WAIT_S`, then the script again. A normal job is taken as soon as it arrives;
+  per queue, each with one list per tenant): `tenant_turns.TAKE_SCRIPT` moves the oldest
+  entry of the most urgent priority list (high, normal, low; one whose oldest entry waited
+  past LMQ_PRIORITY_AGING_S counts one level higher), from the tenant whose turn it is
+  there (`workers.delivery.tenant_turns`); if all are empty, BLMOVE on the first normal
+  list (the jobs without a tenant) for at most `MULTI_LIST_WAIT_S`, then the script again.
+  With LMQ_TENANT_MAX_RUNNING set, or when every waiting job's tenant is at that cap, the
+  wait is on `lmq:idle-wait` instead (nothing is pushed there): a BLMOVE would take a job
+  past the script's cap check. A normal job is taken as soon as it arrives;
   one on another list waits, when the worker is idle, up to that wait plus Redis's timer
   resolution (1/hz, 0.1 s by default): measured <= 0.16 s (before priorities, with the
   same loop), about six script calls a second. (Redis cannot block on several lists
@@ -49,8 +53,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from workers import keys
-from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP
-from workers.delivery import redelivery
+from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP, TENANT_SEP, message_tenant
+from workers.delivery import redelivery, tenant_turns
 from workers.delivery.dead_letter import DeadLetterChannel
 
 log = logging.getLogger(__name__)
@@ -62,37 +66,6 @@ SWEEP_MAX_TAGS = 1000
 # How long an idle worker consuming several lists blocks on the first before it tries
 # them all again: the extra latency of the others when idle (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
-
-# Move the oldest entry (the tail) of the most urgent non-empty list to the head of its
-# `popping` list. A list's urgency is its priority level (ARGV[1 + i], 0 = high), one level
-# higher when its tail was enqueued before the aging cutoff ARGV[1] (0: no aging); between
-# equal levels, the older tail, else the earlier list. Only tails are read: each list is
-# FIFO, so its tail is its oldest entry. The enqueue time is the `lmq_enqueued_at` message
-# header (`workers.celery_config.ENQUEUED_AT_HEADER`), found by a pattern, not by decoding
-# the whole message.
-# KEYS: the n broker lists in the order to try, then their n `popping` lists.
-# Returns {index (0-based), entry}, or nil if every list is empty.
-TAKE_SCRIPT = """
-local n = #KEYS / 2
-local cutoff = tonumber(ARGV[1])
-local best, best_level, best_t = nil, nil, nil
-for i = 1, n do
-  local tail = redis.call('LINDEX', KEYS[i], -1)
-  if tail then
-    local level = tonumber(ARGV[i + 1])
-    local t = tonumber(string.match(tail, '"lmq_enqueued_at": *([0-9.eE+-]+)'))
-    if cutoff > 0 and t and t < cutoff and level > 0 then level = level - 1 end
-    if best == nil or level < best_level
-        or (level == best_level and t and best_t and t < best_t) then
-      best, best_level, best_t = i, level, t
-    end
-  end
-end
-if best == nil then return false end
-local entry = redis.call('LMOVE', KEYS[best], KEYS[n + best], 'RIGHT', 'LEFT')
-return {best - 1, entry}
-"""
-
 
 # `popping` keys of takes cut by a connection error: pushed back before the next take.
 # Module-level because kombu replaces the channel after a connection error.
@@ -107,6 +80,7 @@ class Source:
     list_key: str
     popping_key: str
     level: int = 0  # priority level: 0 high, 1 normal, 2 low (PRIORITIES)
+    turns_key: str = ""  # the tenants waiting on list_key (`workers.keys.tenant_turns`)
 
 
 @dataclass(frozen=True)
@@ -177,6 +151,15 @@ class HeldQoS(kombu_redis.QoS):
             except kombu_redis.MutexHeld:
                 pass  # another worker is sweeping
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's removal of a tag from `unacked` (on ack, reject and restore), also from
+        its tenant's running set (`workers.delivery.tenant_turns`), in the same pipe."""
+        pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
+        message = self._delivered.get(delivery_tag)
+        tenant = tenant_turns.headers_tenant(getattr(message, "headers", None))
+        tenant_turns.release(pipe, tenant, delivery_tag)
+        return pipe
+
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
         """kombu 5.x's `QoS.restore_by_tag`, also dropping the tag from this worker's held set.
 
@@ -197,6 +180,7 @@ class HeldQoS(kombu_redis.QoS):
             pipe.srem(current.held_key, tag)
             if payload:
                 message, exchange, routing_key = loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
+                tenant_turns.release(pipe, message_tenant(message), tag)
                 self.channel._do_restore_message(message, exchange, routing_key, pipe, leftmost)
 
         with self.channel.conn_or_acquire(client) as conn:
@@ -237,9 +221,7 @@ class HeldChannel(DeadLetterChannel):
             return
         _restore_stranded(current)
         sources = self._sources(current.hostname)
-        if len(sources) == 1:
-            self._send_blmove(sources, self.brpop_timeout if timeout is None else timeout)
-        elif sources:
+        if sources:  # even one list: its tenants' lists are taken by turns
             self._send_take(sources)
 
     def _sources(self, hostname: str) -> list[Source]:
@@ -248,15 +230,19 @@ class HeldChannel(DeadLetterChannel):
         lists = [(queue, self._q_for_pri(queue, step), level)  # type: ignore[no-untyped-call]
                  for level, step in _levels(self.priority_steps) for queue in queues]
         prefix = self.global_keyprefix
-        return [Source(queue, prefix + name, prefix + keys.popping(hostname, name), level)
+        return [Source(queue, prefix + name, prefix + keys.popping(hostname, name), level,
+                       prefix + keys.tenant_turns(name))
                 for queue, name, level in lists]
 
     def _send_take(self, sources: list[Source]) -> None:
-        keys_ = [s.list_key for s in sources] + [s.popping_key for s in sources]
-        aging_s = _aging_s()
+        prefix = self.global_keyprefix
+        keys_ = ([s.list_key for s in sources] + [s.popping_key for s in sources]
+                 + [s.turns_key for s in sources] + [prefix + keys.turn_counter()])
+        aging_s, cap = _settings()
         cutoff = time() - aging_s if aging_s > 0 else 0
-        self._send(Take("EVAL", sources), "EVAL", TAKE_SCRIPT, len(keys_), *keys_,
-                   repr(cutoff), *(s.level for s in sources))
+        self._send(Take("EVAL", sources), "EVAL", tenant_turns.TAKE_SCRIPT, len(keys_), *keys_,
+                   repr(cutoff), cap or 0, prefix + keys.tenant_running(None), TENANT_SEP,
+                   *(s.level for s in sources))
 
     def _send_blmove(self, sources: list[Source], timeout_s: float) -> None:
         first = sources[0]
@@ -275,7 +261,7 @@ class HeldChannel(DeadLetterChannel):
             return super()._brpop_read(**options)
         try:
             taken = self._read_taken(take, **options)
-            if taken is not None:
+            if taken is not None and taken[0] >= 0:
                 index, entry = taken
                 source = take.sources[index]
                 self._queue_cycle.rotate(source.queue)
@@ -289,12 +275,21 @@ class HeldChannel(DeadLetterChannel):
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
             if flush is not None:
                 flush()
-        if take.command == "EVAL":  # every list was empty: block on a normal one, briefly
-            self._send_blmove(_normal_first(take.sources), MULTI_LIST_WAIT_S)
+        if take.command == "EVAL":  # nothing to take: block briefly (module docstring)
+            capped = taken is not None  # jobs wait, but every one's tenant is at its cap
+            if capped or _settings()[1]:
+                self._send_blmove([self._idle_source(take.sources[0])], MULTI_LIST_WAIT_S)
+            else:
+                self._send_blmove(_normal_first(take.sources), MULTI_LIST_WAIT_S)
         raise kombu_redis.Empty()  # type: ignore[attr-defined]
 
+    def _idle_source(self, first: Source) -> Source:
+        """`lmq:idle-wait`, a list nothing is pushed to: a BLMOVE on it is a brief sleep."""
+        return Source(first.queue, self.global_keyprefix + keys.idle_wait(), first.popping_key)
+
     def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes] | None:
-        """(index of the source, entry) from the reply, or None if nothing was taken."""
+        """(index of the source, entry) from the reply, None if nothing waits, (-1, b"")
+        if jobs wait but their tenants are at their running cap."""
         try:
             reply = self.client.parse_response(self.client.connection, take.command, **options)
         except self.connection_errors:
@@ -304,7 +299,7 @@ class HeldChannel(DeadLetterChannel):
             return None
         if take.command == "BLMOVE":
             return 0, reply
-        return int(reply[0]), reply[1]
+        return (int(reply[0]), reply[1]) if int(reply[0]) >= 0 else (-1, b"")
 
     def _deliver_taken(self, source: Source, entry: bytes) -> None:
         self._popping = (source.popping_key, entry)
@@ -313,7 +308,40 @@ class HeldChannel(DeadLetterChannel):
         finally:
             if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
                 self._popping = None
-                self.client.lrem(source.popping_key, 1, entry)
+                tag, tenant = tenant_turns.entry_tag_tenant(entry)
+                with self.client.pipeline() as pipe:
+                    pipe.lrem(source.popping_key, 1, entry)
+                    if tag:
+                        tenant_turns.release(pipe, tenant, tag)
+                    pipe.execute()
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, onto the tenant's list for a message with a tenant (a job the
+        worker publishes again); kombu's own otherwise. (Queue expiry, `x-expires`, is not
+        used for job queues.)"""
+        tenant = message_tenant(message)
+        if not tenant:
+            super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            return
+        name = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            tenant_turns.push(pipe, name, tenant, dumps(message), leftmost=True)  # type: ignore[no-untyped-call]
+            pipe.execute()
+
+    def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any,
+                            leftmost: bool = False) -> None:
+        """kombu 5.x's restore of an unacknowledged message (flagged redelivered, onto the
+        end taken next of its priority list), onto its tenant's list if it has one."""
+        tenant = message_tenant(payload)
+        if not tenant:
+            super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)  # type: ignore[no-untyped-call]
+            return
+        payload["headers"]["redelivered"] = True
+        payload.get("properties", {}).get("delivery_info", {})["redelivered"] = True
+        priority = self._get_message_priority(payload, reverse=False)  # type: ignore[no-untyped-call]
+        for queue in self._lookup(exchange, routing_key):  # type: ignore[no-untyped-call]
+            tenant_turns.push(pipe, self._q_for_pri(queue, priority), tenant,  # type: ignore[no-untyped-call]
+                              dumps(payload), leftmost=leftmost)  # type: ignore[no-untyped-call]
 
 
 def _levels(steps: list[int]) -> list[tuple[int, int]]:
@@ -332,16 +360,17 @@ def _normal_first(sources: list[Source]) -> list[Source]:
     return [first] + [s for s in sources if s is not first]
 
 
-_aging: list[float] = []
+_settings_read: list[tuple[float, int | None]] = []
 
 
-def _aging_s() -> float:
-    """LMQ_PRIORITY_AGING_S, read once per process."""
-    if not _aging:
+def _settings() -> tuple[float, int | None]:
+    """(LMQ_PRIORITY_AGING_S, LMQ_TENANT_MAX_RUNNING), read once per process."""
+    if not _settings_read:
         from workers.settings import get_settings
 
-        _aging.append(get_settings().priority_aging_s)
-    return _aging[0]
+        settings = get_settings()
+        _settings_read.append((settings.priority_aging_s, settings.tenant_max_running))
+    return _settings_read[0]
 
 
 def _restore_stranded(current: redelivery.Redelivery) -> None:

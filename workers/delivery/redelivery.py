@@ -66,6 +66,8 @@ import redis
 from kombu.utils.json import loads
 
 from workers import keys
+from workers.celery_config import message_tenant
+from workers.delivery import tenant_turns
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,26 @@ class _Pushes:
     """Stands in for the pipe kombu's `Channel._do_restore_message` pushes a message onto.
 
     kombu resolves the message's lists (binding table, priority) and marks it redelivered;
-    the janitor makes the pushes itself, with the key prefix, in its own transaction.
+    the held transport picks the tenant's list and registers the tenant's turn
+    (`workers.delivery.tenant_turns.push`); the janitor makes these commands itself, with
+    the key prefix, in its own transaction.
     """
 
     def __init__(self) -> None:
-        self.made: list[tuple[str, bytes | str]] = []
+        self.made: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = []
 
-    def rpush(self, key: str, value: bytes | str) -> None:
-        self.made.append((key, value))
+    def rpush(self, key: str, *values: bytes | str) -> None:
+        self.made.append(("rpush", key, values, {}))
+
+    def lpush(self, key: str, *values: bytes | str) -> None:
+        self.made.append(("lpush", key, values, {}))
+
+    def zadd(self, key: str, mapping: dict[str, float], **options: Any) -> None:
+        self.made.append(("zadd", key, (mapping,), options))
+
+    def replay(self, pipe: Any, key_prefix: str) -> None:
+        for command, key, args, options in self.made:
+            getattr(pipe, command)(key_prefix + key, *args, **options)
 
 
 class Redelivery:
@@ -310,27 +324,30 @@ class Redelivery:
             if not pipe.sismember(held_key, tag):
                 return  # restored by another janitor (or acknowledged, then pruned)
             payload = pipe.hget(unacked_key, tag)
-            pushes = self._pushes(payload) if payload else []
+            message, pushes = self._pushes(payload) if payload else (None, _Pushes())
             pipe.multi()
             pipe.zrem(index_key, tag)
             pipe.hdel(unacked_key, tag)
             pipe.srem(held_key, tag)
-            for key, value in pushes:
-                pipe.rpush(self.key(key), value)
-            restored[0] = 1 if pushes else 0
+            if message is not None:  # its tenant's running count (LMQ_TENANT_MAX_RUNNING)
+                tenant_turns.release(pipe, message_tenant(message), tag, self.key(""))
+            pushes.replay(pipe, self.key(""))
+            restored[0] = 1 if pushes.made else 0
 
         self.client.transaction(transaction, unacked_key, held_key, alive_key)
         return restored[0]
 
-    def _pushes(self, payload: bytes) -> list[tuple[str, bytes | str]]:
-        """The (unprefixed list, entry) pushes that put an `unacked` payload back."""
+    def _pushes(self, payload: bytes) -> tuple[dict[str, Any], _Pushes]:
+        """The message of an `unacked` payload, and the (unprefixed) pushes that put it back."""
         message, exchange, routing_key = loads(_text(payload))  # type: ignore[no-untyped-call]
         pushes = _Pushes()
         self.channel._do_restore_message(message, exchange, routing_key, pushes, False)
-        return pushes.made
+        return message, pushes
 
     def restore_popping(self, worker: str, key: str, *, check_alive: bool) -> int:
-        """Push back, verbatim, the entries a dead worker took but never booked."""
+        """Push back, verbatim, the entries a dead worker took but never booked, each onto
+        its tenant's list of the priority list it came from (and out of the tenant's
+        running count)."""
         alive_key = self.key(keys.alive(worker))
         source = self.key(key[len(self.key(keys.popping(worker, ""))):])
         restored: list[int] = [0]
@@ -341,8 +358,11 @@ class Redelivery:
             entries = pipe.lrange(key, 0, -1)  # newest first: the oldest ends up consumed first
             pipe.multi()
             pipe.delete(key)
-            if entries:
-                pipe.rpush(source, *entries)
+            for entry in entries:
+                tag, tenant = tenant_turns.entry_tag_tenant(entry)
+                tenant_turns.push(pipe, source, tenant, entry, key_prefix=self.key(""))
+                if tag:
+                    tenant_turns.release(pipe, tenant, tag, self.key(""))
             restored[0] = len(entries)
 
         self.client.transaction(transaction, key, alive_key)

@@ -1,0 +1,145 @@
+"""Fair turns between tenants, and the per-tenant running cap, in the worker's one atomic take.
+
+The layout (Redis broker). Each priority list of a queue (kombu's `lmq.<model>` + sep +
+step) holds the jobs without a tenant; each tenant's jobs of that queue and priority have a
+list of their own, `workers.celery_config.tenant_list` (priority list + sep + tenant). The
+sorted set `lmq:turns:<priority list>` (`workers.keys.tenant_turns`) names the tenants that
+may have jobs waiting there, scored by their last turn (a global counter,
+`workers.keys.turn_counter`); a tenant joins with score 0, so a newcomer goes next. Every
+push onto a tenant's list registers the tenant in the same transaction, after the push
+(`push`; `producers.publisher.push` for producers): kombu's re-publish and restore paths
+in the worker (`HeldChannel._put`, `_do_restore_message`), the janitor's restores
+(`workers.delivery.redelivery`).
+
+The take (`TAKE_SCRIPT`). For each priority list it may take from, the tenant whose turn
+it is: lowest score, then oldest tail, among the tenants whose list is not empty and who
+are under LMQ_TENANT_MAX_RUNNING (a tenant found empty leaves the turns). Between the
+priority lists, the rule the held transport always had: the most urgent level, one level
+higher when the oldest entry of any takeable tenant there waited past
+LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns, and aging
+lifts a whole priority level, while within it tenants still take turns (aging per tenant
+would let a big tenant's aged backlog jump a small tenant's fresh jobs). The script then
+moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(counter)
+(its turn is over), and adds the entry's delivery tag to `lmq:tenant-running:<tenant>`.
+All in one script: no job is taken out and put back to reorder them. The script reads and
+writes keys it derives from its KEYS (tenant lists, running sets): fine on a standalone
+Redis (kombu's transport supports nothing else), not on Redis Cluster. Its cost is one
+LINDEX per tenant with waiting jobs per take.
+
+The running cap. `lmq:tenant-running:<tenant>` holds the tags taken and not yet finished.
+A tag leaves it when its job is acknowledged or rejected (`HeldQoS._remove_from_indices`),
+put back by kombu (`HeldQoS.restore_by_tag`), not booked after the take
+(`HeldChannel._deliver_taken`), or put back by the janitor after its worker died (the
+held tag or the `popping` entry, `workers.delivery.redelivery`): the same transactions
+that move the job, so a killed worker's count never leaks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from workers import keys
+from workers.celery_config import TENANT_HEADER, message_tenant, tenant_list
+
+# KEYS: the n priority lists in the order to try, their n `popping` lists, their n turns
+# sets, then the turn counter. ARGV: aging cutoff (epoch s, 0: none), running cap (0: none),
+# the running sets' key prefix, TENANT_SEP, then the n priority levels (0 = high).
+# Returns {index (0-based), entry}; {-1} if jobs wait but every one's tenant is at its cap;
+# nil if nothing waits.
+TAKE_SCRIPT = """
+local n = (#KEYS - 1) / 3
+local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+local running, sep = ARGV[3], ARGV[4]
+local capped = false
+
+local function enqueued_at(entry)
+  return tonumber(string.match(entry, '"lmq_enqueued_at": *([0-9.eE+-]+)'))
+end
+
+-- Whose turn it is on priority list i: {list, tenant, score}, and the enqueue time of the
+-- oldest tail of any takeable tenant there.
+local function turn(i)
+  local turns = KEYS[2 * n + i]
+  local tenants = {{'', tonumber(redis.call('ZSCORE', turns, '') or 0)}}
+  local scored = redis.call('ZRANGE', turns, 0, -1, 'WITHSCORES')
+  for j = 1, #scored, 2 do
+    if scored[j] ~= '' then tenants[#tenants + 1] = {scored[j], tonumber(scored[j + 1])} end
+  end
+  local pick, pick_t, oldest = nil, nil, nil
+  for _, tenant in ipairs(tenants) do
+    local list = KEYS[i]
+    if tenant[1] ~= '' then list = list .. sep .. tenant[1] end
+    local tail = redis.call('LINDEX', list, -1)
+    if not tail then
+      redis.call('ZREM', turns, tenant[1])  -- its next push registers it again
+    elseif cap > 0 and redis.call('SCARD', running .. tenant[1]) >= cap then
+      capped = true
+    else
+      local t = enqueued_at(tail)
+      if t and (oldest == nil or t < oldest) then oldest = t end
+      if pick == nil or tenant[2] < pick[3]
+          or (tenant[2] == pick[3] and t and pick_t and t < pick_t) then
+        pick, pick_t = {list, tenant[1], tenant[2]}, t
+      end
+    end
+  end
+  return pick, oldest
+end
+
+local best, best_i, best_level, best_t = nil, nil, nil, nil
+for i = 1, n do
+  local pick, t = turn(i)
+  if pick then
+    local level = tonumber(ARGV[4 + i])
+    if cutoff > 0 and t and t < cutoff and level > 0 then level = level - 1 end
+    if best == nil or level < best_level
+        or (level == best_level and t and best_t and t < best_t) then
+      best, best_i, best_level, best_t = pick, i, level, t
+    end
+  end
+end
+if best == nil then
+  if capped then return {-1} end
+  return false
+end
+local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
+redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
+local tag = string.match(entry, '"delivery_tag": *"([^"]+)"')
+if tag then redis.call('SADD', running .. best[2], tag) end
+return {best_i - 1, entry}
+"""
+
+_TAG = re.compile(r'"delivery_tag": *"([^"]+)"')
+_TENANT = re.compile(rf'"{TENANT_HEADER}": *"([^"]+)"')
+
+
+def push(pipe: Any, priority_list: str, tenant: str | None, entry: str | bytes, *,
+         leftmost: bool = False, key_prefix: str = "") -> None:
+    """Queue `entry` on `tenant`'s list of `priority_list` (RPUSH: the end taken next, as
+    kombu restores; LPUSH: the back, as a publish), then register the tenant's turn.
+
+    `priority_list` carries the broker's key prefix if `pipe` does not add it (the
+    janitor's plain client); `key_prefix` is that prefix, for the turns key."""
+    (pipe.lpush if leftmost else pipe.rpush)(tenant_list(priority_list, tenant), entry)
+    if tenant:
+        turns = key_prefix + keys.tenant_turns(priority_list[len(key_prefix):])
+        pipe.zadd(turns, {tenant: 0}, nx=True)
+
+
+def release(pipe: Any, tenant: str | None, tag: str, key_prefix: str = "") -> None:
+    """Drop a delivery tag from its tenant's running set (its job finished or went back)."""
+    pipe.srem(key_prefix + keys.tenant_running(tenant), tag)
+
+
+def entry_tag_tenant(entry: str | bytes) -> tuple[str | None, str | None]:
+    """(delivery tag, tenant) of a raw broker entry, found as the take script finds them
+    (by pattern: the entry may be malformed)."""
+    text = entry.decode(errors="replace") if isinstance(entry, bytes) else entry
+    tag, tenant = _TAG.search(text), _TENANT.search(text)
+    return (tag.group(1) if tag else None), (tenant.group(1) if tenant else None)
+
+
+def headers_tenant(headers: Any) -> str | None:
+    """The tenant in a message's headers (a kombu Message's `.headers`)."""
+    return message_tenant({"headers": headers}) if isinstance(headers, dict) else None
