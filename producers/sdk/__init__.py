@@ -68,6 +68,7 @@ from producers.sdk._errors import (
     ModelNotFoundError,
     PoolTimeoutError,
     PoolUnavailableError,
+    PredictionExpiredError,
     PredictionFailedError,
 )
 from producers.sdk._stream import PredictionStream
@@ -109,6 +110,7 @@ __all__ = [
     "ModelNotFoundError",
     "PoolTimeoutError",
     "PoolUnavailableError",
+    "PredictionExpiredError",
     "PredictionFailedError",
     "PredictionResult",
     "PredictionRoundResult",

@@ -176,7 +176,8 @@ class AsyncEmbeddingModel:
                     ) -> Sequence[float] | Sequence[Sequence[float]]:
         texts = [input] if isinstance(input, str) else list(input)
         with translated():
-            handle = await self._sync._client.queue.aembed(self.identifier, texts)
+            handle = await self._sync._client.queue.aembed(self.identifier, texts,
+                                                           **self._sync._client.job_options)
             vectors: list[list[float]] = (await handle.aresult()).vectors
         return vectors[0] if isinstance(input, str) else vectors
 
@@ -203,8 +204,11 @@ class _AsyncEmbeddingNamespace:
 class AsyncClient:
     """`lmstudio.AsyncClient` over the pool (use it with `async with`)."""
 
-    def __init__(self, target: Target = None, *, priority: str = "normal") -> None:
-        self._client = Client(target, priority=priority)
+    def __init__(self, target: Target = None, *, priority: str = "normal",
+                 expires_s: float | None = None, time_limit_s: float | None = None) -> None:
+        """Job options as `Client`'s (priority, expires_s, time_limit_s)."""
+        self._client = Client(target, priority=priority, expires_s=expires_s,
+                              time_limit_s=time_limit_s)
         self.llm = _AsyncLlmNamespace(self._client)
         self.embedding = _AsyncEmbeddingNamespace(self._client)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import lmstudio as lms
 
-from producers.job_building import check_priority
+from producers.job_building import check_deadlines, check_priority
 from producers.job_queue import JobQueue
 from producers.sdk import _act, _config
 from producers.sdk._callbacks import Callbacks
@@ -29,11 +29,19 @@ ChatInput = lms.Chat | lms.ChatHistoryDataDict | str
 class Client:
     """`lms.Client` over the pool: `with Client() as client: client.llm.model(key)`."""
 
-    def __init__(self, target: Target = None, *, priority: str = "normal") -> None:
-        """`priority` (not in the SDK): every job of this client ("high", "normal", "low")."""
+    def __init__(self, target: Target = None, *, priority: str = "normal",
+                 expires_s: float | None = None, time_limit_s: float | None = None) -> None:
+        """Job options (not in the SDK), for every job of this client: `priority` ("high",
+        "normal", "low"); `expires_s`: a job no worker started within this many seconds
+        never runs (its result raises JobExpiredError); `time_limit_s`: a prediction still
+        running this long after it started is cancelled (the partial result, stop reason
+        userStopped)."""
         with translated():
             check_priority(priority)
+            deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
         self.priority = priority
+        # passed to every JobQueue submit of this client
+        self.job_options: dict[str, Any] = {"priority": priority, **deadlines}
         self.queue = JobQueue(settings_for(target))
         self.llm = LlmNamespace(self)
         self.embedding = EmbeddingNamespace(self)
@@ -121,7 +129,7 @@ class LLM(_Handle):
         queue = self._client.queue
         return PredictionStream(queue, self.identifier,
                                 lambda: queue.complete(self.identifier, prompt, config=checked,
-                                                       priority=self._client.priority),
+                                                       **self._client.job_options),
                                 _config.sdk_config(checked), Callbacks(**callbacks))
 
     def complete(self, prompt: str, *, response_format: Any = None,
@@ -145,7 +153,7 @@ class LLM(_Handle):
         return PredictionStream(
             queue, self.identifier,
             lambda: queue.chat(self.identifier, messages, tools=tools, config=config,
-                               priority=self._client.priority),
+                               **self._client.job_options),
             _config.sdk_config(config), callbacks)
 
 
@@ -156,7 +164,7 @@ class EmbeddingModel(_Handle):
         texts = [input] if isinstance(input, str) else list(input)
         with translated():
             vectors: list[list[float]] = self._client.queue.embed(
-                self.identifier, texts, priority=self._client.priority).result().vectors
+                self.identifier, texts, **self._client.job_options).result().vectors
         return vectors[0] if isinstance(input, str) else vectors
 
 

@@ -9,6 +9,7 @@ LM Studio keeps working):
     PredictionFailedError(JobFailedError, LMStudioPredictionError)        the prediction failed
     ContextTooLongError(ContextOverflowError, LMStudioPredictionError)    prompt over the context
     PoolTimeoutError(JobTimeoutError, LMStudioTimeoutError)               no result in time
+    PredictionExpiredError(JobExpiredError, LMStudioPredictionError)      not started by expires_s
     PoolUnavailableError(LMStudioUnavailableError, LMStudioWebsocketError) LM Studio or Redis gone
 
 `translated()` is the one boundary where pool errors become these.
@@ -27,6 +28,7 @@ from workers.error import (
     BadJobError,
     ContextOverflowError,
     InvalidJobError,
+    JobExpiredError,
     JobFailedError,
     JobTimeoutError,
     LmqError,
@@ -58,6 +60,10 @@ class ContextTooLongError(_NoServerDetails, ContextOverflowError, lms.LMStudioPr
     """The prompt plus the requested output does not fit the model's context."""
 
 
+class PredictionExpiredError(_NoServerDetails, JobExpiredError, lms.LMStudioPredictionError):
+    """No worker started the job within the client's `expires_s`: it never ran."""
+
+
 class PoolTimeoutError(JobTimeoutError, lms.LMStudioTimeoutError):
     """The result did not arrive in time (the job may still be running)."""
 
@@ -84,6 +90,7 @@ _TWINS: tuple[tuple[type[BaseException], type[BaseException]], ...] = (
     (InvalidJobError, InvalidRequestError),
     (BadJobError, PredictionFailedError),
     (JobFailedError, PredictionFailedError),
+    (JobExpiredError, PredictionExpiredError),
     (JobTimeoutError, PoolTimeoutError),
     (LMStudioUnavailableError, PoolUnavailableError),
     (LmqError, PredictionFailedError),

@@ -10,7 +10,9 @@ runs must agree on content, on the SDK types returned, and on the order of the c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import lmstudio
 import pytest
 
-from producers import InvalidJobError, ModelNotServedError, sdk
+from producers import InvalidJobError, JobExpiredError, ModelNotServedError, sdk
 from producers.local_pool import LocalPool
 from producers.redis_server import RedisServer
 from tests.support.pool import pool_on_database
@@ -360,3 +362,37 @@ def test_threads_share_one_default_client(both: Any) -> None:
 
     pooled, direct = both(example)
     assert pooled == direct and len(set(pooled)) == 12
+
+
+def test_client_deadlines_time_limit_and_expiry(pool: LocalPool, sim: Any) -> None:
+    """`Client(time_limit_s=, expires_s=)`: every job of the client carries them. A
+    prediction past its time limit ends with the partial result (userStopped); a job the
+    busy pool did not start in time raises the SDK's prediction error (also the pool's
+    JobExpiredError) and never runs."""
+    sim.admin.set_timing(decode_tokens_per_s=20.0)
+    sim.admin.set_faults(reply_tokens=400)  # 20 s without the limit
+    with sdk.Client(pool.settings, time_limit_s=1) as client:
+        stream = client.llm.model(CHAT).respond_stream("A long story", config={"maxTokens": 400})
+        cut = stream.wait_for_result()
+    assert cut.stats.stop_reason == "userStopped" and cut.content
+    assert cut.stats.predicted_tokens_count < 400
+    assert pool.queue.handle(stream.job_id).status() == "REVOKED"
+
+    # Every thread of the one chat worker busy (slots + prefetch threads): the next job waits.
+    threads = int(pool.env.get("LMQ_SLOTS", "4")) + 2
+    blockers = [pool.queue.chat(CHAT, f"blocker {n}", config={"maxTokens": 400})
+                for n in range(threads)]
+    wait_until(lambda: all(b.status() in ("STARTED", "PROGRESS") for b in blockers),
+               timeout=60, message="every worker thread holding a job")
+    marker = f"sdk-expires-{uuid.uuid4().hex[:8]}"
+    with sdk.Client(pool.settings, expires_s=1) as client, \
+            pytest.raises(lmstudio.LMStudioPredictionError, match="expires_s") as caught:
+        client.llm.model(CHAT).respond(marker, config={"maxTokens": 5})
+    assert isinstance(caught.value, JobExpiredError)
+    for blocker in blockers:
+        blocker.cancel()
+    after = pool.queue.chat(CHAT, "after the blockers", config={"maxTokens": 2})
+    assert after.result(timeout=60).content  # taken after the expired job's message
+    assert not [e for e in sim.admin.log(type="channelCreate") if marker in json.dumps(e["msg"])]
+    with pytest.raises(lmstudio.LMStudioValueError, match="expires_s"):
+        sdk.Client(pool.settings, expires_s=0)
