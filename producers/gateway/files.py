@@ -4,7 +4,9 @@ and error files of finished batches."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,10 +14,12 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from producers.batch import Validation, validate_file
+from producers.gateway import tool_choice
 from producers.gateway.auth import Tenant
-from producers.gateway.errors import bad_request, not_found
+from producers.gateway.errors import ApiError, bad_request, not_found
 from producers.gateway.records import new_id, now
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
+from workers.contract import ChatJob
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 SHOWN_LINE_ERRORS = 10
@@ -36,14 +40,35 @@ def store_file(gw: Gateway, owner: Tenant, content: bytes, filename: str,
 
 
 def validated(content: bytes) -> Validation:
-    """Every line checked by `lmq batch`'s own validator (it reads a file)."""
+    """Every line checked by `lmq batch`'s own validator (it reads a file), then each chat
+    line's `tool_choice` (which `lmq batch` ignores) applied as over HTTP."""
     with tempfile.TemporaryDirectory(prefix="lmq-upload-") as folder:
         path = Path(folder) / "input.jsonl"
         path.write_bytes(content)
         try:
-            return validate_file(path)
+            validation = validate_file(path)
         except UnicodeDecodeError:
             raise bad_request("the file is not UTF-8 text (JSONL)", "file") from None
+    if b'"tool_choice"' in content:
+        _apply_tool_choices(validation, content)
+    return validation
+
+
+def _apply_tool_choices(validation: Validation, content: bytes) -> None:
+    # Numbered as validate_file reads them (a text file's universal newlines).
+    lines = content.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept = []
+    for request in validation.requests:
+        choice = (json.loads(lines[request.line - 1]).get("body") or {}).get("tool_choice")
+        if choice is None or not isinstance(request.job, ChatJob):
+            kept.append(request)
+            continue
+        try:
+            kept.append(replace(request, job=tool_choice.apply(request.job, choice)))
+        except ApiError as exc:
+            validation.errors.append((request.line, f"body.{exc.message}"))
+    validation.requests = kept
+    validation.errors.sort()
 
 
 @router.post("")

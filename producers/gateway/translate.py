@@ -8,8 +8,8 @@ file. Before that, what only a live HTTP request has is taken off or checked her
 * image parts: data URLs only. The gateway never reads a path from its own disk or fetches
   a URL for a remote caller (chat_input would read a path: right for a local script, a file
   disclosure for a server);
-* `tool_choice`: "none" sends no tools; a named function sends only that tool; "auto" and
-  "required" send them all (LM Studio has no way to force a call: the model decides);
+* `tool_choice` (batch lines ignore it): applied to the parsed job by `tool_choice`, onto
+  LM Studio's own tool-use setting (`force` for required and named functions);
 * role "developer" (newer OpenAI clients' name for system) becomes "system".
 """
 
@@ -21,8 +21,9 @@ from typing import Any
 
 from producers.batch import LineError, parse_line
 from producers.chat_input import chat_messages
+from producers.gateway import tool_choice
 from producers.gateway.errors import bad_request
-from workers.contract import EmbeddingJob, Job
+from workers.contract import ChatJob, EmbeddingJob, Job
 from workers.error import InvalidJobError
 
 
@@ -41,12 +42,17 @@ def job_request(url: str, body: dict[str, Any]) -> Request:
     include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
     if url == "/v1/embeddings" and stream:
         raise bad_request("embeddings are not streamed: leave stream unset", "stream")
+    choice = body.pop("tool_choice", None)
     if url == "/v1/chat/completions":
         body = _chat_body(body)
     try:
         job = parse_body(url, body)
     except LineError as exc:
         raise bad_request(str(exc)) from None
+    if isinstance(job, ChatJob):
+        job = tool_choice.apply(job, choice)
+    elif choice is not None:
+        raise bad_request("tool_choice is for chat completions", "tool_choice")
     if isinstance(job, EmbeddingJob):
         job = job.model_copy(update={"encoding_format": _encoding(body)})
     return Request(job, stream, include_usage)
@@ -69,9 +75,6 @@ def _chat_body(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages")
     if isinstance(messages, list):
         body["messages"] = _messages(messages)
-    tools = body.get("tools")
-    if tools:
-        body["tools"] = _chosen_tools(tools, body.pop("tool_choice", None))
     return body
 
 
@@ -101,19 +104,3 @@ def _check_images(index: int, content: Any) -> None:
             raise bad_request(f"messages[{index}].content[{number}]: the gateway takes images "
                               "as data URLs (data:image/png;base64,...), not links or paths",
                               "messages")
-
-
-def _chosen_tools(tools: Any, choice: Any) -> Any:
-    if choice in (None, "auto", "required") or not isinstance(tools, list):
-        return tools
-    if choice == "none":
-        return None
-    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
-    if not isinstance(name, str):
-        raise bad_request("tool_choice is none, auto, required or "
-                          "{'type': 'function', 'function': {'name': ...}}", "tool_choice")
-    chosen = [t for t in tools if isinstance(t, dict)
-              and (t.get("function") or {}).get("name") == name]
-    if not chosen:
-        raise bad_request(f"tool_choice names {name!r}, which is not in tools", "tool_choice")
-    return chosen

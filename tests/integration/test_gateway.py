@@ -135,6 +135,79 @@ def test_tools_come_back_as_tool_calls(client: openai.OpenAI) -> None:
     assert not none.choices[0].message.tool_calls
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def tools_setting(sim: object, marker: str) -> dict:
+    """The tool-use setting LM Studio got for the prediction whose prompt has `marker`."""
+    for entry in sim.admin.log(type="channelCreate"):  # type: ignore[attr-defined]
+        param = entry["msg"].get("creationParameter") or {}
+        if entry["msg"].get("endpoint") == "predict" and marker in json.dumps(param):
+            stack = param["predictionConfigStack"]
+            fields = {f["key"]: f.get("value") for layer in stack["layers"]
+                      for f in layer["config"]["fields"]}
+            return fields.get("llm.prediction.tools") or {}
+    raise AssertionError(f"no prediction with {marker!r} reached the simulator")
+
+
+def test_tool_choice_required_and_named_are_forced_by_lm_studio(client: openai.OpenAI,
+                                                                 sim: object) -> None:
+    def ask(choice, marker):  # type: ignore[no-untyped-def]
+        return client.chat.completions.create(
+            model=CHAT, tools=[ECHO_TOOL, WEATHER_TOOL], tool_choice=choice, max_tokens=60,
+            messages=[{"role": "user", "content": f"Tell me a story about the sea ({marker})"}])
+
+    auto = ask("auto", "choice-auto")  # nothing asks for a tool: the model answers in text
+    assert not auto.choices[0].message.tool_calls and auto.choices[0].finish_reason != "tool_calls"
+    assert not tools_setting(sim, "choice-auto").get("force")
+
+    required = ask("required", "choice-required")
+    assert required.choices[0].finish_reason == "tool_calls"
+    assert required.choices[0].message.tool_calls[0].function.name in ("echo", "get_weather")
+    setting = tools_setting(sim, "choice-required")
+    assert setting["force"] is True and len(setting["tools"]) == 2
+
+    named = ask({"type": "function", "function": {"name": "get_weather"}}, "choice-named")
+    call = named.choices[0].message.tool_calls[0]
+    assert named.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert "city" in json.loads(call.function.arguments)
+    setting = tools_setting(sim, "choice-named")
+    assert setting["force"] is True
+    assert [t["function"]["name"] for t in setting["tools"]] == ["get_weather"]
+
+    subset = ask({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}, "choice-allowed")
+    assert subset.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+    streamed = list(client.chat.completions.create(
+        model=CHAT, tools=[ECHO_TOOL, WEATHER_TOOL], max_tokens=60, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        messages=[{"role": "user", "content": "Tell me a story about the sea"}]))
+    calls = [c for chunk in streamed if chunk.choices
+             for c in chunk.choices[0].delta.tool_calls or []]
+    assert [c.function.name for c in calls] == ["get_weather"]
+
+
+def test_tool_choice_lm_studio_cannot_honour_is_400_naming_it(client: openai.OpenAI) -> None:
+    def ask(choice, tools=(ECHO_TOOL,)):  # type: ignore[no-untyped-def]
+        return client.chat.completions.create(
+            model=CHAT, tools=list(tools), tool_choice=choice, max_tokens=5,
+            messages=[{"role": "user", "content": "hi"}])
+
+    with pytest.raises(openai.BadRequestError, match="'custom' is not supported") as caught:
+        ask({"type": "custom", "custom": {"name": "echo"}})
+    assert caught.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError, match="'nope', which is not in tools"):
+        ask({"type": "function", "function": {"name": "nope"}})
+    with pytest.raises(openai.BadRequestError, match="needs tools"):
+        ask("required", tools=())
+    with pytest.raises(openai.BadRequestError, match="'always' is not supported"):
+        ask("always")
+
+
 def test_structured_output_follows_the_schema(client: openai.OpenAI) -> None:
     schema = {"type": "object", "properties": {"name": {"type": "string"},
                                                "age": {"type": "integer"}},

@@ -323,3 +323,23 @@ def tmp_jsonl(content: bytes):  # type: ignore[no-untyped-def]
     path = Path(tempfile.mkdtemp(prefix="lmq-test-")) / "input.jsonl"
     path.write_bytes(content)
     return path
+
+
+def test_a_batch_lines_tool_choice_is_applied_as_over_http(client: openai.OpenAI) -> None:
+    tools = [{"type": "function", "function": {
+        "name": name, "description": f"The {name} tool.",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}
+        for name in ("first_tool", "second_tool")]
+    line = chat_line("forced", "Tell me a story about the sea", max_tokens=60)
+    line["body"].update(tools=tools, tool_choice={"type": "function",
+                                                  "function": {"name": "second_tool"}})
+    batch = client.batches.create(input_file_id=upload(client, [line]).id,
+                                  endpoint="/v1/chat/completions", completion_window="24h")
+    done = settled(client, batch.id, "completed")
+    message = lines_of(client, done.output_file_id)[0]["response"]["body"]["choices"][0]
+    assert message["finish_reason"] == "tool_calls"
+    assert message["message"]["tool_calls"][0]["function"]["name"] == "second_tool"
+    bad = chat_line("bad", "hi")
+    bad["body"].update(tools=tools, tool_choice={"type": "custom", "custom": {"name": "x"}})
+    with pytest.raises(openai.BadRequestError, match="line 1: body.tool_choice type 'custom'"):
+        upload(client, [bad])
