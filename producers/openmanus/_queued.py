@@ -14,6 +14,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessage
 
+from producers.job_building import check_deadlines
 from producers.openmanus._base import LMStudioLLMBase, Request
 from producers.openmanus._messages import (
     Reply,
@@ -32,15 +33,19 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
 
     `queue` defaults to `JobQueue(settings)`. `enqueue_anyway=True` submits even when no
     live worker serves the model (the job waits for one) instead of raising
-    ModelNotServedError.
+    ModelNotServedError. `expires_s` / `time_limit_s` go on every call's job: a step no
+    worker started in time fails with JobExpiredError (it never runs), a prediction running
+    past its limit is cancelled (JobCancelledError with the partial reply).
     """
 
     queue: Any
 
     def __init__(self, *args: Any, queue: Any = None, enqueue_anyway: bool = False,
+                 expires_s: float | None = None, time_limit_s: float | None = None,
                  **kwargs: Any) -> None:
         self._queue_arg = queue
         self.enqueue_anyway = enqueue_anyway
+        self.deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
         super().__init__(*args, **kwargs)
 
     def _make_client(self) -> Any:
@@ -61,7 +66,8 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
         handle = await self.queue.achat(
             self.model, rest or [{"role": "user", "content": "Continue."}], system_prompt=system,
             tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway,
-            priority="high")  # an agent (and whoever runs it) waits on every step
+            priority="high",  # an agent (and whoever runs it) waits on every step
+            **self.deadlines)
         return str(handle.id)
 
     async def acollect(self, job_id: str, timeout_s: float | None = None) -> Reply:

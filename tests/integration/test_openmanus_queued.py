@@ -27,9 +27,15 @@ from producers.openmanus import (  # noqa: E402
     submit_step,
     use_lmstudio,
 )
+from producers.openmanus._base import Request  # noqa: E402
 from producers.openmanus.example_agent import echo_agent, echo_tool  # noqa: E402
 from tests.support.wait import wait_until  # noqa: E402
-from workers.error import ContextOverflowError, JobTimeoutError, ModelNotServedError  # noqa: E402
+from workers.error import (  # noqa: E402
+    ContextOverflowError,
+    JobExpiredError,
+    JobTimeoutError,
+    ModelNotServedError,
+)
 from workers.settings import Settings  # noqa: E402
 
 MODEL = "llama-3.2-1b-instruct"
@@ -198,3 +204,19 @@ def test_collect_step_in_process(pool) -> None:
     job_id, message = asyncio.run(submit_and_collect())
     assert message.tool_calls[0].function.name == "echo"
     assert provider.last_call.job_id == job_id
+
+
+def test_a_step_no_worker_starts_in_time_expires(redis_url, simulator) -> None:
+    """`expires_s=` on the queued provider goes on every call's job: with no worker alive the
+    awaiting agent gets JobExpiredError soon after the deadline instead of waiting for ever."""
+    settings = Settings(broker_url=redis_url, result_backend=redis_url,
+                        lmstudio_host=simulator.host)
+    provider = use_lmstudio(MODEL, queued=True, settings=settings, enqueue_anyway=True,
+                            expires_s=1, time_limit_s=30)
+    request = Request(messages=[{"role": "user", "content": "hi"}], tools=None,
+                      force_tool=False, temperature=0.5, max_tokens=8, timeout_s=None)
+    job_id = asyncio.run(provider.asubmit(request))
+    record = provider.queue.job_record(job_id)
+    assert record["expires_s"] == 1 and record["priority"] == "high"
+    with pytest.raises(JobExpiredError, match="expires_s"):
+        asyncio.run(provider.acollect(job_id, timeout_s=30))
