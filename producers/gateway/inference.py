@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from producers.gateway import formats
+from producers.gateway import formats, image_links
 from producers.gateway.auth import Tenant
 from producers.gateway.errors import ApiError
 from producers.gateway.sse import job_events
@@ -76,7 +76,10 @@ def _submit(gw: Gateway, job: Job, owner: Tenant) -> JobHandle:
 
 async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
                  owner: Tenant) -> Response:
-    asked = job_request(url, body.model_dump(exclude_unset=True))
+    payload = body.model_dump(exclude_unset=True)
+    if url == "/v1/chat/completions":
+        payload = await image_links.inline_images(payload, gw.http)
+    asked = job_request(url, payload)
     handle = await asyncio.to_thread(_submit, gw, asked.job, owner)
     if asked.stream:
         events = job_events(handle, gw.results, asked.job.model,

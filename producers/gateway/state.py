@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+import httpx
 from fastapi import Depends, Request
 
+from producers.gateway import image_links
 from producers.gateway.auth import KeyRing, Tenant
 from producers.gateway.errors import ApiError
 from producers.gateway.pool_access import PoolAccess
@@ -25,6 +27,7 @@ class Gateway:
     files: Records
     batches: Records
     results: Results  # every request's result wait, on one shared Redis client
+    http: httpx.AsyncClient  # downloads of images given as links
 
     @classmethod
     def open(cls, settings: Settings, keyring: KeyRing) -> Gateway:
@@ -33,10 +36,11 @@ class Gateway:
         return cls(settings, queue, PoolAccess(queue), keyring,
                    Records(queue.store_client, "file", ttl_s),
                    Records(queue.store_client, "batch", ttl_s),
-                   Results(queue.app, settings.backend_url))
+                   Results(queue.app, settings.backend_url), image_links.client())
 
     async def aclose(self) -> None:
         await self.results.aclose()
+        await self.http.aclose()
         self.access.close()
         self.queue.close()
 

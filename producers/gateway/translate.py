@@ -5,9 +5,9 @@ every line), so a request is accepted over HTTP exactly when it would be accepte
 file. Before that, what only a live HTTP request has is taken off or checked here:
 
 * `stream` / `stream_options` (the route streams; a batch line may not);
-* image parts: data URLs only. The gateway never reads a path from its own disk or fetches
-  a URL for a remote caller (chat_input would read a path: right for a local script, a file
-  disclosure for a server);
+* image parts: data URLs (http(s) links were downloaded into data URLs before: see
+  `image_links`). The gateway never reads a path from its own disk for a remote caller
+  (chat_input would read a path: right for a local script, a file disclosure for a server);
 * `tool_choice` (batch lines ignore it): applied to the parsed job by `tool_choice`, onto
   LM Studio's own tool-use setting (`force` for required and named functions);
 * role "developer" (newer OpenAI clients' name for system) becomes "system".
@@ -102,5 +102,5 @@ def _check_images(index: int, content: Any) -> None:
         url = image.get("url") if isinstance(image, dict) else image
         if not isinstance(url, str) or not url.startswith("data:"):
             raise bad_request(f"messages[{index}].content[{number}]: the gateway takes images "
-                              "as data URLs (data:image/png;base64,...), not links or paths",
-                              "messages")
+                              "as data URLs (data:image/png;base64,...) or http(s) URLs, "
+                              "not file paths", "messages")

@@ -260,11 +260,98 @@ def test_images_for_other_models_or_as_paths_are_400(client: openai.OpenAI) -> N
     with pytest.raises(openai.BadRequestError, match="vision"):
         client.chat.completions.create(model=CHAT, max_tokens=5,
                                        messages=[{"role": "user", "content": content}])
-    for link in ("/etc/passwd", "file:///etc/passwd", "https://example.com/cat.png"):
+    for link in ("/etc/passwd", "file:///etc/passwd"):
         part = {"type": "image_url", "image_url": {"url": link}}
-        with pytest.raises(openai.BadRequestError, match="data URLs"):
+        with pytest.raises(openai.BadRequestError, match="data URLs .* or http"):
             client.chat.completions.create(model=VISION, max_tokens=5, messages=[
                 {"role": "user", "content": [part]}])
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    """A real HTTP server in a thread: /cat.png (PNG), /page.html, /huge.png (declares
+    more bytes than an image may have), anything else 404."""
+    import http.server
+    import threading
+
+    from producers.gateway.image_links import MAX_IMAGE_BYTES
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            found = {"/cat.png": ("image/png", PNG),
+                     "/page.html": ("text/html", b"<p>no</p>")}.get(self.path)
+            if self.path == "/moved.png":
+                self.send_response(302)
+                self.send_header("Location", "/cat.png")
+                self.end_headers()
+                return
+            if self.path == "/huge.png":
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(MAX_IMAGE_BYTES + 1))
+                self.end_headers()
+                return
+            if found is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", found[0])
+            self.send_header("Content-Length", str(len(found[1])))
+            self.end_headers()
+            self.wfile.write(found[1])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_image_links_are_downloaded_for_the_model(client: openai.OpenAI, sim: object,
+                                                   image_server: str) -> None:
+    marker = "describe-linked-image"
+    for path in ("/cat.png", "/moved.png"):  # a redirect is followed
+        content = [{"type": "text", "text": f"{marker} {path}"},
+                   {"type": "image_url", "image_url": {"url": image_server + path}}]
+        reply = client.chat.completions.create(model=VISION, max_tokens=8,
+                                               messages=[{"role": "user", "content": content}])
+        assert reply.choices[0].message.content
+        sent = [e["msg"]["creationParameter"]["history"]["messages"][-1]["content"]
+                for e in sim.admin.log(type="channelCreate")  # type: ignore[attr-defined]
+                if e["msg"].get("endpoint") == "predict" and f"{marker} {path}" in str(e["msg"])]
+        assert sent and sent[0][1]["type"] == "file" and sent[0][1]["fileType"] == "image"
+        assert sent[0][1]["sizeBytes"] == len(PNG)  # the very bytes the server served
+
+
+def test_an_image_link_that_cannot_be_used_is_400_naming_it(client: openai.OpenAI,
+                                                             image_server: str) -> None:
+    cases = {image_server + "/missing.png": "HTTP 404",
+             image_server + "/page.html": "not an image (content-type 'text/html')",
+             image_server + "/huge.png": "over the limit of",
+             f"http://127.0.0.1:{_closed_port()}/cat.png": "ConnectError"}
+    for url, reason in cases.items():
+        part = {"type": "image_url", "image_url": {"url": url}}
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=VISION, max_tokens=5, messages=[
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}])
+        message = caught.value.message
+        assert f"messages[0].content[1]: cannot use the image at {url}" in message, message
+        assert reason in message, message
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound for a moment, then closed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_bad_keys_are_401(base_url: str) -> None:

@@ -1,0 +1,97 @@
+"""Image parts given as http(s) URLs, as OpenAI accepts them: downloaded by the gateway.
+
+LM Studio takes images only as files the client uploads first (`lms.prepare_image` reads a
+path or bytes); the pool carries them as data URLs, which the worker uploads to its LM Studio.
+So the gateway downloads each linked image (all of one request at once), with a size limit
+and a timeout, and puts it in the message as a data URL. A link that cannot be used is a 400
+naming the URL and why (status, not an image, too big, timed out, unreachable).
+
+Only chat requests over HTTP: a batch file's lines keep refusing links (`lmq batch`'s
+validator), since fetching thousands of images while validating belongs to no one's
+deadline. File paths and file:// URLs are never read for a remote caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import httpx
+
+from producers.gateway.errors import ApiError, bad_request
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # OpenAI's limit for one image in a request
+FETCH_TIMEOUT_S = 10.0  # connect, and between bytes; the whole download has DOWNLOAD_S
+DOWNLOAD_S = 30.0
+MAX_REDIRECTS = 3
+
+
+def client() -> httpx.AsyncClient:
+    """The gateway's one client for image downloads (its connections are reused)."""
+    return httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True,
+                             max_redirects=MAX_REDIRECTS,
+                             headers={"User-Agent": "lmstudio-queue-gateway"})
+
+
+def _links(messages: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(where, image_url dict) of every part whose url is http(s)."""
+    found = []
+    for index, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for number, part in enumerate(content if isinstance(content, list) else []):
+            image = part.get("image_url") if isinstance(part, dict) else None
+            url = image.get("url") if isinstance(image, dict) else None
+            if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+                found.append((f"messages[{index}].content[{number}]", image))
+    return found
+
+
+async def inline_images(body: dict[str, Any], http: httpx.AsyncClient) -> dict[str, Any]:
+    """`body` with every linked image replaced by its data URL (in place; returned)."""
+    links = _links(body.get("messages"))
+    if links:
+        urls = await asyncio.gather(*(_data_url(http, where, image["url"])
+                                      for where, image in links))
+        for (_, image), url in zip(links, urls, strict=True):
+            image["url"] = url
+    return body
+
+
+async def _data_url(http: httpx.AsyncClient, where: str, url: str) -> str:
+    try:
+        async with asyncio.timeout(DOWNLOAD_S):
+            data, mime = await _download(http, where, url)
+    except TimeoutError:
+        raise _refused(where, url, f"no complete answer within {DOWNLOAD_S:g}s") from None
+    except httpx.TimeoutException:
+        raise _refused(where, url, f"timed out after {FETCH_TIMEOUT_S:g}s") from None
+    except httpx.HTTPError as exc:
+        raise _refused(where, url, f"{type(exc).__name__}: {exc}") from None
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+async def _download(http: httpx.AsyncClient, where: str, url: str) -> tuple[bytes, str]:
+    async with http.stream("GET", url) as reply:
+        if reply.status_code != 200:
+            raise _refused(where, url, f"HTTP {reply.status_code}")
+        mime = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not mime.startswith("image/"):
+            raise _refused(where, url, f"not an image (content-type {mime or 'missing'!r})")
+        declared = int(reply.headers.get("content-length") or 0)
+        if declared > MAX_IMAGE_BYTES:
+            raise _refused(where, url, _too_big(declared))
+        data = bytearray()
+        async for chunk in reply.aiter_bytes():
+            data += chunk
+            if len(data) > MAX_IMAGE_BYTES:
+                raise _refused(where, url, _too_big(len(data)))
+    return bytes(data), mime
+
+
+def _too_big(size: int) -> str:
+    return f"{size} bytes or more, over the limit of {MAX_IMAGE_BYTES} bytes per image"
+
+
+def _refused(where: str, url: str, reason: str) -> ApiError:
+    return bad_request(f"{where}: cannot use the image at {url}: {reason}", "messages")
