@@ -41,6 +41,14 @@ from workers.celery_config import PRIORITIES
 @click.option("--enqueue-anyway", is_flag=True, help="Send even if no worker serves the model.")
 @click.option("--priority", type=click.Choice(PRIORITIES), default="low", show_default=True,
               help="Priority of the corpus's jobs (bulk work: low by default).")
+@click.option("--expires", "--expires-s", "expires_s", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Per job: a job no worker started within this many seconds never runs; "
+              "its chunks are listed as failed (not resent; --resume sends them again).")
+@click.option("--time-limit", "--time-limit-s", "time_limit_s", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Per job: cancel a job this many seconds after it started (retried "
+              "like a failed job).")
 @click.option("--progress/--no-progress", default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str | None,

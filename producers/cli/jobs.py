@@ -61,10 +61,12 @@ def wait_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Queue the job even if no live worker serves the model."),
         click.option("--priority", type=click.Choice(PRIORITIES), default="normal",
                      show_default=True, help="Workers take the most urgent waiting job first."),
-        click.option("--expires", "expires_s", type=click.FloatRange(min=0, min_open=True),
+        click.option("--expires", "--expires-s", "expires_s",
+                     type=click.FloatRange(min=0, min_open=True),
                      default=None, help="Never start the job later than this many seconds "
                      "after submission (it then fails with JobExpiredError)."),
-        click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True),
+        click.option("--time-limit", "--time-limit-s", "time_limit_s",
+                     type=click.FloatRange(min=0, min_open=True),
                      default=None, help="Cancel the job this many seconds after it started "
                      "(REVOKED, its partial result kept)."),
     ]

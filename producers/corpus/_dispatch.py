@@ -9,7 +9,10 @@ carry the chunker's exact token counts. The served check runs alongside the firs
 chunks that cannot be embedded fail (`_pieces`); any other failed or cancelled job is
 retried whole; a job still unfinished after `job_timeout_s` (its worker died, for one) is
 revoked and sent again. Chunks still failing after the retries are reported, never
-dropped silently.
+dropped silently. A job that expired (`expires_s`: no worker started it in time) is not
+sent again, which would give it a new deadline: its chunks are failed at once with the
+reason. With no worker alive nothing would end such a job, so the poll ends it once its
+deadline passed (`producers.job_expiry`, as every waiter does).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from celery import states
 
+from producers import job_expiry
 from producers.corpus._pieces import (
     STORM_FAILURES,
     PlanPieces,
@@ -44,8 +48,9 @@ from producers.corpus._writer import (
     rows_table,
     write_part,
 )
+from producers.outcome import payload_of
 from workers.contract import EmbeddingJob
-from workers.error import ModelNotServedError
+from workers.error import JobExpiredError, ModelNotServedError
 
 POLL_MIN_S = 0.02
 POLL_MAX_S = 0.5  # with result notifications: the longest wait between two reads
@@ -62,6 +67,7 @@ class Flight:
     job_id: str = ""
     attempt: int = 0
     sent_at: float = 0.0
+    expires_at: float | None = None  # epoch s: ended as expired if still unstarted then
 
     def __post_init__(self) -> None:
         if self.hi < 0:
@@ -95,6 +101,8 @@ class DispatchOptions:
     # context with a local bound; the tokens column then holds the chunker's figures.
     exact_token_counts: bool = True
     priority: str = "low"  # bulk work: interactive jobs go first
+    expires_s: float | None = None  # per job: never start it later than this after sending
+    time_limit_s: float | None = None  # per job: cancel it this long after it started
 
 
 class Dispatcher:
@@ -177,6 +185,8 @@ class Dispatcher:
         jobs = [EmbeddingJob(model=self.options.model, batch_id=self.options.batch_id,
                              submitted_at=None, priority=self.options.priority,
                              exact_token_counts=self.options.exact_token_counts,
+                             expires_s=self.options.expires_s,
+                             time_limit_s=self.options.time_limit_s,
                              encoding_format="base64", token_counts=_counts(f.items),
                              texts=[chunk.text for _, _, chunk in f.items]) for f in batch]
         ids = [uuid.uuid4().hex for _ in batch]
@@ -186,8 +196,11 @@ class Dispatcher:
         self._signals.watch(ids)
         self.queue.submit_many(jobs, job_ids=ids, enqueue_anyway=True)
         now = time.monotonic()
+        expires_at = (None if self.options.expires_s is None
+                      else time.time() + self.options.expires_s)
         for flight, job_id in zip(batch, ids, strict=True):
             flight.job_id, flight.sent_at, flight.attempt = job_id, now, flight.attempt + 1
+            flight.expires_at = expires_at
             self.flights[job_id] = flight
 
     def _poll(self) -> None:
@@ -197,8 +210,12 @@ class Dispatcher:
         self._check_served(found)
         for job_id, (state, payload) in found.items():
             flight = self.flights[job_id]
+            if state == states.PENDING and job_expiry.is_past(flight.expires_at):
+                state, payload = self._expire(flight)
             if state == states.SUCCESS:
                 finished += self._complete(flight, payload)
+            elif isinstance(payload, JobExpiredError):
+                finished += self._failed(flight, f"{state}: {payload}", final=True)
             elif state in (states.FAILURE, states.REVOKED):
                 split = state == states.FAILURE and per_input(payload)
                 finished += self._failed(flight, f"{state}: {payload}", split=split)
@@ -208,6 +225,16 @@ class Dispatcher:
         self._poll_s = POLL_MIN_S if finished else min(self._poll_s * 1.5, POLL_MAX_S)
         if not finished:
             self._signals.wait(self._wait_s())
+
+    def _expire(self, flight: Flight) -> tuple[str, Any]:
+        """End a job still unstarted past its deadline; (state, payload) as it now stands."""
+        meta = job_expiry.expire_unstarted(self.queue.app, self.queue.backend_client,
+                                           flight.job_id, flight.expires_at or 0.0)
+        if meta is None:  # not a Redis result backend: the worker decides when it takes it
+            flight.expires_at = None
+            return states.PENDING, None
+        state = str(meta.get("status", states.PENDING))
+        return state, payload_of(flight.job_id, state, meta.get("result"))
 
     def _wait_s(self) -> float:
         """Until the next read: long when only a result can change anything."""
@@ -250,10 +277,15 @@ class Dispatcher:
         self.progress.advance(len(items), sum(counts))
         return 1
 
-    def _failed(self, flight: Flight, error: str, split: bool = False) -> int:
+    def _failed(self, flight: Flight, error: str, split: bool = False,
+                final: bool = False) -> int:
+        """Split, retry, or (after the retries, or `final`) list the job's chunks as failed."""
         self._forget(flight.job_id)
         del self.flights[flight.job_id]
-        if split and flight.hi - flight.lo > 1 and self._failing_pieces < STORM_FAILURES:
+        if final:
+            self.result.failed.append((JobPlan(flight.plan.index, flight.items), error))
+            self._settle(flight, None)
+        elif split and flight.hi - flight.lo > 1 and self._failing_pieces < STORM_FAILURES:
             self.result.split_jobs += 1
             self._failing_pieces += flight.lo != 0 or flight.hi != len(flight.plan.items)
             self.retry.extend(self._piece(flight.plan, lo, hi)

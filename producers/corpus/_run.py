@@ -39,6 +39,8 @@ class CorpusOptions:
     restart: bool = False
     enqueue_anyway: bool = False
     priority: str = "low"  # bulk work: interactive jobs go first
+    expires_s: float | None = None  # per job: not started in time -> its chunks fail
+    time_limit_s: float | None = None  # per job: cancelled this long after it started
     progress: bool = True
 
     def params(self, paths: Sequence[str]) -> dict[str, Any]:
@@ -191,7 +193,8 @@ def _dispatch(planner: Planner, sources: list[SourceFile], options: CorpusOption
     dispatch_options = DispatchOptions(
         model=options.model, max_in_flight=options.max_in_flight, retries=options.retries,
         job_timeout_s=options.job_timeout_s, enqueue_anyway=options.enqueue_anyway,
-        exact_token_counts=options.exact_chunks, priority=options.priority)
+        exact_token_counts=options.exact_chunks, priority=options.priority,
+        expires_s=options.expires_s, time_limit_s=options.time_limit_s)
     dispatcher = Dispatcher(queue, state, dispatch_options, progress, output)
 
     def next_plan(wait_s: float) -> JobPlan | None:

@@ -338,3 +338,39 @@ def test_resume_after_an_interruption_in_the_middle_of_a_split_gives_the_same_ro
     assert reused > 0  # the pieces written before the kill
     assert rows(out) == rows(whole)  # row by row, vectors included
     assert [r["id"] for r in _failed_rows(out)] == [r["id"] for r in _failed_rows(whole)]
+
+
+def test_jobs_no_worker_starts_in_time_become_failed_chunks_and_never_run(
+        worker_factory, lmq_env, redis_url, simulator, tmp_path):  # type: ignore[no-untyped-def]
+    """--expires with no worker alive: each job ends expired about a second after it was
+    sent (not at --job-timeout), is not resent, and its chunks are listed with the reason;
+    a worker started afterwards embeds none of them, and --resume then embeds them all."""
+    import time
+
+    import redis
+
+    from tests.integration.test_worker_support import rpc_calls, unacked
+    from workers.contract import queue_name
+
+    corpus = make_corpus(tmp_path, long_paragraphs=6)
+    out = tmp_path / "c.parquet"
+    args = embed_args(corpus, out, "--no-progress", "--enqueue-anyway", "--retries", "2")
+    started = time.monotonic()
+    expired = lmq(*args, "--expires-s", "1", "--time-limit-s", "60", env=lmq_env, check=False)
+    assert expired.returncode == 1, expired.stderr
+    assert time.monotonic() - started < 60  # the default --job-timeout is 300 s
+    assert "0 job retries" in expired.stdout  # an expired job is not resent
+    assert "expires_s" in expired.stderr and "rerun with --resume" in expired.stderr
+    listed = [json.loads(line) for line in Path(f"{out}.failed.jsonl").read_text().splitlines()]
+    assert listed and all("JobExpiredError" in row["error"] or "expires_s" in row["error"]
+                          for row in listed)
+
+    worker_factory(EMBED, lmq_env)
+    client = redis.Redis.from_url(redis_url)
+    wait_until(lambda: client.llen(queue_name(EMBED)) == 0 and unacked(redis_url) == 0,
+               timeout=60, message="the expired jobs' messages taken and acknowledged")
+    assert rpc_calls(simulator, "embedString") == []  # none of them ran
+    resumed = lmq(*args, "--resume", env=lmq_env)
+    assert f"{len(listed)} embedded now" in resumed.stdout
+    assert not Path(f"{out}.failed.jsonl").exists()
+    assert rpc_calls(simulator, "embedString")  # what "none of them ran" counted
