@@ -16,6 +16,7 @@ import pytest
 from producers.flower_process import PROJECT_ROOT, FlowerProcess
 from tests.e2e.support import (
     AUTH,
+    EMBED_MODEL,
     MODEL,
     cancels_sent,
     flower_env,
@@ -145,3 +146,27 @@ def test_revoke_button_on_a_running_job_cancels_its_prediction(flower, lmq_env, 
     assert "REVOKED" in text and "CANCELLED, partial result" in text
     assert "stop userStopped" in text
     screenshot(browser, "task-page-revoked")
+
+
+def test_home_page_shows_the_jobs_waiting_per_model_and_priority(flower, lmq_env, browser):
+    """Jobs queued for a model no worker serves wait in its priority lists; Flower's home
+    page (Workers) counts them per model and priority, read from Redis at page load."""
+    queue = job_queue(flower_env(lmq_env))
+    for priority, count in (("high", 2), ("normal", 1), ("low", 3)):
+        for n in range(count):
+            queue.embed(EMBED_MODEL, f"{priority} {n}", priority=priority, enqueue_anyway=True)
+
+    browser.get(authed(flower, "/"))
+    row = browser.find_element("css selector", f'#lmq-waiting-table tr[data-model="{EMBED_MODEL}"]')
+    cells = {cell.get_attribute("data-priority"): cell.text
+             for cell in row.find_elements("css selector", "td[data-priority]")}
+    assert cells == {"high": "2", "normal": "1", "low": "3", "total": "6"}
+    served = browser.find_element("css selector", f'#lmq-waiting-table tr[data-model="{MODEL}"]')
+    assert served.find_element("css selector", 'td[data-priority="total"]').text == "0"
+    assert "Waiting jobs by model and priority" in page_text(browser)
+    screenshot(browser, "workers-page-waiting")
+
+    queue.cancel_model(EMBED_MODEL)  # taken out of the queue: the next page load shows 0
+    browser.get(authed(flower, "/"))
+    row = browser.find_element("css selector", f'#lmq-waiting-table tr[data-model="{EMBED_MODEL}"]')
+    assert row.find_element("css selector", 'td[data-priority="total"]').text == "0"

@@ -33,6 +33,8 @@ working directory. Set here:
   jobs, and REVOKED with the partial result of cancelled jobs (read from the result backend).
 - the task page shows Revoke and Terminate for running jobs (PROGRESS included); both map to
   a prediction cancel in our workers.
+- the home page (Workers) shows the jobs waiting per model and priority, read from the
+  broker's Redis at each page load (`workers.flower.waiting`).
 - Flower's `/metrics` also carries the pool's metrics (`workers.prometheus`): one scrape
   target for Flower and every worker.
 """

@@ -1,4 +1,5 @@
-"""What Flower shows of our jobs: its `format_task` hook and one task-page tweak.
+"""What Flower shows of our jobs: its `format_task` hook, a task-page tweak, and the
+waiting jobs per model and priority on its home page (`workers.flower.waiting`).
 
 Flower knows a task from its events only: the PROGRESS state (`update_state`) and the end
 state a cancelled job stores (REVOKED with its partial result) never reach it as events.
@@ -19,6 +20,7 @@ from typing import Any
 from celery import Celery, states
 
 from workers.contract import PROGRESS
+from workers.flower import waiting
 from workers.task_display import (
     MAX_REPR_CHARS,
     mask_secrets,
@@ -116,17 +118,39 @@ def patched_task_page(source: str) -> str:
     return patched
 
 
+# --------------------------------------------------------------------------------------
+# Workers page (Flower's home): the jobs waiting per model and priority
+# --------------------------------------------------------------------------------------
+
+_WORKERS_TABLE = '<section class="workers-table-card" aria-label="Workers">'
+
+
+def patched_workers_page(source: str) -> str:
+    """Flower's workers.html with our waiting-jobs panel above its workers table."""
+    if _WORKERS_TABLE not in source:
+        log.warning("flower: workers.html changed upstream; the waiting-jobs panel is left out")
+        return source
+    return source.replace(_WORKERS_TABLE, waiting.PANEL + _WORKERS_TABLE, 1)
+
+
+_PATCHES: dict[str, Callable[[str], str]] = {
+    "task.html": patched_task_page,
+    "workers.html": patched_workers_page,
+}
+
+
 def install_template_tweak() -> None:
-    """Serve Flower's templates through a loader that patches task.html."""
+    """Serve Flower's templates through a loader that patches task.html and workers.html."""
     import tornado.template
     from flower.urls import settings
 
     class Loader(tornado.template.Loader):
         def _create_template(self, name: str) -> tornado.template.Template:
-            if name != "task.html":
+            patch = _PATCHES.get(name)
+            if patch is None:
                 return super()._create_template(name)
             with open(os.path.join(self.root, name), encoding="utf-8") as page:
-                source = patched_task_page(page.read())
+                source = patch(page.read())
             return tornado.template.Template(source, name=name, loader=self)
 
     settings["template_loader"] = Loader(settings["template_path"])
