@@ -288,3 +288,35 @@ def test_rabbitmq_redelivers_the_job_of_a_killed_worker(sim: object, results_url
         assert isinstance(result, ChatResult) and handle.status() == "SUCCESS"
         assert result.worker == second.hostname and result.attempt == 2
         assert result.stats.predicted_tokens_count == 60
+
+
+def test_rabbitmq_worker_takes_high_before_normal_before_low(sim: object,
+                                                             results_url: str) -> None:
+    """Priority queues on RabbitMQ: jobs queued while no worker runs (interleaved, the least
+    urgent first) start high, high, normal, normal, low, low on one worker that runs one job
+    at a time (concurrency 1, prefetch 1), whatever their arrival order."""
+    require_rabbitmq(amqp_url())
+    with contextlib.ExitStack() as stack:
+        broker_url = stack.enter_context(fresh_vhost(amqp_url()))
+        env = {
+            "LMQ_BROKER_URL": broker_url,
+            "LMQ_RESULT_BACKEND": results_url,
+            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
+            "LMQ_GPU_MEMORY": "24GiB",
+            "LMQ_CONCURRENCY": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        settings = Settings(broker_url=broker_url, result_backend=results_url,
+                            redis_url=results_url)
+        queue = stack.enter_context(JobQueue(settings))
+        handles = {}
+        for n in range(2):
+            for priority in ("low", "normal", "high"):
+                handles[f"{priority}{n}"] = queue.chat(
+                    CHAT, f"{priority} job {n}", config={"max_tokens": 3}, priority=priority,
+                    enqueue_anyway=True)
+        stack.enter_context(_stopping(start_worker(CHAT, env,
+                                                   name=f"prio-{uuid.uuid4().hex[:6]}")))
+        results = {name: handle.result(timeout=120) for name, handle in handles.items()}
+        order = sorted(results, key=lambda name: results[name].timing.started_at)
+        assert order == ["high0", "high1", "normal0", "normal1", "low0", "low1"]
