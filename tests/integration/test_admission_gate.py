@@ -178,6 +178,32 @@ def test_llama_cpp_holds_its_kv_cache_at_load_and_jobs_take_instance_cells(
             gate.admit("j2", 1000, 25, lambda: False):
         pass
     assert status(redis_url).instances[0].reserved_cells == 0
-    # No max_tokens (the runner passes context - prompt): an even share, n_ctx / P
+    # No max_tokens (the runner passes context - prompt): all a sequence holds, n_ctx / P
     with gate.admit("j3", 10, 2048 - 10, lambda: False), gate.admit("j4", 10, 0, lambda: False):
         assert status(redis_url).instances[0].reserved_cells == 2 * 1024
+
+
+def test_a_job_without_max_tokens_holds_a_whole_unified_cache(
+        make_gate: Callable[..., Gate], redis_url: str, tmp_path: Path) -> None:
+    """With a unified cache one sequence may grow to n_ctx: nothing else fits beside it."""
+    gate = make_gate(engine="llama.cpp", gpu_memory=300 * MIB)
+    gate.before_load()
+    gate.loaded(ModelFacts("m", 100 * MIB, path=str(write_gguf(tmp_path / "m.gguf")),
+                           context_length=2048, identifier="m", parallel=4, unified_kv=True))
+    with gate.admit("bounded", 100, 200, lambda: False):
+        assert status(redis_url).instances[0].reserved_cells == 300
+    admitted = threading.Event()
+
+    def second() -> None:
+        with gate.admit("second", 10, 0, lambda: False):
+            admitted.set()
+
+    with gate.admit("unbounded", 10, 2048 - 10, lambda: False):
+        assert status(redis_url).instances[0].reserved_cells == 2048
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        wait_until(lambda: status(redis_url).instances[0].waiting >= 1, timeout=5,
+                   message="the second job to wait for cells")
+        assert not admitted.is_set()
+    waiter.join(timeout=5)
+    assert admitted.is_set()

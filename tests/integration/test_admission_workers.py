@@ -158,6 +158,77 @@ def test_per_sequence_kv_refuses_what_a_sequence_cannot_hold_at_once(
     assert registry.get_sample_value("lmq_instance_parallel", labels) == 4
 
 
+def failed_predictions(sim: Any) -> list[str]:
+    """Errors of the predictions LM Studio (the simulator) ran and failed."""
+    return [c["error"] for c in sim.admin.channels()
+            if c["endpoint"] == "predict" and c["error"]]
+
+
+@pytest.mark.parametrize("admission", ["true", "false"])
+def test_per_sequence_flood_on_two_workers(
+        admission: str, per_sequence: Any, redis_url: str,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """Mixed prompt sizes on 256-cell sequences: with admission the jobs whose prompt a
+    sequence cannot hold are refused before LM Studio and the rest run, no prediction
+    fails; without it LM Studio fails those predictions with its context error."""
+    for _ in range(2):
+        worker_factory(LLM, env_for(redis_url, per_sequence, LMQ_ADMISSION=admission))
+    medium = "word " * 150  # ~160 tokens + max_tokens 80: fits a 256-cell sequence
+    jobs = [chat(BIG_MAX_TOKENS, i, BIG_PROMPT) if i % 4 == 0 else
+            chat(80, i, medium) if i % 4 in (1, 2) else chat(SMALL_MAX_TOKENS, i)
+            for i in range(16)]
+    outcomes = run_all(client_app(redis_url), jobs)
+    assert len(outcomes["ok"]) == 12  # medium and small
+    if admission == "true":
+        assert failed_predictions(per_sequence) == []
+        assert len(outcomes["other"]) == 4
+        assert all("holds at most 256" in o for o in outcomes["other"]), outcomes["other"]
+    else:  # the control: the same flood fails predictions in LM Studio
+        failed = failed_predictions(per_sequence)
+        assert len(failed) == 4 and all("n_ctx: 256" in f for f in failed), failed
+
+
+@pytest.mark.parametrize("admission", ["true", "false"])
+def test_jobs_without_max_tokens_on_a_unified_cache(
+        admission: str, unified: Any, redis_url: str,
+        worker_factory: Callable[..., WorkerProcess]) -> None:
+    """A job without max_tokens may grow to n_ctx: on 1,024 unified cells four ~420-token
+    replies at once run out of cells. Admission runs them one at a time (each holds the
+    cache); an even share of n_ctx / P each admitted all four and they failed."""
+    for _ in range(2):
+        worker_factory(LLM, env_for(redis_url, unified, LMQ_ADMISSION=admission))
+    unified.admin.set_faults(reply_tokens=400)
+    jobs = [ChatJob(model=LLM, messages=[{"role": "user", "content": f"Essay {i}."}])
+            for i in range(4)]
+    outcomes = run_all(client_app(redis_url), jobs)
+    assert outcomes["other"] == []
+    if admission == "true":
+        assert len(outcomes["ok"]) == 4 and failed_predictions(unified) == []
+    else:
+        assert len(outcomes["no cells"]) > 0
+
+
+def test_small_jobs_run_beside_a_big_one_while_big_ones_wait(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """Big jobs (~660 cells) run one at a time; two small ones sent behind three waiting big
+    ones fit beside the running one. The worker's own slots are taken once admitted: taken
+    before, the waiting big jobs held all four and the small ones waited for the first big
+    one to end."""
+    worker_factory(LLM, env_for(redis_url, unified))
+    unified.admin.set_faults(reply_tokens=300)  # big: 3 s of decoding; small: 0.4 s
+    app = client_app(redis_url)
+    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(4)]
+    wait_until(lambda: (instance(redis_url, unified).slots_in_use,
+                        instance(redis_url, unified).waiting) == (1, 3), timeout=30,
+               message="one big job running, three waiting for cells")
+    smalls = [send(app, chat(SMALL_MAX_TOKENS, i)) for i in range(2)]
+    finished = {h.id: final(h, timeout_s=120).result for h in bigs + smalls}
+    assert all(isinstance(r, dict) for r in finished.values()), finished
+    first_big_end = min(finished[h.id]["timing"]["finished_at"] for h in bigs)
+    assert all(finished[h.id]["timing"]["finished_at"] < first_big_end for h in smalls)
+    assert failed_predictions(unified) == []
+
+
 QWEN_WEIGHTS_BYTES = 4_683_073_952
 TWO_MODELS_VRAM = WEIGHTS_BYTES + KV_AT_LOAD_BYTES + QWEN_WEIGHTS_BYTES + 100 * MIB
 
@@ -238,8 +309,8 @@ def mlx_jobs(count: int) -> list[ChatJob]:
 def test_mlx_flood_holds_kv_bytes_per_job(
         admission: str, mlx_host: Any, redis_url: str,
         worker_factory: Callable[..., WorkerProcess]) -> None:
-    worker = worker_factory(MLX, env_for(redis_url, mlx_host, LMQ_GPU_MEMORY=str(MLX_VRAM),
-                                         LMQ_ADMISSION=admission))
+    worker, _ = (worker_factory(MLX, env_for(redis_url, mlx_host, LMQ_GPU_MEMORY=str(MLX_VRAM),
+                                             LMQ_ADMISSION=admission)) for _ in range(2))
     app = client_app(redis_url)
     handles = [send(app, job) for job in mlx_jobs(16)]
     failed = [str(h.result) for h in handles if not final(h, timeout_s=180).successful()]

@@ -167,7 +167,10 @@ def test_terminate_across_several_workers(worker_factory, lmq_env, redis_url, si
     workers = [worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "2"}) for _ in range(2)]
     _slow_replies(simulator)
     app = client_app(redis_url)
-    handles = [send(app, ChatJob(model=LLM, messages=f"essay {i}")) for i in range(4)]
+    # max_tokens: on a unified KV cache a job without it reserves every cell (it may grow
+    # to n_ctx), so only jobs that bound their reply run four at once.
+    handles = [send(app, ChatJob(model=LLM, messages=f"essay {i}", config={"max_tokens": 400}))
+               for i in range(4)]
     _generating(simulator, count=4)
     for handle in handles:
         app.control.revoke(handle.id, terminate=True, signal="SIGKILL")

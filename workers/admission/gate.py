@@ -8,10 +8,10 @@ holds its KV bytes there. Before the model is loaded, and for embedding models, 
 the host layer only (KV bytes and the model's slots), as below.
 
 A job reserves KV for `prompt_tokens + max_output_tokens` tokens. When the job sets no
-max_tokens, the worker passes `max_output_tokens <= 0`: in the instance layer the job then
-reserves an even share of the cells (`_instance_tokens`); in the host layer up to the
-model's context length (`context_length - prompt_tokens` output tokens): LM Studio may
-generate until the context is full. Reservations are capped at the context length when it
+max_tokens, the worker passes `max_output_tokens <= 0` (or the context minus the prompt):
+in the instance layer the job then reserves all that one sequence can hold, n_ctx_seq
+(`_instance_tokens`); in the host layer up to the model's context length: LM Studio may
+generate until the sequence's context is full. Reservations are capped at the context length when it
 is known (a prediction cannot hold more KV than its context).
 
 A Redis blip (redis.ConnectionError / TimeoutError) while admitting is retried in place,
@@ -105,8 +105,13 @@ class AdmissionGate:
         """True when this job's reservation would not fit what was last seen free (the
         instance's cells, the host's memory for per-token KV): then an exact prompt count
         (instead of the local upper bound) is worth its round trip, because a smaller
-        reservation may be admitted sooner."""
+        reservation may be admitted sooner. Also when the job would need more than one
+        sequence holds: it is refused at once, and only on an exact count (a bound of 1
+        token per UTF-8 byte refused a 160-token prompt on 256-cell sequences)."""
         if self.instance is not None and self.shape is not None:
+            if not self._unbounded(prompt_tokens, max_output_tokens) and (
+                    max(0, prompt_tokens) + max_output_tokens > self.shape.seq_cells):
+                return True
             tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
             cells = self.instance.last_free_bytes  # in cells for this semaphore
             if cells is not None and tokens > cells:
@@ -194,17 +199,22 @@ class AdmissionGate:
                 or max(0, prompt_tokens) + max_output_tokens >= self.shape.cells)
 
     def _instance_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
-        """Cells a job reserves: prompt + max output. Unbounded (`_unbounded`): an even share of
-        the cells, n_ctx / P (all of a sequence's n_ctx_seq without a unified cache), or
-        the prompt + 1 if more. LM Studio may generate until the context is full, so with a
-        unified cache only max_tokens guarantees the cells; reserving all n_ctx for every
-        such job would run them one at a time, where short replies (the usual case) fit P
-        at once."""
+        """Cells a job reserves: prompt + max output, at most n_ctx_seq (what one sequence
+        can hold: llama.cpp stops a sequence there, "contextLengthReached", or shifts its
+        context within it; either way it never holds more). Unbounded (`_unbounded`): all
+        of n_ctx_seq, which with a unified cache is the whole of it, n_ctx.
+
+        That runs jobs without max_tokens one at a time on a unified cache, and it has to:
+        such a job may generate until its sequence is full, and any other sequence then
+        finds no free cell and fails. An earlier rule reserved an even share, n_ctx / P:
+        four such jobs with 400-token replies on 1,024 unified cells were all admitted and
+        failed with "failed to find a memory slot" (test_admission_workers). Without a
+        unified cache n_ctx_seq is n_ctx / P, so they still run P at once; with one, only
+        max_tokens lets them share it."""
         assert self.shape is not None
         if self._unbounded(prompt_tokens, max_output_tokens):
-            share = self.shape.cells // max(1, self.shape.parallel)
-            return max(max(0, prompt_tokens) + 1, share)
-        return max(0, prompt_tokens) + max_output_tokens
+            return self.shape.seq_cells
+        return min(max(0, prompt_tokens) + max_output_tokens, self.shape.seq_cells)
 
     @contextmanager
     def _admitted(
@@ -224,11 +234,13 @@ class AdmissionGate:
     ) -> Iterator[None]:
         """The instance's cells and slot; per-token engines also the host's bytes."""
         assert self.instance is not None and self.shape is not None
+        # What the job needs at least: its prompt and one token, or with max_tokens all of it.
+        prompt = max(0, prompt_tokens)
+        unbounded = self._unbounded(prompt_tokens, max_output_tokens)
+        self.shape.check_fits(f"job {job_id}",
+                              prompt + 1 if unbounded else prompt + max_output_tokens)
         tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
         label = f"job {job_id} ({tokens:,} tokens)"
-        unbounded = self._unbounded(prompt_tokens, max_output_tokens)
-        self.shape.check_fits(label, max(0, prompt_tokens) + 1 if unbounded else tokens)
-        tokens = min(tokens, self.shape.seq_cells)
         ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label)
         held = self._acquire(ticket, cancelled, self.instance)
         try:

@@ -98,7 +98,18 @@ class NullGate:
 
 
 class SlotLimit:
-    """At most `slots` jobs of this process admitted at once, then the wrapped gate."""
+    """At most `slots` predictions of this process at once, on top of the wrapped gate.
+
+    The local slot is taken *after* the wrapped gate admits the job, not before: a job
+    waiting for KV cells must not hold one of this process's slots. Taken first, the
+    slots filled with big jobs waiting for cells, and the small jobs behind them, which
+    would fit beside the running ones, never reached the shared queue where admission
+    lets them overtake (`semaphore`'s bypass rule): on `ops/bench_admission.py`'s
+    3/4-big flood, 0.20 of slot-time idle while a waiting job fit. When the wrapped gate
+    enforces the instance's P slots itself (the real gate) and LMQ_SLOTS >= P, this wait
+    never happens; otherwise (admission off, or LMQ_SLOTS < P) an admitted job may hold its
+    reservation while it waits here for one of this process's predictions to end.
+    """
 
     def __init__(self, gate: Gate, slots: int) -> None:
         self.gate = gate
@@ -121,15 +132,15 @@ class SlotLimit:
     @contextmanager
     def _admitted(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
                   cancelled: Callable[[], bool]) -> Iterator[None]:
-        while not self._free.acquire(timeout=SLOT_POLL_S):
-            if cancelled():
-                raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot",
-                                        None)
-        try:
-            with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
+        with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
+            while not self._free.acquire(timeout=SLOT_POLL_S):
+                if cancelled():
+                    raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot",
+                                            None)
+            try:
                 yield
-        finally:
-            self._free.release()
+            finally:
+                self._free.release()
 
     def close(self) -> None:
         self.gate.close()
