@@ -1,0 +1,190 @@
+"""Fair turns between tenants (issue 20 item 2): at equal priority, tenants with waiting jobs
+take turns in the broker; an optional cap on each tenant's running jobs.
+
+Real worker processes, real Redis, the SDK against the simulator. As in test_priority: with
+one job at a time (LMQ_CONCURRENCY=1) a slow first job keeps the worker busy while the
+others queue up; the order they then start in (their results' `timing.started_at`) is the
+order the worker took them off the broker lists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producers import JobQueue
+from producers.job_handle import JobHandle
+from tests.integration.test_priority import FAST, _busy, _start_order, _waiting
+from tests.integration.test_worker_support import EMBED, LLM, predict_channels
+from tests.support.wait import wait_until
+from workers import keys
+from workers.celery_config import REDIS_PRIORITY_STEP, priority_list, tenant_list
+from workers.contract import ChatResult, queue_name
+from workers.metrics import queue_length, queue_lengths
+from workers.settings import Settings
+
+pytestmark = [pytest.mark.timeout(240)]
+
+# A long job's token limit: above the simulator's reply (900 tokens, 30 s), far below the
+# context, so the admission gate lets other jobs run beside it.
+LONG = {"maxTokens": 1000}
+
+
+@pytest.fixture()
+def queue(redis_url: str) -> Iterator[JobQueue]:
+    with JobQueue(Settings(broker_url=redis_url, result_backend=redis_url)) as started:
+        yield started
+
+
+def _submit(queue: JobQueue, tenant: str, count: int, priority: str = "normal",
+            name: str | None = None, config: dict[str, int] = FAST) -> dict[str, JobHandle]:
+    """`count` jobs of `tenant` in one submission, named <name or tenant><n> (quick ones:
+    two tokens; LONG: as long as the simulator's reply)."""
+    jobs = [{"model": LLM, "messages": f"{tenant} job {n}", "config": config}
+            for n in range(count)]
+    handles = queue.submit_many(jobs, tenant=tenant, priority=priority, enqueue_anyway=True)
+    return {f"{name or tenant}{n}": handle for n, handle in enumerate(handles)}
+
+
+def _list(tenant: str | None, priority: str = "normal") -> str:
+    return tenant_list(priority_list(queue_name(LLM), REDIS_PRIORITY_STEP[priority]), tenant)
+
+
+def _max_overlap(results: list[ChatResult]) -> int:
+    """The most of these jobs that ran at the same moment (from their start/finish times)."""
+    edges = sorted([(r.timing.started_at, 1) for r in results]
+                   + [(r.timing.finished_at, -1) for r in results])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_a_small_tenant_takes_turns_with_a_big_backlog(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "1"})
+    blocker = _busy(simulator, queue, 4)
+    handles = {**_submit(queue, "big", 6), **_submit(queue, "small", 3)}
+    _waiting(redis_url, 9)
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.llen(_list("big")) == 6 and broker.llen(_list("small")) == 3
+    assert queue_lengths(broker, LLM) == {"high": 0, "normal": 9, "low": 0}
+    # Ahead of small2: its own two, and three of big's turns (big's turn comes first).
+    assert handles["small2"].position().ahead == 5  # type: ignore[union-attr]
+    assert handles["big5"].position().ahead == 5 + 3  # type: ignore[union-attr]
+    assert blocker.status() in ("STARTED", "PROGRESS")  # all nine queued behind it
+    simulator.admin.clear_faults()
+    queue.cancel(blocker.id)
+    assert _start_order(handles) == ["big0", "small0", "big1", "small1", "big2", "small2",
+                                     "big3", "big4", "big5"]
+    assert queue_length(broker, LLM) == 0
+
+
+def test_priority_wins_over_turns(worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "1"})
+    blocker = _busy(simulator, queue, 4)
+    handles = {**_submit(queue, "big", 3, name="big-normal"), **_submit(queue, "small", 2),
+               **_submit(queue, "big", 2, "high", name="big-high"),
+               **_submit(queue, "small", 1, "low", name="small-low")}
+    _waiting(redis_url, 8)
+    simulator.admin.clear_faults()
+    queue.cancel(blocker.id)
+    assert _start_order(handles) == ["big-high0", "big-high1", "big-normal0", "small0",
+                                     "big-normal1", "small1", "big-normal2", "small-low0"]
+
+
+def test_aging_still_lifts_a_tenants_old_low_job(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "1", "LMQ_PRIORITY_AGING_S": "2"})
+    blocker = _busy(simulator, queue, 60)
+    handles = _submit(queue, "a", 1, "low", name="old-low")
+    wait_until(lambda: _aged(queue, handles["old-low0"]), timeout=10,
+               message="the low job older than the aging time")
+    handles.update(_submit(queue, "b", 1, name="new-normal"))
+    handles.update(_submit(queue, "b", 1, "low", name="new-low"))
+    _waiting(redis_url, 3)
+    simulator.admin.clear_faults()
+    queue.cancel(blocker.id)  # the worker takes the next job now, before the new ones age
+    assert _start_order(handles) == ["old-low0", "new-normal0", "new-low0"]
+
+
+def _aged(queue: JobQueue, handle: JobHandle) -> bool:
+    """The job waited longer than the aging time (2 s) set for the worker."""
+    return time.time() - float((queue.job_record(handle.id) or {})["submitted_at"]) > 2.5
+
+
+def test_the_running_cap_holds_while_other_tenants_run(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "3", "LMQ_SLOTS": "3",
+                         "LMQ_TENANT_MAX_RUNNING": "1"})
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=30)  # about 1 s each
+    big = _submit(queue, "big", 3, config=LONG)
+    small = _submit(queue, "small", 2, config=LONG)
+    big_results = [h.result(timeout=120) for h in big.values()]
+    small_results = [h.result(timeout=120) for h in small.values()]
+    assert _max_overlap(big_results) == 1 and _max_overlap(small_results) == 1
+    assert _max_overlap(big_results + small_results) == 2  # the other tenant ran meanwhile
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.scard(keys.tenant_running("big")) == 0  # nothing leaked
+    assert broker.scard(keys.tenant_running("small")) == 0
+
+
+def test_a_sigkilled_workers_job_frees_its_tenants_cap(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """Tenant `big` at its cap (1) on worker a; b takes small's job, not big's next. Once a
+    is killed, b's janitor puts big's job back and releases its count: both of big's jobs
+    then run on b (a leaked count would hold them forever)."""
+    env = {**lmq_env, "LMQ_CONCURRENCY": "1", "LMQ_HOLD_LEASE_S": "3",
+           "LMQ_TENANT_MAX_RUNNING": "1"}
+    a = worker_factory(LLM, env)
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=900)  # 30 s: still running when killed
+    big = _submit(queue, "big", 1, name="long", config=LONG)
+    wait_until(lambda: any(c["fragments"] >= 2 for c in predict_channels(simulator)),
+               timeout=60, message="big's first job generating on worker a")
+    worker_factory(LLM, env)
+    big.update(_submit(queue, "big", 1, name="next"))  # quick jobs: two tokens
+    small = _submit(queue, "small", 1)
+    assert small["small0"].result(timeout=60).content  # b was free: it took small's job
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.llen(_list("big")) == 1  # big's next waits: big is at its cap
+    assert broker.scard(keys.tenant_running("big")) == 1
+    assert big["long0"].status() == "PROGRESS"
+    a.kill()
+    simulator.admin.set_faults(reply_tokens=3)  # the redelivered long job: quick too
+    long_result, next_result = big["long0"].result(timeout=90), big["next0"].result(timeout=90)
+    assert long_result.attempt == 2 and next_result.timing.started_at > small[
+        "small0"].result(timeout=5).timing.finished_at
+    assert broker.scard(keys.tenant_running("big")) == 0
+
+
+def test_a_killed_workers_job_comes_back_on_its_tenants_list(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """The janitor (here a worker of another model) puts a killed worker's low job of
+    tenant `big` back on big's low list, marked redelivered; it then runs there."""
+    env = {**lmq_env, "LMQ_CONCURRENCY": "1", "LMQ_HOLD_LEASE_S": "3"}
+    a = worker_factory(LLM, env)
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=900)
+    job = _submit(queue, "big", 1, "low", config=LONG)["big0"]
+    wait_until(lambda: any(c["fragments"] >= 2 for c in predict_channels(simulator)),
+               timeout=60, message="the low job generating")
+    a.kill()
+    worker_factory(EMBED, env)  # its janitor restores a's job once a's lease lapsed
+    broker = redis.Redis.from_url(redis_url)
+    wait_until(lambda: broker.llen(_list("big", "low")) == 1, timeout=30,
+               message="the job back on tenant big's low list")
+    assert broker.llen(_list(None, "low")) == 0 and broker.llen(_list("big")) == 0
+    entry = json.loads(broker.lindex(_list("big", "low"), 0))
+    assert entry["headers"]["redelivered"] and entry["headers"]["lmq_tenant"] == "big"
+    assert broker.scard(keys.tenant_running("big")) == 0
+    assert b"big" in broker.zrange(keys.tenant_turns(_list(None, "low")), 0, -1)
+    simulator.admin.set_faults(reply_tokens=3)
+    worker_factory(LLM, env)
+    assert job.result(timeout=60).attempt == 2
