@@ -24,7 +24,7 @@ CREATE_EXAMPLE = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions
                   "completion_window": "24h", "metadata": {"job": "nightly"}}
 
 
-def advancer(request: Request) -> BatchAdvancer:
+async def advancer(request: Request) -> BatchAdvancer:  # async: no thread hop (state.py)
     found: BatchAdvancer = request.app.state.batch_advancer
     return found
 

@@ -8,6 +8,7 @@ OpenAI's format, or a server-sent event stream of its text (`sse`).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -65,13 +66,13 @@ class EmbeddingBody(_OpenAIBody):
     encoding_format: str | None = None
 
 
-def _submit(gw: Gateway, job: Job, owner: Tenant) -> JobHandle:
+def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
     gw.access.check(job.model)
     # enqueue_anyway: checked just above, with 404 vs 503. The key names the job's tenant
     # and its priority (someone waits on an HTTP answer: the key's default, normal unless
     # it says otherwise).
     return gw.queue.submit(job, enqueue_anyway=True, priority=owner.priority,
-                           tenant=owner.name)
+                           tenant=owner.name, job_id=job_id)
 
 
 async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
@@ -80,7 +81,16 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
     if url == "/v1/chat/completions":
         payload = await image_links.inline_images(payload, gw.http)
     asked = job_request(url, payload)
-    handle = await asyncio.to_thread(_submit, gw, asked.job, owner)
+    job_id = str(uuid.uuid4())
+    # Subscribed to the result while the job is sent (a streamed answer reads the
+    # fragments first and the result only once they ended: no need).
+    watch = None if asked.stream else gw.results.watch(job_id)
+    try:
+        handle = await asyncio.to_thread(_submit, gw, asked.job, owner, job_id)
+    except BaseException:
+        if watch is not None:
+            gw.results.drop(watch)
+        raise
     if asked.stream:
         events = job_events(handle, gw.results, asked.job.model,
                             chat=url.endswith("chat/completions"),
@@ -88,7 +98,7 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     try:
-        result = await result_unless_gone(request, handle, gw.results)
+        result = await result_unless_gone(request, handle, gw.results, watch)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     except JobCancelledError as exc:

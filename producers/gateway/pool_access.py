@@ -18,6 +18,10 @@ from workers import keys
 from workers.metrics import known_models, queue_length
 
 SERVED_TTL_S = 0.5
+# The queue length is read afresh at most this often while the queue is far below
+# LMQ_MAX_QUEUED (reading it is two Redis round trips: every tenant's and priority's list);
+# near the limit every request reads it.
+QUEUE_TTL_S = 0.5
 
 
 class PoolAccess:
@@ -29,6 +33,7 @@ class PoolAccess:
                         if broker.startswith(("redis://", "rediss://")) else None)
         self._served: dict[str, list[str]] = {}
         self._served_at = float("-inf")
+        self._waiting: dict[str, tuple[int, float, int]] = {}  # model: (read, at, sent since)
 
     def served(self) -> dict[str, list[str]]:
         """model -> live workers, from the workers' registrations (one round trip), read at
@@ -54,11 +59,26 @@ class PoolAccess:
         if model not in served and model not in self.queue.served_models():
             self._not_served(model, sorted(served))
         if queue_limit and self._broker is not None:
-            waiting = queue_length(self._broker, model)
+            waiting = self._queue_length(model)
             if waiting > self.settings.max_queued:
+                self._waiting.pop(model, None)  # the next request reads it afresh
                 raise unavailable(f"{waiting} jobs wait for model {model!r}, more than "
                                   f"LMQ_MAX_QUEUED={self.settings.max_queued}: retry later",
                                   code="queue_full")
+
+    def _queue_length(self, model: str) -> int:
+        """Jobs waiting for `model`: a recent read plus the jobs this gateway sent since
+        (workers taking jobs meanwhile make it an overestimate), read afresh when that is
+        older than QUEUE_TTL_S or over half of LMQ_MAX_QUEUED."""
+        assert self._broker is not None
+        read, at, sent = self._waiting.get(model, (0, float("-inf"), 0))
+        fresh_enough = time.monotonic() - at < QUEUE_TTL_S
+        if fresh_enough and (read + sent) * 2 <= self.settings.max_queued:
+            self._waiting[model] = (read, at, sent + 1)
+            return read + sent
+        read = queue_length(self._broker, model)
+        self._waiting[model] = (read, time.monotonic(), 1)
+        return read
 
     def _not_served(self, model: str, served: list[str]) -> None:
         names = ", ".join(served) or "none"

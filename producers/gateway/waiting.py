@@ -4,6 +4,8 @@ cancels its job (the prediction stops in LM Studio instead of running for no one
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,8 +13,9 @@ from celery import Celery
 from starlette.requests import Request
 
 from producers import result_wait
+from producers.gateway.result_feed import ResultFeed
 from producers.job_handle import JobHandle
-from producers.outcome import result_or_raise
+from producers.outcome import FINISHED_STATES, result_or_raise
 
 
 class ClientGone(Exception):
@@ -25,33 +28,87 @@ async def _disconnected(request: Request) -> None:
         continue
 
 
+@dataclass
+class Watch:
+    """A result key being subscribed (started before the job is sent: the subscription's
+    round trip overlaps the submit instead of following it)."""
+
+    key: str
+    subscribed: asyncio.Future[asyncio.Event]
+
+
 class Results:
-    """Waits for job results on one shared Redis client: a request opens no client of its
-    own (`JobHandle.aresult` does, which a long-lived server need not pay per request)."""
+    """Waits for job results on one shared Redis client and one shared subscription
+    (`ResultFeed`): a request opens no connection of its own (`JobHandle.aresult` opens a
+    client and a pub/sub connection per wait, which a long-lived server need not pay)."""
 
     def __init__(self, app: Celery, url: str) -> None:
         self.app = app
-        self.client = aioredis.Redis.from_url(url)
+        self.client = aioredis.Redis.from_url(url, client_name="lmq-gateway")
+        self.feed = ResultFeed(self.client)
 
-    async def of(self, handle: JobHandle) -> Any:
+    def watch(self, job_id: str) -> Watch:
+        """Start subscribing to the job's result now; `of(handle, watch)` waits on it."""
+        key = result_wait.result_key(self.app, job_id)
+        return Watch(key, asyncio.ensure_future(self.feed.watch(key)))
+
+    def drop(self, watch: Watch) -> None:
+        """The job was never sent (or is waited on otherwise): unsubscribe once subscribed."""
+        def done(subscribed: asyncio.Future[asyncio.Event]) -> None:
+            if not subscribed.cancelled() and subscribed.exception() is None:
+                self.feed.unwatch(watch.key, subscribed.result())
+
+        watch.subscribed.add_done_callback(done)
+
+    async def of(self, handle: JobHandle, watch: Watch | None = None) -> Any:
         """`handle.aresult()`: if the awaiting task is cancelled, so is the job."""
+        expires_at = handle.expires_at()  # known from the submit: no Redis read
+        if expires_at is None:
+            wait = self._meta(handle.id, watch)
+        else:  # a deadline to enforce while waiting: the general wait does that
+            if watch is not None:
+                self.drop(watch)
+            wait = result_wait.await_meta(self.app, "", handle.id, None, client=self.client,
+                                          expires_at=expires_at)
+        waiting = asyncio.ensure_future(wait)
         try:
-            meta = await result_wait.await_meta(self.app, "", handle.id, None,
-                                                client=self.client,
-                                                expires_at=handle.expires_at())
+            # Awaited through asyncio.wait, which cannot lose the caller's cancel (a
+            # redis-py read can swallow one: see result_wait.await_meta).
+            await asyncio.wait({waiting})
         except asyncio.CancelledError:
+            while not waiting.done():
+                waiting.cancel()
+                await asyncio.wait({waiting}, timeout=result_wait.CANCEL_AGAIN_S)
             # No await: the task is being cancelled; the revoke runs in a thread meanwhile.
             asyncio.get_running_loop().run_in_executor(None, handle.cancel)
             raise
+        meta = waiting.result()
         return result_or_raise(handle.id, meta["status"], meta.get("result"))
 
+    async def _meta(self, job_id: str, watch: Watch | None) -> dict[str, Any]:
+        """Subscribed first, then read: a state stored after the read wakes the wait."""
+        watch = watch or self.watch(job_id)
+        stored = await watch.subscribed
+        try:
+            while True:
+                meta = result_wait.decode_meta(self.app, await self.client.get(watch.key))
+                if meta and meta.get("status") in FINISHED_STATES:
+                    return meta
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stored.wait(), result_wait.RECHECK_S)
+                stored.clear()
+        finally:
+            self.feed.unwatch(watch.key, stored)
+
     async def aclose(self) -> None:
+        await self.feed.aclose()
         await self.client.aclose()
 
 
-async def result_unless_gone(request: Request, handle: JobHandle, results: Results) -> Any:
+async def result_unless_gone(request: Request, handle: JobHandle, results: Results,
+                             watch: Watch | None = None) -> Any:
     """The job's result; ClientGone (with the job revoked) if the client left first."""
-    waiter = asyncio.ensure_future(results.of(handle))
+    waiter = asyncio.ensure_future(results.of(handle, watch))
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -352,6 +353,34 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_answers_wait_on_one_subscription_that_survives_a_lost_connection(
+        client: openai.OpenAI, pool: LocalPool) -> None:
+    import redis
+
+    server = redis.Redis.from_url(pool.settings.backend_url)
+
+    def feeds() -> list[dict]:  # the gateway's pub/sub connections (named lmq-gateway)
+        return [c for c in server.client_list()
+                if c.get("name") == "lmq-gateway" and int(c.get("sub", 0)) > 0]
+
+    def ask(text: str) -> str:
+        return client.chat.completions.create(
+            model=CHAT, max_tokens=4, messages=[{"role": "user", "content": text}]).id
+
+    for i in range(5):
+        ask(f"hello {i}")
+    assert len(feeds()) == 1  # one for every wait, not one per request
+    for feed in feeds():
+        server.client_kill_filter(_id=feed["id"])
+    started = time.monotonic()
+    ask("after the kill")
+    assert time.monotonic() - started < 5  # re-reads cover the gap; no hung request
+    wait_until(lambda: len(feeds()) == 1, timeout=10, message="the feed reconnected")
+    started = time.monotonic()
+    ask("reconnected")
+    assert time.monotonic() - started < 5
 
 
 def test_bad_keys_are_401(base_url: str) -> None:

@@ -1,0 +1,144 @@
+"""One Redis subscription for every result the gateway waits for.
+
+Celery's Redis result backend publishes each stored state on a channel named like the
+result key. `result_wait.await_meta` opens a pub/sub connection per wait, and redis-py
+closes that connection when the wait ends, so every request paid a TCP connect, the
+client handshake, SUBSCRIBE and the close: ~7 ms of the event loop's time per request
+(measured with a finished job), more than everything else the gateway does. Here one
+long-lived pub/sub connection carries every wait's channel: a wait subscribes its key
+(and waits for Redis to confirm, so no state stored after its first read can be missed),
+reads the key, and sleeps on an event the reader task sets when a message arrives.
+
+A wait also re-reads the key every `RECHECK_S`, so a lost connection (the reader
+reconnects and subscribes again) costs at most that much delay, never a hung request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+
+log = logging.getLogger("lmq.gateway")
+CONFIRM_S = 1.0  # longer than this for Redis to confirm a subscription: go on, re-reading
+RECONNECT_S = 0.2
+ANCHOR = b"lmq:gateway:result-feed"  # always subscribed: the connection never idles out
+
+
+class ResultFeed:
+    """Per result key, the events of the waits on it; one reader task sets them."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waits: dict[bytes, set[asyncio.Event]] = {}
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        self._chores: set[asyncio.Task[Any]] = set()
+        self._opening = asyncio.Lock()  # one pub/sub connection, even when waits race
+
+    async def watch(self, key: str) -> asyncio.Event:
+        """An event set whenever `key`'s state is stored (subscribed when this returns)."""
+        channel = key.encode()
+        event = asyncio.Event()
+        waits = self._waits.setdefault(channel, set())
+        waits.add(event)
+        if len(waits) == 1:
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmed[channel] = confirmed
+            try:
+                await self._subscribe(channel)
+                await asyncio.wait({confirmed}, timeout=CONFIRM_S)
+            except redis.RedisError as exc:  # the reader reconnects; re-reads cover it
+                log.warning("gateway: result subscription failed (%s); waits re-read", exc)
+            except BaseException:  # cancelled while subscribing: leave nothing behind
+                self.unwatch(key, event)
+                raise
+        return event
+
+    def unwatch(self, key: str, event: asyncio.Event) -> None:
+        """No await (safe in a cancelled wait's `finally`): the unsubscribe is sent later."""
+        channel = key.encode()
+        waits = self._waits.get(channel)
+        if waits is None:
+            return
+        waits.discard(event)
+        if not waits:
+            del self._waits[channel]
+            self._confirmed.pop(channel, None)
+            self._later(self._unsubscribe(channel))
+
+    async def aclose(self) -> None:
+        for task in [self._reader, *self._chores]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*[t for t in [self._reader, *self._chores] if t is not None],
+                             return_exceptions=True)
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+
+    async def _subscribe(self, *channels: bytes) -> None:
+        async with self._opening:
+            if self._pubsub is None:
+                self._pubsub = self.client.pubsub()
+                await self._pubsub.subscribe(ANCHOR, *channels)
+            else:
+                await self._pubsub.subscribe(*channels)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read(),
+                                                                   name="lmq-result-feed")
+
+    async def _unsubscribe(self, channel: bytes) -> None:
+        if channel not in self._waits and self._pubsub is not None:  # not watched again
+            with contextlib.suppress(redis.RedisError):
+                await self._pubsub.unsubscribe(channel)
+
+    def _later(self, chore: Any) -> None:
+        task = asyncio.get_running_loop().create_task(chore)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _read(self) -> None:
+        while True:
+            pubsub = self._pubsub
+            assert pubsub is not None
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("gateway: result feed lost (%s); reconnecting", exc)
+                await self._reconnect(pubsub)
+                continue
+            if message:
+                self._deliver(message)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel")
+        if message.get("type") == "subscribe":
+            confirmed = self._confirmed.get(channel)  # type: ignore[arg-type]
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+        elif message.get("type") == "message":
+            for event in self._waits.get(channel, ()):  # type: ignore[arg-type]
+                event.set()
+
+    async def _reconnect(self, broken: PubSub) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await broken.aclose()
+        while True:
+            await asyncio.sleep(RECONNECT_S)
+            fresh = self._pubsub = self.client.pubsub()
+            try:
+                await fresh.subscribe(ANCHOR, *list(self._waits))
+            except (redis.RedisError, OSError):
+                with contextlib.suppress(redis.RedisError, OSError):
+                    await fresh.aclose()
+                continue
+            for waits in list(self._waits.values()):  # every wait re-reads its key now
+                for event in waits:
+                    event.set()
+            return
