@@ -60,13 +60,13 @@ QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
          "admission_jobs": 64, "gguf_gib": 8,
          "flower_jobs": 2000, "flower_max_tasks": 1000, "simulator_s": 5,
          "engine_jobs": 12, "engine_rounds": 6, "priority_backlog": 1000,
-         "priority_arrivals": 10}
+         "priority_arrivals": 10, "tenant_big": 1000, "tenant_small": 10}
 FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
         "corpus_mb": 20, "batch_lines": 10000, "memory_mb": 1024, "sizes": "100,1000,10000",
         "admission_jobs": 256, "gguf_gib": 8,
         "flower_jobs": 20000, "flower_max_tasks": 10000, "simulator_s": 20,
         "engine_jobs": 24, "engine_rounds": 10, "priority_backlog": 5000,
-        "priority_arrivals": 60}
+        "priority_arrivals": 60, "tenant_big": 10000, "tenant_small": 10}
 FLOATS = ("corpus_mb", "memory_mb", "gguf_gib", "simulator_s")
 
 
@@ -116,7 +116,8 @@ def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
         "simulator": lambda m: m.measure(a.simulator_s, say),
         "real-engine": lambda m: m.measure(a.engine_jobs, a.engine_rounds, say),
         "gateway": lambda m: m.measure(a.jobs, a.concurrency, a.batch_lines, say),
-        "priority": lambda m: m.measure(a.priority_backlog, a.priority_arrivals, say),
+        "priority": lambda m: m.measure(a.priority_backlog, a.priority_arrivals, say,
+                                        a.tenant_big, a.tenant_small),
     }
     module = importlib.import_module(f"ops.benchlib.{name.replace('-', '_')}_section")
     return runners[name](module)

@@ -9,7 +9,11 @@ One worker (4 threads, the simulator's 4 slots) on a private Redis and simulator
 * throughput: the same number of jobs drained with mixed priorities (a third each) vs all
   normal (one list: what the pool did before priorities). Goal: >= 0.97.
 
-Tenants' fair turns (the issue's third figure) are not implemented, so not measured.
+* tenants: a small tenant's jobs submitted right after a big tenant's backlog (all normal
+  priority), the time from their submission until the last of them finished, vs the same
+  jobs on the idle worker (its time alone), measured in the same run. Goal: <= 2x (fair
+  turns, `workers.delivery.tenant_turns`; without them it is the whole backlog's time).
+  The rest of the backlog is then deleted from the broker, not drained.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ops.benchlib.figure import Figure
 from ops.benchlib.stack import CHAT, stack
 from producers.job_queue import JobQueue
 from producers.worker_process import WorkerProcess
+from workers import waiting
 from workers.contract import ChatJob, ChatResult
 from workers.settings import Settings
 
@@ -29,9 +34,10 @@ ARRIVAL_GAP_S = 1.0  # the issue's 1/s arrivals
 JOB = {"maxTokens": 16}
 
 
-def measure(backlog: int, arrivals: int, say: Any) -> list[Figure]:
+def measure(backlog: int, arrivals: int, say: Any, tenant_big: int = 10000,
+            tenant_small: int = 10) -> list[Figure]:
     say(f"priority: {arrivals} arrivals at 1/s behind {backlog} low jobs; drain {backlog} "
-        "jobs mixed vs all normal")
+        f"jobs mixed vs all normal; tenants with {tenant_big} and {tenant_small} jobs")
     with stack() as st:
         env = {"LMQ_BROKER_URL": st.redis_url, "LMQ_RESULT_BACKEND": st.redis_url,
                "LMQ_LMSTUDIO_HOST": st.host, "LMQ_GPU_MEMORY": "24GiB",
@@ -44,6 +50,11 @@ def measure(backlog: int, arrivals: int, say: Any) -> list[Figure]:
             fifo, _ = _arrival_waits(queue, backlog, arrivals, "low")
             plain = _drain_rate(queue, backlog, mixed=False)
             mixed = _drain_rate(queue, backlog, mixed=True)
+            alone = _small_tenant_s(queue, 0, tenant_small)
+            shared = _small_tenant_s(queue, tenant_big, tenant_small)
+            say(f"priority: small tenant's {tenant_small} jobs: {shared:.2f} s behind "
+                f"{tenant_big} of another tenant, {alone:.2f} s alone: {shared / alone:.2f}x "
+                "(goal <= 2x)")
         finally:
             queue.close()
             worker.stop()
@@ -56,7 +67,25 @@ def measure(backlog: int, arrivals: int, say: Any) -> list[Figure]:
                       "median_ms": round(1000 * statistics.median(urgent), 1)}),
         Figure("priority", f"drain {backlog} jobs, mixed priorities", "jobs/s", mixed, plain,
                "all normal (one list)", goal=">= 0.97x"),
+        Figure("priority", f"small tenant's {tenant_small} jobs behind another's "
+               f"{tenant_big}", "s", shared, alone, "the same jobs alone",
+               higher_is_better=False, goal="<= 2x", notes={"met": shared <= 2 * alone}),
     ]
+
+
+def _small_tenant_s(queue: JobQueue, big: int, small: int) -> float:
+    """Seconds from submitting tenant `small`'s jobs (just after `big` jobs of tenant `big`)
+    until the last of them finished; what is left of the big backlog is then deleted."""
+    backlog = queue.submit_many([ChatJob(model=CHAT, messages=f"big {n}", config=JOB)
+                                 for n in range(big)], tenant="big") if big else []
+    submitted = time.time()
+    handles = queue.submit_many([ChatJob(model=CHAT, messages=f"small {n}", config=JOB)
+                                 for n in range(small)], tenant="small")
+    finished = _drained(queue, [h.id for h in handles])
+    broker = queue.publisher.broker
+    for by_tenant in waiting.tenant_lists(broker, CHAT).values() if broker and backlog else []:
+        broker.delete(by_tenant.get("big", "lmq:none"))  # the rest of the backlog: not run
+    return finished - submitted
 
 
 def _arrival_waits(queue: JobQueue, backlog: int, arrivals: int,
