@@ -188,3 +188,34 @@ def test_a_killed_workers_job_comes_back_on_its_tenants_list(
     simulator.admin.set_faults(reply_tokens=3)
     worker_factory(LLM, env)
     assert job.result(timeout=60).attempt == 2
+
+
+def test_the_take_script_rotates_tenants_and_skips_capped_ones(redis_url: str) -> None:
+    """The take script alone on real Redis (no worker): three tenants, one of them the jobs
+    without a tenant, take turns whatever their backlog; a tenant at its cap is skipped;
+    {-1} when only capped tenants have jobs; a tenant found empty leaves the turns."""
+    from workers.celery_config import TENANT_SEP
+    from workers.delivery.tenant_turns import TAKE_SCRIPT
+
+    client = redis.Redis.from_url(redis_url)
+    base = priority_list("lmq.turns-test", 0)
+    for n, tenant in enumerate(["big"] * 3 + ["small", None]):
+        entry = json.dumps({"headers": {"lmq_enqueued_at": n, "lmq_tenant": tenant},
+                            "properties": {"delivery_tag": f"{tenant}-{n}"}})
+        client.lpush(tenant_list(base, tenant), entry)
+        if tenant:
+            client.zadd(keys.tenant_turns(base), {tenant: 0}, nx=True)
+    keys_ = [base, "lmq:popping:test|" + base, keys.tenant_turns(base), keys.turn_counter()]
+
+    def take(cap: int = 0) -> str | None:
+        reply = client.eval(TAKE_SCRIPT, len(keys_), *keys_, "0", cap,
+                            keys.tenant_running(None), TENANT_SEP, 1)
+        if not reply or int(reply[0]) < 0:
+            return None if not reply else "capped"
+        return str(json.loads(reply[1])["properties"]["delivery_tag"])
+
+    assert [take(), take(), take()] == ["big-0", "small-3", "None-4"]
+    assert take(cap=1) == "capped"  # only big has jobs, and big-0 still counts as running
+    client.srem(keys.tenant_running("big"), "big-0")  # big-0 finished
+    assert [take(cap=1), take()] == ["big-1", "big-2"]
+    assert take() is None and client.zcard(keys.tenant_turns(base)) == 0

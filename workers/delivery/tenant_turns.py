@@ -20,7 +20,8 @@ LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns, an
 lifts a whole priority level, while within it tenants still take turns (aging per tenant
 would let a big tenant's aged backlog jump a small tenant's fresh jobs). The script then
 moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(counter)
-(its turn is over), and adds the entry's delivery tag to `lmq:tenant-running:<tenant>`.
+(its turn is over), and adds the entry's delivery tag to `lmq:tenant-running:<tenant>`
+(the tenant of its `lmq_tenant` header, which every release reads too).
 All in one script: no job is taken out and put back to reorder them. The script reads and
 writes keys it derives from its KEYS (tenant lists, running sets): fine on a standalone
 Redis (kombu's transport supports nothing else), not on Redis Cluster. Its cost is one
@@ -105,8 +106,11 @@ if best == nil then
 end
 local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
 redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
+-- Counted under the tenant its header names, as every release reads it (the same as the
+-- list's, unless someone pushed the entry elsewhere by hand: then never a leak).
 local tag = string.match(entry, '"delivery_tag": *"([^"]+)"')
-if tag then redis.call('SADD', running .. best[2], tag) end
+local labelled = string.match(entry, '"lmq_tenant": *"([^"]+)"') or ''
+if tag then redis.call('SADD', running .. labelled, tag) end
 return {best_i - 1, entry}
 """
 
