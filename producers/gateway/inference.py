@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from producers.gateway import formats, image_links
-from producers.gateway.auth import Tenant
+from producers.gateway.auth import LOCAL, Tenant
 from producers.gateway.errors import ApiError
 from producers.gateway.sse import job_events
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
@@ -70,9 +70,12 @@ def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
     gw.access.check(job.model)
     # enqueue_anyway: checked just above, with 404 vs 503. The key names the job's tenant
     # and its priority (someone waits on an HTTP answer: the key's default, normal unless
-    # it says otherwise).
+    # it says otherwise). Without keys there is no tenant to name: the job gets
+    # LMQ_TENANT's, as any producer's (none by default: the pool's no-tenant list, which an
+    # idle worker blocks on; a tenant's list is polled, up to ~0.1 s later when idle).
+    tenant = None if owner is LOCAL else owner.name
     return gw.queue.submit(job, enqueue_anyway=True, priority=owner.priority,
-                           tenant=owner.name, job_id=job_id)
+                           tenant=tenant, job_id=job_id)
 
 
 async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
