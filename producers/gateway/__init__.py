@@ -12,10 +12,16 @@ Modules, one reason to change each:
     errors           OpenAI error objects for every failure
     pool_access      404 unknown model / 503 not served now or queue over LMQ_MAX_QUEUED
     translate        OpenAI bodies -> jobs, through `lmq batch`'s line validator
+    tool_choice      OpenAI tool_choice onto LM Studio's tool-use setting (force)
+    image_links      http(s) image parts downloaded into data URLs
     formats, sse     results as OpenAI responses and stream chunks
-    waiting          a client that disconnects cancels its job
+    waiting          result waits; a client that disconnects cancels its job
+    result_feed      one shared Redis subscription for every result wait
     inference        /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
-    files, batches   /v1/files and /v1/batches; batch_lifecycle: statuses, output files
+    files, batches   /v1/files and /v1/batches (routes only read and ask)
+    batch_lifecycle  a batch's record and statuses, the steps that move it along
+    batch_intake     validating: lines checked, then enqueued resumably
+    batch_advancer   the background loop advancing every open batch (one per process)
     records          files and batch records in Redis (they survive a restart)
 """
 
