@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from producers.gateway import batch_lifecycle
@@ -23,6 +24,11 @@ from producers.gateway.records import OpenBatches
 from producers.gateway.state import Gateway
 
 ADVANCE_INTERVAL_S = 0.5
+# Counting a batch's jobs reads every job's stored result: a 10,000-job batch is ~15 MB from
+# Redis. So a batch is counted at most every total / COUNTED_PER_S seconds (10,000 jobs:
+# every 5 s), never less often than MAX_COUNT_INTERVAL_S.
+COUNTED_PER_S = 2000
+MAX_COUNT_INTERVAL_S = 10.0
 log = logging.getLogger("lmq.gateway")
 
 
@@ -35,6 +41,7 @@ class BatchAdvancer:
         self._stopping = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lmq-batches")
         self._task: asyncio.Task[None] | None = None
+        self._counted_at: dict[str, float] = {}  # batch id: when this process last counted
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lmq-batches")
@@ -65,18 +72,30 @@ class BatchAdvancer:
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
 
     def tick(self) -> None:
-        for batch_id in self.open.ids():
+        open_ids = self.open.ids()
+        self._counted_at = {i: t for i, t in self._counted_at.items() if i in open_ids}
+        for batch_id in open_ids:
             if self._stopping:
                 return
             self.advance_one(batch_id)
+
+    def _count_due(self, batch_id: str, total: int) -> bool:
+        interval_s = min(MAX_COUNT_INTERVAL_S, max(self.interval_s, total / COUNTED_PER_S))
+        now = time.monotonic()
+        if now - self._counted_at.get(batch_id, float("-inf")) < interval_s:
+            return False
+        self._counted_at[batch_id] = now
+        return True
 
     def advance_one(self, batch_id: str) -> None:
         token = self.gw.batches.lock(batch_id)
         if token is None:
             return  # another gateway works on it now
         try:
-            batch_lifecycle.advance(self.gw, batch_id, lambda: not self._stopping
-                                    and self.gw.batches.renew(batch_id, token))
+            batch_lifecycle.advance(
+                self.gw, batch_id,
+                keep_lock=lambda: not self._stopping and self.gw.batches.renew(batch_id, token),
+                count_due=lambda total: self._count_due(batch_id, total))
         except Exception:
             log.exception("gateway: advancing batch %s failed", batch_id)
         finally:

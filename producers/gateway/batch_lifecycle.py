@@ -110,15 +110,18 @@ def shown(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
 # --- the advance loop's steps (under the batch's lock) ---------------------------------
 
 
-def advance(gw: Gateway, batch_id: str, keep_lock: Callable[[], bool]) -> None:
+def advance(gw: Gateway, batch_id: str, keep_lock: Callable[[], bool],
+            count_due: Callable[[int], bool] = lambda _total: True) -> None:
     """One step of an open batch: validate and enqueue, act on a cancel or the completion
-    window, count its jobs, finalize when they all ended."""
+    window, count its jobs (when `count_due(total)`: reading every job's state is the
+    costly part for a big batch), finalize when they all ended."""
     found = gw.batches.get_any(batch_id)
     if found is None or found[0]["status"] in DONE:
         OpenBatches(gw.batches.client).remove(batch_id)
         return
     record, tenant = found
-    if record["status"] == "validating":
+    changed = record["status"] == "validating"
+    if changed:
         if not _validate(gw, record, keep_lock):
             return  # lost the lock, or stopping: the next holder resumes
         if record["status"] == "failed":
@@ -128,12 +131,17 @@ def advance(gw: Gateway, batch_id: str, keep_lock: Callable[[], bool]) -> None:
     if asked is not None and record["status"] in CANCELLABLE:
         _revoke(gw, batch_id)
         record.update(status="cancelling", cancelling_at=asked)
+        changed = True
     elif record["status"] == "in_progress" and now() >= record["expires_at"]:
         _revoke(gw, batch_id)
         record["status"] = "expiring"
-    if record["status"] != "finalizing" and not _count(gw, record):
-        gw.batches.update(batch_id, record)
-        return
+        changed = True
+    if record["status"] != "finalizing":
+        if not changed and not count_due(record["request_counts"]["total"]):
+            return
+        if not _count(gw, record):
+            gw.batches.update(batch_id, record)
+            return
     _finalize(gw, record, Tenant(tenant))
     OpenBatches(gw.batches.client).remove(batch_id)
 
