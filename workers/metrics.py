@@ -359,8 +359,13 @@ def model_snapshot(client: redis.Redis, model: str) -> dict[str, Any]:
     pipe.hlen(running_key(model))
     raw, running = pipe.execute()
     fields = _decode(raw)
-    snap: dict[str, Any] = {"queued": queue_length(client, model), "running": int(running),
-                            "queued_by_priority": queue_lengths(client, model)}
+    counts = waiting.counts(client, model)
+    by_priority = {priority: sum(by_tenant.values()) for priority, by_tenant in counts.items()}
+    tenants = {tenant for by_tenant in counts.values() for tenant, n in by_tenant.items() if n}
+    snap: dict[str, Any] = {"queued": sum(by_priority.values()), "running": int(running),
+                            "queued_by_priority": by_priority,
+                            # tenants taking turns (jobs without one count as one)
+                            "tenants_waiting": len(tenants)}
     snap.update({o: int(fields.get(o, 0)) for o in OUTCOMES})
     snap["predicted_tokens"] = int(fields.get("predicted_tokens", 0))
     for obs, bounds in BUCKETS.items():

@@ -11,6 +11,7 @@ Series (labels `model`, or `group` for admission):
 
     lmq_jobs_queued / lmq_jobs_running                      gauges
     lmq_jobs_queued_by_priority{priority}                   gauge (high, normal, low)
+    lmq_tenants_waiting                                     gauge (tenants with jobs waiting)
     lmq_jobs_finished_total{outcome=succeeded|failed|cancelled}
     lmq_predicted_tokens_total
     lmq_tokens_per_second, lmq_time_to_first_token_seconds, lmq_queue_wait_seconds
@@ -102,6 +103,10 @@ def model_families(models: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
         "lmq_jobs_queued_by_priority", "Jobs waiting in the model's queue, per priority.",
         labels=["model", "priority"]
     )
+    tenants = GaugeMetricFamily(
+        "lmq_tenants_waiting", "Tenants with jobs waiting in the model's queue (taking turns; "
+        "jobs without a tenant count as one).", labels=["model"]
+    )
     running = GaugeMetricFamily("lmq_jobs_running", "Jobs running now.", labels=["model"])
     finished = CounterMetricFamily(
         "lmq_jobs_finished", "Jobs that ended, by outcome.", labels=["model", "outcome"]
@@ -111,11 +116,12 @@ def model_families(models: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
         queued.add_metric([model], snap["queued"])
         for priority, waiting in (snap.get("queued_by_priority") or {}).items():
             by_priority.add_metric([model, priority], waiting)
+        tenants.add_metric([model], snap.get("tenants_waiting", 0))
         running.add_metric([model], snap["running"])
         for outcome in OUTCOMES:
             finished.add_metric([model, outcome], snap[outcome])
         tokens.add_metric([model], snap["predicted_tokens"])
-    yield from (queued, by_priority, running, finished, tokens)
+    yield from (queued, by_priority, tenants, running, finished, tokens)
     for obs, (name, text) in HISTOGRAMS.items():
         family = HistogramMetricFamily(name, text, labels=["model"])
         for model, snap in models.items():

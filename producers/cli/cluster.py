@@ -112,14 +112,15 @@ def workers(as_json: bool) -> None:
 def _echo_model_counts(per_model: dict[str, dict[str, Any]]) -> None:
     if not per_model:
         return
-    click.echo(f"\n{'MODEL':35} {'QUEUED':>7} {'H/N/L':>11} {'RUNNING':>8} {'OK':>7} "
+    click.echo(f"\n{'MODEL':35} {'QUEUED':>7} {'H/N/L':>11} {'TENANTS':>8} {'RUNNING':>8} "
+               f"{'OK':>7} "
                f"{'FAILED':>7} {'CANCELLED':>10} {'TOK/S avg':>10}")
     for model, figures in sorted(per_model.items()):
         tps = (figures.get("tokens_per_second") or {}).get("avg")
         by_priority = figures.get("queued_by_priority") or {}
         levels = "/".join(str(by_priority.get(p, 0)) for p in ("high", "normal", "low"))
         click.echo(f"{model:35} {figures.get('queued', 0):>7} {levels:>11} "
-                   f"{figures.get('running', 0):>8} "
+                   f"{figures.get('tenants_waiting', 0):>8} {figures.get('running', 0):>8} "
                    f"{figures.get('succeeded', 0):>7} {figures.get('failed', 0):>7} "
                    f"{figures.get('cancelled', 0):>10} "
                    f"{'-' if tps is None else f'{tps:.1f}':>10}")

@@ -24,7 +24,7 @@ from tests.support.wait import wait_until
 from workers import keys
 from workers.celery_config import REDIS_PRIORITY_STEP, priority_list, tenant_list
 from workers.contract import ChatResult, queue_name
-from workers.metrics import queue_length, queue_lengths
+from workers.metrics import model_snapshot, queue_length, queue_lengths
 from workers.settings import Settings
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -74,6 +74,7 @@ def test_a_small_tenant_takes_turns_with_a_big_backlog(
     broker = redis.Redis.from_url(redis_url)
     assert broker.llen(_list("big")) == 6 and broker.llen(_list("small")) == 3
     assert queue_lengths(broker, LLM) == {"high": 0, "normal": 9, "low": 0}
+    assert model_snapshot(broker, LLM)["tenants_waiting"] == 2
     # Ahead of small2: its own two, and three of big's turns (big's turn comes first).
     assert handles["small2"].position().ahead == 5  # type: ignore[union-attr]
     assert handles["big5"].position().ahead == 5 + 3  # type: ignore[union-attr]
