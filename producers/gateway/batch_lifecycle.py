@@ -180,12 +180,13 @@ def _count(gw: Gateway, record: dict[str, Any]) -> bool:
     try:
         status = batch_files.status(gw.queue, record["id"])
     except BatchNotFoundError:  # nothing enqueued (cancelled while validating)
-        return record["status"] != "validating"
+        return bool(record["status"] != "validating")
     counts = status["counts"]
     record["request_counts"] = {
         "total": status["enqueued"], "completed": counts.get("SUCCESS", 0),
         "failed": counts.get("FAILURE", 0) + counts.get("REVOKED", 0)}
-    return record["status"] != "validating" and status["finished"] >= status["enqueued"]
+    return bool(record["status"] != "validating"
+                and status["finished"] >= status["enqueued"])
 
 
 def _finalize(gw: Gateway, record: dict[str, Any], owner: Tenant) -> None:

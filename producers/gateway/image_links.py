@@ -36,13 +36,14 @@ def client() -> httpx.AsyncClient:
 
 def _links(messages: Any) -> list[tuple[str, dict[str, Any]]]:
     """(where, image_url dict) of every part whose url is http(s)."""
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for index, message in enumerate(messages if isinstance(messages, list) else []):
         content = message.get("content") if isinstance(message, dict) else None
         for number, part in enumerate(content if isinstance(content, list) else []):
             image = part.get("image_url") if isinstance(part, dict) else None
             url = image.get("url") if isinstance(image, dict) else None
-            if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+            if isinstance(image, dict) and isinstance(url, str) \
+                    and url.lower().startswith(("http://", "https://")):
                 found.append((f"messages[{index}].content[{number}]", image))
     return found
 

@@ -80,7 +80,7 @@ class ResultFeed:
         await asyncio.gather(*[t for t in [self._reader, *self._chores] if t is not None],
                              return_exceptions=True)
         if self._pubsub is not None:
-            await self._pubsub.aclose()
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _subscribe(self, *channels: bytes) -> None:
         async with self._opening:
@@ -128,7 +128,7 @@ class ResultFeed:
 
     async def _reconnect(self, broken: PubSub) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
-            await broken.aclose()
+            await broken.aclose()  # type: ignore[no-untyped-call]
         while True:
             await asyncio.sleep(RECONNECT_S)
             fresh = self._pubsub = self.client.pubsub()
@@ -136,7 +136,7 @@ class ResultFeed:
                 await fresh.subscribe(ANCHOR, *list(self._waits))
             except (redis.RedisError, OSError):
                 with contextlib.suppress(redis.RedisError, OSError):
-                    await fresh.aclose()
+                    await fresh.aclose()  # type: ignore[no-untyped-call]
                 continue
             for waits in list(self._waits.values()):  # every wait re-reads its key now
                 for event in waits:
