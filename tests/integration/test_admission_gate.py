@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -207,3 +208,22 @@ def test_a_job_without_max_tokens_holds_a_whole_unified_cache(
         assert not admitted.is_set()
     waiter.join(timeout=5)
     assert admitted.is_set()
+
+
+def test_mlx_sequences_share_no_cells_only_the_host_memory(
+        make_gate: Callable[..., Gate], redis_url: str, tmp_path: Path) -> None:
+    """MLX allocates no cells: two jobs without max_tokens (each may grow to n_ctx = 2,048
+    tokens, 64 MiB) run at once when the host's memory holds both, whatever the instance
+    says of a unified cache; a third does not fit the 150 MiB of KV room beside them."""
+    gate = make_gate(engine="mlx", gpu_memory=250 * MIB)  # 100 MiB of weights
+    gate.before_load()
+    gate.loaded(ModelFacts("m", 100 * MIB, path=str(write_gguf(tmp_path / "m.gguf")),
+                           context_length=2048, identifier="m", parallel=4, unified_kv=True,
+                           engine="mlx"))
+    deadline = time.monotonic() + 5  # "b" waiting for "a" is a failure, not a hang
+    with gate.admit("a", 10, 0, lambda: False), \
+            gate.admit("b", 10, 2048 - 10, lambda: time.monotonic() > deadline):
+        now = status(redis_url)
+        assert now.kv_bytes == 2 * 2048 * 32 * KIB
+        assert (now.instances[0].seq_cells, now.instances[0].slots_in_use) == (2048, 2)
+        assert gate.is_tight(10, 0)  # 64 MiB more than the 22 MiB free

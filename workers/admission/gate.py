@@ -195,8 +195,8 @@ class AdmissionGate:
         """No max output, or one that runs to the end of the context (the job runners pass
         context - prompt for a job without max_tokens)."""
         assert self.shape is not None
-        return (max_output_tokens <= 0
-                or max(0, prompt_tokens) + max_output_tokens >= self.shape.cells)
+        context = self.cost.context_length or self.shape.cells  # n_ctx
+        return max_output_tokens <= 0 or max(0, prompt_tokens) + max_output_tokens >= context
 
     def _instance_tokens(self, prompt_tokens: int, max_output_tokens: int) -> int:
         """Cells a job reserves: prompt + max output, at most n_ctx_seq (what one sequence

@@ -51,9 +51,18 @@ class InstanceShape:
 
     @classmethod
     def of(cls, facts: ModelFacts, slots: int) -> InstanceShape:
+        parallel = facts.parallel or slots
+        if facts.grows_kv_per_token:
+            # MLX allocates no cells: each sequence may grow to n_ctx out of memory (the host
+            # layer's bytes). Shown as P per-sequence caches of n_ctx, so that here only the
+            # slots and the per-sequence limit bind; one n_ctx shared by all (as when MLX
+            # reports a unified cache) ran a job without max_tokens alone.
+            return cls(facts.model_key, facts.identifier or facts.model_key,
+                       int(facts.context_length or 0) * parallel, parallel, False,
+                       "MLX: KV grows per token; memory is the host layer's")
         said = facts.parallel is not None and facts.unified_kv is not None
         return cls(facts.model_key, facts.identifier or facts.model_key,
-                   int(facts.context_length or 0), facts.parallel or slots,
+                   int(facts.context_length or 0), parallel,
                    bool(facts.unified_kv), "LM Studio" if said else
                    f"assumed: LM Studio did not say ({facts.parallel or f'LMQ_SLOTS={slots}'} "
                    f"parallel, {'unified' if facts.unified_kv else 'per-sequence'} KV)")
