@@ -33,6 +33,9 @@ from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
 CHUNK_JOBS = 500  # jobs per pipeline round trip
+# Wake-up tokens kept per queue (`workers.keys.bell`): one per idle worker is enough, more
+# only cost an extra take-script call each.
+BELL_TOKENS_MAX = 64
 
 
 def broker_list(job: Job) -> str:
@@ -51,6 +54,15 @@ def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
     pipe.lpush(broker_list(job), message)
     if job.tenant:
         pipe.zadd(keys.tenant_turns(_priority_list(job)), {job.tenant: 0}, nx=True)
+
+
+def ring(pipe: redis.client.Pipeline, queues: Sequence[str]) -> None:
+    """Wake idle workers of these queues (a token per job, at most BELL_TOKENS_MAX kept):
+    they block on the bell, not on a job list (a job may be on any tenant's list)."""
+    for queue in sorted(set(queues)):
+        tokens = min(queues.count(queue), BELL_TOKENS_MAX)
+        pipe.lpush(keys.bell(queue), *["1"] * tokens)
+        pipe.ltrim(keys.bell(queue), 0, BELL_TOKENS_MAX - 1)
 
 
 def task_message(app: Celery, job_id: str, job: Job) -> str:
@@ -116,6 +128,7 @@ class Publisher:
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
         for job_id, job in jobs:
             push(broker_pipe, job, task_message(self.app, job_id, job))
+        ring(broker_pipe, [queue_name(job.model) for _, job in jobs])
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()

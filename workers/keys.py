@@ -79,10 +79,10 @@ def tenant_running(tenant: str | None) -> str:
     return f"{KEY_PREFIX}tenant-running:{tenant or ''}"
 
 
-def idle_wait() -> str:
-    """A list nothing is pushed to: a worker whose waiting jobs all belong to tenants at
-    their running cap blocks on it briefly, as a sleep on its consuming connection."""
-    return f"{KEY_PREFIX}idle-wait"
+def bell(queue: str) -> str:
+    """List of wake-up tokens of broker queue `queue`: producers push some with the jobs
+    they queue (bounded), an idle worker blocks on it (BLPOP), then takes by its script."""
+    return f"{KEY_PREFIX}bell:{queue}"
 
 
 def alive(worker: str) -> str:

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def blocked_take(client: redis.Redis) -> dict[str, str] | None:
-    """The worker's consuming connection, blocked in BLMOVE on its queue."""
-    return next((c for c in client.client_list() if c.get("cmd") == "blmove"), None)
+    """The worker's consuming connection, idle between takes: blocked on its queue's bell
+    (`workers.delivery.held_transport`)."""
+    return next((c for c in client.client_list() if c.get("cmd") == "blpop"), None)
 
 
 def test_a_take_cut_by_a_dropped_connection_is_queued_again(
@@ -30,10 +31,10 @@ def test_a_take_cut_by_a_dropped_connection_is_queued_again(
     worker = worker_factory(LLM, lmq_env)
     client = redis.Redis.from_url(redis_url)
     taking = wait_until(lambda: blocked_take(client), timeout=60,
-                        message=lambda: f"the worker blocked in BLMOVE\n{worker.log_tail(20)}")
+                        message=lambda: f"the worker blocked on its bell\n{worker.log_tail(20)}")
     popping = keys.popping(worker.hostname, queue_name(LLM))
     with job_queue(redis_url) as queue:
-        # What BLMOVE leaves when its reply is lost: the entry in the worker's `popping`.
+        # What a take leaves when its reply is lost: the entry in the worker's `popping`.
         job_id = str(uuid.uuid4())
         job = make_job("chat", {"model": LLM, "messages": "lost reply",
                                 "config": make_config({"max_tokens": 3})})

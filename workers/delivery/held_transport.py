@@ -11,21 +11,21 @@ worker's `popping` entries back on their lists.
 
 How an entry is taken, without a busy loop:
 
-* one broker list (one queue, the usual case): BLMOVE, blocking like kombu's BRPOP;
-* several lists (one per job priority, `workers.celery_config.REDIS_PRIORITY_STEP`, and
-  per queue, each with one list per tenant): `tenant_turns.TAKE_SCRIPT` moves the oldest
+* the lists (one per job priority, `workers.celery_config.REDIS_PRIORITY_STEP`, and per
+  queue, each with one list per tenant): `tenant_turns.TAKE_SCRIPT` moves the oldest
   entry of the most urgent priority list (high, normal, low; one whose oldest entry waited
   past LMQ_PRIORITY_AGING_S counts one level higher), from the tenant whose turn it is
-  there (`workers.delivery.tenant_turns`); if all are empty, BLMOVE on the first normal
-  list (the jobs without a tenant) for at most `MULTI_LIST_WAIT_S`, then the script again.
-  With LMQ_TENANT_MAX_RUNNING set, or when every waiting job's tenant is at that cap, the
-  wait is on `lmq:idle-wait` instead (nothing is pushed there): a BLMOVE would take a job
-  past the script's cap check. A normal job is taken as soon as it arrives;
-  one on another list waits, when the worker is idle, up to that wait plus Redis's timer
-  resolution (1/hz, 0.1 s by default): measured <= 0.16 s (before priorities, with the
-  same loop), about six script calls a second. (Redis cannot block on several lists
-  without popping.) Priorities are thus decided in Redis, in the one atomic take: no job is
-  taken out and put back to reorder them.
+  there (`workers.delivery.tenant_turns`);
+* nothing to take (or every waiting job's tenant at LMQ_TENANT_MAX_RUNNING): BLPOP on the
+  queues' bells (`workers.keys.bell`) for at most `MULTI_LIST_WAIT_S`, then the script
+  again. Producers push a bell token with the jobs they queue (`producers.publisher.ring`),
+  so a job is taken as soon as it arrives, whatever its priority or tenant list; one
+  queued without a token (plain kombu publishes, a restore, a capped tenant's slot freed)
+  waits, when the worker is idle, up to that wait plus Redis's timer resolution (1/hz,
+  0.1 s by default): measured <= 0.16 s, about six script calls a second. (Redis cannot
+  block on several lists without popping, and blocking on a job list would take past the
+  script's turns and cap.) Priorities and turns are thus decided in Redis, in the one
+  atomic take: no job is taken out and put back to reorder them.
 
 A take whose reply is lost (the connection drops just after Redis moved the entry) leaves
 the entry in this live worker's `popping` list, where the janitor would not look until the
@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 # skipped here and must not hide the unheld ones behind them).
 SWEEP_MAX_TAGS = 1000
 
-# How long an idle worker consuming several lists blocks on the first before it tries
-# them all again: the extra latency of the others when idle (none on a busy queue).
+# How long an idle worker blocks on its bells before it runs the take script again: the
+# extra latency, when idle, of a job queued without a bell token (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
 
 # `popping` keys of takes cut by a connection error: pushed back before the next take.
@@ -85,7 +85,7 @@ class Source:
 
 @dataclass(frozen=True)
 class Take:
-    """The command in flight on the consuming connection: "EVAL" or "BLMOVE"."""
+    """The command in flight on the consuming connection: "EVAL" or "BLPOP"."""
 
     command: str
     sources: list[Source]
@@ -244,10 +244,10 @@ class HeldChannel(DeadLetterChannel):
                    repr(cutoff), cap or 0, prefix + keys.tenant_running(None), TENANT_SEP,
                    *(s.level for s in sources))
 
-    def _send_blmove(self, sources: list[Source], timeout_s: float) -> None:
-        first = sources[0]
-        self._send(Take("BLMOVE", sources), "BLMOVE", first.list_key, first.popping_key,
-                   "RIGHT", "LEFT", timeout_s or 0)
+    def _send_wait(self, sources: list[Source]) -> None:
+        """Block on the bells of the sources' queues (a popped token is only a wake-up)."""
+        bells = sorted({self.global_keyprefix + keys.bell(s.queue) for s in sources})
+        self._send(Take("BLPOP", sources), "BLPOP", *bells, MULTI_LIST_WAIT_S)
 
     def _send(self, take: Take, *command: Any) -> None:
         self._take = take
@@ -275,30 +275,21 @@ class HeldChannel(DeadLetterChannel):
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
             if flush is not None:
                 flush()
-        if take.command == "EVAL":  # nothing to take: block briefly (module docstring)
-            capped = taken is not None  # jobs wait, but every one's tenant is at its cap
-            if capped or _settings()[1]:
-                self._send_blmove([self._idle_source(take.sources[0])], MULTI_LIST_WAIT_S)
-            else:
-                self._send_blmove(_normal_first(take.sources), MULTI_LIST_WAIT_S)
+        if take.command == "EVAL":  # nothing to take (or all capped): wait for a bell
+            self._send_wait(take.sources)
         raise kombu_redis.Empty()  # type: ignore[attr-defined]
 
-    def _idle_source(self, first: Source) -> Source:
-        """`lmq:idle-wait`, a list nothing is pushed to: a BLMOVE on it is a brief sleep."""
-        return Source(first.queue, self.global_keyprefix + keys.idle_wait(), first.popping_key)
-
     def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes] | None:
-        """(index of the source, entry) from the reply, None if nothing waits, (-1, b"")
-        if jobs wait but their tenants are at their running cap."""
+        """(index of the source, entry) from the reply; None if nothing waits (or a bell
+        rang: nothing taken yet); (-1, b"") if jobs wait but their tenants are at their
+        running cap."""
         try:
             reply = self.client.parse_response(self.client.connection, take.command, **options)
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
-        if not reply:
+        if not reply or take.command == "BLPOP":
             return None
-        if take.command == "BLMOVE":
-            return 0, reply
         return (int(reply[0]), reply[1]) if int(reply[0]) >= 0 else (-1, b"")
 
     def _deliver_taken(self, source: Source, entry: bytes) -> None:
@@ -350,14 +341,6 @@ def _levels(steps: list[int]) -> list[tuple[int, int]]:
     ordered = [REDIS_PRIORITY_STEP[p] for p in PRIORITIES if REDIS_PRIORITY_STEP[p] in steps]
     ordered += [step for step in steps if step not in ordered]
     return [(min(level, len(PRIORITIES) - 1), step) for level, step in enumerate(ordered)]
-
-
-def _normal_first(sources: list[Source]) -> list[Source]:
-    """`sources` with the first normal-priority list first: an idle worker blocks on it, so
-    the usual job is taken the moment it arrives (the others within MULTI_LIST_WAIT_S)."""
-    normal = PRIORITIES.index("normal")
-    first = next((s for s in sources if s.level == normal), sources[0])
-    return [first] + [s for s in sources if s is not first]
 
 
 _settings_read: list[tuple[float, int | None]] = []
