@@ -36,6 +36,11 @@ gateway     `lmq serve` with the openai async client vs JobQueue at the same con
 `--quick` (default) takes a few minutes; `--full` uses the sizes of the goals. A section
 that cannot run here is recorded as skipped with its reason; a section that fails is
 recorded as failed and makes the exit status 1.
+
+`--merge` replaces only the rows of the sections run (`--only`) in the report already in
+`--out`, keeps every other row and the original run's header, and names the sections
+replaced with their own run (mode, time, machine, load average) above the table: a
+section redone after a change without re-running the rest (an hour's worth on --full).
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma list of sections: {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only these sections' rows in the report in --out")
     for name in QUICK:
         kind = str if name == "sizes" else float if name in FLOATS else int
         parser.add_argument(f"--{name.replace('_', '-')}", default=None, type=kind,
@@ -141,10 +148,40 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"mode": args.mode, "started": started_at, "machine": figure.machine(),
             "elapsed_s": time.monotonic() - started, "skipped": skipped, "failed": failed,
             "command": "ops/bench " + " ".join(argv if argv is not None else sys.argv[1:])}
+    if args.merge:
+        figures, meta = merged(args.out, figures, meta, args.only)
     md, js = figure.write(args.out, figures, meta)
     print(figure.markdown(figures, meta))
     say(f"wrote {md} and {js}")
     return 1 if failed else 0
+
+
+def merged(out_dir: Path, figures: list[figure.Figure], meta: dict[str, Any],
+           sections: list[str]) -> tuple[list[figure.Figure], dict[str, Any]]:
+    """The report in `out_dir` with the rows of `sections` replaced by `figures` (in place of
+    the first replaced row; at the end when the report had none of them)."""
+    import json
+    import os
+
+    old = json.loads((out_dir / "bench-report.json").read_text())
+    # Figure.section may carry a detail ("pool (4 threads)"): match on its first word.
+    replaced = {s.replace("-", " ") for s in sections}
+    kept, at = [], None
+    for row in old["figures"]:
+        row.pop("ratio", None)
+        if row["section"].split(" (")[0] in replaced:
+            at = len(kept) if at is None else at
+            continue
+        kept.append(figure.Figure(**row))
+    at = len(kept) if at is None else at
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    note = (f"{', '.join(sections)}: {meta['mode']} run {meta['started']} on "
+            f"{meta['machine']}, load average {load}, {meta['elapsed_s']:.0f} s, command "
+            f"`{meta['command']}`")
+    out_meta = {**old["meta"], "replaced": [*old["meta"].get("replaced", []), note]}
+    for key in ("skipped", "failed"):
+        out_meta[key] = [*old["meta"].get(key, []), *meta[key]]
+    return kept[:at] + figures + kept[at:], out_meta
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Admission on LM Studio 0.4's memory model, reusing `ops/bench_admission.py` (its
 workloads, its sparse GGUF file; what each measures is in that script's docstring):
 successful jobs/s of the 3/4-big flood with admission vs without (`LMQ_ADMISSION=false`,
-failing with llama.cpp's no-free-KV-cells error); raw slot utilisation of the small,
-3/4-big and 1/4-big workloads against the goal (>= 90%); for each mixed workload the
-utilisation bound that the instance's KV cells allow and the fraction of it reached; the
-mixed workloads on 8 threads vs the worker's rule, and with exact prompt counts vs the
-local bound; GGUF metadata read time vs gguf.GGUFReader."""
+failing with llama.cpp's no-free-KV-cells error); raw slot utilisation of the small
+workload (cells never bind) against 90%; for each mixed workload the utilisation the
+instance's KV cells allow a scheduler that never lets a prediction fail (each job at
+prompt + max_tokens) and the fraction of it reached (the issue's goal, >= 0.9), with the
+idle slot-time split by cause; the mixed workloads on 8 threads vs the worker's rule, and
+with exact prompt counts vs the local bound; GGUF metadata read time vs gguf.GGUFReader."""
 
 from __future__ import annotations
 
@@ -39,10 +40,7 @@ def workload_figures(results: dict[str, Any]) -> list[Figure]:
     runs: dict[Run, dict[str, Any]] = results["runs"]
     figures = [throughput_figure(runs, results["sizes"]),
                goal_figure("small", runs[Run("small", True)], "KV cells never bind")]
-    for name in (MIXED, TYPICAL):
-        run = runs[Run(name, True)]
-        figures += [goal_figure(name, run, f"KV cells permit at most "
-                                f"{100 * run['bound_gpu']:.0f}%"), bound_figure(name, run)]
+    figures += [bound_figure(name, runs[Run(name, True)]) for name in (MIXED, TYPICAL)]
     for name in (MIXED, TYPICAL):
         figures.append(compare_figure(
             name, runs[Run(name, True, MORE_THREADS)], runs[Run(name, True)],
@@ -69,28 +67,32 @@ def throughput_figure(runs: dict[Run, dict[str, Any]], sizes: dict[str, Any]) ->
 
 def goal_figure(name: str, run: dict[str, Any], why: str) -> Figure:
     return Figure(SECTION, f"slot utilisation, {name} ({why}), {run['threads']} threads, "
-                  f"{_rounds(run)}, {_range(run, 'utilisation')}", "%",
+                  f"{_rounds(run)}, {_range(run, 'utilisation')}; {_idle(run)}", "%",
                   100 * run["utilisation"], GOAL_PCT, "goal", goal=f">= {GOAL_PCT:.0f}%",
                   peer_is_goal=True)
 
 
 def bound_figure(name: str, run: dict[str, Any]) -> Figure:
-    """Utilisation vs the bound KV cells allow; the ratio is the median of the rounds'."""
+    """Utilisation vs what the cells allow at prompt + max_tokens per job (the ratio is the
+    median of the rounds'); the bound with hindsight (the cells jobs ended up using) is
+    named, not the goal: no scheduler that never lets a prediction fail can reach it."""
     return Figure(
-        SECTION, f"slot utilisation as a fraction of what the KV cells allow, {name} "
-        f"(as admission reserves: bound {100 * run['bound_reserved']:.0f}%, reached "
-        f"{run['of_bound_reserved']:.2f}); ratio {_range(run, 'of_bound_gpu')}", "%",
-        100 * run["utilisation"], 100 * run["bound_gpu"],
-        "bound by KV cells and slots (best schedule of these jobs)",
-        goal=f">= {GOAL_UTILISATION:.2f}x of the bound (the issue's goal, applied to it)",
-        paired_ratio=run["of_bound_gpu"])
+        SECTION, f"slot utilisation as a fraction of what the KV cells allow, {name}, "
+        f"{run['threads']} threads, {_rounds(run)}, failed {_failed(run)}; ratio "
+        f"{_range(run, 'of_bound_safe')}; {_idle(run)}; with hindsight (cells used, not "
+        f"max_tokens) the bound would be {100 * run['bound_gpu']:.0f}% "
+        f"({run['of_bound_gpu']:.2f} of it)", "%",
+        100 * run["utilisation"], 100 * run["bound_safe"],
+        "bound by KV cells and slots, each job at prompt + max_tokens (best schedule)",
+        goal=f">= {GOAL_UTILISATION:.2f}x of the bound, 0 failed (issue 18)",
+        paired_ratio=run["of_bound_safe"])
 
 
 def compare_figure(name: str, pool: dict[str, Any], peer: dict[str, Any], pool_name: str,
                    peer_name: str) -> Figure:
     return Figure(SECTION, f"slot utilisation, {name}, {pool_name}, {pool['threads']} "
                   f"threads, {_range(pool, 'utilisation')}; vs the bound "
-                  f"{pool['of_bound_gpu']:.2f} (peer {peer['of_bound_gpu']:.2f})", "%",
+                  f"{pool['of_bound_safe']:.2f} (peer {peer['of_bound_safe']:.2f})", "%",
                   100 * pool["utilisation"], 100 * peer["utilisation"],
                   f"{peer_name}, {peer['threads']} threads, {_range(peer, 'utilisation')}")
 
@@ -114,6 +116,15 @@ def _rounds(run: dict[str, Any]) -> str:
 def _range(run: dict[str, Any], name: str) -> str:
     low, high = run["range"][name]
     return f"range {low:.2f}-{high:.2f}"
+
+
+def _idle(run: dict[str, Any]) -> str:
+    """The idle slot-time by cause (`ops.benchlib.admission_gap`), as shares of slots x span."""
+    idle = run.get("idle")
+    if not idle:
+        return "idle split not measured"
+    return (f"idle: {idle['cells']:.2f} cells full, {idle['fit']:.2f} while a waiting job fit, "
+            f"{idle['tail']:.2f} tail")
 
 
 def _failed(run: dict[str, Any]) -> int:

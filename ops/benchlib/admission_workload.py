@@ -19,6 +19,7 @@ import redis
 from celery import Celery
 
 from ops.benchlib.admission_bound import JobClass, min_makespan_s
+from ops.benchlib.admission_gap import Interval, idle_split
 from producers.redis_server import RedisServer
 from producers.worker_process import WorkerProcess
 from workers import keys
@@ -67,7 +68,7 @@ DEFAULT_RUNS: tuple[Run, ...] = (
     Run(MIXED, True, MORE_THREADS), Run(TYPICAL, True, MORE_THREADS),
     Run(MIXED, True, exact_count=True), Run(TYPICAL, True, exact_count=True),
 )
-Sizes = dict[str, dict[str, int]]  # job class -> {"gpu": cells, "reserved": cells}
+Sizes = dict[str, dict[str, int]]  # job class -> {"gpu"|"safe"|"reserved": cells}
 
 
 @contextmanager
@@ -137,23 +138,35 @@ def run_workload(app: Celery, payloads: list[dict[str, Any]]) -> dict[str, Any]:
             "elapsed_s": elapsed_s, "ok_per_s": ok / elapsed_s}
 
 
-def slot_stats(sim: Any) -> dict[str, Any]:
-    """Busy slot-seconds per job class, the span, utilisation and mean concurrency."""
+def intervals(sim: Any) -> list[Interval]:
+    """Every prediction of the run: its class, slot acquired -> channel closed."""
     sizes = {(e["conn"], e["msg"].get("channelId")): _max_tokens(e["msg"])
              for e in sim.admin.log(type="channelCreate")}
+    return [Interval("big" if sizes.get((c["conn"], c["channel_id"])) == BIG_MAX_TOKENS
+                     else "small", c["slot_acquired_t"], c["closed_t"])
+            for c in sim.admin.channels()
+            if c["endpoint"] == "predict" and c["slot_acquired_t"] and c["closed_t"]]
+
+
+def slot_stats(runs: list[Interval]) -> dict[str, Any]:
+    """Busy slot-seconds per job class, the span, utilisation and mean concurrency."""
     busy = {"big": 0.0, "small": 0.0}
-    first, last = float("inf"), 0.0
-    for c in sim.admin.channels():
-        if c["endpoint"] != "predict" or not (c["slot_acquired_t"] and c["closed_t"]):
-            continue
-        kind = "big" if sizes.get((c["conn"], c["channel_id"])) == BIG_MAX_TOKENS else "small"
-        busy[kind] += c["closed_t"] - c["slot_acquired_t"]
-        first, last = min(first, c["slot_acquired_t"]), max(last, c["closed_t"])
-    span_s = max(0.0, last - first)
+    for run in runs:
+        busy[run.kind] += run.end_s - run.start_s
+    first = min((r.start_s for r in runs), default=0.0)
+    span_s = max((r.end_s for r in runs), default=0.0) - first
     total = busy["big"] + busy["small"]
     return {"busy_s": busy, "span_s": span_s,
             "utilisation": total / (SLOTS * span_s) if span_s else 0.0,
             "concurrency": total / span_s if span_s else 0.0}
+
+
+def with_idle(run: dict[str, Any], runs: list[Interval], sizes: Sizes) -> dict[str, Any]:
+    """Add the idle slot-time by cause (`admission_gap`), as fractions of slots x span."""
+    split = idle_split(runs, {k: s["safe"] for k, s in sizes.items()}, SLOTS, CELLS)
+    whole = SLOTS * split["span_s"] or 1.0
+    run["idle"] = {cause: split[cause] / whole for cause in ("cells", "fit", "tail")}
+    return run
 
 
 def _max_tokens(create: dict[str, Any]) -> int | None:
@@ -165,10 +178,11 @@ def _max_tokens(create: dict[str, Any]) -> int | None:
 
 
 def with_bounds(run: dict[str, Any], sizes: Sizes, exact_count: bool) -> dict[str, Any]:
-    """Add, per accounting ("gpu", "reserved"), the utilisation bound and the fraction of it.
-    With exact prompt counts admission reserves what the GPU allocates."""
-    for basis in ("gpu", "reserved"):
-        size_of = "gpu" if exact_count else basis
+    """Add, per accounting, the utilisation bound and the fraction of it: "safe" (prompt +
+    max_tokens: the goal's), "gpu" (with hindsight: prompt + reply) and "reserved" (what
+    admission reserved; with exact prompt counts that is "safe")."""
+    for basis in ("gpu", "safe", "reserved"):
+        size_of = "safe" if exact_count and basis == "reserved" else basis
         classes = [JobClass(kind, busy_s, sizes[kind][size_of])
                    for kind, busy_s in run["busy_s"].items() if busy_s > 0]
         makespan_s = min_makespan_s(classes, SLOTS, CELLS) if classes else 0.0
@@ -179,9 +193,9 @@ def with_bounds(run: dict[str, Any], sizes: Sizes, exact_count: bool) -> dict[st
 
 
 def probe_sizes(app: Celery, sim: Any, redis_url: str) -> Sizes:
-    """KV cells of one big and one small job, used in the simulator (prompt + reply, from
-    its stats) and reserved by admission (the instance's ticket, read while the job runs,
-    slowed by a prefill fault); needs a worker running."""
+    """KV cells of one big and one small job: used in the simulator (prompt + reply, from
+    its stats), safe (that prompt + max_tokens) and reserved by admission (the instance's
+    ticket, read while the job runs, slowed by a prefill fault); needs a worker running."""
     client = redis.Redis.from_url(redis_url)
     sim.admin.set_faults(slow_prefill_s=1.0)
     try:
@@ -204,8 +218,9 @@ def _probe_one(app: Celery, sim: Any, client: redis.Redis, big: bool) -> dict[st
             raise RuntimeError(f"probe job not admitted: {reserved}")
         time.sleep(0.02)
     stats = handle.get(timeout=60)["stats"]
-    return {"gpu": int(stats["prompt_tokens_count"]) + int(stats["predicted_tokens_count"]),
-            "reserved": int(reserved[0])}
+    prompt = int(stats["prompt_tokens_count"])
+    return {"gpu": prompt + int(stats["predicted_tokens_count"]), "reserved": int(reserved[0]),
+            "safe": prompt + (BIG_MAX_TOKENS if big else SMALL_MAX_TOKENS)}
 
 
 def measure(app: Celery, sim: Any, redis_url: str, run: Run, count: int, rounds: int,
@@ -219,10 +234,12 @@ def measure(app: Celery, sim: Any, redis_url: str, run: Run, count: int, rounds:
         runs = []
         for _ in range(rounds):
             sim.admin.clear_log()
-            result = {**run_workload(app, jobs(count, WORKLOADS[run.workload])),
-                      **slot_stats(sim)}
+            result = run_workload(app, jobs(count, WORKLOADS[run.workload]))
+            predictions = intervals(sim)
+            result.update(slot_stats(predictions))
             if sizes and run.admission:  # without admission jobs fail: no bound
-                result = with_bounds(result, sizes, run.exact_count)
+                result = with_idle(with_bounds(result, sizes, run.exact_count), predictions,
+                                   sizes)
             runs.append(result)
     finally:
         worker.stop()
@@ -230,7 +247,9 @@ def measure(app: Celery, sim: Any, redis_url: str, run: Run, count: int, rounds:
 
 
 SUMMARY_KEYS = ("ok_per_s", "utilisation", "concurrency", "bound_gpu", "of_bound_gpu",
-                "bound_reserved", "of_bound_reserved", "elapsed_s")
+                "bound_safe", "of_bound_safe", "bound_reserved", "of_bound_reserved",
+                "elapsed_s")
+IDLE_CAUSES = ("cells", "fit", "tail")
 
 
 def summarise(runs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
@@ -244,6 +263,9 @@ def summarise(runs: list[dict[str, Any]], threads: int) -> dict[str, Any]:
         if values:
             out[name] = statistics.median(values)
             out["range"][name] = (min(values), max(values))
+    idle = [r["idle"] for r in runs if "idle" in r]
+    if idle:
+        out["idle"] = {c: statistics.median(i[c] for i in idle) for c in IDLE_CAUSES}
     return out
 
 
@@ -268,18 +290,21 @@ def workload_results(count: int, rounds: int = 2, runs: tuple[Run, ...] = DEFAUL
 def print_workloads(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
     if sizes:
-        print("KV cells per job, used by LM Studio / reserved by admission: " + ", ".join(
-            f"{kind} {s['gpu']} / {s['reserved']}" for kind, s in sizes.items())
-            + f"; {CELLS} cells, {SLOTS} parallel")
+        print("KV cells per job, used by LM Studio / safe (prompt + max_tokens) / reserved by "
+              "admission: " + ", ".join(f"{kind} {s['gpu']} / {s['safe']} / {s['reserved']}"
+                                        for kind, s in sizes.items())
+              + f"; {CELLS} cells, {SLOTS} parallel")
     print(f"{'run':<26} {'thr':>3} {'jobs':>5} {'ok':>5} {'fail':>4} "
-          f"{'ok/s':>13} {'slot util':>11} {'bound gpu':>9} {'of bound':>11} "
-          f"{'bound res':>9} {'of bound':>11}")
+          f"{'ok/s':>13} {'slot util':>11} {'bound':>5} {'of bound':>11} "
+          f"{'hindsight':>9} {'of it':>5}  idle: cells / fit / tail")
     for run, r in results["runs"].items():
+        idle = r.get("idle") or {}
         print(f"{run.label:<26} {r['threads']:>3} {r['jobs']:>5} "
               f"{r['ok']:>5} {r['jobs'] - r['ok']:>4} {_ranged(r, 'ok_per_s'):>13} "
-              f"{_ranged(r, 'utilisation'):>11} {r.get('bound_gpu', 0):>9.2f} "
-              f"{_ranged(r, 'of_bound_gpu'):>11} {r.get('bound_reserved', 0):>9.2f} "
-              f"{_ranged(r, 'of_bound_reserved'):>11}")
+              f"{_ranged(r, 'utilisation'):>11} {r.get('bound_safe', 0):>5.2f} "
+              f"{_ranged(r, 'of_bound_safe'):>11} {r.get('bound_gpu', 0):>9.2f} "
+              f"{r.get('of_bound_gpu', 0):>5.2f}  "
+              + " / ".join(f"{idle.get(c, 0):.2f}" for c in ("cells", "fit", "tail")))
 
 
 def _ranged(run: dict[str, Any], name: str) -> str:

@@ -70,7 +70,11 @@ def markdown(figures: list[Figure], meta: dict[str, Any]) -> str:
              f"Run {meta['started']} on {meta['machine']}, {meta['elapsed_s']:.0f} s, "
              f"command `{meta['command']}`. Every peer was measured in the same run, "
              "against the same simulator; a row whose peer reads \"no peer, goal\" has "
-             "nothing to compare with, and its ratio is to the goal.", "", HEADER]
+             "nothing to compare with, and its ratio is to the goal.", ""]
+    if meta.get("replaced"):  # `ops/bench --merge`: some sections come from a later run
+        lines += ["Rows of these sections were replaced by a later run: "
+                  + "; ".join(meta["replaced"]) + ".", ""]
+    lines.append(HEADER)
     lines += [figure.as_row() for figure in figures]
     if meta.get("skipped"):
         lines += ["", "Skipped in this run: " + "; ".join(meta["skipped"])]

@@ -22,38 +22,67 @@ from ops.benchlib import (
 def run(ok: int, no_cells: int, ok_per_s: float, utilisation: float, bound: float = 1.0,
         threads: int = 6) -> dict[str, Any]:
     """One configuration's summary as `bench_admission.workload_results` gives it."""
+    of = utilisation / bound
     return {"jobs": 64, "jobs_per_run": 64, "ok": ok, "no_cells": no_cells,
             "ok_per_s": ok_per_s,
             "threads": threads, "utilisation": utilisation, "rounds": [{}, {}],
-            "bound_gpu": bound, "bound_reserved": bound, "of_bound_gpu": utilisation / bound,
-            "of_bound_reserved": utilisation / bound,
-            "range": {"utilisation": (utilisation, utilisation),
-                      "of_bound_gpu": (utilisation / bound, utilisation / bound)}}
+            "bound_safe": bound, "of_bound_safe": of, "bound_gpu": bound + 0.07,
+            "of_bound_gpu": utilisation / (bound + 0.07),
+            "bound_reserved": bound, "of_bound_reserved": of,
+            "idle": {"cells": 0.3, "fit": 0.05, "tail": 0.02},
+            "range": {"utilisation": (utilisation, utilisation), "of_bound_safe": (of, of)}}
 
 
 def test_admission_figures_compare_with_and_without_admission() -> None:
     from ops.benchlib.admission_workload import MIXED, MORE_THREADS, TYPICAL, Run
 
-    runs = {Run(MIXED, True): run(64, 0, 8.0, 0.6, bound=0.65),
+    runs = {Run(MIXED, True): run(64, 0, 8.0, 0.57, bound=0.6),
             Run(MIXED, False): run(16, 48, 4.0, 0.3),
             Run("small", True): run(64, 0, 30.0, 0.9),
             Run(TYPICAL, True): run(64, 0, 12.0, 0.88),
-            Run(MIXED, True, MORE_THREADS): run(64, 0, 8.1, 0.61, 0.65, threads=8),
+            Run(MIXED, True, MORE_THREADS): run(64, 0, 8.1, 0.58, 0.6, threads=8),
             Run(TYPICAL, True, MORE_THREADS): run(64, 0, 12.0, 0.89, threads=8),
-            Run(MIXED, True, exact_count=True): run(64, 0, 8.5, 0.62, bound=0.65),
+            Run(MIXED, True, exact_count=True): run(64, 0, 8.5, 0.57, bound=0.6),
             Run(TYPICAL, True, exact_count=True): run(64, 0, 13.0, 0.94)}
     figures = admission_section.workload_figures({"runs": runs, "sizes": {}})
-    flood, small, mixed, mixed_bound = figures[:4]
+    flood, small, mixed_bound, typical_bound = figures[:4]
     assert (flood.pool, flood.peer, flood.ratio) == (8.0, 4.0, 2.0)
     assert "0 with admission, 48 without (48 found no free KV cells)" in flood.name
     assert small.peer_is_goal and small.pool == pytest.approx(90.0)
     assert small.ratio == pytest.approx(90 / 90)
     assert "no peer, goal: 90.0 %" in small.as_row()
-    assert mixed.pool == pytest.approx(60.0) and mixed.ratio == pytest.approx(60 / 90)
-    assert mixed_bound.peer == pytest.approx(65.0)
-    assert mixed_bound.ratio == pytest.approx(0.6 / 0.65)  # the fraction of the bound
+    # The goal's figure: against the bound at prompt + max_tokens, not with hindsight.
+    assert mixed_bound.pool == pytest.approx(57.0) and mixed_bound.peer == pytest.approx(60.0)
+    assert mixed_bound.ratio == pytest.approx(0.57 / 0.6)
+    assert "with hindsight (cells used, not max_tokens) the bound would be 67%" in (
+        mixed_bound.name)
+    assert "idle: 0.30 cells full, 0.05 while a waiting job fit, 0.02 tail" in mixed_bound.name
+    assert ">= 0.90x of the bound, 0 failed" in mixed_bound.goal
+    assert typical_bound.ratio == pytest.approx(0.88)
     exact = figures[-1]
     assert exact.pool == pytest.approx(88.0) and exact.peer == pytest.approx(94.0)
+
+
+def test_merge_replaces_one_sections_rows_and_says_so(tmp_path: Path) -> None:
+    from ops.benchlib.figure import Figure, write
+
+    def fig(section: str, name: str) -> Figure:
+        return Figure(section, name, "x", 1.0, 1.0, "peer")
+
+    write(tmp_path, [fig("pool (4 threads)", "a"), fig("admission", "old 1"),
+                     fig("admission", "old 2"), fig("flower", "b")],
+          {"mode": "full", "started": "then", "machine": "m", "elapsed_s": 1.0,
+           "command": "ops/bench --full", "skipped": [], "failed": []})
+    meta = {"mode": "quick", "started": "now", "machine": "m", "elapsed_s": 2.0,
+            "command": "ops/bench --only admission --merge", "skipped": [], "failed": []}
+    figures, out = bench_report.merged(tmp_path, [fig("admission", "new")], meta,
+                                       ["admission"])
+    assert [f.name for f in figures] == ["a", "new", "b"]
+    assert out["mode"] == "full" and out["started"] == "then"
+    assert out["replaced"][0].startswith("admission: quick run now on m, load average ")
+    write(tmp_path, figures, out)
+    assert "Rows of these sections were replaced by a later run: admission: quick run now" in (
+        (tmp_path / "bench-report.md").read_text())
 
 
 def test_gguf_figure_is_ours_vs_gguf_reader_lower_is_better() -> None:
