@@ -85,9 +85,10 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
         payload = await image_links.inline_images(payload, gw.http)
     asked = job_request(url, payload)
     job_id = str(uuid.uuid4())
-    # Subscribed to the result while the job is sent (a streamed answer reads the
-    # fragments first and the result only once they ended: no need).
-    watch = None if asked.stream else gw.results.watch(job_id)
+    # Subscribed to the result before the job exists, so its final state arrives as a
+    # message and is never read back (a streamed answer reads the fragments first and the
+    # result only once they ended: no need).
+    watch = None if asked.stream else await gw.results.subscribe(job_id)
     try:
         handle = await asyncio.to_thread(_submit, gw, asked.job, owner, job_id)
     except BaseException:

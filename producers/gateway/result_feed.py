@@ -6,8 +6,9 @@ closes that connection when the wait ends, so every request paid a TCP connect, 
 client handshake, SUBSCRIBE and the close: ~7 ms of the event loop's time per request
 (measured with a finished job), more than everything else the gateway does. Here one
 long-lived pub/sub connection carries every wait's channel: a wait subscribes its key
-(and waits for Redis to confirm, so no state stored after its first read can be missed),
-reads the key, and sleeps on an event the reader task sets when a message arrives.
+(and waits for Redis to confirm, so no state stored after that can be missed) and sleeps
+until the reader task hands it a published state. A request subscribes before its job is
+sent, so it never reads the key at all: the final state arrives as the message itself.
 
 A wait also re-reads the key every `RECHECK_S`, so a lost connection (the reader
 reconnects and subscribes again) costs at most that much delay, never a hung request.
@@ -30,24 +31,45 @@ RECONNECT_S = 0.2
 ANCHOR = b"lmq:gateway:result-feed"  # always subscribed: the connection never idles out
 
 
+class Stored(asyncio.Event):
+    """Set when a state of the key is published; `data` is the last one published (Celery's
+    backend and our store scripts publish the stored value itself: no read needed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: bytes | None = None
+        self.subscribed = False  # Redis confirmed the subscription
+
+    def take(self) -> bytes | None:
+        """The last published value, consumed (no await between reading and clearing)."""
+        data, self.data = self.data, None
+        self.clear()
+        return data
+
+    def publish(self, data: bytes | None) -> None:
+        self.data = data
+        self.set()
+
+
 class ResultFeed:
-    """Per result key, the events of the waits on it; one reader task sets them."""
+    """Per result key, the waits on it; one reader task wakes them with what was stored."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waits: dict[bytes, set[asyncio.Event]] = {}
+        self._waits: dict[bytes, set[Stored]] = {}
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
         self._chores: set[asyncio.Task[Any]] = set()
         self._opening = asyncio.Lock()  # one pub/sub connection, even when waits race
 
-    async def watch(self, key: str) -> asyncio.Event:
-        """An event set whenever `key`'s state is stored (subscribed when this returns)."""
+    async def watch(self, key: str) -> Stored:
+        """Woken whenever `key`'s state is stored; subscribed when this returns (if Redis
+        confirmed within CONFIRM_S: `subscribed`)."""
         channel = key.encode()
-        event = asyncio.Event()
+        stored = Stored()
         waits = self._waits.setdefault(channel, set())
-        waits.add(event)
+        waits.add(stored)
         if len(waits) == 1:
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmed[channel] = confirmed
@@ -57,17 +79,19 @@ class ResultFeed:
             except redis.RedisError as exc:  # the reader reconnects; re-reads cover it
                 log.warning("gateway: result subscription failed (%s); waits re-read", exc)
             except BaseException:  # cancelled while subscribing: leave nothing behind
-                self.unwatch(key, event)
+                self.unwatch(key, stored)
                 raise
-        return event
+        confirmed_now = self._confirmed.get(channel)
+        stored.subscribed = confirmed_now is not None and confirmed_now.done()
+        return stored
 
-    def unwatch(self, key: str, event: asyncio.Event) -> None:
+    def unwatch(self, key: str, stored: Stored) -> None:
         """No await (safe in a cancelled wait's `finally`): the unsubscribe is sent later."""
         channel = key.encode()
         waits = self._waits.get(channel)
         if waits is None:
             return
-        waits.discard(event)
+        waits.discard(stored)
         if not waits:
             del self._waits[channel]
             self._confirmed.pop(channel, None)
@@ -123,8 +147,8 @@ class ResultFeed:
             if confirmed is not None and not confirmed.done():
                 confirmed.set_result(None)
         elif message.get("type") == "message":
-            for event in self._waits.get(channel, ()):  # type: ignore[arg-type]
-                event.set()
+            for stored in self._waits.get(channel, ()):  # type: ignore[arg-type]
+                stored.publish(message.get("data"))
 
     async def _reconnect(self, broken: PubSub) -> None:
         with contextlib.suppress(redis.RedisError, OSError):
@@ -139,6 +163,6 @@ class ResultFeed:
                     await fresh.aclose()  # type: ignore[no-untyped-call]
                 continue
             for waits in list(self._waits.values()):  # every wait re-reads its key now
-                for event in waits:
-                    event.set()
+                for stored in waits:
+                    stored.publish(None)
             return

@@ -13,7 +13,7 @@ from celery import Celery
 from starlette.requests import Request
 
 from producers import result_wait
-from producers.gateway.result_feed import ResultFeed
+from producers.gateway.result_feed import ResultFeed, Stored
 from producers.job_handle import JobHandle
 from producers.outcome import FINISHED_STATES, result_or_raise
 
@@ -30,11 +30,12 @@ async def _disconnected(request: Request) -> None:
 
 @dataclass
 class Watch:
-    """A result key being subscribed (started before the job is sent: the subscription's
-    round trip overlaps the submit instead of following it)."""
+    """A job's result key, subscribed. `early`: subscribed before the job was sent, so every
+    state it will ever have is published to this subscription (if Redis confirmed it)."""
 
     key: str
-    subscribed: asyncio.Future[asyncio.Event]
+    stored: Stored
+    early: bool = False
 
 
 class Results:
@@ -47,18 +48,15 @@ class Results:
         self.client = aioredis.Redis.from_url(url, client_name="lmq-gateway")
         self.feed = ResultFeed(self.client)
 
-    def watch(self, job_id: str) -> Watch:
-        """Start subscribing to the job's result now; `of(handle, watch)` waits on it."""
+    async def subscribe(self, job_id: str) -> Watch:
+        """Subscribe to a job's result before sending the job; `of(handle, watch)` then
+        waits without reading the key (the final state comes as the message)."""
         key = result_wait.result_key(self.app, job_id)
-        return Watch(key, asyncio.ensure_future(self.feed.watch(key)))
+        return Watch(key, await self.feed.watch(key), early=True)
 
     def drop(self, watch: Watch) -> None:
-        """The job was never sent (or is waited on otherwise): unsubscribe once subscribed."""
-        def done(subscribed: asyncio.Future[asyncio.Event]) -> None:
-            if not subscribed.cancelled() and subscribed.exception() is None:
-                self.feed.unwatch(watch.key, subscribed.result())
-
-        watch.subscribed.add_done_callback(done)
+        """The job was never sent (or is waited on otherwise): unsubscribe."""
+        self.feed.unwatch(watch.key, watch.stored)
 
     async def of(self, handle: JobHandle, watch: Watch | None = None) -> Any:
         """`handle.aresult()`: if the awaiting task is cancelled, so is the job."""
@@ -86,17 +84,24 @@ class Results:
         return result_or_raise(handle.id, meta["status"], meta.get("result"))
 
     async def _meta(self, job_id: str, watch: Watch | None) -> dict[str, Any]:
-        """Subscribed first, then read: a state stored after the read wakes the wait."""
-        watch = watch or self.watch(job_id)
-        stored = await watch.subscribed
+        """The final meta, from the published states; the key is read when the
+        subscription may have come after a state (not early, or not confirmed), after a
+        reconnect, and every RECHECK_S without news."""
+        if watch is None:
+            key = result_wait.result_key(self.app, job_id)
+            watch = Watch(key, await self.feed.watch(key))
+        stored = watch.stored
+        read = not (watch.early and stored.subscribed)
         try:
             while True:
-                meta = result_wait.decode_meta(self.app, await self.client.get(watch.key))
+                raw = await self.client.get(watch.key) if read else stored.take()
+                meta = result_wait.decode_meta(self.app, raw)
                 if meta and meta.get("status") in FINISHED_STATES:
                     return meta
+                woke = False
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stored.wait(), result_wait.RECHECK_S)
-                stored.clear()
+                    woke = await asyncio.wait_for(stored.wait(), result_wait.RECHECK_S)
+                read = not woke or stored.data is None
         finally:
             self.feed.unwatch(watch.key, stored)
 
@@ -118,4 +123,6 @@ async def result_unless_gone(request: Request, handle: JobHandle, results: Resul
         return waiter.result()
     waiter.cancel()  # Results.of() revokes the job when cancelled
     await asyncio.gather(waiter, return_exceptions=True)
+    if watch is not None:  # a wait cancelled before it began never unsubscribed
+        results.drop(watch)
     raise ClientGone(handle.id)
