@@ -31,7 +31,11 @@ The fix. Every worker leases what it holds:
   and in `unacked` is moved back to its queue as kombu's `QoS.restore_by_tag` does it
   (kombu's own `Channel._do_restore_message` sets the `redelivered` flag, resolves the
   exchange and routing key through kombu's binding table, and honours priority lists; the
-  payload goes to the consuming end, like kombu's visibility-timeout restore). Each restore
+  held transport's puts a job with a tenant on that tenant's list and registers its turn,
+  `workers.delivery.tenant_turns`; the payload goes to the consuming end, like kombu's
+  visibility-timeout restore). The same transaction drops the tag from its tenant's
+  running count (LMQ_TENANT_MAX_RUNNING), and a `popping` entry goes back to its tenant's
+  list with its count dropped too: a killed worker never keeps a tenant at its cap. Each restore
   is one WATCH transaction over what it reads (`unacked`, the worker's held set or `popping`
   list, its lease key): it gives up if the lease reappears, and it happens once even when
   janitors race. A tag is restored only while the dead worker's held set still has it:
