@@ -176,7 +176,7 @@ class HeldQoS(kombu_redis.QoS):
         def restore(pipe: Any) -> None:
             payload = pipe.hget(self.unacked_key, tag)
             pipe.multi()
-            self._remove_from_indices(tag, pipe)  # type: ignore[no-untyped-call]
+            self._remove_from_indices(tag, pipe)
             pipe.srem(current.held_key, tag)
             if payload:
                 message, exchange, routing_key = loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
