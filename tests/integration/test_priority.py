@@ -151,7 +151,7 @@ def test_a_killed_workers_job_comes_back_with_its_priority(
 
 def test_a_job_carries_its_tenant_label(worker_factory, lmq_env, redis_url):  # type: ignore[no-untyped-def]
     """The tenant label (default LMQ_TENANT) is recorded with the job and accepted by the
-    worker; fair turns between tenants are not implemented yet."""
+    worker (turns between tenants: test_tenant_turns)."""
     worker_factory(LLM, lmq_env)
     settings = Settings(broker_url=redis_url, result_backend=redis_url, tenant="team-a")
     with JobQueue(settings) as queue:
