@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 
 import redis
@@ -59,9 +60,8 @@ def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
 def ring(pipe: redis.client.Pipeline, queues: Sequence[str]) -> None:
     """Wake idle workers of these queues (a token per job, at most BELL_TOKENS_MAX kept):
     they block on the bell, not on a job list (a job may be on any tenant's list)."""
-    for queue in sorted(set(queues)):
-        tokens = min(queues.count(queue), BELL_TOKENS_MAX)
-        pipe.lpush(keys.bell(queue), *["1"] * tokens)
+    for queue, jobs in sorted(Counter(queues).items()):
+        pipe.lpush(keys.bell(queue), *["1"] * min(jobs, BELL_TOKENS_MAX))
         pipe.ltrim(keys.bell(queue), 0, BELL_TOKENS_MAX - 1)
 
 
