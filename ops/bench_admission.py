@@ -39,9 +39,12 @@ Figures (per configuration: medians of `--rounds` runs on one warm worker, with 
   waiting job, a waiting job would have fit (the pool's own overhead), or the tail after
   the last job started (a finite flood's; the bound leaves it out, so it weighs on short
   runs: `--jobs 32` ~0.05, the report's 256 jobs ~0.01);
-* lookahead: the same workloads on 8 threads (LMQ_CONCURRENCY) vs the worker's own rule
+* lookahead: the same workloads on 16 threads (LMQ_CONCURRENCY) vs the worker's own rule
   (LMQ_SLOTS + LMQ_PREFETCH_THREADS = 6): do more threads holding jobs behind those that
-  wait for cells let more small jobs backfill?
+  wait for cells let more small jobs backfill? (The broker hands jobs out in order: small
+  jobs that would fit beside the running ones wait there behind big ones that wait for
+  cells. Measured on the 3/4-big flood: 8 threads no better than 6, 16 threads 0.92 of the
+  bound vs 0.87; but held jobs also go before a later high-priority job.)
 * the reservation margin: the same workloads with `LMQ_LOCAL_COUNT_MAX_TOKENS=0` (LM Studio
   counts every prompt exactly, 2 RPCs per job) vs the default local bound.
 

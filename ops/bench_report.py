@@ -18,11 +18,11 @@ corpus      `embed_corpus` chunks/s vs direct SDK embed() at two timing profiles
             (`ops/bench_corpus.py`)
 scale       100 -> 10,000 jobs: throughput, producer and worker peak memory, pool vs naive
 admission   mixed big/small flood on one instance's KV cells with vs without admission;
-            slot utilisation of small, 3/4-big and 1/4-big workloads (goal >= 90%) and, for
-            the mixed ones, as a fraction of the bound the KV cells allow; 8 threads vs the
-            rule; exact prompt
-            counts vs the local bound; GGUF metadata read vs gguf.GGUFReader (goal
-            < 100 ms) (`ops/bench_admission.py`)
+            slot utilisation of small jobs (goal >= 90%) and, for the 3/4-big and 1/4-big
+            floods, as a fraction of what the KV cells allow with each job at prompt +
+            max_tokens (goal >= 0.9, 0 failed) with the idle time by cause; 16 threads vs
+            the rule; exact prompt counts vs the local bound; GGUF metadata read vs
+            gguf.GGUFReader (goal < 100 ms) (`ops/bench_admission.py`)
 flower      jobs/s with Flower attached vs without, Flower's memory (`ops/bench_flower.py`)
 simulator   the simulator's fragments/s and embedString/s vs their goals
             (`ops/bench_simulator.py`)

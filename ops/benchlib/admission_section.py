@@ -5,7 +5,7 @@ failing with llama.cpp's no-free-KV-cells error); raw slot utilisation of the sm
 workload (cells never bind) against 90%; for each mixed workload the utilisation the
 instance's KV cells allow a scheduler that never lets a prediction fail (each job at
 prompt + max_tokens) and the fraction of it reached (the issue's goal, >= 0.9), with the
-idle slot-time split by cause; the mixed workloads on 8 threads vs the worker's rule, and
+idle slot-time split by cause; the mixed workloads on 16 threads vs the worker's rule, and
 with exact prompt counts vs the local bound; GGUF metadata read time vs gguf.GGUFReader."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def measure(jobs: int, gguf_gib: float, say: Any) -> list[Figure]:
     say(f"admission: GGUF metadata of a sparse {gguf_gib:g} GiB file, ours vs gguf.GGUFReader")
     gguf = bench_admission.gguf_results(gguf_gib)
     say(f"admission: {jobs} chat jobs per run, 2 runs per configuration (small, 3/4 big, "
-        "1/4 big; without admission, on 8 threads, with exact prompt counts)")
+        f"1/4 big; without admission, on {MORE_THREADS} threads, with exact prompt counts)")
     return workload_figures(bench_admission.workload_results(jobs)) + gguf_figures(gguf)
 
 

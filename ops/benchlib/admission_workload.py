@@ -62,7 +62,7 @@ class Run(NamedTuple):
                 + (":exact" if self.exact_count else ""))
 
 
-MORE_THREADS = 2 * SLOTS  # the lookahead comparison: 8 threads vs the rule's 4 + 2
+MORE_THREADS = 4 * SLOTS  # the lookahead comparison: 16 threads vs the rule's 4 + 2
 DEFAULT_RUNS: tuple[Run, ...] = (
     Run(MIXED, True), Run(MIXED, False), Run(TYPICAL, True), Run("small", True),
     Run(MIXED, True, MORE_THREADS), Run(TYPICAL, True, MORE_THREADS),

@@ -116,9 +116,13 @@ def thread_count(settings: Settings, facts: ModelFacts) -> int:
     MiB of KV room, so it allowed one prediction) 64 jobs of ~7 MiB reached 0.25 slot
     utilisation, and 0.95 with LMQ_SLOTS (`ops/bench_admission.py`). The worker adds
     LMQ_PREFETCH_THREADS (`workers.lifecycle.worker_threads`) so that it holds jobs behind
-    those waiting for memory. More waiting threads did not pay consistently on that
-    benchmark: 8 or 9 threads instead of 6 gave +0.01-0.02 of slot-time on 3/4 big jobs,
-    and from -0.05 to +0.05 on 1/4 big jobs across runs. Embedding models, admission off
+    those waiting for memory. Those measurements of more threads (8 or 9 instead of 6: +0.01
+    to +0.02 of slot-time on 3/4 big jobs) predate `SlotLimit` taking a process slot only
+    once admitted: the extra threads then waited for a process slot, never reaching the
+    shared queue. Since, on the 1,024-cell instance, 16 threads reached 0.92 of what the
+    cells allow on the 3/4-big flood vs 0.87 with 6 (small jobs backfill beside big ones);
+    but jobs held by threads also go before a later high-priority job, so the default stays
+    LMQ_SLOTS + LMQ_PREFETCH_THREADS. Embedding models, admission off
     and an unknown budget (build_gate reports it): LMQ_SLOTS. So are models on LM Studio's
     llama.cpp engine: their KV cache is allocated at load, and jobs take the instance's
     cells (`instance`), not GPU memory; the rule above applies to engines that grow KV per
