@@ -61,10 +61,13 @@ class BatchAdvancer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._adopt)
+        adopted = False
         while not self._stopping:
             self._wake.clear()
             try:
+                if not adopted:
+                    await loop.run_in_executor(self._thread, self._adopt)
+                    adopted = True
                 await loop.run_in_executor(self._thread, self.tick)
             except Exception:  # Redis away for a moment: log it, try again next time
                 log.exception("gateway: advancing batches failed")
