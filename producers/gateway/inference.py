@@ -71,8 +71,7 @@ def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
     # enqueue_anyway: checked just above, with 404 vs 503. The key names the job's tenant
     # and its priority (someone waits on an HTTP answer: the key's default, normal unless
     # it says otherwise). Without keys there is no tenant to name: the job gets
-    # LMQ_TENANT's, as any producer's (none by default: the pool's no-tenant list, which an
-    # idle worker blocks on; a tenant's list is polled, up to ~0.1 s later when idle).
+    # LMQ_TENANT's, as any producer's (none by default).
     tenant = None if owner is LOCAL else owner.name
     return gw.queue.submit(job, enqueue_anyway=True, priority=owner.priority,
                            tenant=tenant, job_id=job_id)
