@@ -70,10 +70,13 @@ def message_text(message: dict[str, Any]) -> str:
     return "".join(texts)
 
 
-def chat_template(messages: list[dict[str, Any]]) -> str:
-    """A fixed ChatML-like template; applyPromptTemplate returns exactly this."""
+def chat_template(messages: list[dict[str, Any]],
+                  tools: list[dict[str, Any]] | None = None) -> str:
+    """A fixed ChatML-like template; applyPromptTemplate returns exactly this. Tools are
+    rendered into the prompt as real chat templates do, so they take prompt tokens."""
+    head = f"<|tools|>\n{json.dumps(tools)}\n" if tools else ""
     body = "".join(f"<|{m.get('role', 'user')}|>\n{message_text(m)}\n" for m in messages)
-    return body + "<|assistant|>\n"
+    return head + body + "<|assistant|>\n"
 
 
 class DeterministicEngine:
@@ -97,7 +100,7 @@ class DeterministicEngine:
     def format_prompt(self, model: ModelConfig, request: PredictRequest) -> str:
         if request.completion:
             return "".join(message_text(m) for m in request.messages)
-        return chat_template(request.messages)
+        return chat_template(request.messages, request.tools)
 
     def embed(self, model: ModelConfig, text: str) -> list[float]:
         return self._embedder.embed(text, model.embedding_length)

@@ -48,7 +48,8 @@ async def unload_model(conn: Connection, param: Any) -> Any:
 
 async def apply_prompt_template(conn: Connection, param: Any) -> Any:
     _instance(conn, param)
-    return {"formatted": chat_template((param.get("history") or {}).get("messages", []))}
+    tools = (param.get("opts") or {}).get("toolDefinitions")  # LM Studio renders them too
+    return {"formatted": chat_template((param.get("history") or {}).get("messages", []), tools)}
 
 
 async def count_tokens(conn: Connection, param: Any) -> Any:

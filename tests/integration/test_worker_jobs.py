@@ -227,3 +227,26 @@ def test_workers_of_two_models_keep_both_loaded(worker_factory, lmq_env, redis_u
         model=LLM, messages="hi", config={"max_tokens": 4}))).get(5)).content
     assert EmbeddingResult.model_validate(final(send(app, EmbeddingJob(
         model=EMBED, texts=["a"]))).get(5)).completed == 1
+
+
+def _big_tool(words: int) -> dict:  # type: ignore[type-arg]
+    return {"type": "function", "function": {
+        "name": "lookup", "description": "word " * words,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("given_as", ["tools", "config.rawTools"])
+def test_tools_count_toward_the_context_however_given(llm_worker, redis_url, given_as):  # type: ignore[no-untyped-def]
+    """~2,000 tokens of tool definitions + 3,000 output tokens exceed the 4,096 context:
+    refused at once, whether the tools are the job's or (a forced tool choice, as the
+    gateway sends it) its config's rawTools. Without the tools the same job fits."""
+    from workers.error import ContextOverflowError
+
+    app = client_app(redis_url)
+    tool = _big_tool(2000)
+    tools: dict = ({"tools": [tool]} if given_as == "tools" else  # type: ignore[type-arg]
+                   {"config": {"max_tokens": 3000, "rawTools": {
+                       "type": "toolArray", "tools": [tool], "force": True}}})
+    job = ChatJob(model=LLM, messages="call lookup", **{"config": {"max_tokens": 3000}, **tools})
+    with pytest.raises(ContextOverflowError, match="context"):
+        final(send(app, job), 60).get(timeout=5)

@@ -50,15 +50,15 @@ class PredictionRequest:
 def run_chat(ctx: JobContext, job: ChatJob) -> dict[str, Any]:
     history = build_history(job)
     _check_size(ctx, prompt_chars(history))
-    tools = raw_tools(job.tools)
-    config = checked_sdk_config(sdk_prediction_config(job.config, tools))
+    config = checked_sdk_config(sdk_prediction_config(job.config, raw_tools(job.tools)))
+    tools = tool_definitions(config)  # the job's tools or its config.rawTools
     images = has_images(history)  # checked for vision and uploaded before admission
     chat = ctx.session.chat(with_uploaded_images(ctx.session, history) if images else history)
     request = PredictionRequest(
         "chat", chat, config, job.config.max_tokens,
-        lambda: ctx.session.count_chat_tokens(chat, tool_definitions(job.tools)),
-        # the local bound knows text only: images are counted by LM Studio
-        chat_bound(ctx.session.overhead, history, bool(job.tools) or images))
+        lambda: ctx.session.count_chat_tokens(chat, tools),
+        # the local bound knows text only: tools and images are counted by LM Studio
+        chat_bound(ctx.session.overhead, history, bool(tools) or images))
     outcome = _predict(ctx, request, job.config)
     return {**ctx.result_fields(ctx.token.is_requested()), "kind": "chat",
             "content": outcome.content, "parsed": outcome.parsed,

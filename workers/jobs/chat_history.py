@@ -61,10 +61,14 @@ def raw_tools(tools: list[Tool] | None) -> dict[str, Any] | None:
     return {"type": "toolArray", "tools": converted}
 
 
-def tool_definitions(tools: list[Tool] | None) -> list[dict[str, Any]]:
-    """The tools as applyPromptTemplate's `toolDefinitions` (for counting prompt tokens)."""
-    value = raw_tools(tools)
-    return list(value["tools"]) if value else []
+def tool_definitions(sdk_config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tools a prediction sends, as applyPromptTemplate's `toolDefinitions` (to count
+    prompt tokens). Read from the checked SDK config's `rawTools`, not the job's tools: a
+    forced tool choice (the gateway's `required`, a named function) arrives as the job's
+    `config.rawTools`, and its tools take prompt tokens all the same."""
+    setting = sdk_config.get("rawTools") or {}
+    tools = setting.get("tools") if setting.get("type") == "toolArray" else None
+    return list(tools or [])
 
 
 def prompt_chars(history: History) -> int:
