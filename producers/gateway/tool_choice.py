@@ -16,16 +16,16 @@ call). So:
     {"type": "custom", ...}         400: LM Studio has function tools only
 
 A forced choice goes to the worker as the job's `config.rawTools` (the SDK's own setting,
-checked against its schema like any prediction config) instead of the job's `tools`,
-which have no place for `force`.
+checked against its schema like any prediction config; `producers.forced_tools`, shared with
+the OpenManus queued provider) instead of the job's `tools`, which have no place for `force`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from producers.forced_tools import forced_config
 from producers.gateway.errors import ApiError, bad_request
-from producers.prediction_config import checked_config
 from workers.contract import ChatJob, Tool
 from workers.error import InvalidJobError
 
@@ -88,19 +88,9 @@ def _forced(job: ChatJob, tools: list[Tool], *, force: bool, asked: str) -> Chat
                           "tool_choice")
     if not force:  # a subset, sent as the job's tools like any other
         return job.model_copy(update={"tools": tools})
-    setting = {"type": "toolArray", "tools": [_lmstudio_tool(t) for t in tools], "force": True}
     try:
-        config = checked_config({**job.config.sdk_dict(), "rawTools": setting,
-                                 "seed": job.config.seed})
+        config = forced_config(job.config, tools)
     except InvalidJobError as exc:
         raise ApiError(400, f"tools: {exc}", param="tools") from None
     return job.model_copy(update={"tools": None, "config": config})
 
-
-def _lmstudio_tool(tool: Tool) -> dict[str, Any]:
-    """A tool as LM Studio's toolArray lists it (what the worker makes of a job's tools)."""
-    spec: dict[str, Any] = {"name": tool.function.name,
-                            "parameters": tool.function.parameters}
-    if tool.function.description:
-        spec["description"] = tool.function.description
-    return {"type": "function", "function": spec}

@@ -14,6 +14,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessage
 
+from producers.forced_tools import forced_config
 from producers.job_building import check_deadlines
 from producers.openmanus._base import LMStudioLLMBase, Request
 from producers.openmanus._messages import (
@@ -22,7 +23,7 @@ from producers.openmanus._messages import (
     job_safe_messages,
     split_system,
 )
-from workers.contract import ChatResult, PredictionConfig
+from workers.contract import ChatResult, PredictionConfig, Tool
 from workers.error import JobTimeoutError
 
 _CHARS_PER_TOKEN = 4  # local estimate only; real counts come back in each job's stats
@@ -63,9 +64,13 @@ class QueuedLMStudioProvider(LMStudioLLMBase):
         system, rest = split_system(job_safe_messages(request.messages))
         config = PredictionConfig.model_validate(
             {"temperature": min(request.temperature, 5.0), "max_tokens": request.max_tokens})
+        tools = request.tools
+        if request.force_tool and tools:  # "required": LM Studio's force, as the gateway's
+            config = forced_config(config, [Tool.model_validate(t) for t in tools])
+            tools = None
         handle = await self.queue.achat(
             self.model, rest or [{"role": "user", "content": "Continue."}], system_prompt=system,
-            tools=request.tools, config=config, enqueue_anyway=self.enqueue_anyway,
+            tools=tools, config=config, enqueue_anyway=self.enqueue_anyway,
             priority="high",  # an agent (and whoever runs it) waits on every step
             **self.deadlines)
         return str(handle.id)

@@ -220,3 +220,32 @@ def test_a_step_no_worker_starts_in_time_expires(redis_url, simulator) -> None:
     assert record["expires_s"] == 1 and record["priority"] == "high"
     with pytest.raises(JobExpiredError, match="expires_s"):
         asyncio.run(provider.acollect(job_id, timeout_s=30))
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "weather", "description": "Weather forecast for a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_required_tool_choice_forces_a_tool_call(pool, force) -> None:
+    """tool_choice "required" goes to LM Studio as rawTools with force (the gateway's
+    mapping), so the model calls a tool even for a prompt it would answer in text; "auto"
+    leaves that to the model (here: no call)."""
+    provider = use_lmstudio(MODEL, queued=True, settings=pool)
+    request = Request(messages=[{"role": "user", "content": "Say hello."}],
+                      tools=[WEATHER_TOOL], force_tool=force, temperature=0.5,
+                      max_tokens=16, timeout_s=None)
+
+    async def call():
+        job_id = await provider.asubmit(request)
+        return job_id, await provider.acollect(job_id, timeout_s=60)
+
+    job_id, reply = asyncio.run(call())
+    raw_tools = provider.queue.job_record(job_id).get("config", {}).get("rawTools")
+    if force:
+        assert raw_tools and raw_tools["force"] is True
+        assert [c["function"]["name"] for c in reply.tool_calls] == ["weather"]
+    else:
+        assert raw_tools is None and not reply.tool_calls
