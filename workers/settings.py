@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         "is unset)."
     )
     gateway_port: int = Field(8080, description="Port `lmq serve` listens on.")
+    gateway_fetch_private_images: bool = Field(
+        False, description="Let `lmq serve` download image links whose host resolves to a "
+        "loopback, private, link-local, multicast or otherwise reserved address (at any "
+        "redirect hop). Off: such a link is a 400, so callers cannot make the gateway reach "
+        "internal services (SSRF)."
+    )
 
     @field_validator("lmstudio_host")
     @classmethod

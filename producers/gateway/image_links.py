@@ -9,12 +9,21 @@ naming the URL and why (status, not an image, too big, timed out, unreachable).
 Only chat requests over HTTP: a batch file's lines keep refusing links (`lmq batch`'s
 validator), since fetching thousands of images while validating belongs to no one's
 deadline. File paths and file:// URLs are never read for a remote caller.
+
+A link is a request the gateway makes on the caller's behalf from inside the network (SSRF):
+unless `LMQ_GATEWAY_FETCH_PRIVATE_IMAGES` is on, a host that resolves to a loopback,
+private, link-local, multicast or reserved address is refused, checked again at every
+redirect hop (redirects are followed here, not by httpx, for that). Left open: a DNS name
+that resolves to a public address when checked and a private one when httpx connects a
+moment later (rebinding); filter egress where that matters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
+import socket
 from typing import Any
 
 import httpx
@@ -29,8 +38,7 @@ MAX_REDIRECTS = 3
 
 def client() -> httpx.AsyncClient:
     """The gateway's one client for image downloads (its connections are reused)."""
-    return httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True,
-                             max_redirects=MAX_REDIRECTS,
+    return httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False,
                              headers={"User-Agent": "lmstudio-queue-gateway"})
 
 
@@ -48,21 +56,23 @@ def _links(messages: Any) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-async def inline_images(body: dict[str, Any], http: httpx.AsyncClient) -> dict[str, Any]:
-    """`body` with every linked image replaced by its data URL (in place; returned)."""
+async def inline_images(body: dict[str, Any], http: httpx.AsyncClient, *,
+                        private_ok: bool = False) -> dict[str, Any]:
+    """`body` with every linked image replaced by its data URL (in place; returned).
+    `private_ok`: fetch from internal addresses too (LMQ_GATEWAY_FETCH_PRIVATE_IMAGES)."""
     links = _links(body.get("messages"))
     if links:
-        urls = await asyncio.gather(*(_data_url(http, where, image["url"])
+        urls = await asyncio.gather(*(_data_url(http, where, image["url"], private_ok)
                                       for where, image in links))
         for (_, image), url in zip(links, urls, strict=True):
             image["url"] = url
     return body
 
 
-async def _data_url(http: httpx.AsyncClient, where: str, url: str) -> str:
+async def _data_url(http: httpx.AsyncClient, where: str, url: str, private_ok: bool) -> str:
     try:
         async with asyncio.timeout(DOWNLOAD_S):
-            data, mime = await _download(http, where, url)
+            data, mime = await _follow(http, where, url, private_ok)
     except TimeoutError:
         raise _refused(where, url, f"no complete answer within {DOWNLOAD_S:g}s") from None
     except httpx.TimeoutException:
@@ -72,21 +82,66 @@ async def _data_url(http: httpx.AsyncClient, where: str, url: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-async def _download(http: httpx.AsyncClient, where: str, url: str) -> tuple[bytes, str]:
-    async with http.stream("GET", url) as reply:
-        if reply.status_code != 200:
-            raise _refused(where, url, f"HTTP {reply.status_code}")
-        mime = reply.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not mime.startswith("image/"):
-            raise _refused(where, url, f"not an image (content-type {mime or 'missing'!r})")
-        declared = int(reply.headers.get("content-length") or 0)
-        if declared > MAX_IMAGE_BYTES:
-            raise _refused(where, url, _too_big(declared))
-        data = bytearray()
-        async for chunk in reply.aiter_bytes():
-            data += chunk
-            if len(data) > MAX_IMAGE_BYTES:
-                raise _refused(where, url, _too_big(len(data)))
+async def _follow(http: httpx.AsyncClient, where: str, url: str,
+                  private_ok: bool) -> tuple[bytes, str]:
+    """Download `url`, following up to MAX_REDIRECTS redirects, each hop's host checked."""
+    hop = httpx.URL(url)
+    for _ in range(MAX_REDIRECTS + 1):
+        if not private_ok:
+            await _check_public(where, url, hop)
+        async with http.stream("GET", hop) as reply:
+            if reply.is_redirect and "location" in reply.headers:
+                hop = hop.join(reply.headers["location"])
+                if hop.scheme not in ("http", "https"):
+                    raise _refused(where, url, f"redirected to a {hop.scheme} URL")
+                continue
+            return await _download(where, url, reply)
+    raise _refused(where, url, f"more than {MAX_REDIRECTS} redirects")
+
+
+async def _check_public(where: str, url: str, hop: httpx.URL) -> None:
+    """Refuse a host any of whose addresses is internal (a name may have several)."""
+    port = hop.port or (443 if hop.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(hop.host, port,
+                                                             type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _refused(where, url, f"cannot resolve {hop.host}: {exc}") from None
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if kind := _internal(address):
+            raise _refused(where, url, f"{hop.host} resolves to {address}, a {kind} "
+                           "address; the gateway fetches images from public addresses "
+                           "only (LMQ_GATEWAY_FETCH_PRIVATE_IMAGES=true allows others)")
+
+
+def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of non-public address this is, or None for a public one."""
+    for kind, flag in (("loopback", address.is_loopback), ("link-local", address.is_link_local),
+                       ("multicast", address.is_multicast),
+                       ("unspecified", address.is_unspecified),  # 0.0.0.0 is private too
+                       ("private", address.is_private), ("reserved", address.is_reserved)):
+        if flag:
+            return kind
+    return None
+
+
+async def _download(where: str, url: str, reply: httpx.Response) -> tuple[bytes, str]:
+    if reply.status_code != 200:
+        raise _refused(where, url, f"HTTP {reply.status_code}")
+    mime = reply.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not mime.startswith("image/"):
+        raise _refused(where, url, f"not an image (content-type {mime or 'missing'!r})")
+    declared = int(reply.headers.get("content-length") or 0)
+    if declared > MAX_IMAGE_BYTES:
+        raise _refused(where, url, _too_big(declared))
+    data = bytearray()
+    async for chunk in reply.aiter_bytes():
+        data += chunk
+        if len(data) > MAX_IMAGE_BYTES:
+            raise _refused(where, url, _too_big(len(data)))
     return bytes(data), mime
 
 

@@ -81,7 +81,8 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
                  owner: Tenant) -> Response:
     payload = body.model_dump(exclude_unset=True)
     if url == "/v1/chat/completions":
-        payload = await image_links.inline_images(payload, gw.http)
+        payload = await image_links.inline_images(
+            payload, gw.http, private_ok=gw.settings.gateway_fetch_private_images)
     asked = job_request(url, payload)
     job_id = str(uuid.uuid4())
     # Subscribed to the result before the job exists, so its final state arrives as a

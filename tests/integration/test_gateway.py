@@ -46,7 +46,10 @@ def pool(redis_server: RedisServer, sim: object) -> Iterator[LocalPool]:
 
 @pytest.fixture(scope="module")
 def base_url(pool: LocalPool) -> Iterator[str]:
-    settings = pool.settings.model_copy(update={"api_keys": SecretStr(f"{KEY}=team-a:high")})
+    # The image links of these tests point at a loopback server: allowed here, refused by
+    # default (test_image_links_to_internal_addresses_are_refused_by_default).
+    settings = pool.settings.model_copy(update={"api_keys": SecretStr(f"{KEY}=team-a:high"),
+                                                "gateway_fetch_private_images": True})
     with serve_in_thread(settings) as url:
         yield url
 
@@ -328,6 +331,23 @@ def test_image_links_are_downloaded_for_the_model(client: openai.OpenAI, sim: ob
                 if e["msg"].get("endpoint") == "predict" and f"{marker} {path}" in str(e["msg"])]
         assert sent and sent[0][1]["type"] == "file" and sent[0][1]["fileType"] == "image"
         assert sent[0][1]["sizeBytes"] == len(PNG)  # the very bytes the server served
+
+
+def test_image_links_to_internal_addresses_are_refused_by_default(pool: LocalPool,
+                                                                  image_server: str) -> None:
+    """SSRF: by default a link whose host is loopback is a 400 saying why."""
+    settings = pool.settings.model_copy(update={"api_keys": SecretStr(f"{KEY}=team-a:high")})
+    url = image_server + "/cat.png"
+    part = {"type": "image_url", "image_url": {"url": url}}
+    with serve_in_thread(settings) as base, \
+            openai.OpenAI(base_url=base, api_key=KEY, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model=VISION, max_tokens=5, messages=[
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}])
+    message = caught.value.message
+    assert f"cannot use the image at {url}: 127.0.0.1 resolves to 127.0.0.1, a loopback " \
+           "address" in message, message
+    assert "LMQ_GATEWAY_FETCH_PRIVATE_IMAGES=true" in message
 
 
 def test_an_image_link_that_cannot_be_used_is_400_naming_it(client: openai.OpenAI,
