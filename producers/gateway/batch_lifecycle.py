@@ -19,6 +19,12 @@ The completion window becomes the jobs' `expires_s` (a job not started by then n
 at `expires_at` the loop revokes what is left, and every request not completed is in the
 error file with code `batch_expired`, as OpenAI reports it. Batch jobs are bulk work: low
 priority, whatever the key's default.
+
+A batch cancelled while still validating ends as OpenAI documents a cancel ("partial results
+(if any) available in the output file", API reference, POST /v1/batches/{id}/cancel): what
+ran is in the output file (or the error file, if it failed or was stopped mid-prediction);
+a request that never ran is in neither, as OpenAI lists unrun requests only at expiry.
+`request_counts.total` stays the file's request count, so completed + failed < total.
 """
 
 from __future__ import annotations
@@ -164,7 +170,7 @@ def _validate(gw: Gateway, record: dict[str, Any], keep_lock: Callable[[], bool]
     enqueued = batch_intake.enqueue(gw, record, intake.requests, keep_going=keep_going)
     if enqueued < len(intake.requests) and not cancelled:
         return False
-    record["request_counts"]["total"] = enqueued
+    record["request_counts"]["total"] = len(intake.requests)  # enqueued or not (cancel)
     if not cancelled:
         record.update(status="in_progress", in_progress_at=now())
     return True
@@ -182,8 +188,9 @@ def _count(gw: Gateway, record: dict[str, Any]) -> bool:
     except BatchNotFoundError:  # nothing enqueued (cancelled while validating)
         return bool(record["status"] != "validating")
     counts = status["counts"]
-    record["request_counts"] = {
-        "total": status["enqueued"], "completed": counts.get("SUCCESS", 0),
+    record["request_counts"] = {  # a batch cancelled while validating: fewer enqueued
+        "total": max(status["enqueued"], record["request_counts"]["total"]),
+        "completed": counts.get("SUCCESS", 0),
         "failed": counts.get("FAILURE", 0) + counts.get("REVOKED", 0)}
     return bool(record["status"] != "validating"
                 and status["finished"] >= status["enqueued"])
@@ -202,6 +209,8 @@ def _finalize(gw: Gateway, record: dict[str, Any], owner: Tenant) -> None:
             batch_files.write_results(gw.queue, record["id"], out, err)
             if ending == "expired":
                 _mark_expired(err)
+            elif ending == "cancelled" and record.get("in_progress_at") is None:
+                record["request_counts"]["failed"] = _drop_never_run(err)
             for path, field in ((out, "output_file_id"), (err, "error_file_id")):
                 content = path.read_bytes()
                 if content:
@@ -214,6 +223,17 @@ def _finalize(gw: Gateway, record: dict[str, Any], owner: Tenant) -> None:
 
 EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before "
            "the completion window expired."}
+
+
+def _drop_never_run(errors: Path) -> int:
+    """Leave out of the error file the requests revoked before they started (cancelled
+    while validating: OpenAI lists no unrun request); returns how many lines are left."""
+    lines = [json.loads(line) for line in errors.read_text().splitlines()]
+    ran = [line for line in lines if not ((line.get("error") or {}).get("code")
+                                           == "batch_cancelled"
+                                           and (line.get("response") or {}).get("body") is None)]
+    errors.write_text("".join(json.dumps(line) + "\n" for line in ran))
+    return len(ran)
 
 
 def _mark_expired(errors: Path) -> None:

@@ -169,6 +169,35 @@ def test_cancel_keeps_what_finished_and_survives_a_restart(client: openai.OpenAI
         assert all(e["custom_id"].startswith("slow-") for e in errors)
 
 
+def test_cancelled_while_validating_lists_no_request_that_never_ran(
+        client: openai.OpenAI, pool: LocalPool, sim: object) -> None:
+    """OpenAI: a cancelled batch has its partial results in the output file; requests that
+    never ran are in neither file (only expiry lists them). Cancelled after the first
+    chunks were enqueued, before the last: slow predictions keep most of them queued."""
+    import redis
+
+    from workers import keys
+
+    sim.admin.set_timing(decode_tokens_per_s=5.0)  # type: ignore[attr-defined]
+    lines = [chat_line(f"v-{i}", f"Hello {i}") for i in range(4000)]
+    batch = client.batches.create(input_file_id=upload(client, lines).id,
+                                  endpoint="/v1/chat/completions", completion_window="1h")
+    with redis.Redis.from_url(pool.settings.store_url) as store:
+        wait_until(lambda: store.llen(keys.batch_jobs(batch.id)) > 0, timeout=60,
+                   interval=0.01, message="the first lines enqueued")
+        client.batches.cancel(batch.id)
+        cancelled = settled(client, batch.id, "cancelled")
+        enqueued = store.llen(keys.batch_jobs(batch.id))
+    assert cancelled.in_progress_at is None, "validation ended before the cancel landed"
+    counts = cancelled.request_counts
+    assert counts.total == 4000 and 0 < enqueued < 4000
+    output = lines_of(client, cancelled.output_file_id) if cancelled.output_file_id else []
+    errors = lines_of(client, cancelled.error_file_id) if cancelled.error_file_id else []
+    assert len(output) == counts.completed and len(errors) == counts.failed
+    assert counts.completed + counts.failed < enqueued  # those revoked unrun: in no file
+    assert all(line["response"]["body"] for line in errors)  # only requests that ran
+
+
 def test_list_is_newest_first_and_paginated(client: openai.OpenAI) -> None:
     made = [client.batches.create(input_file_id=upload(client, [chat_line("p", "hi")]).id,
                                   endpoint="/v1/chat/completions", completion_window="24h").id
