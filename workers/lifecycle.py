@@ -6,8 +6,10 @@ the worker consumes no job until LM Studio serves its model. At start it:
 0. restores the jobs a previous process with this hostname held, and takes its lease on the
    jobs it will hold (`workers.delivery.redelivery`, Redis brokers only);
 1. requires LMQ_MODEL (exit 78 with a clear message otherwise);
-2. sets the SDK timeout (`lms.set_sync_api_timeout(LMQ_SDK_TIMEOUT_S)`);
-3. opens one scoped `lms.Client(LMQ_LMSTUDIO_HOST)`. LM Studio unreachable: one clear
+2. sets the SDK timeout (`Session.set_timeout(LMQ_SDK_TIMEOUT_S)`: the longest wait for LM
+   Studio's next message);
+3. opens one scoped `lms.AsyncClient(LMQ_LMSTUDIO_HOST)` on the process's SDK event loop
+   thread (`workers.lmstudio.loop`). LM Studio unreachable: one clear
    ERROR line, then retries with doubling backoff capped at LMQ_CONNECT_BACKOFF_MAX_S;
    SIGTERM/SIGINT still stop the worker while it waits;
 4. finds the model in `system.listDownloadedModels`; not downloaded: exit 78 naming the

@@ -8,8 +8,10 @@ Order of a prediction job:
    chats); prompt plus max output over the loaded context length -> ContextOverflowError
    at once;
 3. `with gate.admit(job_id, prompt_tokens, max_tokens, cancelled):`
-4. start the prediction stream, attach its `cancel()` to the job's cancel token, forward
-   fragments to the progress reporter; a dropped connection restarts it (bounded retries).
+4. start the prediction on the worker's SDK loop (`workers.lmstudio.prediction`), attach its
+   `cancel()` to the job's cancel token; fragments are buffered by the progress reporter on
+   the loop and published from this thread when due; a dropped connection restarts it
+   (bounded retries).
 A cancelled prediction returns normally with the partial text (stop reason userStopped):
 `execution` turns that into the REVOKED state.
 """
@@ -28,7 +30,7 @@ from workers.jobs.context import JobContext, with_retries
 from workers.jobs.predict_config import sdk_prediction_config, seed_note
 from workers.jobs.prompt_bound import chat_bound, text_bound
 from workers.lmstudio.images import has_images, with_uploaded_images
-from workers.lmstudio.prediction import Outcome, Prediction, chat_stream, completion_stream
+from workers.lmstudio.prediction import Callbacks, Outcome, Prediction
 from workers.lmstudio.prediction_config import checked_sdk_config
 from workers.task_display import config_summary
 
@@ -102,19 +104,16 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
 def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
     if ctx.token.is_requested():
         raise JobCancelledError(f"job {ctx.job_id} was cancelled", None)
-    start = chat_stream if request.kind == "chat" else completion_stream
-    prediction: Prediction = start(ctx.session, request.payload, request.config,
-                                   on_prompt=ctx.progress.prompt,
-                                   on_first_token=ctx.progress.first_token)
-    with prediction:
-        prediction.start()
-        ctx.token.attach(prediction.cancel)
-        try:
-            for text, tokens in prediction.fragments():
-                ctx.progress.fragment(text, tokens)
-        finally:
-            ctx.token.detach()
-        return prediction.outcome()
+    callbacks = Callbacks(on_prompt=ctx.progress.prompt,
+                          on_first_token=ctx.progress.first_token,
+                          on_fragment=ctx.progress.fragment_buffered)
+    prediction = Prediction.begin(ctx.session, request.kind, request.payload, request.config,
+                                  callbacks)
+    ctx.token.attach(prediction.cancel)  # a cancel before the stream started waits for it
+    try:
+        return prediction.wait(flush=ctx.progress.stream.flush)
+    finally:
+        ctx.token.detach()
 
 
 def prompt_tokens_of(ctx: JobContext, request: PredictionRequest) -> int:

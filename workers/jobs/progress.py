@@ -20,7 +20,9 @@ worker running the job. Entry fields (all strings):
 * `{"t": text}`: the next piece of generated text. Fragments are batched: one entry holds
   what arrived in the last `FLUSH_INTERVAL_S` (or `FLUSH_CHARS`), written with one
   pipelined XADD + EXPIRE, so entries do not map 1:1 to tokens. A short job writes its
-  whole text and the end entry in one round trip.
+  whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
+  event loop (`buffer()`, no I/O there) and the job thread writes them when they are due
+  (`flush()`): only the job thread ever writes, so entries keep their order.
 * `{"reset": attempt}`: the connection to LM Studio dropped and the prediction restarts
   from scratch; discard the text read so far.
 * `{"end": state}`: the last entry; state is `SUCCESS`, `REVOKED` or `FAILURE`. Read the
@@ -61,25 +63,35 @@ class FragmentStream:
         self._chars = 0
         self._last_flush = time.monotonic()
         self._broken = client is None
+        self._lock = threading.Lock()  # the buffer: the SDK loop adds, the job thread takes
 
     def add(self, text: str) -> None:
-        if not text:
-            return
-        self._buffer.append(text)
-        self._chars += len(text)
-        if self._chars >= FLUSH_CHARS or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+        """Buffer `text` and write what is due (from the thread that writes)."""
+        if self.buffer(text):
             self.flush()
 
+    def buffer(self, text: str) -> bool:
+        """Buffer `text` without writing (any thread); True when the buffer is due."""
+        if not text:
+            return False
+        with self._lock:
+            self._buffer.append(text)
+            self._chars += len(text)
+            return (self._chars >= FLUSH_CHARS
+                    or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S)
+
     def flush(self, *extra: dict[str, str]) -> None:
-        entries = [{"t": "".join(self._buffer)}] if self._buffer else []
+        with self._lock:
+            entries = [{"t": "".join(self._buffer)}] if self._buffer else []
+            self._buffer, self._chars = [], 0
+            self._last_flush = time.monotonic()
         entries.extend(extra)
-        self._buffer, self._chars = [], 0
-        self._last_flush = time.monotonic()
         if entries:
             self._write(entries)
 
     def reset(self, attempt: int) -> None:
-        self._buffer, self._chars = [], 0
+        with self._lock:
+            self._buffer, self._chars = [], 0
         self._write([{"reset": str(attempt)}])
 
     def end(self, state: str) -> None:
@@ -131,9 +143,16 @@ class ProgressReporter:
         self.phase("generating")
 
     def fragment(self, text: str, tokens: int) -> None:
+        if self.fragment_buffered(text, tokens):
+            self.stream.flush()
+
+    def fragment_buffered(self, text: str, tokens: int) -> bool:
+        """A fragment, buffered only (on the SDK loop); True when the job thread should
+        `stream.flush()`."""
         self.state.tokens_so_far += tokens
-        self.stream.add(text)
+        due = self.stream.buffer(text)
         self._publish()
+        return due
 
     def items(self, done: int, total: int) -> None:
         self.state.phase = "embedding"

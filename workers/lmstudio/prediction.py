@@ -1,29 +1,43 @@
-"""A running LM Studio prediction stream (part of the session boundary: it uses the SDK).
+"""A running LM Studio prediction, consumed on the session's event loop (it uses the SDK).
 
-`Prediction.start()` creates the predict channel, so `cancel()` is meaningful from then on
-(a stream that is not started yet ignores cancel, lmstudio-protocol.md §5.3). `cancel()` may
-be called from another thread (the cancel watcher): it sends `cancel` to the server, which
-answers with `success` (stop reason `userStopped`) and the partial text. `fragments()` yields
-(text, tokens) pairs; tool-call events are collected on the way, because SDK 1.5's
-`respond()` ignores them. Iterating the private `_iter_events()` is what the SDK's own
-`act()` does; it is the only SDK internal used here.
+`Prediction.begin()` submits one coroutine to the worker's SDK loop (`SdkLoop`): it creates
+the stream (`respond_stream` / `complete_stream` of the `AsyncLLM`), starts it, and
+consumes its events right there, on the loop. Fragments go to `Callbacks.on_fragment` on
+the loop (it only buffers; it returns True when buffered text is due to be published) and
+tool-call events are collected (SDK 1.5's `respond()` ignores them); iterating the private
+`_iter_events()` is what the SDK's own `act()` does, the only SDK internal used here.
+
+The job thread waits in `wait(flush)`: it wakes when the prediction ended, or when the loop
+says buffered text is due (at most once per flush interval of the fragment stream), and
+then publishes it from the job thread, so Redis writes never block the loop. That is the
+point of issue 22: no cross-thread hop per websocket message, one per flush at most.
+
+`cancel()` may be called from any thread (the cancel watcher, a time limit): it asks the
+loop to send `cancel` to the server, which answers with `success` (stop reason
+`userStopped`) and the partial text. A cancel that comes before the stream started is sent
+as soon as it has (a stream not started ignores cancel, lmstudio-protocol.md §5.3).
+No message from LM Studio for `Session.timeout_s` ends the prediction with
+LMStudioUnavailableError, as the sync SDK's timeout between messages did.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lmstudio.json_api import PredictionFragmentEvent, PredictionToolCallEvent
 
 from workers.contract import PredictionStats
-from workers.lmstudio.session import Session, sdk_errors
+from workers.lmstudio.session import Session, quiet_timeout, sdk_errors
 
+log = logging.getLogger(__name__)
 _STAT_FIELDS = set(PredictionStats.model_fields)
 
 
@@ -38,60 +52,120 @@ class Outcome:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Callbacks:
+    """What the loop calls while the prediction runs (all cheap: no I/O on the loop)."""
+
+    on_prompt: Callable[[float], None]  # prompt processing progress 0..1
+    on_first_token: Callable[[], None]
+    on_fragment: Callable[[str, int], bool]  # (text, tokens) -> is buffered text due?
+
+
 class Prediction:
-    """Wraps an SDK PredictionStream; use as a context manager around start/iterate."""
+    """One chat or completion prediction running on the session's loop."""
 
-    def __init__(self, stream: Any, what: str) -> None:
-        self._stream = stream
+    def __init__(self, session: Session, kind: str, what: str) -> None:
+        self._session = session
+        self._kind = kind  # "chat" | "completion"
         self._what = what
-        self._tool_calls: list[dict[str, Any]] = []
+        self._wake = threading.Event()  # the prediction ended, or text is due to be published
         self._lock = threading.Lock()
-        self._started = False
+        self._stream: Any = None  # the SDK's AsyncPredictionStream, once started (loop only)
+        self._cancel_wanted = False  # (loop only)
+        self._cancel_task: asyncio.Task[None] | None = None
         self._finished = False
+        self._tool_calls: list[dict[str, Any]] = []
         self.cancel_sent = False
+        self._future: Any = None
 
-    def start(self) -> Prediction:
-        with sdk_errors(self._what):
-            self._stream.start()
-        with self._lock:
-            self._started = True
-        return self
+    @classmethod
+    def begin(cls, session: Session, kind: str, payload: Any, config: dict[str, Any],
+              callbacks: Callbacks) -> Prediction:
+        """Submit the prediction to the loop (it starts there at once)."""
+        what = "chat prediction" if kind == "chat" else "completion"
+        prediction = cls(session, kind, what)
+        prediction._future = session.loop.submit(
+            prediction._run(session.handle, payload, config, callbacks))
+        prediction._future.add_done_callback(lambda _: prediction._wake.set())
+        return prediction
+
+    def wait(self, flush: Callable[[], None]) -> Outcome:
+        """Block the job thread until the prediction ends, calling `flush` when text is due.
+
+        When it ended, the text still buffered is left to the caller: the job's end entry
+        publishes it in the same round trip (a short job's whole text in one write).
+        """
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._future.done():
+                with sdk_errors(self._what):
+                    outcome: Outcome = self._future.result()
+                return outcome
+            flush()
 
     def cancel(self) -> bool:
-        """Ask the server to stop; True if a cancel was sent (thread-safe, idempotent)."""
+        """Ask the server to stop; True if a cancel was asked for (any thread, idempotent)."""
         with self._lock:
-            if not self._started or self._finished or self.cancel_sent:
+            if self._finished or self.cancel_sent:
                 return False
             self.cancel_sent = True
-        with sdk_errors(f"cancel {self._what}"):
-            self._stream.cancel()
+        self._session.loop.call_soon(self._cancel_on_loop)
         return True
 
-    def fragments(self) -> Iterator[tuple[str, int]]:
-        with sdk_errors(self._what):
-            for event in self._stream._iter_events():
-                if isinstance(event, PredictionFragmentEvent):
-                    yield event.arg.content, int(event.arg.tokens_count)
-                elif isinstance(event, PredictionToolCallEvent):
-                    self._tool_calls.append(_tool_call(event.arg, len(self._tool_calls)))
-        with self._lock:
-            self._finished = True
+    # --- on the loop --------------------------------------------------------------------
 
-    def outcome(self) -> Outcome:
-        with sdk_errors(self._what):
-            result = self._stream.result()
+    async def _run(self, handle: Any, payload: Any, config: dict[str, Any],
+                   callbacks: Callbacks) -> Outcome:
+        open_stream = handle.respond_stream if self._kind == "chat" else handle.complete_stream
+        with sdk_errors(f"start {self._what}"):
+            stream = await open_stream(
+                payload, config=config, on_prompt_processing_progress=callbacks.on_prompt,
+                on_first_token=callbacks.on_first_token)
+        try:
+            with sdk_errors(self._what):
+                await stream.start()
+                self._stream = stream
+                if self._cancel_wanted:
+                    await self._send_cancel()
+                await self._consume(stream, callbacks.on_fragment)
+                result = stream.result()
+        finally:
+            with self._lock:
+                self._finished = True
+            await stream.aclose()
         return Outcome(content=result.content, parsed=result.parsed if result.structured
                        else None, stats=stats_dict(result.stats),
                        model_info=result.model_info.to_dict(), tool_calls=self._tool_calls)
 
-    def __enter__(self) -> Prediction:
-        return self
+    async def _consume(self, stream: Any, on_fragment: Callable[[str, int], bool]) -> None:
+        wake = self._wake
+        async with quiet_timeout(self._session.timeout_s) as heard, \
+                contextlib.aclosing(stream._iter_events()) as events:
+            try:
+                async for event in events:
+                    heard()
+                    if isinstance(event, PredictionFragmentEvent):
+                        if on_fragment(event.arg.content, int(event.arg.tokens_count)) \
+                                and not wake.is_set():
+                            wake.set()  # the job thread publishes what is buffered
+                    elif isinstance(event, PredictionToolCallEvent):
+                        self._tool_calls.append(_tool_call(event.arg, len(self._tool_calls)))
+            except BaseException:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    await stream.cancel()  # never leave the server generating for nobody
+                raise
 
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None and not self._finished:
-            with contextlib.suppress(Exception):  # the original error matters more
-                self.cancel()  # never leave the server generating for nobody
-        self._stream.close()
+    def _cancel_on_loop(self) -> None:
+        self._cancel_wanted = True
+        if self._stream is not None and self._cancel_task is None:
+            self._cancel_task = asyncio.get_running_loop().create_task(self._send_cancel())
+
+    async def _send_cancel(self) -> None:
+        try:
+            await self._stream.cancel()  # a no-op once the stream finished
+        except Exception as exc:  # noqa: BLE001 - like a watcher's failed cancel: say it
+            log.warning("cancel of a %s failed: %s", self._what, exc)
 
 
 def stats_dict(stats: Any) -> dict[str, Any]:
@@ -115,25 +189,3 @@ def _tool_call(request: Any, index: int) -> dict[str, Any]:
         "type": "function",
         "function": {"name": request.name, "arguments": json.dumps(request.arguments or {})},
     }
-
-
-def chat_stream(session: Session, chat: Any, config: dict[str, Any], *,
-                on_prompt: Callable[[float], None],
-                on_first_token: Callable[[], None]) -> Prediction:
-    """A not-yet-started chat prediction (`respond_stream`) on the pinned model."""
-    with sdk_errors("start chat prediction"):
-        stream = session.handle.respond_stream(
-            chat, config=config, on_prompt_processing_progress=on_prompt,
-            on_first_token=on_first_token)
-    return Prediction(stream, "chat prediction")
-
-
-def completion_stream(session: Session, prompt: str, config: dict[str, Any], *,
-                      on_prompt: Callable[[float], None],
-                      on_first_token: Callable[[], None]) -> Prediction:
-    """A not-yet-started completion (`complete_stream`) on the pinned model."""
-    with sdk_errors("start completion"):
-        stream = session.handle.complete_stream(
-            prompt, config=config, on_prompt_processing_progress=on_prompt,
-            on_first_token=on_first_token)
-    return Prediction(stream, "completion")

@@ -1,10 +1,18 @@
-"""The worker's one connection to LM Studio: the only module that imports the `lmstudio` SDK.
+"""The worker's one connection to LM Studio (with `prediction`, the SDK's only users).
 
-One `Session` per worker process holds one scoped `lms.Client` to `LMQ_LMSTUDIO_HOST`
+One `Session` per worker process holds one scoped `lms.AsyncClient` to `LMQ_LMSTUDIO_HOST`
 (the host is always passed: the SDK never probes port 1234) and a handle to the pinned,
-loaded model. Worker threads share it (lmstudio-protocol.md §5.2): `warm()` connects the
-`llm`, `embedding` and `system` namespaces from one thread before jobs run, because the
-SDK's lazy connect races when many threads make their first call at once.
+loaded model. The client lives on the process's one event loop thread (`SdkLoop`, issue
+22): every SDK call runs there, so websocket messages are consumed where they arrive. The
+methods here are for job threads: each submits one coroutine to the loop and waits for
+its result (one cross-thread hop per call, not one per message); predictions stream on
+the loop itself (`workers.lmstudio.prediction`). The async client connects every
+namespace when it opens, so there is no lazy-connect race between threads to avoid.
+
+Timeouts: the async SDK has no `set_sync_api_timeout`; every call here waits at most
+`Session.timeout_s` (LMQ_SDK_TIMEOUT_S) for its next message from LM Studio
+(`quiet_timeout`), and a wait that runs out is LMStudioUnavailableError, as the sync
+SDK's LMStudioTimeoutError was.
 
 Errors: every SDK exception is mapped to our error tree here (`sdk_errors`), nowhere else:
 
@@ -14,20 +22,21 @@ Errors: every SDK exception is mapped to our error tree here (`sdk_errors`), now
     any other LMStudioError (server, prediction, runtime)        -> JobFailedError
 
 Dropped connections: the SDK never reconnects a namespace. `recover(generation)` probes the
-model's namespace; if it is dead it closes it (`client.llm.close()`) and reconnects it
-eagerly, once, under a lock: threads that failed on the same dead socket pass the
-`generation` they saw, and only the first one reconnects (the others see a newer
+model's namespace; if it is dead it closes it (`client.llm.disconnect()`) and reconnects it,
+once, under a lock: threads that failed on the same dead socket pass the `generation` they
+saw, and only the first one reconnects (the others see a newer
 generation and just retry). Predictions are in `workers.lmstudio.prediction`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import lmstudio as lms
@@ -39,8 +48,10 @@ from workers.error import (
     LMStudioUnavailableError,
     ModelNotAvailableError,
 )
+from workers.lmstudio.loop import SdkLoop
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @contextmanager
@@ -64,12 +75,26 @@ def sdk_errors(what: str) -> Iterator[None]:
         raise JobFailedError(f"{what}: {_one_line(exc)}") from exc
     except lms.LMStudioError as exc:
         raise JobFailedError(f"{what}: {_one_line(exc)}") from exc
+    except TimeoutError as exc:  # quiet_timeout ran out (before OSError: it is one)
+        raise LMStudioUnavailableError(f"{what}: no message from LM Studio in time") from exc
     except (httpx.HTTPError, OSError) as exc:
         raise LMStudioUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+@asynccontextmanager
+async def quiet_timeout(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
+    """TimeoutError when no message came for `timeout_s`; call what it yields per message.
+
+    The sync SDK's timeout is "between messages", so a long stream or a slow load is fine
+    as long as LM Studio keeps talking: rescheduling one timer per message keeps that.
+    """
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout_s) as timer:
+        yield lambda: timer.reschedule(loop.time() + timeout_s)
 
 
 @dataclass(frozen=True)
@@ -98,12 +123,15 @@ class LoadedModel:
 
 
 class Session:
-    """One scoped lms.Client, the pinned model, and safe recovery from dropped sockets."""
+    """One scoped lms.AsyncClient on its loop, the pinned model, and safe recovery."""
+
+    timeout_s: float = 60.0  # LMQ_SDK_TIMEOUT_S: the longest wait for LM Studio's next message
 
     def __init__(self, host: str) -> None:
         self.host = host
         self.generation = 0
         self.model: LoadedModel | None = None
+        self._loop: SdkLoop | None = None
         self._client: Any = None
         self._handle: Any = None
         self._load_config: dict[str, Any] = {}
@@ -113,38 +141,62 @@ class Session:
 
     # --- start-up -----------------------------------------------------------------------
 
-    @staticmethod
-    def set_timeout(timeout_s: float) -> None:
-        """The SDK's wait for the next message (process-global)."""
-        lms.set_sync_api_timeout(timeout_s)
+    @classmethod
+    def set_timeout(cls, timeout_s: float) -> None:
+        """The wait for LM Studio's next message (every session of the process)."""
+        cls.timeout_s = timeout_s
 
     def open(self) -> None:
-        """Open the client (HTTP probe + websocket); LMStudioUnavailableError if down."""
-        client = lms.Client(self.host)
+        """Open the client on a new loop (HTTP probe + websockets); LMStudioUnavailableError
+        if LM Studio is down."""
+        loop = SdkLoop()
         try:
             with sdk_errors(f"connect to LM Studio at {self.host}"):
-                client.__enter__()
-                client.system.list_downloaded_models()  # connects /system
+                self._client = loop.run(self._open_client())
         except BaseException:
-            client.close()
+            loop.stop()
             raise
-        self._client = client
+        self._loop = loop
+
+    async def _open_client(self) -> Any:
+        client = lms.AsyncClient(self.host)
+        try:
+            async with quiet_timeout(self.timeout_s):
+                await client.__aenter__()  # probes the host, connects every namespace
+                await client.system.list_downloaded_models()  # answers: it is LM Studio
+        except BaseException:
+            with suppress(Exception):
+                await client.aclose()
+            raise
+        return client
+
+    @property
+    def loop(self) -> SdkLoop:
+        if self._loop is None:
+            raise LMStudioUnavailableError("the LM Studio session is not open")
+        return self._loop
+
+    def call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """Run the SDK coroutine `make()` on the loop, waiting at most `timeout_s` for
+        LM Studio; SDK errors mapped (from a job thread: one hop there and back)."""
+        timeout_s = self.timeout_s
+
+        async def bounded() -> T:
+            async with quiet_timeout(timeout_s):
+                return await make()
+
+        with sdk_errors(what):
+            return self.loop.run(bounded())
 
     def downloaded(self) -> list[DownloadedModel]:
-        with sdk_errors("list downloaded models"):
-            listing = self._client.list_downloaded_models()
+        listing = self.call("list downloaded models", lambda: self._client.list_downloaded_models())
         return [_downloaded(entry) for entry in listing]
 
     def load(self, model: DownloadedModel, load_config: dict[str, Any]) -> LoadedModel:
         """Get or load the pinned model (no idle TTL: the worker owns its lifetime)."""
         namespace = self._namespace(model.kind)
-        with sdk_errors(f"load {model.key}"):
-            handle = self._get_or_load(namespace, model.key, load_config)
-            info = handle.get_info()
-            context_length = int(handle.get_context_length())
-            # What the instance was loaded with: getOrLoad ignores our config when the
-            # model was already loaded (by LM Studio's UI or another client).
-            reported = dict(handle.get_load_config().to_dict())
+        handle, info, context_length, reported = self.loop.run(
+            self._load(namespace, model.key, load_config))
         self._handle, self._load_config = handle, load_config
         self.model = LoadedModel(
             key=model.key, kind=model.kind, identifier=handle.identifier,
@@ -153,8 +205,21 @@ class Session:
             load_config=reported)
         return self.model
 
+    async def _load(self, namespace: Any, key: str, load_config: dict[str, Any]
+                    ) -> tuple[Any, Any, int, dict[str, Any]]:
+        with sdk_errors(f"load {key}"):
+            async with quiet_timeout(self.timeout_s) as heard:
+                handle = await self._get_or_load(namespace, key, load_config, heard)
+                info = await handle.get_info()
+                context_length = int(await handle.get_context_length())
+                # What the instance was loaded with: getOrLoad ignores our config when the
+                # model was already loaded (by LM Studio's UI or another client).
+                reported = dict((await handle.get_load_config()).to_dict())
+        return handle, info, context_length, reported
+
     @staticmethod
-    def _get_or_load(namespace: Any, key: str, load_config: dict[str, Any]) -> Any:
+    async def _get_or_load(namespace: Any, key: str, load_config: dict[str, Any],
+                           heard: Callable[[], None]) -> Any:
         """The loaded instance of `key`, loading it explicitly when there is none.
 
         Not `getOrLoad` for the load itself: LM Studio counts what getOrLoad loads as a JIT
@@ -162,16 +227,20 @@ class Session:
         models, so a second worker on another model would unload the first one's. A load of
         our own (identifier = the key) is never evicted; two workers starting at once both
         try it, and the one told the identifier already exists gets the other's instance.
+        A load's progress messages count as LM Studio talking (`heard`): a slow load is not
+        a timeout.
         """
-        loaded = namespace.remote_call("listLoaded") or []
+        loaded = await namespace.remote_call("listLoaded") or []
         if any(key in (info.get("modelKey"), info.get("identifier")) for info in loaded):
-            return namespace.model(key, ttl=None)  # getOrLoad: only gets it
+            return await namespace.model(key, ttl=None)  # getOrLoad: only gets it
         try:
-            return namespace.load_new_instance(key, key, ttl=None, config=load_config or None)
+            return await namespace.load_new_instance(
+                key, key, ttl=None, config=load_config or None,
+                on_load_progress=lambda _progress: heard())
         except lms.LMStudioServerError as exc:
             if "already exists" not in str(exc):
                 raise
-            return namespace.model(key, ttl=None)
+            return await namespace.model(key, ttl=None)
 
     def instance_load_fields(self) -> dict[str, Any]:
         """The loaded instance's config as LM Studio's own keys ({} if it will not say).
@@ -188,8 +257,8 @@ class Session:
             request = namespace._API_TYPES.REQUEST_LOAD_CONFIG._from_api_dict(
                 {"specifier": {"type": "query",
                                "query": {"identifier": self.model.identifier}}})
-            with sdk_errors("read the load config"):
-                raw = namespace.remote_call("getLoadConfig", request)
+            raw = self.call("read the load config",
+                            lambda: namespace.remote_call("getLoadConfig", request))
         except (LmqError, AttributeError, TypeError, ValueError) as exc:
             log.warning("could not read %s's load config from LM Studio (%s)",
                         self.model.key, exc)
@@ -197,11 +266,14 @@ class Session:
         return {f["key"]: f.get("value") for f in (raw or {}).get("fields", [])}
 
     def warm(self) -> None:
-        """Connect every namespace jobs use from this one thread (avoids the connect race)."""
-        with sdk_errors("warm up the LM Studio client"):
-            self._client.llm.list_loaded()
-            self._client.embedding.list_loaded()
-            self._client.system.list_downloaded_models()
+        """Check the namespaces jobs use answer (the async client connected them all)."""
+
+        async def ask_each() -> None:
+            await self._client.llm.list_loaded()
+            await self._client.embedding.list_loaded()
+            await self._client.system.list_downloaded_models()
+
+        self.call("warm up the LM Studio client", ask_each)
 
     def measure_overhead(self) -> TemplateOverhead | None:
         """Tokens the model's template and tokenizer add around text (4 RPCs, once).
@@ -239,16 +311,20 @@ class Session:
         return self.overhead
 
     def close(self, unload: bool = False) -> None:
-        if self._client is None:
+        if self._client is None or self._loop is None:
             return
         if unload and self._handle is not None:
             try:
-                with sdk_errors("unload model"):
-                    self._handle.unload()
+                self.call("unload model", self._handle.unload)
             except LmqError as exc:
                 log.warning("could not unload %s: %s", self.model and self.model.key, exc)
-        self._client.close()
+        try:
+            self._loop.run(self._client.aclose())
+        except Exception as exc:  # noqa: BLE001 - closing a dead client: nothing to keep
+            log.debug("closing the LM Studio client: %s", exc)
         self._client = None
+        self._loop.stop()
+        self._loop = None
 
     # --- job calls ----------------------------------------------------------------------
 
@@ -268,29 +344,34 @@ class Session:
     def count_chat_tokens(self, chat: Any, tool_definitions: Sequence[dict[str, Any]]) -> int:
         """Prompt tokens of a chat: LM Studio applies the model's template, then counts."""
         opts = {"toolDefinitions": list(tool_definitions)} if tool_definitions else {}
-        with sdk_errors("count prompt tokens"):
-            formatted = self.handle.apply_prompt_template(chat, opts=opts)
-            return int(self.handle.count_tokens(formatted))
+        handle = self.handle
+
+        async def count() -> int:
+            formatted = await handle.apply_prompt_template(chat, opts=opts)
+            return int(await handle.count_tokens(formatted))
+
+        return self.call("count prompt tokens", count)
 
     def count_tokens(self, text: str) -> int:
-        with sdk_errors("count tokens"):
-            return int(self.handle.count_tokens(text))
+        handle = self.handle
+        return int(self.call("count tokens", lambda: handle.count_tokens(text)))
 
     def takes_images(self) -> bool:
         """Does the pinned model take images (LM Studio's `vision` flag)? Asked once."""
         if self._vision is None:
-            with sdk_errors("read the model's info"):
-                self._vision = bool(getattr(self.handle.get_info(), "vision", False))
+            info = self.call("read the model's info", self.handle.get_info)
+            self._vision = bool(getattr(info, "vision", False))
         return self._vision
 
     def prepare_image(self, data: bytes, name: str) -> dict[str, Any]:
         """Upload an image to LM Studio (`files.uploadFileBase64`): its file-handle dict."""
-        with sdk_errors(f"upload image {name}"):
-            return dict(self._client.prepare_image(data, name=name).to_dict())
+        handle = self.call(f"upload image {name}",
+                           lambda: self._client.prepare_image(data, name=name))
+        return dict(handle.to_dict())
 
     def embed(self, text: str) -> list[float]:
-        with sdk_errors("embed"):
-            return list(self.handle.embed(text))
+        handle = self.handle
+        return list(self.call("embed", lambda: handle.embed(text)))
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -307,19 +388,24 @@ class Session:
             if self._alive(namespace):
                 return
             log.warning("LM Studio connection lost; reconnecting %s", self.host)
-            namespace.close()
-            with sdk_errors("reconnect to LM Studio"):
-                namespace.connect()
-                self._handle = namespace.model(self.model.key, ttl=None,
-                                               config=self._load_config or None)
+            self._handle = self.call("reconnect to LM Studio",
+                                     lambda: self._reconnect(namespace))
             self.generation += 1
             log.info("reconnected to LM Studio at %s (generation %d)", self.host,
                      self.generation)
 
+    async def _reconnect(self, namespace: Any) -> Any:
+        with suppress(Exception):  # a dead socket may fail to close: it is gone either way
+            await namespace.disconnect()
+        await namespace.connect()
+        assert self.model is not None
+        return await namespace.model(self.model.key, ttl=None,
+                                     config=self._load_config or None)
+
     def _alive(self, namespace: Any) -> bool:
         try:
-            namespace.list_loaded()
-        except lms.LMStudioError:
+            self.call("probe LM Studio", namespace.list_loaded)
+        except LmqError:
             return False
         return True
 

@@ -1,0 +1,73 @@
+"""The worker's one event loop for the SDK's `AsyncClient` (issue 22).
+
+Why a loop of our own: the SDK's sync `lms.Client` runs its websocket on a background
+event loop and hands every received message (each prediction fragment) to the waiting
+job thread, one cross-thread wake-up per message: 23-30% of a worker's CPU at the stress
+timing (ops/profile-worker-stress.md). With the `AsyncClient` on this loop, the messages
+are consumed where they arrive; a job thread only crosses over twice per call (submit the
+coroutine, take its result), plus at most one wake-up per fragment flush interval.
+
+One `SdkLoop` per worker process, a daemon thread named `lmq-sdk-loop`. Job threads call
+`run(coro)` (submit and wait) or `submit(coro)` (a concurrent future); everything that
+touches the client runs on this thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_STOP_TIMEOUT_S = 5.0
+
+
+class SdkLoop:
+    """An asyncio event loop running in its own daemon thread."""
+
+    def __init__(self, name: str = "lmq-sdk-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=name,
+                                        daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(started.set)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule `coro` on the loop; its future (thread-safe)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop and wait for its result (from any other thread).
+
+        No timeout here: the coroutines bound their own waits (`Session` wraps each call
+        in LMQ_SDK_TIMEOUT_S between messages), so a cancelled wait never leaves a call
+        running on the loop.
+        """
+        if self.in_loop():
+            raise RuntimeError("SdkLoop.run() called from the loop's own thread")
+        return self.submit(coro).result()
+
+    def call_soon(self, func: Callable[[], object]) -> None:
+        """Run `func` on the loop soon (from any thread; no result)."""
+        self.loop.call_soon_threadsafe(func)
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        """Stop the loop and its thread (after the client was closed on it)."""
+        if not self._thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(_STOP_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self.loop.close()
