@@ -21,8 +21,9 @@ worker running the job. Entry fields (all strings):
   what arrived in the last `FLUSH_INTERVAL_S` (or `FLUSH_CHARS`), written with one
   pipelined XADD + EXPIRE, so entries do not map 1:1 to tokens. A short job writes its
   whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
-  event loop (`buffer()`, no I/O there) and the job thread writes them when they are due
-  (`flush()`): only the job thread ever writes, so entries keep their order.
+  event loop (`buffer()`, no I/O there) and the job thread, waking every
+  `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job thread
+  ever writes, so entries keep their order.
 * `{"reset": attempt}`: the connection to LM Studio dropped and the prediction restarts
   from scratch; discard the text read so far.
 * `{"end": state}`: the last entry; state is `SUCCESS`, `REVOKED` or `FAILURE`. Read the
@@ -147,8 +148,8 @@ class ProgressReporter:
             self.stream.flush()
 
     def fragment_buffered(self, text: str, tokens: int) -> bool:
-        """A fragment, buffered only (on the SDK loop); True when the job thread should
-        `stream.flush()`."""
+        """A fragment, buffered only (on the SDK loop: no I/O); True when it is due to be
+        published (`stream.flush()`, from the job thread)."""
         self.state.tokens_so_far += tokens
         due = self.stream.buffer(text)
         self._publish()

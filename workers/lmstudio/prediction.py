@@ -3,14 +3,15 @@
 `Prediction.begin()` submits one coroutine to the worker's SDK loop (`SdkLoop`): it creates
 the stream (`respond_stream` / `complete_stream` of the `AsyncLLM`), starts it, and
 consumes its events right there, on the loop. Fragments go to `Callbacks.on_fragment` on
-the loop (it only buffers; it returns True when buffered text is due to be published) and
-tool-call events are collected (SDK 1.5's `respond()` ignores them); iterating the private
-`_iter_events()` is what the SDK's own `act()` does, the only SDK internal used here.
+the loop (it only buffers: no I/O on the loop) and tool-call events are collected (SDK
+1.5's `respond()` ignores them); iterating the private `_iter_events()` is what the SDK's
+own `act()` does, the only SDK internal used here.
 
-The job thread waits in `wait(flush)`: it wakes when the prediction ended, or when the loop
-says buffered text is due (at most once per flush interval of the fragment stream), and
-then publishes it from the job thread, so Redis writes never block the loop. That is the
-point of issue 22: no cross-thread hop per websocket message, one per flush at most.
+The job thread waits in `wait(flush, flush_interval_s)` on the coroutine's future: it wakes
+when the prediction ended, and while it runs every `flush_interval_s` to publish what was
+buffered, so Redis writes never block the loop. That is the point of issue 22: no
+cross-thread hop per websocket message; a short job crosses twice (submit, result), a
+long one once more per flush interval.
 
 `cancel()` may be called from any thread (the cancel watcher, a time limit): it asks the
 loop to send `cancel` to the server, which answers with `success` (stop reason
@@ -23,6 +24,7 @@ LMStudioUnavailableError, as the sync SDK's timeout between messages did.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -58,7 +60,7 @@ class Callbacks:
 
     on_prompt: Callable[[float], None]  # prompt processing progress 0..1
     on_first_token: Callable[[], None]
-    on_fragment: Callable[[str, int], bool]  # (text, tokens) -> is buffered text due?
+    on_fragment: Callable[[str, int], object]  # (text, tokens): buffer them
 
 
 class Prediction:
@@ -68,7 +70,6 @@ class Prediction:
         self._session = session
         self._kind = kind  # "chat" | "completion"
         self._what = what
-        self._wake = threading.Event()  # the prediction ended, or text is due to be published
         self._lock = threading.Lock()
         self._stream: Any = None  # the SDK's AsyncPredictionStream, once started (loop only)
         self._cancel_wanted = False  # (loop only)
@@ -86,23 +87,22 @@ class Prediction:
         prediction = cls(session, kind, what)
         prediction._future = session.loop.submit(
             prediction._run(session.handle, payload, config, callbacks))
-        prediction._future.add_done_callback(lambda _: prediction._wake.set())
         return prediction
 
-    def wait(self, flush: Callable[[], None]) -> Outcome:
-        """Block the job thread until the prediction ends, calling `flush` when text is due.
+    def wait(self, flush: Callable[[], None], flush_interval_s: float) -> Outcome:
+        """Block the job thread until the prediction ends, calling `flush` every
+        `flush_interval_s` meanwhile.
 
         When it ended, the text still buffered is left to the caller: the job's end entry
         publishes it in the same round trip (a short job's whole text in one write).
         """
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._future.done():
+            try:
                 with sdk_errors(self._what):
-                    outcome: Outcome = self._future.result()
+                    outcome: Outcome = self._future.result(flush_interval_s)
                 return outcome
-            flush()
+            except concurrent.futures.TimeoutError:
+                flush()
 
     def cancel(self) -> bool:
         """Ask the server to stop; True if a cancel was asked for (any thread, idempotent)."""
@@ -138,17 +138,14 @@ class Prediction:
                        else None, stats=stats_dict(result.stats),
                        model_info=result.model_info.to_dict(), tool_calls=self._tool_calls)
 
-    async def _consume(self, stream: Any, on_fragment: Callable[[str, int], bool]) -> None:
-        wake = self._wake
+    async def _consume(self, stream: Any, on_fragment: Callable[[str, int], object]) -> None:
         async with quiet_timeout(self._session.timeout_s) as heard, \
                 contextlib.aclosing(stream._iter_events()) as events:
             try:
                 async for event in events:
                     heard()
                     if isinstance(event, PredictionFragmentEvent):
-                        if on_fragment(event.arg.content, int(event.arg.tokens_count)) \
-                                and not wake.is_set():
-                            wake.set()  # the job thread publishes what is buffered
+                        on_fragment(event.arg.content, int(event.arg.tokens_count))
                     elif isinstance(event, PredictionToolCallEvent):
                         self._tool_calls.append(_tool_call(event.arg, len(self._tool_calls)))
             except BaseException:

@@ -52,6 +52,7 @@ from workers.lmstudio.loop import SdkLoop
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_RESCHEDULE_S = 1.0  # quiet_timeout: how often a message may move the timer
 
 
 @contextmanager
@@ -90,11 +91,21 @@ async def quiet_timeout(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
     """TimeoutError when no message came for `timeout_s`; call what it yields per message.
 
     The sync SDK's timeout is "between messages", so a long stream or a slow load is fine
-    as long as LM Studio keeps talking: rescheduling one timer per message keeps that.
+    as long as LM Studio keeps talking. Moving the timer costs a heap push, so a message
+    moves it only when it last moved over a second ago (the wait may run a second long).
     """
     loop = asyncio.get_running_loop()
+    moved_at = loop.time()
+
+    def heard() -> None:
+        nonlocal moved_at
+        now = loop.time()
+        if now - moved_at >= _RESCHEDULE_S:
+            moved_at = now
+            timer.reschedule(now + timeout_s)
+
     async with asyncio.timeout(timeout_s) as timer:
-        yield lambda: timer.reschedule(loop.time() + timeout_s)
+        yield heard
 
 
 @dataclass(frozen=True)
