@@ -37,7 +37,8 @@ from typing import Any
 from lmstudio.json_api import PredictionFragmentEvent, PredictionToolCallEvent
 
 from workers.contract import PredictionStats
-from workers.lmstudio.session import Session, quiet_timeout, sdk_errors
+from workers.lmstudio.sdk_call import quiet_timeout, sdk_errors
+from workers.lmstudio.session import Session
 
 log = logging.getLogger(__name__)
 _STAT_FIELDS = set(PredictionStats.model_fields)
@@ -98,11 +99,13 @@ class Prediction:
         """
         while True:
             try:
-                with sdk_errors(self._what):
-                    outcome: Outcome = self._future.result(flush_interval_s)
-                return outcome
-            except concurrent.futures.TimeoutError:
+                self._future.exception(flush_interval_s)  # waits; it raises only when not done
+                break
+            except concurrent.futures.TimeoutError:  # (not mapped: it is no SDK timeout)
                 flush()
+        with sdk_errors(self._what):
+            outcome: Outcome = self._future.result()
+        return outcome
 
     def cancel(self) -> bool:
         """Ask the server to stop; True if a cancel was asked for (any thread, idempotent)."""

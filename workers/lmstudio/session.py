@@ -9,103 +9,35 @@ its result (one cross-thread hop per call, not one per message); predictions str
 the loop itself (`workers.lmstudio.prediction`). The async client connects every
 namespace when it opens, so there is no lazy-connect race between threads to avoid.
 
-Timeouts: the async SDK has no `set_sync_api_timeout`; every call here waits at most
-`Session.timeout_s` (LMQ_SDK_TIMEOUT_S) for its next message from LM Studio
-(`quiet_timeout`), and a wait that runs out is LMStudioUnavailableError, as the sync
-SDK's LMStudioTimeoutError was.
-
-Errors: every SDK exception is mapped to our error tree here (`sdk_errors`), nowhere else:
-
-    LMStudioWebsocketError, unreachable host, LMStudioTimeoutError -> LMStudioUnavailableError
-    LMStudioModelNotFoundError                                  -> ModelNotAvailableError
-    LMStudioValueError (bad history / config)                    -> InvalidJobError
-    any other LMStudioError (server, prediction, runtime)        -> JobFailedError
+Timeouts: every call here waits at most `Session.timeout_s` (LMQ_SDK_TIMEOUT_S) for its
+next message from LM Studio (`quiet_timeout`); a wait that runs out is
+LMStudioUnavailableError, as the sync SDK's LMStudioTimeoutError was. SDK errors are mapped
+to ours by `workers.lmstudio.sdk_call.sdk_errors`.
 
 Dropped connections: the SDK never reconnects a namespace. `recover(generation)` probes the
 model's namespace; if it is dead it closes it (`client.llm.disconnect()`) and reconnects it,
 once, under a lock: threads that failed on the same dead socket pass the `generation` they
-saw, and only the first one reconnects (the others see a newer
-generation and just retry). Predictions are in `workers.lmstudio.prediction`.
+saw, and only the first one reconnects (the others see a newer generation and just
+retry). Predictions are in `workers.lmstudio.prediction`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import httpx
 import lmstudio as lms
 
-from workers.error import (
-    InvalidJobError,
-    JobFailedError,
-    LmqError,
-    LMStudioUnavailableError,
-    ModelNotAvailableError,
-)
+from workers.error import InvalidJobError, LmqError, LMStudioUnavailableError
 from workers.lmstudio.loop import SdkLoop
+from workers.lmstudio.sdk_call import one_line, quiet_timeout, sdk_errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_RESCHEDULE_S = 1.0  # quiet_timeout: how often a message may move the timer
-
-
-@contextmanager
-def sdk_errors(what: str) -> Iterator[None]:
-    """Map SDK exceptions raised while doing `what` onto the lmstudio-queue error tree."""
-    try:
-        yield
-    except LmqError:
-        raise
-    except lms.LMStudioTimeoutError as exc:
-        raise LMStudioUnavailableError(f"{what}: no message from LM Studio in time") from exc
-    except lms.LMStudioWebsocketError as exc:
-        raise LMStudioUnavailableError(f"{what}: {_one_line(exc)}") from exc
-    except lms.LMStudioModelNotFoundError as exc:
-        raise ModelNotAvailableError(f"{what}: {_one_line(exc)}") from exc
-    except lms.LMStudioValueError as exc:
-        raise InvalidJobError(f"{what}: {_one_line(exc)}") from exc
-    except lms.LMStudioClientError as exc:
-        if "not reachable" in str(exc):
-            raise LMStudioUnavailableError(f"{what}: {_one_line(exc)}") from exc
-        raise JobFailedError(f"{what}: {_one_line(exc)}") from exc
-    except lms.LMStudioError as exc:
-        raise JobFailedError(f"{what}: {_one_line(exc)}") from exc
-    except TimeoutError as exc:  # quiet_timeout ran out (before OSError: it is one)
-        raise LMStudioUnavailableError(f"{what}: no message from LM Studio in time") from exc
-    except (httpx.HTTPError, OSError) as exc:
-        raise LMStudioUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-@asynccontextmanager
-async def quiet_timeout(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
-    """TimeoutError when no message came for `timeout_s`; call what it yields per message.
-
-    The sync SDK's timeout is "between messages", so a long stream or a slow load is fine
-    as long as LM Studio keeps talking. Moving the timer costs a heap push, so a message
-    moves it only when it last moved over a second ago (the wait may run a second long).
-    """
-    loop = asyncio.get_running_loop()
-    moved_at = loop.time()
-
-    def heard() -> None:
-        nonlocal moved_at
-        now = loop.time()
-        if now - moved_at >= _RESCHEDULE_S:
-            moved_at = now
-            timer.reschedule(now + timeout_s)
-
-    async with asyncio.timeout(timeout_s) as timer:
-        yield heard
 
 
 @dataclass(frozen=True)
@@ -350,7 +282,7 @@ class Session:
         try:
             return lms.Chat.from_history(history)  # type: ignore[arg-type]
         except (lms.LMStudioError, ValueError, TypeError) as exc:
-            raise InvalidJobError(f"chat history rejected: {_one_line(exc)}") from None
+            raise InvalidJobError(f"chat history rejected: {one_line(exc)}") from None
 
     def count_chat_tokens(self, chat: Any, tool_definitions: Sequence[dict[str, Any]]) -> int:
         """Prompt tokens of a chat: LM Studio applies the model's template, then counts."""
