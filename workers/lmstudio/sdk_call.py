@@ -69,16 +69,17 @@ async def quiet_timeout(timeout_s: float) -> AsyncIterator[Callable[[], None]]:
 
     The sync SDK's timeout is "between messages", so a long stream or a slow load is fine
     as long as LM Studio keeps talking. Moving the timer costs a heap push, so a message
-    moves it only when it last moved over a second ago (so a quiet spell may end up to a
-    second early).
+    moves it only when it last moved `step_s` ago (a second, or a quarter of a short
+    timeout): a quiet spell may end that much early.
     """
     loop = asyncio.get_running_loop()
     moved_at = loop.time()
+    step_s = min(_RESCHEDULE_S, timeout_s / 4)
 
     def heard() -> None:
         nonlocal moved_at
         now = loop.time()
-        if now - moved_at >= _RESCHEDULE_S:
+        if now - moved_at >= step_s:
             moved_at = now
             timer.reschedule(now + timeout_s)
 
