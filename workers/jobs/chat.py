@@ -108,7 +108,7 @@ def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
         raise JobCancelledError(f"job {ctx.job_id} was cancelled", None)
     callbacks = Callbacks(on_prompt=ctx.progress.prompt,
                           on_first_token=ctx.progress.first_token,
-                          on_fragment=ctx.progress.fragment_buffered)
+                          on_fragment=ctx.progress.fragment)
     prediction = Prediction.begin(ctx.session, request.kind, request.payload, request.config,
                                   callbacks)
     ctx.token.attach(prediction.cancel)  # a cancel before the stream started waits for it

@@ -18,8 +18,8 @@ never lands after the final state.
 worker running the job. Entry fields (all strings):
 
 * `{"t": text}`: the next piece of generated text. Fragments are batched: one entry holds
-  what arrived in the last `FLUSH_INTERVAL_S` (or `FLUSH_CHARS`), written with one
-  pipelined XADD + EXPIRE, so entries do not map 1:1 to tokens. A short job writes its
+  what arrived in the last `FLUSH_INTERVAL_S`, written with one pipelined XADD + EXPIRE, so
+  entries do not map 1:1 to tokens. A short job writes its
   whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
   event loop (`buffer()`, no I/O there) and the job thread, waking every
   `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job thread
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 0.1  # at most 10 PROGRESS writes per second per job
 FLUSH_INTERVAL_S = 0.05  # fragments wait at most this long before they are published
-FLUSH_CHARS = 4096
 STREAM_TTL_S = 3600
 
 
@@ -61,38 +60,27 @@ class FragmentStream:
         self._client = client
         self._key = keys.fragment_stream(job_id)
         self._buffer: list[str] = []
-        self._chars = 0
-        self._last_flush = time.monotonic()
         self._broken = client is None
         self._lock = threading.Lock()  # the buffer: the SDK loop adds, the job thread takes
 
-    def add(self, text: str) -> None:
-        """Buffer `text` and write what is due (from the thread that writes)."""
-        if self.buffer(text):
-            self.flush()
-
-    def buffer(self, text: str) -> bool:
-        """Buffer `text` without writing (any thread); True when the buffer is due."""
+    def buffer(self, text: str) -> None:
+        """Buffer `text` without writing (any thread: no I/O); `flush()` writes it."""
         if not text:
-            return False
+            return
         with self._lock:
             self._buffer.append(text)
-            self._chars += len(text)
-            return (self._chars >= FLUSH_CHARS
-                    or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S)
 
     def flush(self, *extra: dict[str, str]) -> None:
         with self._lock:
             entries = [{"t": "".join(self._buffer)}] if self._buffer else []
-            self._buffer, self._chars = [], 0
-            self._last_flush = time.monotonic()
+            self._buffer = []
         entries.extend(extra)
         if entries:
             self._write(entries)
 
     def reset(self, attempt: int) -> None:
         with self._lock:
-            self._buffer, self._chars = [], 0
+            self._buffer = []
         self._write([{"reset": str(attempt)}])
 
     def end(self, state: str) -> None:
@@ -144,16 +132,11 @@ class ProgressReporter:
         self.phase("generating")
 
     def fragment(self, text: str, tokens: int) -> None:
-        if self.fragment_buffered(text, tokens):
-            self.stream.flush()
-
-    def fragment_buffered(self, text: str, tokens: int) -> bool:
-        """A fragment, buffered only (on the SDK loop: no I/O); True when it is due to be
-        published (`stream.flush()`, from the job thread)."""
+        """A fragment, buffered only (called on the SDK loop: no I/O); the job thread
+        publishes the buffer with `stream.flush()`."""
         self.state.tokens_so_far += tokens
-        due = self.stream.buffer(text)
+        self.stream.buffer(text)
         self._publish()
-        return due
 
     def items(self, done: int, total: int) -> None:
         self.state.phase = "embedding"
