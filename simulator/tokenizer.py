@@ -15,6 +15,7 @@ PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])")
 VOCAB_SIZE = 128_000
 _FIRST_ID = 256  # keep low ids free, like real vocabularies' special tokens
 START_ID, END_ID = 1, 2  # an embedding model's start/end tokens ([CLS] / [SEP])
+SPECIAL_TOKENS = 2  # START_ID and END_ID: what an embedding model adds to count(text)
 
 
 def count(text: str) -> int:

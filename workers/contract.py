@@ -24,6 +24,20 @@ KEY_PREFIX = "lmq:"  # every Redis key we own starts with this
 # Custom task state reported while a job runs (Celery's own states cover the rest).
 PROGRESS = "PROGRESS"
 
+# What an embedding engine adds around a text before embedding it, at most, and what the
+# token counts we get leave out: LM Studio's countTokens counts the text alone, while its
+# llama.cpp engine embeds the text tokenized with special tokens (common_tokenize(..., true,
+# true), as llama.cpp's examples/embedding/embedding.cpp) and truncates an input over the
+# loaded context to the context, dropping its tail and end token without an error (LM
+# Studio's log: "Number of tokens in input string (634) exceeds model context length (512).
+# Truncating to 512 tokens."; github.com/curvedinf/dir-assistant/issues/19). llama.cpp's
+# tokenizer (src/llama-vocab.cpp, llama_vocab::impl::tokenize) adds at most two: [CLS] and
+# [SEP] for WordPiece (BERT, nomic, bge, mxbai), BOS and/or EOS for SentencePiece/BPE/Unigram
+# (e5 and bge-m3's <s> </s>, EmbeddingGemma's BOS/EOS, Qwen3-Embedding's EOS alone). LM
+# Studio exposes no count of them, so both the corpus chunker and the worker's context check
+# keep this many tokens of the context free: at most one token wasted for a one-token model.
+EMBEDDING_SPECIAL_TOKENS = 2
+
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
 _MODEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 

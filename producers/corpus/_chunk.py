@@ -30,6 +30,10 @@ exactly at each step: at sentences, then at spaces, then anywhere; the pieces ar
 again. The chunker never gives up on a text: only a single character over the limit (a
 model whose context is a few tokens) is left as it is, for the worker to refuse and the
 run to record as a failed chunk.
+
+"Context" here is the model's loaded context less `EMBEDDING_SPECIAL_TOKENS`: LM Studio's
+counts leave out the start/end tokens its engine adds when it embeds, and an input longer
+than the context with them is embedded truncated (workers.contract says why and where from).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+from workers.contract import EMBEDDING_SPECIAL_TOKENS
 
 _SENTENCE_RE = re.compile(r".*?(?:[.!?。！？]+[\"')\]]*\s+|\n|$)", re.S)
 _WINDOW_BLOCKS = 64
@@ -107,8 +113,11 @@ class Chunker:
     def __init__(self, counter: TokenCounter, spec: ChunkSpec, context_tokens: int | None = None,
                  *, exact: bool = False):
         self.counter = counter
-        self.context = context_tokens
-        self.limit = min(spec.chunk_tokens, context_tokens or spec.chunk_tokens)
+        # the room a chunk's own tokens have: the engine adds its special tokens to what
+        # countTokens counts, and embeds an input over the context truncated (see contract)
+        self.context = (None if context_tokens is None
+                        else max(1, context_tokens - EMBEDDING_SPECIAL_TOKENS))
+        self.limit = min(spec.chunk_tokens, self.context or spec.chunk_tokens)
         self.overlap = min(spec.overlap_tokens, self.limit - 1)
         self.exact = exact
         self._ratio = 1.0

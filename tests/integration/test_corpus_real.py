@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,8 @@ def test_dense_real_text_fits_the_context_and_embeds_without_failures(
         model = client.embedding.model(EMBED_KEY)
         context = model.get_context_length()
         counts = [model.count_tokens(str(r["text"])) for r in table]
-    assert context == 512 and max(counts) <= context  # the model's own tokenizer
+    # the model's own tokenizer, and room for the [CLS] and [SEP] the engine adds
+    assert context == 512 and max(counts) <= context - 2
     assert sum(c > context // 2 for c in counts) > len(counts) // 2  # chunks are not crumbs
     for row in table:  # every chunk is its exact span of the source
         source = Path(str(row["source"])).read_text(encoding="utf-8")
@@ -118,3 +120,48 @@ def test_search_on_celerys_docs_finds_the_workers_guide(env: dict[str, str], tmp
     sources = [line.split()[2] for line in found.stdout.splitlines() if line[:1].isdigit()]
     assert len(sources) == 5, found.stdout
     assert any(s.endswith("userguide/workers.rst") for s in sources), found.stdout
+
+
+def _at_context(model: Any) -> str:
+    """One-letter words, exactly the model's context by countTokens (the text alone)."""
+    context = int(model.get_context_length())
+    words = ["a"] * (context - (model.count_tokens("a") - 1))
+    for _ in range(100):
+        tokens = model.count_tokens(" ".join(words))
+        if tokens == context:
+            return " ".join(words)
+        words = [*words, "a"] if tokens < context else words[:-1]
+    raise AssertionError("no text of exactly the context's tokens")
+
+
+def test_a_text_at_the_context_is_truncated_by_the_engine_refused_by_the_pool_and_chunked(
+        pool: LocalPool, env: dict[str, str], real_sim: Any, tmp_path: Path) -> None:
+    """At LM Studio, a text as long as the context by countTokens is 2 tokens over it as
+    embedded (its [CLS] and [SEP]) and embedded truncated; the pool refuses it and the
+    chunker cuts it into chunks that embed whole (workers.contract, EMBEDDING_SPECIAL_TOKENS)."""
+    import lmstudio as lms
+
+    from workers.error import ContextOverflowError
+
+    with lms.Client(real_sim.host) as client:
+        model = client.embedding.model(EMBED_KEY)
+        text = _at_context(model)
+        assert len(model.tokenize(text)) == 514
+        since = real_sim.admin.clear_log()
+        model.embed(text)
+    (cut,) = [e["msg"] for e in real_sim.admin.log(since=since, type="embeddingTruncated")]
+    assert (cut["tokens"], cut["contextLength"]) == (514, 512)
+
+    refused = f"has 512 tokens, over the context length 512 of {EMBED_KEY} once the model adds"
+    with pytest.raises(ContextOverflowError, match=refused):
+        pool.queue.embed(EMBED_KEY, [text]).result(timeout=120)
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "doc.txt").write_text(text + "\n")
+    out = tmp_path / "at-context.parquet"
+    since = real_sim.admin.clear_log()
+    done = lmq(*embed_args(tmp_path / "corpus", out), env=env, timeout_s=300)
+    assert "failures: 0 chunks" in done.stdout, done.stdout + done.stderr
+    assert real_sim.admin.log(since=since, type="embeddingTruncated") == []
+    table = rows(out)
+    assert len(table) >= 2 and "".join(str(r["text"]) for r in table).split() == text.split()

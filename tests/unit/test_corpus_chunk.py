@@ -117,6 +117,16 @@ def test_calibrated_mode_counts_chunks_near_the_context_exactly() -> None:
     assert all(2 * len(TOKEN_RE.findall(c.text)) <= 100 for c in chunks)
 
 
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "calibrated"])
+def test_chunks_leave_room_for_the_special_tokens_the_engine_adds(exact: bool) -> None:
+    """countTokens leaves out [CLS]/[SEP] (BOS/EOS); LM Studio embeds an input over the
+    context with them truncated: a chunk fills the context less those two, at most."""
+    text = " ".join(f"w{i}" for i in range(1000)) + "\n\n" + "one two three. " * 300
+    chunks, _ = chunks_of(text, 10_000, context=100, exact=exact)
+    sizes = [len(TOKEN_RE.findall(c.text)) for c in chunks]
+    assert max(sizes) <= 98 < max(sizes) + 5  # full, but not over
+
+
 def test_calibrated_chunks_near_the_context_are_counted_exactly_for_the_workers() -> None:
     """Their UTF-8 bytes exceed the context: a worker's local bound would not clear them."""
     text = "\n\n".join(f"Paragraph {i} has a few plain words in it." for i in range(200))

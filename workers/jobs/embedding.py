@@ -7,7 +7,9 @@ what is kept is exactly the first `completed` texts (a partial EmbeddingResult w
 `cancelled=True`).
 
 Token counts. By default (`exact_token_counts=True`) LM Studio counts every text (one more
-RPC per text) and a text over the context fails with ContextOverflowError. With
+RPC per text) and a text over the context fails with ContextOverflowError. "Over" leaves room
+for the special tokens the engine adds (`contract.EMBEDDING_SPECIAL_TOKENS`): countTokens
+leaves them out, and LM Studio embeds a longer input truncated to the context, with no error. With
 `exact_token_counts=False` a text costs one RPC: its local upper bound
 (`workers.jobs.prompt_bound.text_bound`: UTF-8 bytes + twice the tokenizer's measured overhead)
 guards the context, and only a text whose bound exceeds the context length (or when no
@@ -33,7 +35,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from workers.contract import EmbeddingJob
+from workers.contract import EMBEDDING_SPECIAL_TOKENS, EmbeddingJob
 from workers.error import ContextOverflowError, InvalidJobError
 from workers.jobs.context import JobContext, with_retries
 from workers.jobs.prompt_bound import text_bound
@@ -125,14 +127,16 @@ def _tokens(ctx: JobContext, index: int, text: str, exact: bool,
     allowed and within the context, else counted."""
     assert ctx.session.model is not None
     context = ctx.session.model.context_length
+    room = context - EMBEDDING_SPECIAL_TOKENS  # the engine's start/end tokens: see contract
     bound = None if exact or given is not None else text_bound(ctx.session.overhead, text)
-    if bound is not None and bound <= context:
+    if bound is not None and bound <= room:
         return bound, False
     tokens = ctx.session.count_tokens(text) if given is None else given
-    if tokens > context:
+    if tokens > room:  # LM Studio would embed it cut to the context, silently: refuse it
         raise ContextOverflowError(
-            f"texts[{index}] has {tokens} tokens, over the context length "
-            f"{context} of {ctx.session.model.key}: split it"
+            f"texts[{index}] has {tokens} tokens, over the context length {context} of "
+            f"{ctx.session.model.key} once the model adds its {EMBEDDING_SPECIAL_TOKENS} "
+            f"special tokens (LM Studio would embed it truncated): split it"
         )
     return tokens, True
 
