@@ -14,6 +14,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from celery import Celery
@@ -65,12 +66,15 @@ def ring(pipe: redis.client.Pipeline, queues: Sequence[str]) -> None:
         pipe.ltrim(keys.bell(queue), 0, BELL_TOKENS_MAX - 1)
 
 
-def task_message(app: Celery, job_id: str, job: Job) -> str:
-    """The JSON string kombu's Redis transport would LPUSH for this task."""
-    payload = job.model_dump(mode="json")
+def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | None = None,
+                 shown: str | None = None) -> str:
+    """The JSON string kombu's Redis transport would LPUSH for this task. `payload` (the
+    job's JSON dict) and `shown` (its argsrepr) when the caller has made them already."""
+    payload = job.model_dump(mode="json") if payload is None else payload
     # Flower shows argsrepr: shortened, with secrets masked (never the raw prompt).
+    shown = job_argsrepr(payload) if shown is None else shown
     msg = app.amqp.as_task_v2(job_id, TASK_FOR_KIND[job.kind], args=(payload,), kwargs={},
-                              argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
+                              argsrepr=f"({shown},)", kwargsrepr="{}")
     msg.headers[ENQUEUED_AT_HEADER] = job.submitted_at
     msg.headers[TENANT_HEADER] = job.tenant
     body = json.dumps(msg.body).encode()
@@ -126,15 +130,19 @@ class Publisher:
         # A transaction: a producer that dies mid-send never leaves a job pushed without
         # its tenant in the turns (`push`). Same round trip as a plain pipeline.
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
+        events = []
         for job_id, job in jobs:
-            push(broker_pipe, job, task_message(self.app, job_id, job))
+            payload = job.model_dump(mode="json")  # made once for the message and the event
+            shown = job_argsrepr(payload)
+            push(broker_pipe, job, task_message(self.app, job_id, job, payload, shown))
+            events.append((job_id, TASK_FOR_KIND[job.kind], shown, queue_name(job.model)))
         ring(broker_pipe, [queue_name(job.model) for _, job in jobs])
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()
-        # send_task would have emitted these; Flower shows queued jobs from them.
-        self.sent_events.send([(job_id, TASK_FOR_KIND[job.kind], job.model_dump(mode="json"),
-                                queue_name(job.model)) for job_id, job in jobs])
+        # send_task would have emitted these (one message per chunk: `sent_events`); Flower
+        # shows queued jobs from them.
+        self.sent_events.send(events)
 
     def _record(self, pipe: redis.client.Pipeline, jobs: Sequence[tuple[str, Job]]) -> None:
         ttl_s = self.settings.result_expires_s

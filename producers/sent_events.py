@@ -28,18 +28,20 @@ from workers.task_display import argsrepr
 
 log = logging.getLogger(__name__)
 
-SentJob = tuple[str, str, Mapping[str, Any], str]  # (job id, task name, job dict, queue)
+# (job id, task name, job dict or its `argsrepr` already made by the publisher, queue)
+SentJob = tuple[str, str, Mapping[str, Any] | str, str]
 
 # Events per message: the publisher's chunks (500 jobs, ~0.3 MB of events) fit in one.
 EVENTS_PER_MESSAGE = 1000
 
 
-def sent_event_fields(job_id: str, task_name: str, job: Mapping[str, Any],
+def sent_event_fields(job_id: str, task_name: str, job: Mapping[str, Any] | str,
                       queue: str) -> dict[str, Any]:
     """The fields Celery itself puts in a `task-sent` event."""
+    shown = job if isinstance(job, str) else argsrepr(job)
     return {
         "uuid": job_id, "root_id": job_id, "parent_id": None, "name": task_name,
-        "args": f"({argsrepr(job)},)", "kwargs": "{}", "retries": 0, "eta": None,
+        "args": f"({shown},)", "kwargs": "{}", "retries": 0, "eta": None,
         "expires": None, "queue": queue, "exchange": "", "routing_key": queue,
     }
 
