@@ -15,6 +15,8 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
   with a clear message (`workers.lifecycle`);
 * a killed worker's jobs are queued again within LMQ_HOLD_LEASE_S (`workers.delivery.redelivery`,
   Redis brokers; started by `workers.lifecycle`);
+* consumer: `workers.consumer:Consumer` (`worker_consumer`), Celery's with a Gossip step
+  that logs one line instead of chained tracebacks when Redis goes away;
 * task events on; `worker_deduplicate_successful_tasks` on, and the STARTED state written
   by `workers.delivery.result_store` instead of Celery's `task_track_started` (one round trip).
 
@@ -39,6 +41,8 @@ from workers.settings import Settings, get_settings
 def worker_config(settings: Settings) -> dict[str, object]:
     config: dict[str, object] = {
         "worker_pool": "workers.delivery.pool:TaskPool",
+        # Celery's consumer whose Gossip step survives losing Redis (one line, no traceback)
+        "worker_consumer": "workers.consumer:Consumer",
         "worker_concurrency": settings.concurrency or settings.slots + settings.prefetch_threads,
         "worker_deduplicate_successful_tasks": True,
         # STARTED is written by workers.delivery.result_store in the same round trip as the dedupe
