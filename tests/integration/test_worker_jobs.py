@@ -239,14 +239,17 @@ def _big_tool(words: int) -> dict:  # type: ignore[type-arg]
 def test_tools_count_toward_the_context_however_given(llm_worker, redis_url, given_as):  # type: ignore[no-untyped-def]
     """~2,000 tokens of tool definitions + 3,000 output tokens exceed the 4,096 context:
     refused at once, whether the tools are the job's or (a forced tool choice, as the
-    gateway sends it) its config's rawTools. Without the tools the same job fits."""
+    gateway sends it) its config's rawTools."""
     from workers.error import ContextOverflowError
 
     app = client_app(redis_url)
     tool = _big_tool(2000)
-    tools: dict = ({"tools": [tool]} if given_as == "tools" else  # type: ignore[type-arg]
-                   {"config": {"max_tokens": 3000, "rawTools": {
-                       "type": "toolArray", "tools": [tool], "force": True}}})
-    job = ChatJob(model=LLM, messages="call lookup", **{"config": {"max_tokens": 3000}, **tools})
+    if given_as == "tools":
+        job = ChatJob(model=LLM, messages="call lookup", tools=[tool],
+                      config={"max_tokens": 3000})
+    else:
+        forced = {"type": "toolArray", "tools": [tool], "force": True}
+        job = ChatJob(model=LLM, messages="call lookup",
+                      config={"max_tokens": 3000, "rawTools": forced})
     with pytest.raises(ContextOverflowError, match="context"):
         final(send(app, job), 60).get(timeout=5)
