@@ -340,10 +340,10 @@ def test_image_links_to_internal_addresses_are_refused_by_default(pool: LocalPoo
     url = image_server + "/cat.png"
     part = {"type": "image_url", "image_url": {"url": url}}
     with serve_in_thread(settings) as base, \
-            openai.OpenAI(base_url=base, api_key=KEY, max_retries=0) as client:
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.chat.completions.create(model=VISION, max_tokens=5, messages=[
-                {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}])
+            openai.OpenAI(base_url=base, api_key=KEY, max_retries=0) as client, \
+            pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=VISION, max_tokens=5, messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, part]}])
     message = caught.value.message
     assert f"cannot use the image at {url}: 127.0.0.1 resolves to 127.0.0.1, a loopback " \
            "address" in message, message
