@@ -85,48 +85,13 @@ def test_dense_real_text_fits_the_context_and_embeds_without_failures(
         assert len(row["vector"]) == 384  # type: ignore[arg-type]
 
 
-def test_interrupted_run_resumes_to_the_same_rows(env: dict[str, str], tmp_path: Path
-                                                   ) -> None:
-    corpus = make_hard_corpus(tmp_path)
-    small_jobs = ("--job-tokens", "1500", "--max-in-flight", "1")
-    whole = tmp_path / "whole.parquet"
-    lmq(*embed_args(corpus, whole, *small_jobs), env=env, timeout_s=500)
-
-    out = tmp_path / "resumed.parquet"
-    parts = Path(f"{out}.lmq-state") / "parts"
-    run = lmq_popen(*embed_args(corpus, out, *small_jobs), env=env)
-    wait_until(lambda: parts.exists() and len(list(parts.glob("*.arrow"))) >= 2,
-               timeout=300, message="two part files")
-    run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
-    resumed = lmq(*embed_args(corpus, out, *small_jobs), "--resume", env=env, timeout_s=500)
-    assert "failures: 0 chunks" in resumed.stdout
-    assert int(resumed.stdout.split("embedded now, ")[1].split(" from")[0]) > 0
-    assert rows(out) == rows(whole)  # row by row, vectors included
-
-
-def test_search_on_celerys_docs_finds_the_workers_guide(env: dict[str, str], tmp_path: Path
-                                                       ) -> None:
-    if not (CELERY_DOCS / "index.rst").is_file():
-        missing_service(f"Celery's docs are not at {CELERY_DOCS}: run ops/setup.d/celery-docs")
-    out = tmp_path / "celery.parquet"
-    # The user guide (its 20 pages: calling, canvas, monitoring, tasks, workers, ...), where
-    # revoking, terminating and signals are discussed on several pages.
-    done = lmq(*embed_args(CELERY_DOCS / "userguide", out), env=env, timeout_s=580)
-    assert "failures: 0 chunks" in done.stdout, done.stdout + done.stderr
-    found = lmq("search", str(out), "revoke a running task terminate signal", "--model",
-                EMBED_KEY, "-k", "5", env=env)
-    sources = [line.split()[2] for line in found.stdout.splitlines() if line[:1].isdigit()]
-    assert len(sources) == 5, found.stdout
-    assert any(s.endswith("userguide/workers.rst") for s in sources), found.stdout
-
-
 def _at_context(model: Any) -> str:
-    """One-letter words, exactly the model's context by countTokens (the text alone)."""
+    """Distinct words, then one-letter ones, to exactly the model's context by countTokens
+    (the text alone). Distinct: the corpus keeps one of equal chunks."""
     context = int(model.get_context_length())
-    words = ["a"] * (context - (model.count_tokens("a") - 1))
-    for _ in range(100):
+    per_100 = model.count_tokens(" ".join(f"w{i}" for i in range(100))) / 100
+    words = [f"w{i}" for i in range(int((context - 20) / per_100))]
+    for _ in range(200):
         tokens = model.count_tokens(" ".join(words))
         if tokens == context:
             return " ".join(words)
@@ -164,4 +129,42 @@ def test_a_text_at_the_context_is_truncated_by_the_engine_refused_by_the_pool_an
     assert "failures: 0 chunks" in done.stdout, done.stdout + done.stderr
     assert real_sim.admin.log(since=since, type="embeddingTruncated") == []
     table = rows(out)
-    assert len(table) >= 2 and "".join(str(r["text"]) for r in table).split() == text.split()
+    assert len(table) >= 2 and " ".join(str(r["text"]) for r in table).split() == text.split()
+
+
+def test_interrupted_run_resumes_to_the_same_rows(env: dict[str, str], tmp_path: Path
+                                                   ) -> None:
+    corpus = make_hard_corpus(tmp_path)
+    small_jobs = ("--job-tokens", "1500", "--max-in-flight", "1")
+    whole = tmp_path / "whole.parquet"
+    lmq(*embed_args(corpus, whole, *small_jobs), env=env, timeout_s=500)
+
+    out = tmp_path / "resumed.parquet"
+    parts = Path(f"{out}.lmq-state") / "parts"
+    run = lmq_popen(*embed_args(corpus, out, *small_jobs), env=env)
+    wait_until(lambda: parts.exists() and len(list(parts.glob("*.arrow"))) >= 2,
+               timeout=300, message="two part files")
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
+    resumed = lmq(*embed_args(corpus, out, *small_jobs), "--resume", env=env, timeout_s=500)
+    assert "failures: 0 chunks" in resumed.stdout
+    assert int(resumed.stdout.split("embedded now, ")[1].split(" from")[0]) > 0
+    assert rows(out) == rows(whole)  # row by row, vectors included
+
+
+def test_search_on_celerys_docs_finds_the_workers_guide(env: dict[str, str], tmp_path: Path
+                                                       ) -> None:
+    if not (CELERY_DOCS / "index.rst").is_file():
+        missing_service(f"Celery's docs are not at {CELERY_DOCS}: run ops/setup.d/celery-docs")
+    out = tmp_path / "celery.parquet"
+    # The user guide (its 20 pages: calling, canvas, monitoring, tasks, workers, ...), where
+    # revoking, terminating and signals are discussed on several pages.
+    done = lmq(*embed_args(CELERY_DOCS / "userguide", out), env=env, timeout_s=580)
+    assert "failures: 0 chunks" in done.stdout, done.stdout + done.stderr
+    found = lmq("search", str(out), "revoke a running task terminate signal", "--model",
+                EMBED_KEY, "-k", "5", env=env)
+    sources = [line.split()[2] for line in found.stdout.splitlines() if line[:1].isdigit()]
+    assert len(sources) == 5, found.stdout
+    assert any(s.endswith("userguide/workers.rst") for s in sources), found.stdout
+
