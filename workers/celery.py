@@ -64,7 +64,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     celery_app.conf.update(worker_config(settings))
     # By name: the step (and the SDK) is imported only when a worker starts.
     celery_app.steps["worker"].add("workers.lifecycle:LMStudioStep")
-    result_store.connect(celery_app)
+    # The start script also writes the job's running entry of the metrics (one round trip).
+    result_store.connect(celery_app, running_entry=metrics.running_entry)
     # Worker processes only (not Flower or producers): kombu's Redis transport that leases
     # held jobs in its own bookkeeping.
     celeryd_init.connect(redelivery.use_held_transport, weak=False,
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Celery:
                          dispatch_uid="lmq-revoke-store")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
-    metrics.connect()
+    metrics.connect(started_by=result_store.started_with_running)
     flower_config.install_if_flower(celery_app)
     return celery_app
 

@@ -15,7 +15,8 @@ set `lmq:metrics:models` naming the models the readers report. Jobs queued are r
 the length of the model's broker queue `lmq.<model>`. Host groups come from admission.
 
 Worker side: `connect()` (called by `workers.celery` at import) connects Celery signal
-handlers: `task_prerun` (running +1: one pipelined round trip), `task_postrun` (running -1
+handlers: `task_prerun` (running +1: one pipelined round trip, or none of its own where
+`workers.delivery.result_store`'s start script writes the entry), `task_postrun` (running -1
 and the outcome, with the stats of the result dict: one Lua script, `FINISH_SCRIPT`),
 `task_revoked` (jobs revoked before they ran). Counting never
 fails a job: Redis errors are logged and dropped. A job id is counted once (marker key
@@ -32,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -250,8 +251,28 @@ def _safely(fn: Any) -> Any:
     return handler
 
 
+def _started_here(task: Any) -> bool:
+    return False
+
+
+# Set by `connect`: True for a task whose running entry another start write carries
+# (`workers.delivery.result_store`'s start script: one round trip fewer per job).
+started_elsewhere: Callable[[Any], bool] = _started_here
+
+
+def running_entry(task: Any, task_id: str, args: Any) -> list[str]:
+    """What `Recorder.started` writes, as KEYS (running hash, models set) + ARGV (model, job
+    id, worker) for a script that does it (HSET, SADD); [] for a task without a model."""
+    model = job_model(args, task.request)
+    if not model:
+        return []
+    return [running_key(model), MODELS_KEY, model, task_id, task.request.hostname or "?"]
+
+
 @_safely
 def on_prerun(task_id: str, task: Any, args: Any = None, **_: Any) -> None:
+    if started_elsewhere(task):
+        return
     model = job_model(args, task.request)
     if model:
         _get_recorder().started(model, task_id, task.request.hostname or "?")
@@ -305,8 +326,11 @@ def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         _get_recorder().forget_worker(model, hostname)
 
 
-def connect() -> None:
-    """Connect the signal handlers that count jobs per model."""
+def connect(started_by: Callable[[Any], bool] | None = None) -> None:
+    """Connect the signal handlers that count jobs per model; `started_by(task)` True: the
+    running entry of that task is written elsewhere (see `running_entry`)."""
+    global started_elsewhere
+    started_elsewhere = started_by or _started_here
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)
     signals.task_revoked.connect(on_revoked, weak=False)

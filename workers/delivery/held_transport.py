@@ -40,6 +40,7 @@ the commands it does not know, such as LREM, unprefixed; SADD it prefixes itself
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import NoScriptError
 
 from workers import keys
 from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP, TENANT_SEP, message_tenant
@@ -66,6 +68,12 @@ SWEEP_MAX_TAGS = 1000
 # How long an idle worker blocks on its bells before it runs the take script again: the
 # extra latency, when idle, of a job queued without a bell token (none on a busy queue).
 MULTI_LIST_WAIT_S = 0.1
+
+# The take script is sent by its SHA1 (EVALSHA): 80 bytes instead of its 2.5 KB body per
+# take, and Redis does not hash the body again. A Redis that does not know it (restarted,
+# SCRIPT FLUSH) answers NOSCRIPT without running anything; the take is then sent once as
+# EVAL, which also caches the script.
+TAKE_SHA = hashlib.sha1(tenant_turns.TAKE_SCRIPT.encode()).hexdigest()
 
 # `popping` keys of takes cut by a connection error: pushed back before the next take.
 # Module-level because kombu replaces the channel after a connection error.
@@ -85,7 +93,8 @@ class Source:
 
 @dataclass(frozen=True)
 class Take:
-    """The command in flight on the consuming connection: "EVAL" or "BLPOP"."""
+    """The command in flight on the consuming connection: "EVAL" (the take script, sent as
+    EVALSHA) or "BLPOP"."""
 
     command: str
     sources: list[Source]
@@ -234,13 +243,14 @@ class HeldChannel(DeadLetterChannel):
                        prefix + keys.tenant_turns(name))
                 for queue, name, level in lists]
 
-    def _send_take(self, sources: list[Source]) -> None:
+    def _send_take(self, sources: list[Source], by_sha: bool = True) -> None:
         prefix = self.global_keyprefix
         keys_ = ([s.list_key for s in sources] + [s.popping_key for s in sources]
                  + [s.turns_key for s in sources] + [prefix + keys.turn_counter()])
         aging_s, cap = _settings()
         cutoff = time() - aging_s if aging_s > 0 else 0
-        self._send(Take("EVAL", sources), "EVAL", tenant_turns.TAKE_SCRIPT, len(keys_), *keys_,
+        script = ("EVALSHA", TAKE_SHA) if by_sha else ("EVAL", tenant_turns.TAKE_SCRIPT)
+        self._send(Take("EVAL", sources), *script, len(keys_), *keys_,
                    repr(cutoff), cap or 0, prefix + keys.tenant_running(None), TENANT_SEP,
                    *(s.level for s in sources))
 
@@ -259,6 +269,7 @@ class HeldChannel(DeadLetterChannel):
         take, self._take = self._take, None
         if take is None:
             return super()._brpop_read(**options)
+        unknown_script = False
         try:
             taken = self._read_taken(take, **options)
             if taken is not None and taken[0] >= 0:
@@ -267,6 +278,8 @@ class HeldChannel(DeadLetterChannel):
                 self._queue_cycle.rotate(source.queue)
                 self._deliver_taken(source, entry)
                 return True
+        except NoScriptError:  # nothing ran: take again below, with the script's body
+            unknown_script = True
         except self.connection_errors:
             _stranded.update(source.popping_key for source in take.sources)
             raise
@@ -275,7 +288,9 @@ class HeldChannel(DeadLetterChannel):
             flush = getattr(self, "_flush_brpop_reauth", None)  # kombu >= 5.7 only
             if flush is not None:
                 flush()
-        if take.command == "EVAL":  # nothing to take (or all capped): wait for a bell
+        if unknown_script:
+            self._send_take(take.sources, by_sha=False)
+        elif take.command == "EVAL":  # nothing to take (or all capped): wait for a bell
             self._send_wait(take.sources)
         raise kombu_redis.Empty()  # type: ignore[attr-defined]
 

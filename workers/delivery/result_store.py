@@ -20,9 +20,10 @@ is a job a producer ended as expired while no worker had started it
 One round trip per job start. With a Redis result backend, `task_prerun` runs one Lua script
 (`START_SCRIPT`) that reads the stored meta; unless it is SUCCESS, it writes the STARTED
 state (the meta Celery's `task_track_started` would write, extended fields included, and
-its PUBLISH) and counts the attempt. So `workers.celery` turns Celery's own
-`task_track_started` off: Celery's write costs two more round trips (a GET, then
-SETEX+PUBLISH) and would come after ours anyway. Other backends: the same three steps
+its PUBLISH), counts the attempt and, when our keys share the backend's Redis, writes
+the job's running entry of `workers.metrics` (`_running_entry`). So `workers.celery`
+turns Celery's own `task_track_started` off: Celery's write costs two more round trips
+(a GET, then SETEX+PUBLISH) and would come after ours anyway. Other backends: the same three steps
 through the backend API.
 
 Attempt: every start of a job increments `workers.keys.attempt(job_id)` =
@@ -35,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -72,6 +74,10 @@ end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 local n = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
+if KEYS[4] then
+  redis.call('SADD', KEYS[5], ARGV[4])
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+end
 return {n}
 """
 
@@ -123,12 +129,13 @@ def take_attempt(job_id: str) -> int | None:
         return _attempts.pop(job_id, None)
 
 
-def _on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None,
+               **_: Any) -> None:
     if task is None or task_id is None or task.name not in TASK_NAMES:
         return
     try:
         if hasattr(task.backend, "client") and hasattr(task.backend, "get_key_for_task"):
-            _start_in_redis(task, task_id)
+            _start_in_redis(task, task_id, args)
         else:
             _start_generic(task, task_id)
     except Exception as exc:  # noqa: BLE001 - a backend hiccup must not block the job
@@ -139,7 +146,41 @@ def _started_meta(task: Any) -> dict[str, Any]:
     return {"pid": os.getpid(), "hostname": task.request.hostname}
 
 
-def _start_in_redis(task: Any, task_id: str) -> None:
+# Set by `connect`: (task, job id, args) -> the start script's extra KEYS + ARGV for the
+# job's running entry of `workers.metrics` (`metrics.running_entry`), or [].
+_running_entry_of: Callable[[Any, str, Any], list[str]] | None = None
+
+
+def _running_entry(task: Any, task_id: str, args: Any) -> list[str]:
+    """KEYS and ARGV for the metrics' running entry, written by the start script in the
+    same round trip as the STARTED state when our keys live in the result backend's Redis;
+    else [] (`metrics.on_prerun` writes it itself: `started_with_running`).
+
+    Crash-safety: the script is atomic, so a worker killed around it leaves either nothing
+    (the job is redelivered and starts again) or the state, the attempt and the running
+    entry together; a killed worker's running entries are dropped when a worker with its
+    hostname starts again, as before. A job that does not run (result stored, revoked)
+    gets no running entry: its `task_postrun` HDEL finds nothing, as it may anyway."""
+    if _running_entry_of is None or not _same_redis():
+        return []
+    return _running_entry_of(task, task_id, args)
+
+
+def _same_redis() -> bool:
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    return settings.store_url == settings.backend_url
+
+
+def started_with_running(task: Any) -> bool:
+    """True for a task whose running entry the start script writes (`_running_entry`)."""
+    return (_running_entry_of is not None and task.name in TASK_NAMES
+            and hasattr(task.backend, "client")
+            and hasattr(task.backend, "get_key_for_task") and _same_redis())
+
+
+def _start_in_redis(task: Any, task_id: str, args: Any = None) -> None:
     backend = task.backend
     meta = backend._get_result_meta(result=_started_meta(task), state=states.STARTED,
                                      traceback=None, request=task.request)
@@ -149,9 +190,11 @@ def _start_in_redis(task: Any, task_id: str) -> None:
         script = _scripts.setdefault(id(backend.client),
                                      backend.client.register_script(START_SCRIPT))
     expires_s = int(backend.expires or 0)
+    running = _running_entry(task, task_id, args)
     reply = script(keys=[backend.get_key_for_task(task_id), attempt_key(task_id),
-                         keys.revoked(task_id)],
-                   args=[backend.encode(meta), expires_s, expires_s or 7 * 24 * 3600])
+                         keys.revoked(task_id), *running[:2]],
+                   args=[backend.encode(meta), expires_s, expires_s or 7 * 24 * 3600,
+                         *running[2:]])
     if int(reply[0]) == -1:
         log.info("job %s was revoked before it started: it does not run", task_id)
         stored = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
@@ -183,6 +226,9 @@ def _remember(task_id: str, meta: dict[str, Any]) -> None:
             _stored[task_id] = meta["result"]
 
 
-def connect(app: Celery) -> None:
-    """Install the task_prerun step (idempotent)."""
+def connect(app: Celery,
+            running_entry: Callable[[Any, str, Any], list[str]] | None = None) -> None:
+    """Install the task_prerun step (idempotent); `running_entry`: see `_running_entry`."""
+    global _running_entry_of
+    _running_entry_of = running_entry
     task_prerun.connect(_on_prerun, weak=False, dispatch_uid="lmq-result-store")
