@@ -65,12 +65,15 @@ async def tokenize(conn: Connection, param: Any) -> Any:
 async def embed_string(conn: Connection, param: Any) -> Any:
     inst = _instance(conn, param, "modelSpecifier")
     engine = conn.state.engine
-    text = _embedded_text(conn, inst, param.get("inputString", ""))
+    text = param.get("inputString", "")
     timing = conn.state.config.timing
     await inst.embed_slots.acquire()
     try:
         if not engine.paced:  # a real model: its own latency, computed off the event loop
-            return {"embedding": await asyncio.to_thread(engine.embed, inst.model, text)}
+            # (its tokenizer too: it waits for the model's lock while another text embeds)
+            return {"embedding": await asyncio.to_thread(
+                lambda: engine.embed(inst.model, _embedded_text(conn, inst, text)))}
+        text = _embedded_text(conn, inst, text)
         latency_s = timing.embedding_latency_s
         if timing.embedding_tokens_per_s > 0:  # token-paced: a longer text holds its slot longer
             latency_s += engine.count_tokens(inst.model, text) / timing.embedding_tokens_per_s
