@@ -100,27 +100,30 @@ class NullGate:
 class SlotLimit:
     """At most `slots` predictions of this process at once, on top of the wrapped gate.
 
-    The local slot is taken *after* the wrapped gate admits the job, not before: a job
-    waiting for KV cells must not hold one of this process's slots. Taken first, the
-    slots filled with big jobs waiting for cells, and the small jobs behind them, which
-    would fit beside the running ones, never reached the shared queue where admission
-    lets them overtake (`semaphore`'s bypass rule): on `ops/bench_admission.py`'s
-    3/4-big flood, 0.20 of slot-time idle while a waiting job fit. When the wrapped gate
-    enforces the instance's P slots itself (the real gate) and LMQ_SLOTS >= P, this wait
-    never happens; otherwise (admission off, or LMQ_SLOTS < P) an admitted job may hold its
-    reservation while it waits here for one of this process's predictions to end.
+    Which comes first depends on which limit binds. With LMQ_SLOTS >= the instance's P (as
+    LM Studio reports it), the gate's P slots bind and the local slot is taken *after*
+    admission: a job waiting for KV cells must not hold one of this process's slots. Taken
+    first, the slots filled with big jobs waiting for cells, and the small jobs behind
+    them, which would fit beside the running ones, never reached the shared queue where
+    admission lets them overtake (`semaphore`'s bypass rule): on `ops/bench_admission.py`'s
+    3/4-big flood, 0.20 of slot-time idle while a waiting job fit. With LMQ_SLOTS < P the
+    local slots bind, and the local slot is taken *first*: admitted after, a job would
+    hold its cells and one of the instance's P slots while it waited here, keeping them
+    from the instance's other workers (seen: 4 admitted on an instance with LMQ_SLOTS=2).
     """
 
     def __init__(self, gate: Gate, slots: int) -> None:
         self.gate = gate
         self.slots = slots
         self._free = threading.BoundedSemaphore(slots)
+        self._slot_first = True  # until LM Studio reports the instance's P
 
     def before_load(self) -> None:
         self.gate.before_load()
 
     def loaded(self, facts: ModelFacts) -> None:
         self.gate.loaded(facts)
+        self._slot_first = facts.parallel is not None and self.slots < facts.parallel
 
     def is_tight(self, prompt_tokens: int, max_output_tokens: int) -> bool:
         return self.gate.is_tight(prompt_tokens, max_output_tokens)
@@ -132,15 +135,24 @@ class SlotLimit:
     @contextmanager
     def _admitted(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
                   cancelled: Callable[[], bool]) -> Iterator[None]:
-        with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
-            while not self._free.acquire(timeout=SLOT_POLL_S):
-                if cancelled():
-                    raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot",
-                                            None)
-            try:
+        if self._slot_first:
+            with self._local_slot(job_id, cancelled), \
+                    self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
                 yield
-            finally:
-                self._free.release()
+        else:
+            with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled), \
+                    self._local_slot(job_id, cancelled):
+                yield
+
+    @contextmanager
+    def _local_slot(self, job_id: str, cancelled: Callable[[], bool]) -> Iterator[None]:
+        while not self._free.acquire(timeout=SLOT_POLL_S):
+            if cancelled():
+                raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot", None)
+        try:
+            yield
+        finally:
+            self._free.release()
 
     def close(self) -> None:
         self.gate.close()
