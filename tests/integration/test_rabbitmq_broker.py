@@ -44,6 +44,13 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 pytestmark = pytest.mark.timeout(240)
 
 
+def worker_env(sim: object, broker_url: str, results_url: str, **extra: str) -> dict[str, str]:
+    """A worker's environment on this broker, results on Redis, plus `extra` settings."""
+    return {"LMQ_BROKER_URL": broker_url, "LMQ_RESULT_BACKEND": results_url,
+            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
+            "LMQ_GPU_MEMORY": "24GiB", "PYTHONUNBUFFERED": "1", **extra}
+
+
 # --- RabbitMQ ---------------------------------------------------------------------------
 
 
@@ -151,14 +158,7 @@ def pool(request: pytest.FixtureRequest, sim: object, results_url: str) -> Itera
             broker_url = stack.enter_context(fresh_vhost(amqp_url()))
         else:
             broker_url = results_url
-        env = {
-            "LMQ_BROKER_URL": broker_url,
-            "LMQ_RESULT_BACKEND": results_url,
-            "LMQ_REDIS_URL": results_url,
-            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
-            "LMQ_GPU_MEMORY": "24GiB",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = worker_env(sim, broker_url, results_url, LMQ_REDIS_URL=results_url)
         workers: dict[str, WorkerProcess] = {}
         for model in (CHAT, EMBED):
             name = f"{request.param}-{model[:12]}-{uuid.uuid4().hex[:6]}"
@@ -258,13 +258,7 @@ def test_rabbitmq_redelivers_the_job_of_a_killed_worker(sim: object, results_url
     admin.set_faults(reply_tokens=2000)
     with contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(fresh_vhost(amqp_url()))
-        env = {
-            "LMQ_BROKER_URL": broker_url,
-            "LMQ_RESULT_BACKEND": results_url,
-            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
-            "LMQ_GPU_MEMORY": "24GiB",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = worker_env(sim, broker_url, results_url)
         first = stack.enter_context(
             _stopping(start_worker(CHAT, env, name=f"doomed-{uuid.uuid4().hex[:6]}"))
         )
@@ -298,14 +292,7 @@ def test_rabbitmq_worker_takes_high_before_normal_before_low(sim: object,
     require_rabbitmq(amqp_url())
     with contextlib.ExitStack() as stack:
         broker_url = stack.enter_context(fresh_vhost(amqp_url()))
-        env = {
-            "LMQ_BROKER_URL": broker_url,
-            "LMQ_RESULT_BACKEND": results_url,
-            "LMQ_LMSTUDIO_HOST": sim.host,  # type: ignore[attr-defined]
-            "LMQ_GPU_MEMORY": "24GiB",
-            "LMQ_CONCURRENCY": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = worker_env(sim, broker_url, results_url, LMQ_CONCURRENCY="1")
         settings = Settings(broker_url=broker_url, result_backend=results_url,
                             redis_url=results_url)
         queue = stack.enter_context(JobQueue(settings))
