@@ -27,7 +27,7 @@ from workers.celery_config import (
     REDIS_PRIORITY_STEP,
     TENANT_HEADER,
     message_priority,
-    priority_list,
+    model_priority_list,
     tenant_list,
 )
 from workers.contract import TASK_FOR_KIND, Job, queue_name
@@ -46,7 +46,7 @@ def broker_list(job: Job) -> str:
 
 
 def _priority_list(job: Job) -> str:
-    return priority_list(queue_name(job.model), REDIS_PRIORITY_STEP[job.priority])
+    return model_priority_list(job.model, job.priority)
 
 
 def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:

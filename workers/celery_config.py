@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.contract import queue_name
 from workers.settings import Settings
 
 # Job priorities, most urgent first.
@@ -35,6 +36,12 @@ def priority_list(queue: str, step: int) -> str:
     """The Redis list of `queue`'s messages of kombu priority `step` (kombu's `_q_for_pri`:
     no suffix for step 0)."""
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def model_priority_list(model: str, priority: str) -> str:
+    """The broker list of `model`'s jobs of `priority` ("high", "normal", "low") without a
+    tenant; each tenant's have their own (`tenant_list`)."""
+    return priority_list(queue_name(model), REDIS_PRIORITY_STEP[priority])
 
 
 def tenant_list(priority_list_name: str, tenant: str | None) -> str:

@@ -40,7 +40,6 @@ import redis
 from celery import signals, states
 
 from workers import celery_config, keys, waiting
-from workers.celery_config import REDIS_PRIORITY_STEP
 from workers.contract import KEY_PREFIX, model_from_queue, queue_name
 
 log = logging.getLogger(__name__)
@@ -357,7 +356,7 @@ def queue_lengths(client: redis.Redis, model: str) -> dict[str, int]:
 def priority_list(model: str, priority: str) -> str:
     """The broker list of `model`'s jobs of `priority` without a tenant (kombu's queue +
     sep + step); each tenant's have their own (`workers.waiting`)."""
-    return celery_config.priority_list(queue_name(model), REDIS_PRIORITY_STEP[priority])
+    return celery_config.model_priority_list(model, priority)
 
 
 def recent_rate(client: redis.Redis, model: str) -> float | None:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import redis
 
 from workers import keys
-from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP, priority_list, tenant_list
-from workers.contract import queue_name
+from workers.celery_config import PRIORITIES, model_priority_list, tenant_list
 
 
 def tenant_lists(client: redis.Redis, model: str) -> dict[str, dict[str | None, str]]:
     """priority -> {tenant (None: no tenant): its broker list} for `model`'s queue."""
-    names = {p: priority_list(queue_name(model), REDIS_PRIORITY_STEP[p]) for p in PRIORITIES}
+    names = {p: model_priority_list(model, p) for p in PRIORITIES}
     pipe = client.pipeline(transaction=False)
     for name in names.values():
         pipe.zrange(keys.tenant_turns(name), 0, -1)
