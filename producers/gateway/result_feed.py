@@ -24,6 +24,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger("lmq.gateway")
 CONFIRM_S = 1.0  # longer than this for Redis to confirm a subscription: go on, re-reading
@@ -52,16 +54,25 @@ class Stored(asyncio.Event):
 
 
 class ResultFeed:
-    """Per result key, the waits on it; one reader task wakes them with what was stored."""
+    """Per result key, the waits on it; one reader task wakes them with what was stored.
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self._pubsub: PubSub | None = None
+    The reader owns the connection: when it is lost, the reader alone opens a new one and
+    subscribes every watched channel. redis-py's pub/sub would otherwise reconnect by itself
+    from whichever task touched the connection, so a wait subscribing while the reader
+    reconnected wrote to a socket being replaced (AttributeError in redis-py) and messages
+    of the gap went unnoticed; the feed's connections are therefore made without retries.
+    """
+
+    def __init__(self, url: str, client_name: str) -> None:
+        self.client = aioredis.Redis.from_url(
+            url, client_name=client_name,
+            retry=Retry(NoBackoff(), 0, supported_errors=()))  # errors reach the reader
+        self._pubsub: PubSub | None = None  # None while the reader renews the connection
         self._reader: asyncio.Task[None] | None = None
         self._waits: dict[bytes, set[Stored]] = {}
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
         self._chores: set[asyncio.Task[Any]] = set()
-        self._opening = asyncio.Lock()  # one pub/sub connection, even when waits race
+        self._sending = asyncio.Lock()  # one writer on the connection at a time
 
     async def watch(self, key: str) -> Stored:
         """Woken whenever `key`'s state is stored; subscribed when this returns (if Redis
@@ -76,8 +87,6 @@ class ResultFeed:
             try:
                 await self._subscribe(channel)
                 await asyncio.wait({confirmed}, timeout=CONFIRM_S)
-            except redis.RedisError as exc:  # the reader reconnects; re-reads cover it
-                log.warning("gateway: result subscription failed (%s); waits re-read", exc)
             except BaseException:  # cancelled while subscribing: leave nothing behind
                 self.unwatch(key, stored)
                 raise
@@ -98,44 +107,58 @@ class ResultFeed:
             self._later(self._unsubscribe(channel))
 
     async def aclose(self) -> None:
-        for task in [self._reader, *self._chores]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*[t for t in [self._reader, *self._chores] if t is not None],
-                             return_exceptions=True)
+        tasks = [t for t in [self._reader, *self._chores] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.client.aclose()
 
-    async def _subscribe(self, *channels: bytes) -> None:
-        async with self._opening:
-            if self._pubsub is None:
-                self._pubsub = self.client.pubsub()
-                await self._pubsub.subscribe(ANCHOR, *channels)
-            else:
-                await self._pubsub.subscribe(*channels)
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read(),
-                                                                   name="lmq-result-feed")
+    async def _subscribe(self, channel: bytes) -> None:
+        """Subscribe one channel; on any failure the wait re-reads instead (the reader
+        finds the same broken connection and renews it with every watched channel)."""
+        async with self._sending:
+            try:
+                if self._reader is None or self._reader.done():  # the first wait opens it
+                    self._pubsub = await self._open()
+                    self._reader = asyncio.get_running_loop().create_task(
+                        self._read(self._pubsub), name="lmq-result-feed")
+                elif self._pubsub is not None:  # else renewing: it subscribes this channel
+                    await self._pubsub.subscribe(channel)
+            except (redis.RedisError, OSError, AttributeError) as exc:
+                log.warning("gateway: result subscription failed (%s); waits re-read", exc)
 
     async def _unsubscribe(self, channel: bytes) -> None:
-        if channel not in self._waits and self._pubsub is not None:  # not watched again
-            with contextlib.suppress(redis.RedisError):
-                await self._pubsub.unsubscribe(channel)
+        async with self._sending:
+            if channel not in self._waits and self._pubsub is not None:  # not watched again
+                with contextlib.suppress(redis.RedisError, OSError, AttributeError):
+                    await self._pubsub.unsubscribe(channel)
+
+    async def _open(self) -> PubSub:
+        """A new connection subscribed to every watched channel (the caller holds
+        `_sending`, so no wait adds a channel meanwhile)."""
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(ANCHOR, *self._waits)
+        except BaseException:
+            with contextlib.suppress(redis.RedisError, OSError, AttributeError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        return pubsub
 
     def _later(self, chore: Any) -> None:
         task = asyncio.get_running_loop().create_task(chore)
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _read(self) -> None:
+    async def _read(self, pubsub: PubSub) -> None:
         while True:
-            pubsub = self._pubsub
-            assert pubsub is not None
             try:
                 message = await pubsub.get_message(timeout=None)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, AttributeError) as exc:
                 log.warning("gateway: result feed lost (%s); reconnecting", exc)
-                await self._reconnect(pubsub)
+                pubsub = await self._renew(pubsub)
                 continue
             if message:
                 self._deliver(message)
@@ -150,19 +173,21 @@ class ResultFeed:
             for stored in self._waits.get(channel, ()):  # type: ignore[arg-type]
                 stored.publish(message.get("data"))
 
-    async def _reconnect(self, broken: PubSub) -> None:
-        with contextlib.suppress(redis.RedisError, OSError):
+    async def _renew(self, broken: PubSub) -> PubSub:
+        """A new connection with every watched channel; every wait then re-reads its key,
+        since a state stored while no connection listened was published to nobody."""
+        async with self._sending:
+            self._pubsub = None  # waits from now on leave their channel to the new one
+        with contextlib.suppress(redis.RedisError, OSError, AttributeError):
             await broken.aclose()  # type: ignore[no-untyped-call]
         while True:
             await asyncio.sleep(RECONNECT_S)
-            fresh = self._pubsub = self.client.pubsub()
-            try:
-                await fresh.subscribe(ANCHOR, *list(self._waits))
-            except (redis.RedisError, OSError):
-                with contextlib.suppress(redis.RedisError, OSError):
-                    await fresh.aclose()  # type: ignore[no-untyped-call]
-                continue
-            for waits in list(self._waits.values()):  # every wait re-reads its key now
+            async with self._sending:
+                try:
+                    fresh = self._pubsub = await self._open()
+                except (redis.RedisError, OSError, AttributeError):
+                    continue
+            for waits in list(self._waits.values()):
                 for stored in waits:
                     stored.publish(None)
-            return
+            return fresh

@@ -46,7 +46,7 @@ class Results:
     def __init__(self, app: Celery, url: str) -> None:
         self.app = app
         self.client = aioredis.Redis.from_url(url, client_name="lmq-gateway")
-        self.feed = ResultFeed(self.client)
+        self.feed = ResultFeed(url, client_name="lmq-gateway")  # its own connection
 
     async def subscribe(self, job_id: str) -> Watch:
         """Subscribe to a job's result before sending the job; `of(handle, watch)` then
