@@ -30,7 +30,9 @@ the worker consumes no job until LM Studio serves its model. At start it:
    LMQ_PREFETCH_THREADS threads; a smaller count from the rule would shrink it (the pool
    and the prefetch count) before the consumer starts. GPU memory lowers it only when the
    budget cannot hold LMQ_SLOTS short jobs (`workers.admission.thread_count`): the
-   group's semaphore admits each job by its own KV;
+   group's semaphore admits each job by its own KV. The pool gets LMQ_ADMISSION_LOOKAHEAD
+   threads more, for the jobs the worker takes while its jobs wait for KV
+   (`workers.admission.lookahead`: the prefetch grows by one per such job);
 8. registers the worker as serving its model (`workers.served_registry`), so producers'
    served check is one Redis read.
 
@@ -53,7 +55,7 @@ from celery import bootsteps
 from celery.signals import worker_shutdown
 from celery.worker import state as worker_state
 
-from workers.admission import build_gate, thread_count
+from workers.admission import Lookahead, build_gate, thread_count
 from workers.admission.seam import ModelFacts, SlotLimit
 from workers.contract import queue_name
 from workers.delivery import cancel, redelivery
@@ -86,12 +88,15 @@ class LMStudioStep(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         # First: a previous process with this hostname may have died holding jobs.
         redelivery.start(parent.app, parent.hostname, get_settings().hold_lease_s)
-        rt = start_runtime(parent.hostname, app=parent.app)
-        _size_pool(parent, rt.threads)
+        settings = get_settings()
+        lookahead = Lookahead(settings.admission_lookahead if settings.admission else 0,
+                              lambda extra: _set_extra_prefetch(parent, extra))
+        rt = start_runtime(parent.hostname, app=parent.app, lookahead=lookahead)
+        _size_pool(parent, rt.threads, lookahead.limit)
 
 
 def start_runtime(hostname: str, settings: Settings | None = None,
-                  app: Any = None) -> Runtime:
+                  app: Any = None, lookahead: Lookahead | None = None) -> Runtime:
     settings = settings or get_settings()
     if not settings.model:
         _exit("LMQ_MODEL is not set: set it to the model key this worker serves "
@@ -103,7 +108,7 @@ def start_runtime(hostname: str, settings: Settings | None = None,
     config = _load_config(settings, session, model)
     facts = _facts(settings, model, config)
     predictions = settings.slots if settings.concurrency else thread_count(settings, facts)
-    gate = SlotLimit(build_gate(settings, facts), predictions)
+    gate = SlotLimit(build_gate(settings, facts, lookahead), predictions)
     try:
         gate.before_load()
         loaded = session.load(model, config)
@@ -144,22 +149,41 @@ def worker_threads(settings: Settings, facts: ModelFacts, predictions: int | Non
     return predictions + settings.prefetch_threads
 
 
-def _size_pool(worker: Any, threads: int) -> None:
-    """Shrink the pool and the prefetch to `threads` (Celery sized them from settings).
+def _size_pool(worker: Any, threads: int, lookahead: int = 0) -> None:
+    """Size the prefetch to `threads` and the pool to `threads` + `lookahead` (Celery sized
+    both from settings): the lookahead's jobs, taken while jobs wait for KV
+    (`workers.admission.lookahead`), need threads of their own.
 
     Celery reads `worker_concurrency` before any bootstep runs, but the thread count needs
     the loaded model; the pool starts no thread before a job is applied, and the consumer
     reads `initial_prefetch_count` when it starts, after this step: both take the new size.
     """
     pool = getattr(worker, "pool", None)
-    if threads < worker.concurrency and hasattr(pool, "resize"):
-        pool.resize(threads)
-        worker.concurrency = threads
-        consumer = getattr(worker, "consumer", None)
-        if consumer is not None and consumer.initial_prefetch_count:
-            consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
-    log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch)",
-             worker.concurrency, get_settings().prefetch_threads)
+    size = threads + lookahead
+    if size != worker.concurrency and hasattr(pool, "resize"):
+        pool.resize(size)
+        worker.concurrency = size
+    consumer = getattr(worker, "consumer", None)
+    if consumer is not None and consumer.initial_prefetch_count:
+        consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
+    log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch), and up to "
+             "%d more while jobs wait for KV (LMQ_ADMISSION_LOOKAHEAD)", threads,
+             get_settings().prefetch_threads, lookahead)
+
+
+def _set_extra_prefetch(worker: Any, extra: int) -> None:
+    """The consumer's prefetch count: its base plus `extra` jobs of the lookahead
+    (`workers.admission.lookahead`). Set from a job's thread; the consumer's event loop
+    applies it (woken through its hub), as it does Celery's own prefetch changes."""
+    consumer = getattr(worker, "consumer", None)
+    qos = getattr(consumer, "qos", None)
+    if consumer is None or qos is None or not consumer.initial_prefetch_count:
+        return  # not consuming yet, or prefetch off (unlimited)
+    with qos._mutex:
+        qos.value = consumer.initial_prefetch_count + extra * consumer.prefetch_multiplier
+    hub = getattr(consumer, "hub", None)
+    if hub is not None:
+        hub.call_soon(qos.update)
 
 
 def connect_with_backoff(settings: Settings) -> Session:

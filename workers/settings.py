@@ -125,9 +125,10 @@ class Settings(BaseSettings):
     # --- GPU-memory-aware admission ------------------------------------------------------
     admission: bool = Field(True, description="Admit predictions only when their KV cache fits.")
     gpu_memory: ByteSize | None = Field(
-        None, description="GPU memory of the LM Studio host (e.g. 24GiB). Unset: NVML, Apple "
-        "unified memory or AMD SMI when LM Studio runs on this host, else unknown (admission "
-        "by slots; model loads unguarded)."
+        None, description="GPU memory of the LM Studio host (e.g. 24GiB): guards model loads "
+        "and, on engines that grow KV per token (MLX), each job's KV. Unset: NVML, Apple "
+        "unified memory or AMD SMI when LM Studio runs on this host, else unknown (jobs are "
+        "still admitted by the loaded instance's KV cells and slots; model loads unguarded)."
     )
     gpu_reserve: ByteSize | None = Field(
         None, description="GPU memory kept free; default the larger of 1 GiB and 10%."
@@ -148,6 +149,11 @@ class Settings(BaseSettings):
     )
     wait_for_fit_on_load: bool = Field(
         False, description="Wait (instead of failing) when loading a model would not fit."
+    )
+    admission_lookahead: int = Field(
+        8, ge=0, description="Jobs a worker takes beyond its threads while jobs of its wait "
+        "because their KV does not fit (one per such job, at most this many): smaller jobs "
+        "behind them can then run beside the running ones. 0: off."
     )
 
     # --- Cancellation and Flower ---------------------------------------------------------

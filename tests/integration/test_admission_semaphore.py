@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,9 @@ class Waiter:
     """Acquire in a thread; record the order of admission."""
 
     def __init__(self, sem: GroupSemaphore, ticket: Ticket, order: list[str],
-                 cancelled: Callable[[], bool] = lambda: False) -> None:
-        self.sem, self.ticket, self.order = sem, ticket, order
+                 cancelled: Callable[[], bool] = lambda: False,
+                 short: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+        self.sem, self.ticket, self.order, self.short = sem, ticket, order, short
         self.held: Ticket | None = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(cancelled,), daemon=True)
@@ -61,7 +63,7 @@ class Waiter:
 
     def _run(self, cancelled: Callable[[], bool]) -> None:
         try:
-            self.held = self.sem.acquire(self.ticket, cancelled)
+            self.held = self.sem.acquire(self.ticket, cancelled, short=self.short)
             self.order.append(self.ticket.label)
         except BaseException as exc:  # noqa: BLE001 - reported to the test
             self.error = exc
@@ -108,6 +110,59 @@ def test_first_come_first_admitted(make_sem: Callable[..., GroupSemaphore],
         assert w.held is not None, w.error
         sem.release(w.held.id)
     assert order == ["a", "b", "c"]
+
+
+def test_a_high_job_goes_before_waiting_normal_ones(make_sem: Callable[..., GroupSemaphore],
+                                                   client: redis.Redis) -> None:
+    """A worker holds more jobs than run (its lookahead): a high job that reaches the queue
+    after them must not wait behind them; among the others, arrival order."""
+    sem = make_sem()
+    first = sem.acquire(job(1000))
+    order: list[str] = []
+    waiters = []
+    for count, (name, high) in enumerate((("a", False), ("b", False), ("urgent", True)), 1):
+        ticket = Ticket("job", "m", 600, 4, name, high=high)
+        waiters.append(Waiter(sem, ticket, order))
+        wait_until(lambda n=count: waiting(client) == n, timeout=5)
+    by_name = {w.ticket.label: w for w in waiters}
+    sem.release(first.id)
+    for count in range(1, 4):  # 600 bytes each: one at a time
+        wait_until(lambda n=count: len(order) == n, timeout=5)
+        held = by_name[order[-1]].held
+        assert held is not None
+        sem.release(held.id)
+    assert order == ["urgent", "a", "b"]
+
+
+def test_short_is_held_while_waiting_for_memory_not_for_a_slot(
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+    """`short()` (a worker's lookahead) is entered only while a ticket waits because it
+    does not fit the free bytes: waiting for a slot, more jobs taken would not run."""
+    sem = make_sem()
+    entered: list[str] = []
+
+    @contextmanager
+    def short(name: str) -> Iterator[None]:
+        entered.append(f"+{name}")
+        yield
+        entered.append(f"-{name}")
+
+    big = sem.acquire(job(900, slots=2))
+    order: list[str] = []
+    memory = Waiter(sem, job(300, slots=2, label="memory"), order, short=lambda: short("m"))
+    wait_until(lambda: entered == ["+m"], timeout=5)
+    small = sem.acquire(job(50, slots=2))  # fits the free 100 bytes; both slots now held
+    slot = Waiter(sem, job(10, slots=2, label="slot"), order, short=lambda: short("s"))
+    wait_until(lambda: waiting(client) == 2, timeout=5)
+    sem.release(big.id)  # 950 free: "memory" admitted (its context exits), "slot" waits on
+    wait_until(lambda: order == ["memory"], timeout=5)
+    assert entered == ["+m", "-m"]
+    sem.release(small.id)
+    wait_until(lambda: order == ["memory", "slot"], timeout=5)
+    assert entered == ["+m", "-m"]  # "slot" only ever waited for a slot
+    for w in (memory, slot):
+        assert w.held is not None
+        sem.release(w.held.id)
 
 
 def test_small_job_overtakes_large_head_until_bypass_limit(

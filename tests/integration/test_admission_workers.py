@@ -229,6 +229,29 @@ def test_small_jobs_run_beside_a_big_one_while_big_ones_wait(
     assert failed_predictions(unified) == []
 
 
+def test_small_jobs_behind_more_waiting_big_ones_than_the_worker_has_threads(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """Six big jobs (~660 cells: one at a time) fill a worker's six threads (LMQ_SLOTS 4 +
+    2 prefetch): one runs, five wait for cells. Two small jobs sent behind them fit beside
+    the running one. Each job waiting for cells lets the worker take one more from the
+    broker (LMQ_ADMISSION_LOOKAHEAD), so the small ones reach admission and run at once;
+    without it they stayed in the broker until the first big job ended (head-of-line
+    blocking: the shared queue's bypass never saw them)."""
+    worker_factory(LLM, env_for(redis_url, unified))
+    unified.admin.set_faults(reply_tokens=300)  # big: 3 s of decoding; small: 0.4 s
+    app = client_app(redis_url)
+    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(6)]
+    wait_until(lambda: (instance(redis_url, unified).slots_in_use,
+                        instance(redis_url, unified).waiting >= 5) == (1, True), timeout=30,
+               message="one big job running, five waiting for cells")
+    smalls = [send(app, chat(SMALL_MAX_TOKENS, i)) for i in range(2)]
+    finished = {h.id: final(h, timeout_s=120).result for h in bigs + smalls}
+    assert all(isinstance(r, dict) for r in finished.values()), finished
+    first_big_end = min(finished[h.id]["timing"]["finished_at"] for h in bigs)
+    assert all(finished[h.id]["timing"]["finished_at"] < first_big_end for h in smalls)
+    assert failed_predictions(unified) == []
+
+
 QWEN_WEIGHTS_BYTES = 4_683_073_952
 TWO_MODELS_VRAM = WEIGHTS_BYTES + KV_AT_LOAD_BYTES + QWEN_WEIGHTS_BYTES + 100 * MIB
 

@@ -11,7 +11,8 @@ Modules: `gguf_kv` (KV bytes/token from a GGUF header), `mlx_kv` (from an MLX mo
 config.json), `estimate` (weights and KV cost, fallbacks), `instance` (an instance's KV
 cells, parallel slots, per-sequence limit), `host_memory` (NVML, Apple unified memory,
 AMD SMI), `budget` (host memory minus reserve, or unknown), `semaphore` + `lua` (the shared
-weighted semaphore and its admission rule), `gate` (AdmissionGate), `status` (read side), `seam`
+weighted semaphore and its admission rule), `gate` (AdmissionGate), `lookahead` (more jobs
+taken while the worker's jobs wait for KV), `status` (read side), `seam`
 (the `Gate` protocol job runners call, `NullGate`, and the per-process `SlotLimit`).
 
 May import: the shared modules (`workers.error`, `settings`, `keys`) and Redis. Never the
@@ -28,6 +29,7 @@ import redis
 from workers.admission.budget import Budget, gpu_budget
 from workers.admission.estimate import ModelCost, model_cost
 from workers.admission.gate import AdmissionGate
+from workers.admission.lookahead import Lookahead
 from workers.admission.seam import Gate, ModelFacts, NullGate
 from workers.admission.semaphore import UNKNOWN_BUDGET, GroupSemaphore
 from workers.settings import Settings
@@ -35,6 +37,7 @@ from workers.settings import Settings
 __all__ = [
     "AdmissionGate",
     "Budget",
+    "Lookahead",
     "build_gate",
     "plan_cost",
     "thread_count",
@@ -67,8 +70,9 @@ def plan_cost(settings: Settings, facts: ModelFacts) -> ModelCost:
     )
 
 
-def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
-    """The worker's gate (one WARNING line when the host's memory is unknown)."""
+def build_gate(settings: Settings, facts: ModelFacts, lookahead: Lookahead | None = None) -> Gate:
+    """The worker's gate (one WARNING line when the host's memory is unknown); `lookahead`
+    lets the worker take more jobs while its jobs wait for KV (`lookahead`)."""
     if not settings.admission:
         return NullGate()
     budget = gpu_budget(settings)
@@ -102,6 +106,7 @@ def build_gate(settings: Settings, facts: ModelFacts) -> Gate:
         retries=settings.job_max_retries,
         backoff_s=settings.job_retry_backoff_s,
         recost=lambda loaded: plan_cost(settings, loaded),
+        lookahead=lookahead,
     )
 
 
@@ -121,8 +126,10 @@ def thread_count(settings: Settings, facts: ModelFacts) -> int:
     once admitted: the extra threads then waited for a process slot, never reaching the
     shared queue. Since, on the 1,024-cell instance, 16 threads reached 0.92 of what the
     cells allow on the 3/4-big flood vs 0.87 with 6 (small jobs backfill beside big ones);
-    but jobs held by threads also go before a later high-priority job, so the default stays
-    LMQ_SLOTS + LMQ_PREFETCH_THREADS. Embedding models, admission off
+    but more threads hold more jobs all the time, ahead of later jobs of other tenants, so
+    the default stays LMQ_SLOTS + LMQ_PREFETCH_THREADS, and the worker takes more jobs only
+    while its jobs wait for KV (`lookahead`, LMQ_ADMISSION_LOOKAHEAD). Embedding models,
+    admission off
     and an unknown budget (build_gate reports it): LMQ_SLOTS. So are models on LM Studio's
     llama.cpp engine: their KV cache is allocated at load, and jobs take the instance's
     cells (`instance`), not GPU memory; the rule above applies to engines that grow KV per

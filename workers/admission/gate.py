@@ -21,6 +21,10 @@ the job is done, and its lease expires by itself (LMQ_LEASE_TTL_S).
 
 Embedding models keep no KV cache between requests: an embedding job reserves only a slot
 (plus `prompt_tokens` of KV if the worker passes any; max_output_tokens is ignored).
+
+A job that waits because its KV does not fit lets the worker take one more job from the
+broker (`lookahead`), so that smaller jobs behind it can be admitted beside the running
+ones; a high-priority job queues ahead of normal and low ones (`semaphore`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import redis
 
 from workers.admission.estimate import ModelCost
 from workers.admission.instance import InstanceShape, instance_group
+from workers.admission.lookahead import Lookahead
 from workers.admission.seam import ModelFacts
 from workers.admission.semaphore import GroupSemaphore, Ticket
 from workers.error import AdmissionUnavailableError, DoesNotFitError, JobCancelledError
@@ -81,6 +86,7 @@ class AdmissionGate:
         retries: int = 3,
         backoff_s: float = 1.0,
         recost: Callable[[ModelFacts], ModelCost] | None = None,
+        lookahead: Lookahead | None = None,
     ) -> None:
         self.semaphore = semaphore
         self.cost = cost
@@ -91,6 +97,7 @@ class AdmissionGate:
         self.retries = retries
         self.backoff_s = backoff_s
         self.recost = recost
+        self.lookahead = lookahead or Lookahead(0)
         self._load: Ticket | None = None
         self.shape: InstanceShape | None = None  # set once loaded (LLMs)
         self.instance: GroupSemaphore | None = None
@@ -187,9 +194,11 @@ class AdmissionGate:
         self.semaphore.release(old.id)
 
     def admit(
-        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int,
+        cancelled: Callable[[], bool], priority: str = "normal",
     ) -> AbstractContextManager[None]:
-        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
+        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled,
+                              priority == "high")
 
     def _unbounded(self, prompt_tokens: int, max_output_tokens: int) -> bool:
         """No max output, or one that runs to the end of the context (the job runners pass
@@ -218,19 +227,22 @@ class AdmissionGate:
 
     @contextmanager
     def _admitted(
-        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int,
+        cancelled: Callable[[], bool], high: bool,
     ) -> Iterator[None]:
         if self.instance is not None and self.shape is not None:
-            with self._instance_admitted(job_id, prompt_tokens, max_output_tokens, cancelled):
+            with self._instance_admitted(job_id, prompt_tokens, max_output_tokens, cancelled,
+                                         high):
                 yield
             return
         tokens = self.job_tokens(prompt_tokens, max_output_tokens)
-        with self._host_admitted(job_id, tokens, self.slots, cancelled):
+        with self._host_admitted(job_id, tokens, self.slots, cancelled, high):
             yield
 
     @contextmanager
     def _instance_admitted(
-        self, job_id: str, prompt_tokens: int, max_output_tokens: int, cancelled: Callable[[], bool]
+        self, job_id: str, prompt_tokens: int, max_output_tokens: int,
+        cancelled: Callable[[], bool], high: bool,
     ) -> Iterator[None]:
         """The instance's cells and slot; per-token engines also the host's bytes."""
         assert self.instance is not None and self.shape is not None
@@ -241,11 +253,12 @@ class AdmissionGate:
                               prompt + 1 if unbounded else prompt + max_output_tokens)
         tokens = self._instance_tokens(prompt_tokens, max_output_tokens)
         label = f"job {job_id} ({tokens:,} tokens)"
-        ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label)
+        ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label,
+                        high=high)
         held = self._acquire(ticket, cancelled, self.instance)
         try:
             if self.per_token:
-                with self._host_admitted(job_id, tokens, self.shape.parallel, cancelled):
+                with self._host_admitted(job_id, tokens, self.shape.parallel, cancelled, high):
                     yield
             else:
                 yield
@@ -254,10 +267,11 @@ class AdmissionGate:
 
     @contextmanager
     def _host_admitted(self, job_id: str, tokens: int, slots: int,
-                       cancelled: Callable[[], bool]) -> Iterator[None]:
+                       cancelled: Callable[[], bool], high: bool = False) -> Iterator[None]:
         nbytes = tokens * self.cost.kv_bytes_per_token
         label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
-        held = self._acquire(Ticket("job", self.cost.model_key, nbytes, slots, label), cancelled)
+        held = self._acquire(Ticket("job", self.cost.model_key, nbytes, slots, label, high=high),
+                             cancelled)
         try:
             yield
         finally:
@@ -278,7 +292,8 @@ class AdmissionGate:
             try:
                 if self._load is None:
                     self.before_load()
-                return (semaphore or self.semaphore).acquire(ticket, cancelled)
+                return (semaphore or self.semaphore).acquire(ticket, cancelled,
+                                                             short=self.lookahead.waiting)
             except REDIS_BLIPS as exc:
                 if retry >= self.retries:
                     raise AdmissionUnavailableError(

@@ -14,6 +14,10 @@ local P = KEYS[1]
 local INFO, EXP, HELD = P .. ':info', P .. ':exp', P .. ':held'
 local QUEUE, BYPASS, META, SEQ = P .. ':queue', P .. ':bypass', P .. ':meta', P .. ':seq'
 
+-- A high-priority ticket's queue score is its arrival minus this: ahead of every other
+-- (scores stay exact integers in a double up to 2^53).
+local HIGH_AHEAD = 1099511627776  -- 2^40
+
 local function wake_key(id) return P .. ':wake:' .. id end
 
 local function now_ms()
@@ -82,7 +86,7 @@ local function take(u, t, id, now)
   end
 end
 
--- Admit waiting tickets in arrival order (the rule is in semaphore.py's docstring).
+-- Admit waiting tickets in queue order: high first, then arrival (semaphore.py's docstring).
 local function grant(budget, max_bypass, ttl_ms, now)
   local u = usage()
   local waiting_for_memory = {}
@@ -143,7 +147,8 @@ local function settle(id, budget, max_bypass, ttl_ms, now)
 end
 """
 
-# KEYS[1]=prefix; ARGV: id, info json, budget, ttl_ms, max_bypass.
+# KEYS[1]=prefix; ARGV: id, info json, budget, ttl_ms, max_bypass, high ("1": queued ahead
+# of every normal and low ticket; absent from older workers: in arrival order).
 ACQUIRE = (
     COMMON
     + r"""
@@ -154,7 +159,9 @@ purge(now)
 redis.call('HSET', META, 'budget_bytes', budget, 'updated_ms', now)
 redis.call('HSET', INFO, id, ARGV[2])
 redis.call('ZADD', EXP, now + ttl_ms, id)
-redis.call('ZADD', QUEUE, redis.call('INCR', SEQ), id)
+local seq = redis.call('INCR', SEQ)
+if ARGV[6] == '1' then seq = seq - HIGH_AHEAD end
+redis.call('ZADD', QUEUE, seq, id)
 return settle(id, budget, max_bypass, ttl_ms, now)
 """
 )

@@ -55,8 +55,10 @@ class Gate(Protocol):
         """Account the model's weights; raise DoesNotFitError (or wait) if they cannot fit."""
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-              cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
-        """Block until the job's KV cache fits and a slot is free; release on exit.
+              cancelled: Callable[[], bool], priority: str = "normal",
+              ) -> AbstractContextManager[None]:
+        """Block until the job's KV cache fits and a slot is free; release on exit. A
+        "high" job goes before waiting normal and low ones.
 
         Raises DoesNotFitError when it can never fit, JobCancelledError if `cancelled()`
         turns true while waiting.
@@ -84,7 +86,8 @@ class NullGate:
         yield
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-              cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
+              cancelled: Callable[[], bool], priority: str = "normal",
+              ) -> AbstractContextManager[None]:
         return self._admitted()
 
     def loaded(self, facts: ModelFacts) -> None:
@@ -129,19 +132,20 @@ class SlotLimit:
         return self.gate.is_tight(prompt_tokens, max_output_tokens)
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-              cancelled: Callable[[], bool]) -> AbstractContextManager[None]:
-        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled)
+              cancelled: Callable[[], bool], priority: str = "normal",
+              ) -> AbstractContextManager[None]:
+        return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled, priority)
 
     @contextmanager
     def _admitted(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-                  cancelled: Callable[[], bool]) -> Iterator[None]:
+                  cancelled: Callable[[], bool], priority: str) -> Iterator[None]:
+        admitted = self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled,
+                                   priority)
         if self._slot_first:
-            with self._local_slot(job_id, cancelled), \
-                    self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled):
+            with self._local_slot(job_id, cancelled), admitted:
                 yield
         else:
-            with self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled), \
-                    self._local_slot(job_id, cancelled):
+            with admitted, self._local_slot(job_id, cancelled):
                 yield
 
     @contextmanager

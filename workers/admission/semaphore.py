@@ -3,7 +3,8 @@
 Data model (prefix `lmq:admission:{group}`):
 
     :info    hash   ticket id -> {"k": "job"|"load", "m": model, "b": bytes, "s": slots}
-    :queue   zset   waiting ticket ids, scored by arrival (a counter in :seq)
+    :queue   zset   waiting ticket ids, scored by arrival (a counter in :seq); a high-priority
+                    job's minus 2^40: ahead of every normal and low one
     :held    zset   admitted ticket ids (leases), scored by admission time
     :exp     zset   every ticket id (waiting or held) -> expiry (ms, Redis clock)
     :bypass  hash   waiting ticket id -> times a later ticket was admitted past it
@@ -21,7 +22,9 @@ script first purges expired tickets, so its capacity returns within ttl_s. Waite
 when the earliest lease is due to expire and purge it themselves: nothing waits for a new
 arrival to notice a dead worker.
 
-Admission rule (run by every script, in arrival order over the queue):
+Admission rule (run by every script, in queue order: high-priority jobs first, then
+arrival; the broker has already handed jobs out by priority, but a worker holds several,
+and those waiting here must not keep a later high job behind them):
 
 1. A job whose KV can never fit (more than budget - loaded weights) is rejected at once
    with the numbers (DoesNotFitError).
@@ -38,6 +41,11 @@ Admission rule (run by every script, in arrival order over the queue):
 Waiting does not spin: a waiter blocks in BLPOP on its own wake list, which whoever frees
 capacity pushes to. It wakes on its own only to check `cancelled()` (every
 `cancel_check_s`) and when the earliest lease is due to expire.
+
+Rule 3 works only on the tickets that have reached this queue. A worker holds a few jobs
+(its threads); when all of them wait for memory, the small jobs behind them in the broker
+never get here. `acquire(short=...)` is how a worker takes more (`lookahead`): the context
+it is given is held while the ticket waits having found too little free memory.
 """
 
 from __future__ import annotations
@@ -48,7 +56,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -75,10 +84,11 @@ class Ticket:
     slots: int = 0
     label: str = ""  # for messages: "job 42 (1,200 tokens x 32,768 B)"
     id: str = ""
+    high: bool = False  # a high-priority job: queued ahead of normal and low ones
 
     def with_id(self) -> Ticket:
         ident = f"{self.kind}:{self.model}:{uuid.uuid4().hex}"
-        return Ticket(self.kind, self.model, self.nbytes, self.slots, self.label, ident)
+        return replace(self, id=ident)
 
     def info_json(self) -> str:
         return json.dumps({"k": self.kind, "m": self.model, "b": self.nbytes, "s": self.slots})
@@ -150,6 +160,7 @@ class GroupSemaphore:
             self.budget_bytes,
             self._ttl_ms,
             self.max_bypass,
+            "1" if ticket.high else "0",
         )
         return self._noted(Verdict.parse(reply))
 
@@ -185,24 +196,30 @@ class GroupSemaphore:
 
     # --- acquiring -------------------------------------------------------------------
     def acquire(
-        self, ticket: Ticket, cancelled: Callable[[], bool] = lambda: False, *, wait: bool = True
+        self, ticket: Ticket, cancelled: Callable[[], bool] = lambda: False, *, wait: bool = True,
+        short: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> Ticket:
         """Hold `ticket` (returned with its id) once admitted; block until then.
 
         Raises DoesNotFitError when it can never fit (or, with wait=False, does not fit
-        now), JobCancelledError when `cancelled()` turns true while waiting.
+        now), JobCancelledError when `cancelled()` turns true while waiting. `short()` is
+        entered while the ticket waits having found less free than it needs (not when it
+        waits for a slot only, nor when the budget is unknown).
         """
         ticket = ticket.with_id()
         verdict = self._enqueue(ticket)
         if verdict.message == "wait" and not wait:
             self.release(ticket.id)
             raise DoesNotFitError(self._busy_message(ticket, verdict))
+        is_short = (short is not None and verdict.message == "wait" and self.budget_known
+                    and ticket.nbytes > verdict.free_bytes)
         try:
-            while verdict.message in ("wait", "lost"):
-                if verdict.message == "lost":  # expired while waiting: queue again
-                    ticket, verdict = self._requeue(ticket)
-                else:
-                    verdict = self._wait_once(ticket, verdict, cancelled)
+            with short() if is_short and short is not None else nullcontext():
+                while verdict.message in ("wait", "lost"):
+                    if verdict.message == "lost":  # expired while waiting: queue again
+                        ticket, verdict = self._requeue(ticket)
+                    else:
+                        verdict = self._wait_once(ticket, verdict, cancelled)
         except BaseException:
             self.release(ticket.id)
             raise

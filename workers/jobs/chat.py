@@ -97,7 +97,8 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
     prompt_tokens = prompt_tokens_of(ctx, request)
     max_output = _check_context(ctx, prompt_tokens, request.max_tokens)
     ctx.progress.phase("admission")
-    with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested):
+    with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested,
+                        ctx.priority):
         ctx.progress.phase("prefill")
         return with_retries(ctx, lambda: _stream_once(ctx, request),
                             on_retry=ctx.progress.restart)

@@ -33,6 +33,7 @@ class JobContext:
     session: Session
     gate: Gate
     settings: Settings
+    priority: str = "normal"  # the job's: a high one goes first in admission's queue
 
     def result_fields(self, cancelled: bool) -> dict[str, Any]:
         """The fields every result carries (model identity, timing, worker, attempt)."""

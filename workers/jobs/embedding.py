@@ -48,7 +48,7 @@ def run_embedding(ctx: JobContext, job: EmbeddingJob) -> dict[str, Any]:
     total = len(job.texts)
     done: list[Item | None] = [None] * total
     ctx.progress.phase("admission")
-    with ctx.gate.admit(ctx.job_id, 0, 0, ctx.token.is_requested):
+    with ctx.gate.admit(ctx.job_id, 0, 0, ctx.token.is_requested, ctx.priority):
         ctx.progress.items(0, total)
         _embed_all(ctx, job, done)
     completed = _prefix(done)

@@ -75,7 +75,8 @@ def execute(task: Any, payload: Any, job_cls: type[J],
             attempt=attempt,
             enqueued_at=getattr(job, "submitted_at", None), started_at=ctx_started,
             token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
-            session=rt.session, gate=rt.gate, settings=rt.settings)
+            session=rt.session, gate=rt.gate, settings=rt.settings,
+            priority=getattr(job, "priority", "normal"))
         return _run(task, ctx, job, run, rt.outage)
 
 
