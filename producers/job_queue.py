@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from celery import states
@@ -31,7 +31,7 @@ from producers.redis_server import redis_answers
 from producers.result_wait import decode_meta, result_key
 from producers.served_models import ServedModels
 from producers.settings_view import mask_url
-from workers.contract import Job, queue_name
+from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, queue_name
 from workers.error import InvalidJobError, ModelNotServedError
 from workers.metrics import count_cancelled_before_start
 from workers.settings import Settings, get_settings
@@ -115,19 +115,23 @@ class JobQueue:
                     batch_id: str | None = None, job_ids: Sequence[str] | None = None,
                     priority: str | None = None, expires_s: float | None = None,
                     time_limit_s: float | None = None,
-                    tenant: str | None = None) -> list[JobHandle]:
+                    tenant: str | None = None, checked: bool = False) -> list[JobHandle]:
         """Validate every job, then publish them all in pipelined round trips. `priority`,
         `expires_s`, `time_limit_s` and `tenant` (if given) replace each job's own; a job
-        with no tenant gets LMQ_TENANT's."""
+        with no tenant gets LMQ_TENANT's. `checked=True`: the jobs are contract objects
+        that were checked already, configs against the SDK's schema and sizes against these
+        limits (the gateway's batch files, validated at upload), so they are sent as they
+        are."""
         check_priority(priority)
         check_tenant(tenant)
         check_tenant(self.settings.tenant)  # LMQ_TENANT, the default
         deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
-        valid = [coerce_job(job) for job in jobs]
+        valid = self._checked(jobs) if checked else [coerce_job(job) for job in jobs]
         if job_ids is not None and len(job_ids) != len(valid):
             raise InvalidJobError(f"{len(job_ids)} job ids for {len(valid)} jobs")
-        for job in valid:
-            check_limits(job, self.settings)
+        if not checked:
+            for job in valid:
+                check_limits(job, self.settings)
         if not enqueue_anyway:
             self._check_served({job.model for job in valid})
         now = time.time()
@@ -144,6 +148,15 @@ class JobQueue:
         self.publisher.publish(pairs)
         return [JobHandle(job_id, self, expires_at=job_expiry.expires_at(
                     {"submitted_at": now, "expires_s": job.expires_s})) for job_id, job in pairs]
+
+    @staticmethod
+    def _checked(jobs: Iterable[Job | dict[str, Any]]) -> list[Job]:
+        valid = list(jobs)
+        for job in valid:
+            if not isinstance(job, ChatJob | CompletionJob | EmbeddingJob):
+                raise InvalidJobError(f"checked=True takes jobs made by a validator (ChatJob, "
+                                      f"CompletionJob, EmbeddingJob), not {type(job).__name__}")
+        return cast(list[Job], valid)
 
     def _check_served(self, models: set[str]) -> None:
         for model in sorted(models):

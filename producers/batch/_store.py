@@ -87,11 +87,13 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def requests(client: redis.Redis, batch_id: str) -> Iterator[list[RequestInfo]]:
-    """Pages of request info, in file order."""
-    ids = job_ids(client, batch_id)
+def requests(client: redis.Redis, batch_id: str,
+             ids: Sequence[str] | None = None) -> Iterator[list[RequestInfo]]:
+    """Pages of request info, in file order: of the jobs published, or of `ids` (recorded
+    jobs, published or not)."""
+    ids = job_ids(client, batch_id) if ids is None else ids
     for start in range(0, len(ids), PAGE):
-        page = ids[start : start + PAGE]
+        page = list(ids[start : start + PAGE])
         raws = client.hmget(request_key(batch_id), page)
         yield [_request_info(job_id, raw) for job_id, raw in zip(page, raws, strict=True)]
 

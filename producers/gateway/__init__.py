@@ -19,8 +19,9 @@ Modules, one reason to change each:
     result_feed      one shared Redis subscription for every result wait
     inference        /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
     files, batches   /v1/files and /v1/batches (routes only read and ask)
+    batch_input      a batch file's lines validated once, at upload; the jobs kept with it
     batch_lifecycle  a batch's record and statuses, the steps that move it along
-    batch_intake     validating: lines checked, then enqueued resumably
+    batch_intake     validating: requests checked against the pool, enqueued resumably
     batch_advancer   the background loop advancing every open batch (one per process)
     records          files and batch records in Redis (they survive a restart)
 """

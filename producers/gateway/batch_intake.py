@@ -1,5 +1,6 @@
-"""A batch's `validating` phase, run in the background: check the input file's lines,
-then enqueue them, resumably.
+"""A batch's `validating` phase, run in the background: take the input file's requests
+(validated at upload, `batch_input`), check them against the batch and the pool, then
+enqueue them, resumably.
 
 Every line gets a job id derived from the batch id and its place in the file, and the pool's
 batch bookkeeping (`producers.batch._store`) is written before any job is published. The
@@ -19,8 +20,9 @@ from typing import Any
 
 from producers.batch import BatchRequest
 from producers.batch import _store as pool_batches
+from producers.batch._store import RequestInfo
+from producers.gateway import batch_input
 from producers.gateway.errors import ApiError
-from producers.gateway.files import validated
 from producers.gateway.records import now
 from producers.gateway.state import Gateway
 from producers.publisher import CHUNK_JOBS
@@ -42,25 +44,37 @@ def job_id(batch_id: str, index: int) -> str:
 
 
 def check(gw: Gateway, record: dict[str, Any]) -> Intake:
-    """The input file's lines, checked by `lmq batch`'s validator and against the pool."""
-    content = gw.files.field(record["input_file_id"], "content")
+    """The input file's requests, validated at upload (`batch_input`), checked against the
+    batch (each line's url is its endpoint) and the pool (the models are known)."""
+    intake = _stored(gw, record["input_file_id"])
+    if intake.errors:
+        return intake
+    errors = [_error("invalid_url", f"url {r.url} differs from the batch's endpoint "
+                     f"{record['endpoint']}", "url", r.line)
+              for r in intake.requests if r.url != record["endpoint"]]
+    errors += _model_errors(gw, intake.requests)
+    if not errors and not intake.requests:
+        errors.append(_error("empty_file", "the input file has no requests", "input_file_id"))
+    return Intake(intake.requests, errors[:MAX_SHOWN_ERRORS])
+
+
+def _stored(gw: Gateway, file_id: str) -> Intake:
+    """The requests validation produced at upload (or why there are none)."""
+    stored, content = gw.files.fields(file_id, "requests", "content")
     if content is None:
-        return Intake(errors=[_error("file_not_found", f"the input file "
-                                     f"{record['input_file_id']} was deleted or expired",
-                                     "input_file_id")])
+        return Intake(errors=[_error("file_not_found", f"the input file {file_id} was "
+                                     "deleted or expired", "input_file_id")])
+    requests = batch_input.unpack(stored) if stored is not None else None
+    if requests is not None:
+        return Intake(requests)
+    # Kept without its requests (by a gateway from before they were stored, or in another
+    # format): validated now, once, as at upload.
     try:
-        validation = validated(content)
+        validation = batch_input.validated(content, gw.settings)
     except ApiError as exc:  # not UTF-8
         return Intake(errors=[_error("invalid_file", exc.message, "input_file_id")])
-    errors = [_error("invalid_request", message, None, line)
-              for line, message in validation.errors]
-    errors += [_error("invalid_url", f"url {r.url} differs from the batch's endpoint "
-                      f"{record['endpoint']}", "url", r.line)
-               for r in validation.requests if r.url != record["endpoint"]]
-    errors += _model_errors(gw, validation.requests)
-    if not errors and not validation.requests:
-        errors.append(_error("empty_file", "the input file has no requests", "input_file_id"))
-    return Intake(validation.requests, errors[:MAX_SHOWN_ERRORS])
+    return Intake(validation.requests, [_error("invalid_request", message, None, line)
+                                        for line, message in validation.errors])
 
 
 def _error(code: str, message: str, param: str | None,
@@ -100,6 +114,16 @@ def enqueue(gw: Gateway, record: dict[str, Any], requests: list[BatchRequest], *
         left_s = max(1, record["expires_at"] - now())
         gw.queue.submit_many([r.job for _, r in chunk], batch_id=batch_id,
                              job_ids=[i for i, _ in chunk], enqueue_anyway=True,
-                             priority="low", expires_s=left_s)
+                             priority="low", expires_s=left_s, checked=True)
         published.update(i for i, _ in chunk)
     return len(published)
+
+
+def never_enqueued(gw: Gateway, record: dict[str, Any]) -> list[RequestInfo]:
+    """The batch's requests that were never published (a cancel stopped `enqueue`), in file
+    order: recorded in the bookkeeping, not in the batch's job list."""
+    batch_id, client = record["id"], gw.queue.store_client
+    published = set(pool_batches.job_ids(client, batch_id))
+    ids = [job_id(batch_id, index) for index in range(record["request_counts"]["total"])]
+    left = [i for i in ids if i not in published]
+    return [info for page in pool_batches.requests(client, batch_id, left) for info in page]

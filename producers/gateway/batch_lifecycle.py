@@ -3,28 +3,38 @@
     validating -> in_progress -> finalizing -> completed
         |             |  \\-> (completion window passed) -> expired (unfinished jobs revoked)
         |             \\-> cancelling -> cancelled
-        \\-> failed (bad lines, unknown model, input file gone)
+        \\-> failed (unknown model, a line's url not the batch's endpoint, input file gone)
 
 `create` only checks what the request itself says (endpoint, window, the file is the
-caller's and is a batch file), stores the record as `validating` and returns: the lines are
-checked and enqueued in the background (`batch_intake`), by the gateways' advance loop
-(`batch_advancer`), which calls `advance` for every open batch while holding that batch's
-lock. Only `advance` rewrites a record after creation; a cancel only sets the record's
-`cancel` field, which `advance` acts on (and `shown` already reports), so the two never
-overwrite each other. Everything is in Redis: a restarted gateway resumes where the last
-one stopped.
+caller's and is a batch file), stores the record as `validating` and returns: the lines,
+validated at upload (`batch_input`), are checked against the batch and the pool and enqueued
+in the background (`batch_intake`), by the gateways' advance loop (`batch_advancer`), which
+calls `advance` for every open batch while holding that batch's lock. Only `advance`
+rewrites a record after creation; a cancel only sets the record's `cancel` field, which
+`advance` acts on (and `shown` already reports), so the two never overwrite each other. A
+cancel and the batch's ending are decided in Redis, atomically with each other
+(`_CANCEL`, `_ENDING`): a cancel accepted before the ending is fixed makes the batch end
+`cancelled`, one that comes later changes nothing (its reply shows the batch as it is).
+Everything is in Redis: a restarted gateway resumes where the last one stopped.
 
-`expiring` and a pending cancel are ours: OpenAI clients see `in_progress` and `cancelling`.
+`expiring` and a pending cancel are ours: OpenAI clients see `in_progress` and `cancelling`
+(and a cancelled batch still `cancelling` while its files are written: OpenAI documents
+`cancelling` then `cancelled`, nothing in between).
 The completion window becomes the jobs' `expires_s` (a job not started by then never runs);
 at `expires_at` the loop revokes what is left, and every request not completed is in the
-error file with code `batch_expired`, as OpenAI reports it. Batch jobs are bulk work: low
-priority, whatever the key's default.
+error file with code `batch_expired` and no response, as OpenAI's batch guide shows it.
+Batch jobs are bulk work: low priority, whatever the key's default.
 
-A batch cancelled while still validating ends as OpenAI documents a cancel ("partial results
-(if any) available in the output file", API reference, POST /v1/batches/{id}/cancel): what
-ran is in the output file (or the error file, if it failed or was stopped mid-prediction);
-a request that never ran is in neither, as OpenAI lists unrun requests only at expiry.
-`request_counts.total` stays the file's request count, so completed + failed < total.
+A cancelled batch, whenever the cancel came (validating or in progress): what completed is in
+the output file ("partial results (if any) available in the output file", OpenAI's API
+reference, POST /v1/batches/{id}/cancel) and every other request is in the error file: its
+own error if it failed, code `batch_cancelled` with the partial response if it was stopped
+mid-prediction, code `batch_cancelled` and no response if it never ran (revoked while
+queued, or never enqueued because the cancel stopped validation). OpenAI's reference does not
+spell out the error file of a cancel; this is what OpenAI-compatible batch services document
+(DeepInfra's and Morph's batch docs: the rest "are written to the error file as
+batch_cancelled"), and it keeps `request_counts` whole: completed + failed = total, the file's
+requests, for every batch that ends.
 """
 
 from __future__ import annotations
@@ -43,8 +53,9 @@ from producers.gateway import batch_intake
 from producers.gateway.auth import Tenant
 from producers.gateway.errors import bad_request
 from producers.gateway.files import owned_file, store_file
-from producers.gateway.records import OpenBatches, now
+from producers.gateway.records import OpenBatches, now, text
 from producers.gateway.state import Gateway
+from workers import keys
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DONE = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -91,11 +102,28 @@ def create(gw: Gateway, owner: Tenant, body: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+# A cancel is taken only while the batch's ending is open (set once, by `_ENDING`).
+_CANCEL = ("if redis.call('hexists', KEYS[1], 'ending') == 0 then "
+           "redis.call('hsetnx', KEYS[1], 'cancel', ARGV[1]) end "
+           "return redis.call('hget', KEYS[1], 'cancel')")
+# The ending, fixed once: `cancelled` if a cancel was taken before (it wins over the
+# completion window, as when `advance` sees it first), else the status's own.
+_ENDING = ("local ending = redis.call('hget', KEYS[1], 'ending') "
+           "if ending then return ending end "
+           "ending = ARGV[1] "
+           "if redis.call('hexists', KEYS[1], 'cancel') == 1 then ending = 'cancelled' end "
+           "redis.call('hset', KEYS[1], 'ending', ending) "
+           "return ending")
+
+
 def request_cancel(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
-    """Ask the advance loop to revoke what has not finished (finished results are kept)."""
-    if record["status"] in CANCELLABLE:
-        gw.batches.set_field(record["id"], "cancel", str(now()), only_new=True)
-    return shown(gw, record)
+    """Ask the advance loop to revoke what has not finished (finished results are kept);
+    the batch as it is now (`cancelling`, unless it was ending already)."""
+    if record["status"] not in CANCELLABLE:
+        return shown(gw, record)
+    gw.batches.client.eval(_CANCEL, 1, keys.gateway_batch(record["id"]), str(now()))
+    found = gw.batches.get_any(record["id"])
+    return shown(gw, found[0] if found is not None else record)
 
 
 def cancel_requested(gw: Gateway, batch_id: str) -> int | None:
@@ -104,12 +132,15 @@ def cancel_requested(gw: Gateway, batch_id: str) -> int | None:
 
 
 def shown(gw: Gateway, record: dict[str, Any]) -> dict[str, Any]:
-    """The record as OpenAI clients know it (no `expiring`; a pending cancel shows)."""
+    """The record as OpenAI clients know it (no `expiring`; a pending cancel shows, and a
+    cancelled batch writing its files is still `cancelling`)."""
     status = record["status"]
     if status in CANCELLABLE:
         asked = cancel_requested(gw, record["id"])
         if asked is not None:
             return {**record, "status": "cancelling", "cancelling_at": asked}
+    elif status == "finalizing" and gw.batches.field(record["id"], "ending") == b"cancelled":
+        return {**record, "status": "cancelling"}
     return {**record, "status": "in_progress"} if status == "expiring" else record
 
 
@@ -199,51 +230,74 @@ def _count(gw: Gateway, record: dict[str, Any]) -> bool:
 def _finalize(gw: Gateway, record: dict[str, Any], owner: Tenant) -> None:
     """finalizing (saved first: a restart finalizes again), the files, then the end."""
     if record["status"] != "finalizing":
-        gw.batches.set_field(record["id"], "ending", ENDING[record["status"]])
+        ending = _fix_ending(gw, record["id"], ENDING[record["status"]])
+        if ending == "cancelled" and record.get("cancelling_at") is None:
+            record["cancelling_at"] = cancel_requested(gw, record["id"])  # came at the end
         record.update(status="finalizing", finalizing_at=now())
         gw.batches.update(record["id"], record)
-    ending = (gw.batches.field(record["id"], "ending") or b"completed").decode()
+    ending = _fix_ending(gw, record["id"], "completed")  # the one fixed above
     if record["request_counts"]["total"]:
-        with tempfile.TemporaryDirectory(prefix="lmq-batch-") as folder:
-            out, err = Path(folder) / "output.jsonl", Path(folder) / "errors.jsonl"
-            batch_files.write_results(gw.queue, record["id"], out, err)
-            if ending == "expired":
-                _mark_expired(err)
-            elif ending == "cancelled" and record.get("in_progress_at") is None:
-                record["request_counts"]["failed"] = _drop_never_run(err)
-            for path, field in ((out, "output_file_id"), (err, "error_file_id")):
-                content = path.read_bytes()
-                if content:
-                    name = f"{record['id']}_{path.stem}.jsonl"
-                    record[field] = store_file(gw, owner, content, name,
-                                               "batch_output")["id"]
+        _write_files(gw, record, owner, ending)
     record.update(status=ending, **{f"{ending}_at": now()})
     gw.batches.update(record["id"], record)
 
 
+def _fix_ending(gw: Gateway, batch_id: str, ending: str) -> str:
+    return text(gw.batches.client.eval(_ENDING, 1, keys.gateway_batch(batch_id), ending))
+
+
+def _write_files(gw: Gateway, record: dict[str, Any], owner: Tenant, ending: str) -> None:
+    """The output and error files; `request_counts` counted from their lines, so the counts
+    and the files always agree (completed + failed = total)."""
+    with tempfile.TemporaryDirectory(prefix="lmq-batch-") as folder:
+        out, err = Path(folder) / "output.jsonl", Path(folder) / "errors.jsonl"
+        batch_files.write_results(gw.queue, record["id"], out, err)
+        if ending == "expired":
+            _mark_unrun(err, EXPIRED, expiry=True)
+        elif ending == "cancelled":
+            _mark_unrun(err, CANCELLED, expiry=False)
+            with err.open("a", encoding="utf-8") as errors:
+                for info in batch_intake.never_enqueued(gw, record):
+                    errors.write(json.dumps(_unrun_line(info.job_id, info.custom_id,
+                                                        CANCELLED)) + "\n")
+        counts = {}
+        for path, field in ((out, "output_file_id"), (err, "error_file_id")):
+            content = path.read_bytes()
+            counts[field] = content.count(b"\n")
+            if content:
+                name = f"{record['id']}_{path.stem}.jsonl"
+                record[field] = store_file(gw, owner, content, name, "batch_output")["id"]
+    record["request_counts"] = {
+        "total": max(record["request_counts"]["total"], sum(counts.values())),
+        "completed": counts["output_file_id"], "failed": counts["error_file_id"]}
+
+
 EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before "
            "the completion window expired."}
+CANCELLED = {"code": "batch_cancelled", "message": "This request was not executed: the "
+             "batch was cancelled before it started."}
 
 
-def _drop_never_run(errors: Path) -> int:
-    """Leave out of the error file the requests revoked before they started (cancelled
-    while validating: OpenAI lists no unrun request); returns how many lines are left."""
+def _unrun_line(job_id: str, custom_id: str, error: dict[str, str]) -> dict[str, Any]:
+    """An error file line for a request that never ran, as OpenAI's batch guide shows an
+    expired one: no response, the batch-level error."""
+    return {"id": f"batch_req_{job_id}", "custom_id": custom_id, "response": None,
+            "error": error}
+
+
+def _mark_unrun(errors: Path, error: dict[str, str], *, expiry: bool) -> None:
+    """Requests revoked before they started (by the cancel, or at expiry) and, at expiry,
+    those never started within the window (the worker's JobExpiredError): `error`, and no
+    response. A request stopped mid-prediction keeps its partial response (at expiry, with
+    `error`; cancelled, with its own `batch_cancelled` error)."""
     lines = [json.loads(line) for line in errors.read_text().splitlines()]
-    ran = [line for line in lines if not ((line.get("error") or {}).get("code")
-                                           == "batch_cancelled"
-                                           and (line.get("response") or {}).get("body") is None)]
-    errors.write_text("".join(json.dumps(line) + "\n" for line in ran))
-    return len(ran)
-
-
-def _mark_expired(errors: Path) -> None:
-    """Requests revoked at expiry, or never started within the window (the worker's
-    JobExpiredError), say so as OpenAI's do."""
-    lines = [json.loads(line) for line in errors.read_text().splitlines()]
-    for line in lines:
-        body = ((line.get("response") or {}).get("body") or {})
+    for number, line in enumerate(lines):
+        body = (line.get("response") or {}).get("body")
         code = (body.get("error") or {}).get("code") if isinstance(body, dict) else None
-        if (line.get("error") or {}).get("code") == "batch_cancelled" \
-                or code == "JobExpiredError":
-            line["error"] = EXPIRED
+        revoked = (line.get("error") or {}).get("code") == "batch_cancelled"
+        if (revoked and body is None) or (expiry and code == "JobExpiredError"):
+            lines[number] = _unrun_line(line["id"].removeprefix("batch_req_"),
+                                        line["custom_id"], error)
+        elif revoked and expiry:
+            line["error"] = error
     errors.write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -1,25 +1,20 @@
-"""/v1/files: batch input files, validated line by line as `lmq batch` does, and the output
+"""/v1/files: batch input files, validated line by line at upload (`batch_input`: a file
+with a bad line is refused, the validated jobs are kept next to its bytes), and the output
 and error files of finished batches."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import tempfile
-from dataclasses import replace
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
-from producers.batch import Validation, validate_file
-from producers.gateway import tool_choice
+from producers.gateway import batch_input
 from producers.gateway.auth import Tenant
-from producers.gateway.errors import ApiError, bad_request, not_found
+from producers.gateway.errors import bad_request, not_found
 from producers.gateway.records import new_id, now
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
-from workers.contract import ChatJob
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 SHOWN_LINE_ERRORS = 10
@@ -33,42 +28,11 @@ def file_object(file_id: str, filename: str, size: int, purpose: str) -> dict[st
 
 
 def store_file(gw: Gateway, owner: Tenant, content: bytes, filename: str,
-               purpose: str) -> dict[str, Any]:
+               purpose: str, **extra: bytes) -> dict[str, Any]:
+    """`extra`: more fields of the file's record (a batch input file's `requests`)."""
     record = file_object(new_id("file"), filename, len(content), purpose)
-    gw.files.put(record["id"], record, owner.name, content=content)
+    gw.files.put(record["id"], record, owner.name, content=content, **extra)
     return record
-
-
-def validated(content: bytes) -> Validation:
-    """Every line checked by `lmq batch`'s own validator (it reads a file), then each chat
-    line's `tool_choice` (which `lmq batch` ignores) applied as over HTTP."""
-    with tempfile.TemporaryDirectory(prefix="lmq-upload-") as folder:
-        path = Path(folder) / "input.jsonl"
-        path.write_bytes(content)
-        try:
-            validation = validate_file(path)
-        except UnicodeDecodeError:
-            raise bad_request("the file is not UTF-8 text (JSONL)", "file") from None
-    if b'"tool_choice"' in content:
-        _apply_tool_choices(validation, content)
-    return validation
-
-
-def _apply_tool_choices(validation: Validation, content: bytes) -> None:
-    # Numbered as validate_file reads them (a text file's universal newlines).
-    lines = content.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    kept = []
-    for request in validation.requests:
-        choice = (json.loads(lines[request.line - 1]).get("body") or {}).get("tool_choice")
-        if choice is None or not isinstance(request.job, ChatJob):
-            kept.append(request)
-            continue
-        try:
-            kept.append(replace(request, job=tool_choice.apply(request.job, choice)))
-        except ApiError as exc:
-            validation.errors.append((request.line, f"body.{exc.message}"))
-    validation.requests = kept
-    validation.errors.sort()
 
 
 @router.post("")
@@ -82,13 +46,17 @@ async def upload(file: Annotated[UploadFile, File()], purpose: Annotated[str, Fo
         raise bad_request(f"the file has {file.size} bytes, more than a batch input file may "
                           f"({MAX_FILE_BYTES} bytes): split it", "file")
     content = await file.read()
-    validation = await asyncio.to_thread(validated, content)
-    if not validation.ok:
-        lines = validation.report(limit=SHOWN_LINE_ERRORS).splitlines()
-        raise bad_request("the file has bad lines, nothing was kept: " + "; ".join(lines),
-                          "file")
-    return await asyncio.to_thread(store_file, gw, owner, content, file.filename or "input",
-                                   purpose)
+
+    def kept() -> dict[str, Any]:
+        validation = batch_input.validated(content, gw.settings)
+        if not validation.ok:
+            lines = validation.report(limit=SHOWN_LINE_ERRORS).splitlines()
+            raise bad_request("the file has bad lines, nothing was kept: " + "; ".join(lines),
+                              "file")
+        return store_file(gw, owner, content, file.filename or "input", purpose,
+                          requests=batch_input.pack(validation.requests))
+
+    return await asyncio.to_thread(kept)
 
 
 @router.get("")

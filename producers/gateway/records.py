@@ -1,8 +1,10 @@
 """Files and batch records of the gateway, in Redis, so they survive a gateway restart and
 every gateway replica of one pool sees the same ones.
 
-    keys.gateway_file(id)    hash: meta (the OpenAI file object, JSON), tenant, content
-    keys.gateway_batch(id)   hash: record (the OpenAI batch object, JSON), tenant, state
+    keys.gateway_file(id)    hash: meta (the OpenAI file object, JSON), tenant, content,
+                             requests (a batch input file's validated jobs, `batch_input`)
+    keys.gateway_batch(id)   hash: record (the OpenAI batch object, JSON), tenant,
+                             priority, cancel, ending (`batch_lifecycle`)
     keys.gateway_index(k)    sorted set of ids by creation time, for listing
     gateway_index("batch") + ":open"   set of batches not finished (OpenBatches)
     <record key> + ":lock"   which gateway works on a batch now (token, expires)
@@ -61,6 +63,11 @@ class Records:
     def field(self, record_id: str, name: str) -> bytes | None:
         value = self.client.hget(self._key(record_id), name)
         return value if isinstance(value, bytes) or value is None else str(value).encode()
+
+    def fields(self, record_id: str, *names: str) -> list[bytes | None]:
+        """Several fields in one read."""
+        return [value if isinstance(value, bytes) or value is None else str(value).encode()
+                for value in self.client.hmget(self._key(record_id), list(names))]
 
     def set_field(self, record_id: str, name: str, value: str, *,
                   only_new: bool = False) -> None:

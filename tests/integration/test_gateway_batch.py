@@ -165,37 +165,126 @@ def test_cancel_keeps_what_finished_and_survives_a_restart(client: openai.OpenAI
         assert counts.failed >= 1 and cancelled.cancelled_at and cancelled.error_file_id
         errors = lines_of(again, cancelled.error_file_id)
         assert len(errors) == counts.failed
-        assert {e["error"]["code"] for e in errors if e["error"]} == {"batch_cancelled"}
+        assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
         assert all(e["custom_id"].startswith("slow-") for e in errors)
+        # never ran: no response; stopped mid-prediction: its partial response
+        assert all(e["response"] is None or e["response"]["body"]["choices"]
+                   for e in errors)
 
 
-def test_cancelled_while_validating_lists_no_request_that_never_ran(
+def test_cancelled_while_validating_lists_every_request_not_completed(
         client: openai.OpenAI, pool: LocalPool, sim: object) -> None:
-    """OpenAI: a cancelled batch has its partial results in the output file; requests that
-    never ran are in neither file (only expiry lists them). Cancelled after the first
-    chunks were enqueued, before the last: slow predictions keep most of them queued."""
-    import redis
-
+    """A cancel that arrives while the advancer is enqueueing (between its chunks): the
+    lines enqueued are revoked, the rest never enqueued, and every request is in one of the
+    two files: completed in the output file, every other one in the error file (those that
+    never ran: batch_cancelled, no response). The step runs here, holding the batch's lock
+    as the gateway's loop would, and the cancel is sent over HTTP from inside it, after the
+    first chunk was let through and before it is published: no timing decides where the
+    cancel lands."""
+    from producers.gateway import batch_lifecycle
+    from producers.gateway.auth import KeyRing
+    from producers.gateway.records import OpenBatches
+    from producers.gateway.state import Gateway
+    from producers.publisher import CHUNK_JOBS
     from workers import keys
 
     sim.admin.set_timing(decode_tokens_per_s=5.0)  # type: ignore[attr-defined]
-    lines = [chat_line(f"v-{i}", f"Hello {i}") for i in range(4000)]
-    batch = client.batches.create(input_file_id=upload(client, lines).id,
-                                  endpoint="/v1/chat/completions", completion_window="1h")
-    with redis.Redis.from_url(pool.settings.store_url) as store:
-        wait_until(lambda: store.llen(keys.batch_jobs(batch.id)) > 0, timeout=60,
-                   interval=0.01, message="the first lines enqueued")
-        client.batches.cancel(batch.id)
-        cancelled = settled(client, batch.id, "cancelled")
-        enqueued = store.llen(keys.batch_jobs(batch.id))
-    assert cancelled.in_progress_at is None, "validation ended before the cancel landed"
+    total = CHUNK_JOBS + 100
+    lines = [chat_line(f"v-{i}", f"Hello {i}") for i in range(total)]
+    source = upload(client, lines)
+    stepping = Gateway.open(gateway_settings(pool), KeyRing({}))
+    try:
+        record = batch_lifecycle.new_record(
+            "batch_cancelmid" + source.id[-12:], {"endpoint": "/v1/chat/completions",
+                                                  "input_file_id": source.id,
+                                                  "completion_window": "1h"}, 3600)
+        token = stepping.batches.lock(record["id"])
+        assert token is not None
+        stepping.batches.put(record["id"], record, "batch-team", priority="normal")
+        OpenBatches(stepping.batches.client).add(record["id"])
+        asked = []
+
+        def keep_lock() -> bool:  # asked before each chunk, while no cancel was seen
+            asked.append(True)
+            answer = client.batches.cancel(record["id"])  # the first chunk is let through
+            assert answer.status == "cancelling" and answer.cancelling_at
+            return True
+
+        batch_lifecycle.advance(stepping, record["id"], keep_lock=keep_lock)
+        stepping.batches.unlock(record["id"], token)  # the gateway's loop finishes it
+    finally:
+        stepping.queue.close()
+        stepping.access.close()
+    assert len(asked) == 1  # before the second chunk the cancel was seen
+
+    cancelled = settled(client, record["id"], "cancelled")
+    enqueued = pool.queue.store_client.llen(keys.batch_jobs(record["id"]))
+    assert cancelled.in_progress_at is None and cancelled.cancelled_at
     counts = cancelled.request_counts
-    assert counts.total == 4000 and 0 < enqueued < 4000
+    assert counts.total == total and enqueued == CHUNK_JOBS
     output = lines_of(client, cancelled.output_file_id) if cancelled.output_file_id else []
-    errors = lines_of(client, cancelled.error_file_id) if cancelled.error_file_id else []
+    errors = lines_of(client, cancelled.error_file_id)
     assert len(output) == counts.completed and len(errors) == counts.failed
-    assert counts.completed + counts.failed < enqueued  # those revoked unrun: in no file
-    assert all(line["response"]["body"] for line in errors)  # only requests that ran
+    assert counts.completed + counts.failed == total
+    assert sorted(o["custom_id"] for o in output + errors) \
+        == sorted(f"v-{i}" for i in range(total))  # each request in one file, once
+    never_ran = [e for e in errors if e["response"] is None]
+    assert never_ran and {e["error"]["code"] for e in never_ran} == {"batch_cancelled"}
+    never_enqueued = {f"v-{i}" for i in range(enqueued, total)}
+    assert never_enqueued <= {e["custom_id"] for e in never_ran}
+
+
+def test_a_cancel_and_the_batchs_ending_never_cross(client: openai.OpenAI,
+                                                    pool: LocalPool) -> None:
+    """The advance step has counted every job finished and found no cancel; a cancel that
+    comes before the ending is fixed makes the batch end cancelled (nothing left to revoke,
+    everything in the output file), one that comes after is not taken (the reply shows the
+    batch as it is) and the batch completes. Both orders are played here step by step."""
+    from producers import batch as batch_files
+    from producers.gateway import batch_lifecycle
+    from producers.gateway.auth import KeyRing, Tenant
+    from producers.gateway.records import OpenBatches
+    from producers.gateway.state import Gateway
+
+    stepping = Gateway.open(gateway_settings(pool), KeyRing({}))
+    source = upload(client, [chat_line(f"end-{i}", f"Say hello number {i}") for i in range(2)])
+    try:
+        ended = {}
+        for order in ("cancel first", "ending first"):
+            record = batch_lifecycle.new_record(
+                f"batch_{order[:6]}{source.id[-12:]}", {"endpoint": "/v1/chat/completions",
+                                                        "input_file_id": source.id,
+                                                        "completion_window": "24h"}, 86400)
+            token = stepping.batches.lock(record["id"])
+            assert token is not None
+            stepping.batches.put(record["id"], record, "batch-team", priority="normal")
+            OpenBatches(stepping.batches.client).add(record["id"])
+            batch_lifecycle.advance(stepping, record["id"], keep_lock=lambda: True)
+            wait_until(lambda batch_id=record["id"]: batch_files.status(
+                stepping.queue, batch_id)["finished"] == 2, timeout=60,
+                message="both jobs finished")
+            found = stepping.batches.get_any(record["id"])
+            assert found is not None and found[0]["status"] == "in_progress"
+            if order == "cancel first":
+                assert client.batches.cancel(record["id"]).status == "cancelling"
+            else:
+                assert batch_lifecycle._fix_ending(stepping, record["id"], "completed") \
+                    == "completed"
+                assert client.batches.cancel(record["id"]).status == "in_progress"
+            batch_lifecycle._finalize(stepping, found[0], Tenant("batch-team"))
+            batch_lifecycle.advance(stepping, record["id"], keep_lock=lambda: True)  # done
+            stepping.batches.unlock(record["id"], token)
+            ended[order] = client.batches.retrieve(record["id"])
+    finally:
+        stepping.queue.close()
+        stepping.access.close()
+    cancelled, completed = ended["cancel first"], ended["ending first"]
+    assert cancelled.status == "cancelled" and cancelled.cancelling_at \
+        and cancelled.cancelled_at and cancelled.error_file_id is None
+    assert (cancelled.request_counts.completed, cancelled.request_counts.failed) == (2, 0)
+    assert len(lines_of(client, cancelled.output_file_id)) == 2
+    assert completed.status == "completed" and completed.cancelling_at is None
+    assert completed.request_counts.completed == 2
 
 
 def test_list_is_newest_first_and_paginated(client: openai.OpenAI) -> None:
@@ -372,3 +461,33 @@ def test_a_batch_lines_tool_choice_is_applied_as_over_http(client: openai.OpenAI
     bad["body"].update(tools=tools, tool_choice={"type": "custom", "custom": {"name": "x"}})
     with pytest.raises(openai.BadRequestError, match="line 1: body.tool_choice type 'custom'"):
         upload(client, [bad])
+
+
+def test_a_batch_takes_its_requests_from_the_upload_not_its_lines(
+        client: openai.OpenAI, pool: LocalPool) -> None:
+    """Lines are validated once, at upload: the batch runs what that validation produced
+    (here the file's bytes are spoiled after upload, and it still runs its two requests). A
+    file kept without them (by an older gateway) is validated when its batch starts."""
+    from workers import keys
+
+    store = pool.queue.store_client
+    kept = upload(client, [chat_line(f"kept-{i}", f"Say hello number {i}") for i in range(2)])
+    store.hset(keys.gateway_file(kept.id), "content", b"not json at all\n")
+    older = upload(client, [chat_line("older", "Say hello number 0")])
+    store.hdel(keys.gateway_file(older.id), "requests")
+    done = [settled(client, client.batches.create(
+        input_file_id=source.id, endpoint="/v1/chat/completions",
+        completion_window="24h").id, "completed") for source in (kept, older)]
+    assert [o["custom_id"] for o in lines_of(client, done[0].output_file_id)] \
+        == ["kept-0", "kept-1"]
+    assert [o["custom_id"] for o in lines_of(client, done[1].output_file_id)] == ["older"]
+
+
+def test_a_line_over_the_pools_limits_is_refused_at_upload(client: openai.OpenAI) -> None:
+    """It would fail at submit (JobQueue's size limits): refused at upload, naming the
+    line, so no batch is ever created from it."""
+    too_many = {"custom_id": "many", "method": "POST", "url": "/v1/embeddings",
+                "body": {"model": "nomic-embed", "input": ["word"] * 4097}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        upload(client, [chat_line("fine", "hi"), too_many])
+    assert "line 2: an embedding job may carry at most 4096 texts" in caught.value.message
