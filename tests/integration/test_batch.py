@@ -98,9 +98,13 @@ def test_bad_lines_are_reported_and_nothing_is_enqueued(workers, lmq_env, redis_
 
 
 def test_cancel_midway_keeps_finished_and_partial_results(workers, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
-    simulator.admin.set_timing(reply_min_tokens=2000, reply_max_tokens=2000)
+    # The slow ones take ~200 s each at 10 tok/s, longer than any wait of this test: none
+    # can end before the cancel however slowly the CLI processes start (at 200 tok/s, ~10 s
+    # each, two ended first on a loaded machine: "revoked 6 jobs, 4 had already finished").
+    simulator.admin.set_timing(reply_min_tokens=2000, reply_max_tokens=2000,
+                               decode_tokens_per_s=10)
     quick = [chat(f"q{i}", 4) for i in range(2)]
-    slow = [chat(f"s{i}", 2000) for i in range(8)]  # ~10 s each at 200 tok/s
+    slow = [chat(f"s{i}", 2000) for i in range(8)]
     path = tmp_path / "requests.jsonl"
     path.write_text("\n".join(quick + slow) + "\n")
     batch_id = submit(path, lmq_env)
