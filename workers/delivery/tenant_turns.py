@@ -25,7 +25,11 @@ moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(co
 All in one script: no job is taken out and put back to reorder them. The script reads and
 writes keys it derives from its KEYS (tenant lists, running sets): fine on a standalone
 Redis (kombu's transport supports nothing else), not on Redis Cluster. Its cost is one
-LINDEX per tenant with waiting jobs per take.
+LINDEX per tenant with waiting jobs per take, on the priority lists that can still win (a
+list more than one level less urgent than the best found so far cannot: aging lifts one
+level), and a plain search for each header it reads (measured, the script alone on real
+Redis, three lists of 1.3 KB entries, a loaded 2-core machine: ~50 us a take; pattern
+searches from each entry's start made it ~100 us).
 
 The running cap. `lmq:tenant-running:<tenant>` holds the tags taken and not yet finished.
 A tag leaves it when its job is acknowledged or rejected (`HeldQoS._remove_from_indices`),
@@ -54,18 +58,28 @@ local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local running, sep = ARGV[3], ARGV[4]
 local capped = false
 
+-- A header's value in a raw entry: a plain search for its key (the body before the headers
+-- is base64, so no quote there; a pattern search from the start cost ~8 us per 1.3 KB
+-- entry, the take's largest cost), then its value right after it.
+local function header(entry, key, value)
+  local at = string.find(entry, key, 1, true)
+  if at then return string.match(entry, value, at + #key) end
+  return nil  -- one value, nil: tonumber() of no value at all raises
+end
+
 local function enqueued_at(entry)
-  return tonumber(string.match(entry, '"lmq_enqueued_at": *([0-9.eE+-]+)'))
+  return tonumber(header(entry, '"lmq_enqueued_at":', '^ *([0-9.eE+-]+)'))
 end
 
 -- Whose turn it is on priority list i: {list, tenant, score}, and the enqueue time of the
 -- oldest tail of any takeable tenant there.
 local function turn(i)
   local turns = KEYS[2 * n + i]
-  local tenants = {{'', tonumber(redis.call('ZSCORE', turns, '') or 0)}}
+  local tenants = {{'', 0}}  -- the jobs without a tenant: always looked at
   local scored = redis.call('ZRANGE', turns, 0, -1, 'WITHSCORES')
   for j = 1, #scored, 2 do
-    if scored[j] ~= '' then tenants[#tenants + 1] = {scored[j], tonumber(scored[j + 1])} end
+    if scored[j] == '' then tenants[1][2] = tonumber(scored[j + 1])
+    else tenants[#tenants + 1] = {scored[j], tonumber(scored[j + 1])} end
   end
   local pick, pick_t, oldest = nil, nil, nil
   for _, tenant in ipairs(tenants) do
@@ -88,15 +102,22 @@ local function turn(i)
   return pick, oldest
 end
 
+-- Aging lifts a list one level at most: a list whose level, so lifted, is still above
+-- (less urgent than) the best found cannot win, and is not looked at (the lists come most
+-- urgent first, so that skips the low lists while normal or high jobs wait).
+local lift = 0
+if cutoff > 0 then lift = 1 end
 local best, best_i, best_level, best_t = nil, nil, nil, nil
 for i = 1, n do
-  local pick, t = turn(i)
-  if pick then
-    local level = tonumber(ARGV[4 + i])
-    if cutoff > 0 and t and t < cutoff and level > 0 then level = level - 1 end
-    if best == nil or level < best_level
-        or (level == best_level and t and best_t and t < best_t) then
-      best, best_i, best_level, best_t = pick, i, level, t
+  local level = tonumber(ARGV[4 + i])
+  if best == nil or level - lift <= best_level then
+    local pick, t = turn(i)
+    if pick then
+      if cutoff > 0 and t and t < cutoff and level > 0 then level = level - 1 end
+      if best == nil or level < best_level
+          or (level == best_level and t and best_t and t < best_t) then
+        best, best_i, best_level, best_t = pick, i, level, t
+      end
     end
   end
 end
@@ -108,8 +129,8 @@ local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
 redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
 -- Counted under the tenant its header names, as every release reads it (the same as the
 -- list's, unless someone pushed the entry elsewhere by hand: then never a leak).
-local tag = string.match(entry, '"delivery_tag": *"([^"]+)"')
-local labelled = string.match(entry, '"lmq_tenant": *"([^"]+)"') or ''
+local tag = header(entry, '"delivery_tag":', '^ *"([^"]+)"')
+local labelled = header(entry, '"lmq_tenant":', '^ *"([^"]+)"') or ''
 if tag then redis.call('SADD', running .. labelled, tag) end
 return {best_i - 1, entry}
 """
