@@ -39,12 +39,14 @@ Figures (per configuration: medians of `--rounds` runs on one warm worker, with 
   waiting job, a waiting job would have fit (the pool's own overhead), or the tail after
   the last job started (a finite flood's; the bound leaves it out, so it weighs on short
   runs: `--jobs 32` ~0.05, the report's 256 jobs ~0.01);
-* lookahead: the same workloads on 16 threads (LMQ_CONCURRENCY) vs the worker's own rule
-  (LMQ_SLOTS + LMQ_PREFETCH_THREADS = 6): do more threads holding jobs behind those that
-  wait for cells let more small jobs backfill? (The broker hands jobs out in order: small
-  jobs that would fit beside the running ones wait there behind big ones that wait for
-  cells. Measured on the 3/4-big flood: 8 threads no better than 6, 16 threads 0.92 of the
-  bound vs 0.87; but held jobs also go before a later high-priority job.)
+* lookahead: the 3/4-big flood with the worker's lookahead (one more job taken from the
+  broker per job waiting for KV, up to LMQ_ADMISSION_LOOKAHEAD = 24;
+  `workers/admission/lookahead.py`) vs without it (`...:la0`, the worker's 6 threads
+  only). The broker hands jobs out in order: without it, small jobs that would fit beside
+  the running ones wait there behind big ones that hold every thread waiting for cells.
+  Also the same workloads on 16 threads (LMQ_CONCURRENCY) vs the worker's own rule
+  (LMQ_SLOTS + LMQ_PREFETCH_THREADS = 6, plus the lookahead): more threads hold more jobs
+  at all times, ahead of later jobs of other tenants.
 * the reservation margin: the same workloads with `LMQ_LOCAL_COUNT_MAX_TOKENS=0` (LM Studio
   counts every prompt exactly, 2 RPCs per job) vs the default local bound.
 
@@ -52,7 +54,8 @@ GGUF: metadata read time for a sparse multi-GB GGUF file (tensor infos, a 128k-t
 vocabulary): our header-only reader vs gguf.GGUFReader in the same run (goal < 100 ms).
 
     .venv/bin/python ops/bench_admission.py [--jobs 64] [--rounds 2] [--gguf-gib 8]
-        [--runs mixed-3/4-big:on:auto,mixed-3/4-big:on:8,small:on:auto:exact] [--skip-gguf]
+        [--runs mixed-3/4-big:on:auto,mixed-3/4-big:on:8,small:on:auto:exact,
+                mixed-3/4-big:on:auto:la0] [--skip-gguf]
 """
 
 from __future__ import annotations

@@ -178,7 +178,9 @@ def merged(out_dir: Path, figures: list[figure.Figure], meta: dict[str, Any],
     note = (f"{', '.join(sections)}: {meta['mode']} run {meta['started']} on "
             f"{meta['machine']}, load average {load}, {meta['elapsed_s']:.0f} s, command "
             f"`{meta['command']}`")
-    out_meta = {**old["meta"], "replaced": [*old["meta"].get("replaced", []), note]}
+    earlier = [n for n in old["meta"].get("replaced", [])  # a section's last run only
+               if not set(n.split(": ", 1)[0].split(", ")) <= set(sections)]
+    out_meta = {**old["meta"], "replaced": [*earlier, note]}
     for key in ("skipped", "failed"):
         out_meta[key] = [*old["meta"].get(key, []), *meta[key]]
     return kept[:at] + figures + kept[at:], out_meta

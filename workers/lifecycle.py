@@ -150,22 +150,24 @@ def worker_threads(settings: Settings, facts: ModelFacts, predictions: int | Non
 
 
 def _size_pool(worker: Any, threads: int, lookahead: int = 0) -> None:
-    """Size the prefetch to `threads` and the pool to `threads` + `lookahead` (Celery sized
-    both from settings): the lookahead's jobs, taken while jobs wait for KV
-    (`workers.admission.lookahead`), need threads of their own.
+    """Shrink the pool and the prefetch to `threads` (Celery sized them from settings), and
+    let the pool run `lookahead` more: the jobs taken while jobs wait for KV
+    (`workers.admission.lookahead`) need threads of their own, but the prefetch's base and
+    the pool's reported size stay `threads`.
 
     Celery reads `worker_concurrency` before any bootstep runs, but the thread count needs
     the loaded model; the pool starts no thread before a job is applied, and the consumer
     reads `initial_prefetch_count` when it starts, after this step: both take the new size.
     """
     pool = getattr(worker, "pool", None)
-    size = threads + lookahead
-    if size != worker.concurrency and hasattr(pool, "resize"):
-        pool.resize(size)
-        worker.concurrency = size
-    consumer = getattr(worker, "consumer", None)
-    if consumer is not None and consumer.initial_prefetch_count:
-        consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
+    if threads < worker.concurrency and hasattr(pool, "resize"):
+        pool.resize(threads)
+        worker.concurrency = threads
+        consumer = getattr(worker, "consumer", None)
+        if consumer is not None and consumer.initial_prefetch_count:
+            consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
+    if lookahead and hasattr(pool, "add_threads"):
+        pool.add_threads(lookahead)
     log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch), and up to "
              "%d more while jobs wait for KV (LMQ_ADMISSION_LOOKAHEAD)", threads,
              get_settings().prefetch_threads, lookahead)

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
         False, description="Wait (instead of failing) when loading a model would not fit."
     )
     admission_lookahead: int = Field(
-        8, ge=0, description="Jobs a worker takes beyond its threads while jobs of its wait "
+        24, ge=0, description="Jobs a worker takes beyond its threads while jobs of its wait "
         "because their KV does not fit (one per such job, at most this many): smaller jobs "
         "behind them can then run beside the running ones. 0: off."
     )

@@ -5,8 +5,10 @@ failing with llama.cpp's no-free-KV-cells error); raw slot utilisation of the sm
 workload (cells never bind) against 90%; for each mixed workload the utilisation the
 instance's KV cells allow a scheduler that never lets a prediction fail (each job at
 prompt + max_tokens) and the fraction of it reached (the issue's goal, >= 0.9), with the
-idle slot-time split by cause; the mixed workloads on 16 threads vs the worker's rule, and
-with exact prompt counts vs the local bound; GGUF metadata read time vs gguf.GGUFReader."""
+idle slot-time split by cause; the 3/4-big flood with the worker's lookahead vs without;
+the mixed workloads on 16 threads vs the worker's rule, and with exact prompt counts vs the
+local bound; GGUF metadata read time vs gguf.GGUFReader. A run's thread count is the pool's
+(`celery inspect stats`), without the lookahead's."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from ops.benchlib.admission_workload import (
     Run,
 )
 from ops.benchlib.figure import Figure
+from workers.settings import Settings
 
 SECTION = "admission"
+LOOKAHEAD = Settings.model_fields["admission_lookahead"].default
 GOAL_PCT = 100 * GOAL_UTILISATION
 
 
@@ -41,11 +45,16 @@ def workload_figures(results: dict[str, Any]) -> list[Figure]:
     figures = [throughput_figure(runs, results["sizes"]),
                goal_figure("small", runs[Run("small", True)], "KV cells never bind")]
     figures += [bound_figure(name, runs[Run(name, True)]) for name in (MIXED, TYPICAL)]
+    if Run(MIXED, True, lookahead=0) in runs:
+        figures.append(compare_figure(
+            MIXED, runs[Run(MIXED, True)], runs[Run(MIXED, True, lookahead=0)],
+            "lookahead (one more job taken per job waiting for KV, up to "
+            f"LMQ_ADMISSION_LOOKAHEAD={LOOKAHEAD})", "without it (LMQ_ADMISSION_LOOKAHEAD=0)"))
     for name in (MIXED, TYPICAL):
         figures.append(compare_figure(
             name, runs[Run(name, True, MORE_THREADS)], runs[Run(name, True)],
             f"LMQ_CONCURRENCY={MORE_THREADS}",
-            "the worker's rule (LMQ_SLOTS + LMQ_PREFETCH_THREADS)"))
+            "the worker's rule (LMQ_SLOTS + LMQ_PREFETCH_THREADS, + lookahead)"))
     for name in (MIXED, TYPICAL):
         figures.append(compare_figure(
             name, runs[Run(name, True)], runs[Run(name, True, exact_count=True)],

@@ -54,12 +54,14 @@ class Run(NamedTuple):
     admission: bool  # LMQ_ADMISSION
     threads: int | None = None  # LMQ_CONCURRENCY; None: the worker's own rule
     exact_count: bool = False  # LMQ_LOCAL_COUNT_MAX_TOKENS=0: LM Studio counts every prompt
+    lookahead: int | None = None  # LMQ_ADMISSION_LOOKAHEAD; None: the default
 
     @property
     def label(self) -> str:
         threads = "auto" if self.threads is None else str(self.threads)
         return (f"{self.workload}:{'on' if self.admission else 'off'}:{threads}"
-                + (":exact" if self.exact_count else ""))
+                + (":exact" if self.exact_count else "")
+                + (f":la{self.lookahead}" if self.lookahead is not None else ""))
 
 
 MORE_THREADS = 4 * SLOTS  # the lookahead comparison: 16 threads vs the rule's 4 + 2
@@ -67,6 +69,7 @@ DEFAULT_RUNS: tuple[Run, ...] = (
     Run(MIXED, True), Run(MIXED, False), Run(TYPICAL, True), Run("small", True),
     Run(MIXED, True, MORE_THREADS), Run(TYPICAL, True, MORE_THREADS),
     Run(MIXED, True, exact_count=True), Run(TYPICAL, True, exact_count=True),
+    Run(MIXED, True, lookahead=0),
 )
 Sizes = dict[str, dict[str, int]]  # job class -> {"gpu"|"safe"|"reserved": cells}
 
@@ -95,6 +98,8 @@ def worker_env(redis_url: str, host: str, run: Run) -> dict[str, str]:
         env["LMQ_CONCURRENCY"] = str(run.threads)
     if run.exact_count:
         env["LMQ_LOCAL_COUNT_MAX_TOKENS"] = "0"
+    if run.lookahead is not None:
+        env["LMQ_ADMISSION_LOOKAHEAD"] = str(run.lookahead)
     return env
 
 
@@ -315,12 +320,14 @@ def _ranged(run: dict[str, Any], name: str) -> str:
 
 
 def parse_runs(text: str) -> tuple[Run, ...]:
-    """"mixed-3/4-big:on:auto,small:on:4,mixed-1/4-big:on:auto:exact" -> runs."""
+    """"mixed-3/4-big:on:auto,small:on:4,mixed-1/4-big:on:auto:exact,mixed-3/4-big:on:auto:la0"
+    -> runs ("laN": LMQ_ADMISSION_LOOKAHEAD=N)."""
     out = []
     for item in text.split(","):
-        name, admission, threads, *exact = item.strip().split(":")
+        name, admission, threads, *extra = item.strip().split(":")
         if name not in WORKLOADS:
             raise SystemExit(f"unknown workload {name!r}; one of {', '.join(WORKLOADS)}")
+        lookahead = [int(e[2:]) for e in extra if e.startswith("la")]
         out.append(Run(name, admission == "on", None if threads == "auto" else int(threads),
-                       exact == ["exact"]))
+                       "exact" in extra, lookahead[0] if lookahead else None))
     return tuple(out)

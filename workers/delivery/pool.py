@@ -46,6 +46,13 @@ class TaskPool(thread.TaskPool):
         self.limit = limit
         self.executor._max_workers = limit
 
+    def add_threads(self, extra: int) -> None:
+        """Let `extra` more jobs run at once than `limit`, for the jobs a worker takes while
+        its jobs wait for KV (`workers.admission.lookahead`). `limit` stays: it is what
+        Celery sizes the prefetch by (`num_processes`, also when it restores the prefetch
+        after a reconnect) and what `celery inspect stats` reports."""
+        self.executor._max_workers = self.limit + extra
+
     def on_apply(self, target: Any, args: Any = None, kwargs: Any = None,
                  callback: Any = None, accept_callback: Any = None, **_: Any) -> ApplyResult:
         future = self.executor.submit(thread.apply_target, target, args, kwargs,
