@@ -60,15 +60,16 @@ def check(gw: Gateway, record: dict[str, Any]) -> Intake:
 
 def _stored(gw: Gateway, file_id: str) -> Intake:
     """The requests validation produced at upload (or why there are none)."""
-    stored, content = gw.files.fields(file_id, "requests", "content")
-    if content is None:
-        return Intake(errors=[_error("file_not_found", f"the input file {file_id} was "
-                                     "deleted or expired", "input_file_id")])
+    stored, meta = gw.files.fields(file_id, "requests", "meta")  # not the (big) content
     requests = batch_input.unpack(stored) if stored is not None else None
     if requests is not None:
         return Intake(requests)
     # Kept without its requests (by a gateway from before they were stored, or in another
     # format): validated now, once, as at upload.
+    content = gw.files.field(file_id, "content") if meta is not None else None
+    if content is None:
+        return Intake(errors=[_error("file_not_found", f"the input file {file_id} was "
+                                     "deleted or expired", "input_file_id")])
     try:
         validation = batch_input.validated(content, gw.settings)
     except ApiError as exc:  # not UTF-8
