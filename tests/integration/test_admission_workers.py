@@ -252,6 +252,29 @@ def test_small_jobs_behind_more_waiting_big_ones_than_the_worker_has_threads(
     assert failed_predictions(unified) == []
 
 
+def test_a_high_job_taken_by_the_lookahead_goes_before_the_waiting_big_ones(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """The lookahead makes a worker hold many jobs waiting for cells; a high-priority job
+    it takes after them is admitted next, not behind them (big jobs run one at a time, so
+    the order they end in is the order they were admitted)."""
+    worker_factory(LLM, env_for(redis_url, unified))
+    unified.admin.set_faults(reply_tokens=300)  # big: 3 s of decoding
+    app = client_app(redis_url)
+    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(5)]
+    wait_until(lambda: (instance(redis_url, unified).slots_in_use,
+                        instance(redis_url, unified).waiting) == (1, 4), timeout=30,
+               message="one big job running, four waiting for cells")
+    urgent = chat(350, 99, BIG_PROMPT).model_copy(update={"priority": "high"})
+    high = send(app, urgent)
+    wait_until(lambda: instance(redis_url, unified).waiting == 5, timeout=30,
+               message="the high job waiting for cells too")
+    finished = {h.id: final(h, timeout_s=120).result for h in [*bigs, high]}
+    assert all(isinstance(r, dict) for r in finished.values()), finished
+    order = sorted(finished, key=lambda job_id: finished[job_id]["timing"]["finished_at"])
+    assert order.index(high.id) == 1, order  # right after the one running when it came
+    assert failed_predictions(unified) == []
+
+
 QWEN_WEIGHTS_BYTES = 4_683_073_952
 TWO_MODELS_VRAM = WEIGHTS_BYTES + KV_AT_LOAD_BYTES + QWEN_WEIGHTS_BYTES + 100 * MIB
 
