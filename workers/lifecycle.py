@@ -166,8 +166,9 @@ def _size_pool(worker: Any, threads: int, lookahead: int = 0) -> None:
         consumer = getattr(worker, "consumer", None)
         if consumer is not None and consumer.initial_prefetch_count:
             consumer.initial_prefetch_count = threads * consumer.prefetch_multiplier
-    if lookahead and hasattr(pool, "add_threads"):
-        pool.add_threads(lookahead)
+    add_threads = getattr(pool, "add_threads", None)
+    if lookahead and add_threads is not None:
+        add_threads(lookahead)
     log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch), and up to "
              "%d more while jobs wait for KV (LMQ_ADMISSION_LOOKAHEAD)", threads,
              get_settings().prefetch_threads, lookahead)
