@@ -177,7 +177,8 @@ def test_a_sigkilled_workers_job_frees_its_tenants_cap(
 def test_a_killed_workers_job_comes_back_on_its_tenants_list(
         worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
     """The janitor (here a worker of another model) puts a killed worker's low job of
-    tenant `big` back on big's low list, marked redelivered; it then runs there."""
+    tenant `big` back on big's low list, marked redelivered, and rings the model queue's
+    bell; it then runs there."""
     env = {**lmq_env, "LMQ_CONCURRENCY": "1", "LMQ_HOLD_LEASE_S": "3"}
     a = worker_factory(LLM, env)
     simulator.admin.set_timing(decode_tokens_per_s=30)
@@ -185,11 +186,14 @@ def test_a_killed_workers_job_comes_back_on_its_tenants_list(
     job = _submit(queue, "big", 1, "low", config=LONG)["big0"]
     wait_until(lambda: any(c["fragments"] >= 2 for c in predict_channels(simulator)),
                timeout=60, message="the low job generating")
+    broker = redis.Redis.from_url(redis_url)
+    bell = keys.bell(queue_name(LLM))
+    broker.delete(bell)  # the token the submission rang, if a did not use it up
     a.kill()
     worker_factory(EMBED, env)  # its janitor restores a's job once a's lease lapsed
-    broker = redis.Redis.from_url(redis_url)
     wait_until(lambda: broker.llen(_list("big", "low")) == 1, timeout=30,
                message="the job back on tenant big's low list")
+    assert broker.llen(bell) == 1  # the restore woke the model's idle workers (none yet)
     assert broker.llen(_list(None, "low")) == 0 and broker.llen(_list("big")) == 0
     entry = json.loads(broker.lindex(_list("big", "low"), 0))
     assert entry["headers"]["redelivered"] and entry["headers"]["lmq_tenant"] == "big"

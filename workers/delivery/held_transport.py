@@ -19,13 +19,15 @@ How an entry is taken, without a busy loop:
 * nothing to take (or every waiting job's tenant at LMQ_TENANT_MAX_RUNNING): BLPOP on the
   queues' bells (`workers.keys.bell`) for at most `MULTI_LIST_WAIT_S`, then the script
   again. Producers push a bell token with the jobs they queue (`producers.publisher.ring`),
+  and so do the worker's and the janitor's restores and re-publishes (`tenant_turns.ring`),
   so a job is taken as soon as it arrives, whatever its priority or tenant list; one
-  queued without a token (plain kombu publishes, a restore, a capped tenant's slot freed)
-  waits, when the worker is idle, up to that wait plus Redis's timer resolution (1/hz,
-  0.1 s by default): measured <= 0.16 s, about six script calls a second. (Redis cannot
-  block on several lists without popping, and blocking on a job list would take past the
-  script's turns and cap.) Priorities and turns are thus decided in Redis, in the one
-  atomic take: no job is taken out and put back to reorder them.
+  queued without a token (a plain kombu publish such as `send_task` from another app, a
+  capped tenant's slot freed) waits, when the worker is idle, up to that wait plus Redis's
+  timer resolution (1/hz, 0.1 s by default): measured <= 0.16 s, about six script calls
+  a second. (Redis cannot block on several lists without popping, and blocking on a job
+  list would take past the script's turns and cap.) Priorities and turns are thus
+  decided in Redis, in the one atomic take: no job is taken out and put back to reorder
+  them.
 
 A take whose reply is lost (the connection drops just after Redis moved the entry) leaves
 the entry in this live worker's `popping` list, where the janitor would not look until the
@@ -55,7 +57,13 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import NoScriptError
 
 from workers import keys
-from workers.celery_config import PRIORITIES, REDIS_PRIORITY_STEP, TENANT_SEP, message_tenant
+from workers.celery_config import (
+    ENQUEUED_AT_HEADER,
+    PRIORITIES,
+    REDIS_PRIORITY_STEP,
+    TENANT_SEP,
+    message_tenant,
+)
 from workers.delivery import redelivery, tenant_turns
 from workers.delivery.dead_letter import DeadLetterChannel
 
@@ -326,21 +334,34 @@ class HeldChannel(DeadLetterChannel):
         worker publishes again); kombu's own otherwise. (Queue expiry, `x-expires`, is not
         used for job queues.)"""
         tenant = message_tenant(message)
+        headers = message.get("headers")
+        job = isinstance(headers, dict) and ENQUEUED_AT_HEADER in headers
         if not tenant:
             super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+            if job:  # not for other messages (control replies): nobody waits on their bell
+                with self.conn_or_acquire() as client:
+                    tenant_turns.ring(client, queue)
             return
         name = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))  # type: ignore[no-untyped-call]
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
             tenant_turns.push(pipe, name, tenant, dumps(message), leftmost=True)  # type: ignore[no-untyped-call]
+            tenant_turns.ring(pipe, queue)
             pipe.execute()
 
     def _do_restore_message(self, payload: Any, exchange: str, routing_key: str, pipe: Any,
                             leftmost: bool = False) -> None:
         """kombu 5.x's restore of an unacknowledged message (flagged redelivered, onto the
-        end taken next of its priority list), onto its tenant's list if it has one."""
+        end taken next of its priority list), onto its tenant's list if it has one; the
+        queue's bell rings in the same pipe (`tenant_turns.ring`)."""
         tenant = message_tenant(payload)
         if not tenant:
             super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)  # type: ignore[no-untyped-call]
+            try:
+                queues = self._lookup(exchange, routing_key)  # type: ignore[no-untyped-call]
+            except Exception:  # noqa: BLE001 - kombu's restore above logged it (not restored)
+                return
+            for queue in queues:
+                tenant_turns.ring(pipe, queue)
             return
         payload["headers"]["redelivered"] = True
         payload.get("properties", {}).get("delivery_info", {})["redelivered"] = True
@@ -348,6 +369,7 @@ class HeldChannel(DeadLetterChannel):
         for queue in self._lookup(exchange, routing_key):  # type: ignore[no-untyped-call]
             tenant_turns.push(pipe, self._q_for_pri(queue, priority), tenant,  # type: ignore[no-untyped-call]
                               dumps(payload), leftmost=leftmost)  # type: ignore[no-untyped-call]
+            tenant_turns.ring(pipe, queue)
 
 
 def _levels(steps: list[int]) -> list[tuple[int, int]]:

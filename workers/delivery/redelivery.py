@@ -70,7 +70,7 @@ import redis
 from kombu.utils.json import loads
 
 from workers import keys
-from workers.celery_config import message_tenant
+from workers.celery_config import PRIORITY_SEP, message_tenant
 from workers.delivery import tenant_turns
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,8 @@ class Redelivery:
         its tenant's list of the priority list it came from (and out of the tenant's
         running count)."""
         alive_key = self.key(keys.alive(worker))
-        source = self.key(key[len(self.key(keys.popping(worker, ""))):])
+        name = key[len(self.key(keys.popping(worker, ""))):]  # its priority list
+        source, queue = self.key(name), name.split(PRIORITY_SEP)[0]
         restored: list[int] = [0]
 
         def transaction(pipe: Any) -> None:
@@ -367,6 +368,8 @@ class Redelivery:
                 tenant_turns.push(pipe, source, tenant, entry, key_prefix=self.key(""))
                 if tag:
                     tenant_turns.release(pipe, tenant, tag, self.key(""))
+            if entries:
+                tenant_turns.ring(pipe, queue, len(entries), self.key(""))
             restored[0] = len(entries)
 
         self.client.transaction(transaction, key, alive_key)

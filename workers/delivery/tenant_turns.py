@@ -152,6 +152,15 @@ def push(pipe: Any, priority_list: str, tenant: str | None, entry: str | bytes, 
         pipe.zadd(turns, {tenant: 0}, nx=True)
 
 
+def ring(pipe: Any, queue: str, jobs: int = 1, key_prefix: str = "") -> None:
+    """Wake an idle worker of `queue` (`workers.keys.bell`) for `jobs` entries the worker or
+    the janitor put back, a token each, as producers do (`producers.publisher.ring`):
+    without one, an idle worker takes them only after its bell wait. Not trimmed (kombu's
+    prefixing pipe leaves LTRIM unprefixed): there are never more than the jobs put back,
+    and an idle worker uses each up with one take."""
+    pipe.lpush(key_prefix + keys.bell(queue), *["1"] * jobs)
+
+
 def release(pipe: Any, tenant: str | None, tag: str, key_prefix: str = "") -> None:
     """Drop a delivery tag from its tenant's running set (its job finished or went back)."""
     pipe.srem(key_prefix + keys.tenant_running(tenant), tag)
