@@ -208,25 +208,33 @@ def test_jobs_without_max_tokens_on_a_unified_cache(
         assert len(outcomes["no cells"]) > 0
 
 
-def test_small_jobs_run_beside_a_big_one_while_big_ones_wait(
-        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
-    """Big jobs (~660 cells) run one at a time; two small ones sent behind three waiting big
-    ones fit beside the running one. The worker's own slots are taken once admitted: taken
-    before, the waiting big jobs held all four and the small ones waited for the first big
-    one to end."""
+def assert_small_jobs_end_before_the_first_big_one(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess],
+        big_jobs: int) -> None:
+    """`big_jobs` big jobs (~660 cells: one at a time) are sent; once one runs and the
+    others wait for cells, two small jobs sent behind them end before the first big one."""
     worker_factory(LLM, env_for(redis_url, unified))
     unified.admin.set_faults(reply_tokens=300)  # big: 3 s of decoding; small: 0.4 s
     app = client_app(redis_url)
-    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(4)]
+    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(big_jobs)]
     wait_until(lambda: (instance(redis_url, unified).slots_in_use,
-                        instance(redis_url, unified).waiting) == (1, 3), timeout=30,
-               message="one big job running, three waiting for cells")
+                        instance(redis_url, unified).waiting) == (1, big_jobs - 1), timeout=30,
+               message=f"one big job running, {big_jobs - 1} waiting for cells")
     smalls = [send(app, chat(SMALL_MAX_TOKENS, i)) for i in range(2)]
     finished = {h.id: final(h, timeout_s=120).result for h in bigs + smalls}
     assert all(isinstance(r, dict) for r in finished.values()), finished
     first_big_end = min(finished[h.id]["timing"]["finished_at"] for h in bigs)
     assert all(finished[h.id]["timing"]["finished_at"] < first_big_end for h in smalls)
     assert failed_predictions(unified) == []
+
+
+def test_small_jobs_run_beside_a_big_one_while_big_ones_wait(
+        unified: Any, redis_url: str, worker_factory: Callable[..., WorkerProcess]) -> None:
+    """Big jobs (~660 cells) run one at a time; two small ones sent behind three waiting big
+    ones fit beside the running one. The worker's own slots are taken once admitted: taken
+    before, the waiting big jobs held all four and the small ones waited for the first big
+    one to end."""
+    assert_small_jobs_end_before_the_first_big_one(unified, redis_url, worker_factory, 4)
 
 
 def test_small_jobs_behind_more_waiting_big_ones_than_the_worker_has_threads(
@@ -237,19 +245,7 @@ def test_small_jobs_behind_more_waiting_big_ones_than_the_worker_has_threads(
     broker (LMQ_ADMISSION_LOOKAHEAD), so the small ones reach admission and run at once;
     without it they stayed in the broker until the first big job ended (head-of-line
     blocking: the shared queue's bypass never saw them)."""
-    worker_factory(LLM, env_for(redis_url, unified))
-    unified.admin.set_faults(reply_tokens=300)  # big: 3 s of decoding; small: 0.4 s
-    app = client_app(redis_url)
-    bigs = [send(app, chat(350, i, BIG_PROMPT)) for i in range(6)]
-    wait_until(lambda: (instance(redis_url, unified).slots_in_use,
-                        instance(redis_url, unified).waiting >= 5) == (1, True), timeout=30,
-               message="one big job running, five waiting for cells")
-    smalls = [send(app, chat(SMALL_MAX_TOKENS, i)) for i in range(2)]
-    finished = {h.id: final(h, timeout_s=120).result for h in bigs + smalls}
-    assert all(isinstance(r, dict) for r in finished.values()), finished
-    first_big_end = min(finished[h.id]["timing"]["finished_at"] for h in bigs)
-    assert all(finished[h.id]["timing"]["finished_at"] < first_big_end for h in smalls)
-    assert failed_predictions(unified) == []
+    assert_small_jobs_end_before_the_first_big_one(unified, redis_url, worker_factory, 6)
 
 
 def test_a_high_job_taken_by_the_lookahead_goes_before_the_waiting_big_ones(

@@ -81,6 +81,23 @@ def lines_of(client: openai.OpenAI, file_id: str) -> list[dict]:
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
 
 
+def held_batch(gateway, batch_id: str, input_file_id: str,  # type: ignore[no-untyped-def]
+               window: str = "24h", window_s: int = 86400) -> tuple[dict, str]:
+    """A batch stored and listed as the create route does, its lock held by `gateway` (so
+    only the test steps it): the record and the lock's token."""
+    from producers.gateway import batch_lifecycle
+    from producers.gateway.records import OpenBatches
+
+    record = batch_lifecycle.new_record(batch_id, {"endpoint": "/v1/chat/completions",
+                                                   "input_file_id": input_file_id,
+                                                   "completion_window": window}, window_s)
+    token = gateway.batches.lock(record["id"])
+    assert token is not None
+    gateway.batches.put(record["id"], record, "batch-team", priority="normal")
+    OpenBatches(gateway.batches.client).add(record["id"])
+    return record, token
+
+
 def test_batch_lifecycle_with_output_and_error_files(client: openai.OpenAI,
                                                      pool: LocalPool) -> None:
     too_long = "word " * 20_000  # over the model's context: this request fails at the worker
@@ -183,7 +200,6 @@ def test_cancelled_while_validating_lists_every_request_not_completed(
     cancel lands."""
     from producers.gateway import batch_lifecycle
     from producers.gateway.auth import KeyRing
-    from producers.gateway.records import OpenBatches
     from producers.gateway.state import Gateway
     from producers.publisher import CHUNK_JOBS
     from workers import keys
@@ -194,14 +210,8 @@ def test_cancelled_while_validating_lists_every_request_not_completed(
     source = upload(client, lines)
     stepping = Gateway.open(gateway_settings(pool), KeyRing({}))
     try:
-        record = batch_lifecycle.new_record(
-            "batch_cancelmid" + source.id[-12:], {"endpoint": "/v1/chat/completions",
-                                                  "input_file_id": source.id,
-                                                  "completion_window": "1h"}, 3600)
-        token = stepping.batches.lock(record["id"])
-        assert token is not None
-        stepping.batches.put(record["id"], record, "batch-team", priority="normal")
-        OpenBatches(stepping.batches.client).add(record["id"])
+        record, token = held_batch(stepping, "batch_cancelmid" + source.id[-12:], source.id,
+                                   "1h", 3600)
         asked = []
 
         def keep_lock() -> bool:  # asked before each chunk, while no cancel was seen
@@ -243,7 +253,6 @@ def test_a_cancel_and_the_batchs_ending_never_cross(client: openai.OpenAI,
     from producers import batch as batch_files
     from producers.gateway import batch_lifecycle
     from producers.gateway.auth import KeyRing, Tenant
-    from producers.gateway.records import OpenBatches
     from producers.gateway.state import Gateway
 
     stepping = Gateway.open(gateway_settings(pool), KeyRing({}))
@@ -251,14 +260,8 @@ def test_a_cancel_and_the_batchs_ending_never_cross(client: openai.OpenAI,
     try:
         ended = {}
         for order in ("cancel first", "ending first"):
-            record = batch_lifecycle.new_record(
-                f"batch_{order[:6]}{source.id[-12:]}", {"endpoint": "/v1/chat/completions",
-                                                        "input_file_id": source.id,
-                                                        "completion_window": "24h"}, 86400)
-            token = stepping.batches.lock(record["id"])
-            assert token is not None
-            stepping.batches.put(record["id"], record, "batch-team", priority="normal")
-            OpenBatches(stepping.batches.client).add(record["id"])
+            record, token = held_batch(stepping, f"batch_{order[:6]}{source.id[-12:]}",
+                                       source.id)
             batch_lifecycle.advance(stepping, record["id"], keep_lock=lambda: True)
             wait_until(lambda batch_id=record["id"]: batch_files.status(
                 stepping.queue, batch_id)["finished"] == 2, timeout=60,
@@ -394,9 +397,8 @@ def test_validation_cut_short_resumes_without_enqueueing_a_line_twice(
     """A gateway stopped mid-validation left half the lines enqueued; the next gateway
     enqueues only the other half."""
     from producers.batch import validate_file
-    from producers.gateway import batch_intake, batch_lifecycle
+    from producers.gateway import batch_intake
     from producers.gateway.auth import KeyRing
-    from producers.gateway.records import OpenBatches
     from producers.gateway.state import Gateway
     from workers import keys
 
@@ -404,14 +406,8 @@ def test_validation_cut_short_resumes_without_enqueueing_a_line_twice(
     source = upload(client, lines)
     stopped = Gateway.open(gateway_settings(pool), KeyRing({}))
     try:
-        record = batch_lifecycle.new_record(
-            "batch_resume" + source.id[-12:], {"endpoint": "/v1/chat/completions",
-                                               "input_file_id": source.id,
-                                               "completion_window": "24h"}, 86400)
-        token = stopped.batches.lock(record["id"])  # the stopped gateway's, mid-validation
-        assert token is not None
-        stopped.batches.put(record["id"], record, "batch-team", priority="normal")
-        OpenBatches(stopped.batches.client).add(record["id"])
+        # the stopped gateway's lock, mid-validation
+        record, token = held_batch(stopped, "batch_resume" + source.id[-12:], source.id)
         path = tmp_jsonl(jsonl(lines))
         requests = validate_file(path).requests
         assert batch_intake.enqueue(stopped, record, requests[:3],
