@@ -143,8 +143,9 @@ def test_a_worker_killed_during_the_run_loses_no_chunk(
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert "failures: 0 chunks" in stdout
-    retries = int(stdout.split("failures: 0 chunks, ")[1].split(" job retries")[0])
-    assert retries >= 1  # the dead worker's jobs were sent again
+    # No count of retries is asserted: the dead worker's jobs come back either as the CLI's
+    # retries (after --job-timeout) or redelivered under the same id by the janitor, and
+    # the worker may hold no job at the kill (0 retries seen once in ~10 runs).
     table = rows(out)
     planned = int(stdout.split("chunks: ")[1].split(" ")[0])
     duplicates = int(stdout.split("from an earlier run, ")[1].split(" duplicates")[0])
