@@ -97,6 +97,36 @@ def test_a_small_tenant_takes_turns_with_a_big_backlog(
     assert queue_length(broker, LLM) == 0
 
 
+def test_the_tenant_with_fewer_running_jobs_takes_next(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    """Fair share, not exact turns: `big` runs a long job on worker a; on worker b, `small`
+    (none running) takes before `big`, though big's jobs are older and neither has had a
+    turn (exact turns: big0, small0, big1, small1). Whatever the order in which b's
+    finished jobs are released, small1 starts before big1 (big runs one more than small
+    until then)."""
+    env = {**lmq_env, "LMQ_CONCURRENCY": "1"}
+    worker_factory(LLM, env)
+    simulator.admin.set_timing(decode_tokens_per_s=30)
+    simulator.admin.set_faults(reply_tokens=900)  # 30 s: long jobs run through the test
+    long = queue.chat(LLM, "big's long job", config=LONG, tenant="big", enqueue_anyway=True)
+    wait_until(lambda: any(c["fragments"] >= 2 for c in predict_channels(simulator)),
+               timeout=60, message="big's long job generating on worker a")
+    worker_factory(LLM, env)
+    blocker = queue.chat(LLM, "keep worker b busy", config=LONG, tenant="other",
+                         enqueue_anyway=True)
+    wait_until(lambda: blocker.status() in ("STARTED", "PROGRESS"), timeout=60,
+               message="the blocker running on worker b")
+    handles = {**_submit(queue, "big", 2), **_submit(queue, "small", 2)}
+    _waiting(redis_url, 4)
+    broker = redis.Redis.from_url(redis_url)
+    assert broker.scard(keys.tenant_running("big")) == 1  # counted without a cap too
+    queue.cancel(blocker.id)
+    order = _start_order(handles)
+    assert order[0] == "small0" and order.index("small1") < order.index("big1"), order
+    queue.cancel(long.id)
+    _wait_released(broker, "big", "small", "other")
+
+
 def test_priority_wins_over_turns(worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
     worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "1"})
     blocker = _busy(simulator, queue, 4)

@@ -1,4 +1,4 @@
-"""Fair turns between tenants, and the per-tenant running cap, in the worker's one atomic take.
+"""Fair shares between tenants, and the per-tenant running cap, in the worker's one atomic take.
 
 The layout (Redis broker). Each priority list of a queue (kombu's `lmq.<model>` + sep +
 step) holds the jobs without a tenant; each tenant's jobs of that queue and priority have a
@@ -12,26 +12,33 @@ in the worker (`HeldChannel._put`, `_do_restore_message`), the janitor's restore
 (`workers.delivery.redelivery`).
 
 The take (`TAKE_SCRIPT`). For each priority list it may take from, the tenant whose turn
-it is: lowest score, then oldest tail, among the tenants whose list is not empty and who
-are under LMQ_TENANT_MAX_RUNNING (a tenant found empty leaves the turns). Between the
-priority lists, the rule the held transport always had: the most urgent level, one level
-higher when the oldest entry of any takeable tenant there waited past
-LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns, and aging
-lifts a whole priority level, while within it tenants still take turns (aging per tenant
-would let a big tenant's aged backlog jump a small tenant's fresh jobs). The script then
-moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(counter)
-(its turn is over), and adds the entry's delivery tag to `lmq:tenant-running:<tenant>`
-(the tenant of its `lmq_tenant` header, which every release reads too).
+it is, among the tenants whose list is not empty and who are under LMQ_TENANT_MAX_RUNNING
+(a tenant found empty leaves the turns): the one with the fewest jobs running or held
+(taken, not finished: its `lmq:tenant-running:<tenant>` set, across every queue and
+priority), then the lowest score, then the oldest tail. That is max-min fair share, as in
+Slurm's or YARN's fair schedulers: a tenant that arrives while another's backlog fills
+every slot takes every take until it runs as many jobs as the other, instead of every
+other take (exact turns, the rule before, gave a newcomer half the takes from zero, so 10
+jobs behind 10,000 took about twice their time alone). Tenants with equal counts still
+alternate (the score). Between the priority lists, the rule the held transport always had:
+the most urgent level, one level higher when the oldest entry of any takeable tenant there
+waited past LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns,
+and aging lifts a whole priority level, while within it tenants still take turns (aging
+per tenant would let a big tenant's aged backlog jump a small tenant's fresh jobs). The
+script then moves the tenant's oldest entry into `popping`, gives the tenant score =
+INCR(counter) (its turn is over), and adds the entry's delivery tag to `lmq:tenant-
+running:<tenant>` (the tenant of its `lmq_tenant` header, which every release reads too).
 All in one script: no job is taken out and put back to reorder them. The script reads and
 writes keys it derives from its KEYS (tenant lists, running sets): fine on a standalone
 Redis (kombu's transport supports nothing else), not on Redis Cluster. Its cost is one
-LINDEX per tenant with waiting jobs per take, on the priority lists that can still win (a
-list more than one level less urgent than the best found so far cannot: aging lifts one
-level), and a plain search for each header it reads (measured, the script alone on real
-Redis, three lists of 1.3 KB entries, a loaded 2-core machine: ~50 us a take; pattern
-searches from each entry's start made it ~100 us).
+LINDEX and one SCARD per tenant with waiting jobs per take, on the priority lists that can
+still win (a list more than one level less urgent than the best found so far cannot: aging
+lifts one level), and a plain search for each header it reads (measured, the script alone
+on real Redis, three lists of 1.3 KB entries, a loaded 2-core machine: ~50 us a take;
+pattern searches from each entry's start made it ~100 us).
 
-The running cap. `lmq:tenant-running:<tenant>` holds the tags taken and not yet finished.
+The running sets. `lmq:tenant-running:<tenant>` holds the tags taken and not yet finished,
+for every tenant (the jobs without one under the empty tenant), cap or none.
 A tag leaves it when its job is acknowledged or rejected (`HeldQoS._remove_from_indices`),
 put back by kombu (`HeldQoS.restore_by_tag`), not booked after the take
 (`HeldChannel._deliver_taken`), or put back by the janitor after its worker died (the
@@ -71,8 +78,8 @@ local function enqueued_at(entry)
   return tonumber(header(entry, '"lmq_enqueued_at":', '^ *([0-9.eE+-]+)'))
 end
 
--- Whose turn it is on priority list i: {list, tenant, score}, and the enqueue time of the
--- oldest tail of any takeable tenant there.
+-- Whose turn it is on priority list i: {list, tenant, running, score}, and the enqueue
+-- time of the oldest tail of any takeable tenant there.
 local function turn(i)
   local turns = KEYS[2 * n + i]
   local tenants = {{'', 0}}  -- the jobs without a tenant: always looked at
@@ -88,14 +95,19 @@ local function turn(i)
     local tail = redis.call('LINDEX', list, -1)
     if not tail then
       redis.call('ZREM', turns, tenant[1])  -- its next push registers it again
-    elseif cap > 0 and redis.call('SCARD', running .. tenant[1]) >= cap then
-      capped = true
     else
-      local t = enqueued_at(tail)
-      if t and (oldest == nil or t < oldest) then oldest = t end
-      if pick == nil or tenant[2] < pick[3]
-          or (tenant[2] == pick[3] and t and pick_t and t < pick_t) then
-        pick, pick_t = {list, tenant[1], tenant[2]}, t
+      local busy = redis.call('SCARD', running .. tenant[1])
+      if cap > 0 and busy >= cap then
+        capped = true
+      else
+        local t = enqueued_at(tail)
+        if t and (oldest == nil or t < oldest) then oldest = t end
+        -- fewest running first (max-min fair share), then the earlier last turn, then
+        -- the older tail
+        if pick == nil or busy < pick[3] or (busy == pick[3] and (tenant[2] < pick[4]
+            or (tenant[2] == pick[4] and t and pick_t and t < pick_t))) then
+          pick, pick_t = {list, tenant[1], busy, tenant[2]}, t
+        end
       end
     end
   end
