@@ -93,8 +93,17 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Every process's transport on a `redis://` broker: kombu's, whose purge also deletes the
+# tenant lists (`workers.delivery.tenant_purge`; named, not imported: producers only load
+# it when they connect). Workers replace it with the held transport, which purges the same
+# way. Not for `rediss://`: kombu keys its rediss-only ssl default on the transport name.
+CLIENT_TRANSPORT = "workers.delivery.tenant_purge:ClientTransport"
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    return {**_common_config(settings), **_priority_config(settings)}
+    transport = ({"broker_transport": CLIENT_TRANSPORT}
+                 if settings.broker_url.startswith("redis://") else {})
+    return {**_common_config(settings), **_priority_config(settings), **transport}
 
 
 def _priority_config(settings: Settings) -> dict[str, Any]:

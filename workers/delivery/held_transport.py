@@ -66,6 +66,7 @@ from workers.celery_config import (
 )
 from workers.delivery import redelivery, tenant_turns
 from workers.delivery.dead_letter import DeadLetterChannel
+from workers.delivery.tenant_purge import TenantPurgeChannel
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,9 @@ class HeldQoS(kombu_redis.QoS):
             conn.transaction(restore, self.unacked_key)
 
 
-class HeldChannel(DeadLetterChannel):
-    """kombu's Redis channel taking entries atomically into `popping` (module docstring).
+class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
+    """kombu's Redis channel taking entries atomically into `popping` (module docstring);
+    a purge also deletes the tenant lists (`workers.delivery.tenant_purge`).
 
     Until the worker's lease is up (Redis down at start-up), kombu's BRPOP.
     """

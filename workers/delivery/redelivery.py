@@ -70,7 +70,7 @@ import redis
 from kombu.utils.json import loads
 
 from workers import keys
-from workers.celery_config import PRIORITY_SEP, message_tenant
+from workers.celery_config import CLIENT_TRANSPORT, PRIORITY_SEP, message_tenant
 from workers.delivery import tenant_turns
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,8 @@ def start(app: Any, hostname: str, lease_s: float) -> Redelivery | None:
 
 
 def use_held_transport(conf: Any = None, **_: Any) -> None:
-    """`celeryd_init` handler: worker processes on a Redis broker use `Transport`.
+    """`celeryd_init` handler: worker processes on a Redis broker use `Transport` (in place
+    of `CLIENT_TRANSPORT`, every other process's).
 
     `rediss://` too: Celery turns the URL's `ssl_*` query (or `broker_use_ssl`) into the
     connection's ssl options, which kombu's channel honours whatever the transport class.
@@ -414,7 +415,8 @@ def use_held_transport(conf: Any = None, **_: Any) -> None:
     warning) is keyed on the transport name, so it is set here in that case.
     """
     url = str(conf.broker_url or "") if conf is not None else ""
-    if not url.startswith(("redis://", "rediss://")) or conf.broker_transport:
+    if (not url.startswith(("redis://", "rediss://"))
+            or conf.broker_transport not in (None, "", CLIENT_TRANSPORT)):
         return
     if (url.startswith("rediss://") and not getattr(conf, "broker_use_ssl", None)
             and "ssl_cert_reqs" not in url):

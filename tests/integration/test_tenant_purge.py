@@ -1,0 +1,55 @@
+"""`celery -A workers purge` empties the tenants' lists too (issue 20): a purged job never
+runs later. Real Redis, the real `celery` command in a subprocess, then a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producers import JobQueue
+from producers.worker_process import PROJECT_ROOT
+from tests.integration.test_priority import FAST
+from tests.integration.test_worker_support import LLM, predict_channels
+from workers import keys, waiting
+from workers.contract import queue_name
+from workers.settings import Settings
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+@pytest.fixture()
+def queue(redis_url: str) -> Iterator[JobQueue]:
+    with JobQueue(Settings(broker_url=redis_url, result_backend=redis_url)) as started:
+        yield started
+
+
+def _purge(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "purge", "-f",
+                           *args], env={**os.environ, **env}, cwd=PROJECT_ROOT, check=True,
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout
+
+
+def test_purge_deletes_every_tenants_jobs_and_none_runs_later(
+        worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
+    purged = [queue.chat(LLM, f"{tenant} {n}", config=FAST, tenant=tenant, priority=priority,
+                         enqueue_anyway=True)
+              for tenant in ("big", "small", None) for priority in ("normal", "low")
+              for n in range(2)]
+    broker = redis.Redis.from_url(redis_url)
+    assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 12
+    out = _purge(lmq_env, "-Q", queue_name(LLM))
+    assert "Purged 12 messages" in out, out
+    assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 0
+    assert not broker.keys(keys.tenant_turns("*"))  # no tenant left in any turns
+    # A job queued after the purge runs (its tenant registers again); the purged never do.
+    worker_factory(LLM, {**lmq_env, "LMQ_CONCURRENCY": "1"})
+    assert queue.chat(LLM, "after", config=FAST, tenant="big").result(timeout=60).content
+    assert len(predict_channels(simulator)) == 1
+    assert {handle.status() for handle in purged} == {"PENDING"}
+    assert "No messages purged" in _purge(lmq_env, "-Q", queue_name(LLM))
