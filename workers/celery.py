@@ -18,7 +18,9 @@ Configured from `workers.celery_config` (shared with producers) plus worker sett
 * consumer: `workers.consumer:Consumer` (`worker_consumer`), Celery's with a Gossip step
   that logs one line instead of chained tracebacks when Redis goes away;
 * task events on; `worker_deduplicate_successful_tasks` on, and the STARTED state written
-  by `workers.delivery.result_store` instead of Celery's `task_track_started` (one round trip).
+  by `workers.delivery.result_store` instead of Celery's `task_track_started` (one round trip);
+* a Redis result backend writes each state with one script
+  (`workers.delivery.result_backend`: no GET before the write, a stored SUCCESS or REVOKED kept).
 
 Importing the app does not import the LM Studio SDK: task modules (`workers.tasks`) are
 imported by the worker only (`include`).
@@ -33,7 +35,7 @@ from kombu import Queue
 from workers import metrics
 from workers.celery_config import celery_config
 from workers.contract import queue_name
-from workers.delivery import redelivery, result_store, revoke_store
+from workers.delivery import redelivery, result_backend, result_store, revoke_store
 from workers.flower import config as flower_config
 from workers.settings import Settings, get_settings
 
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     celery_app.Worker = celery_app.subclass_with_self("workers.banner:Worker")  # its banner
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.update(worker_config(settings))
+    # Redis results: each state written by one script (no GET before it: one round trip).
+    celery_app.backend_cls = result_backend.backend_class(settings.backend_url)
     # By name: the step (and the SDK) is imported only when a worker starts.
     celery_app.steps["worker"].add("workers.lifecycle:LMStudioStep")
     # The start script also writes the job's running entry of the metrics (one round trip).
