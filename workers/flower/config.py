@@ -113,12 +113,14 @@ def install(app: Celery, settings: Settings) -> None:
     from tornado.options import options
 
     from workers import prometheus
+    from workers.flower import broker as flower_broker
     from workers.flower import view as flower_view
 
     for name, value in option_values(settings).items():
         setattr(options, name, value)
     options.format_task = flower_view.make_format_task(app)
     flower_view.install_template_tweak()
+    flower_broker.install(app)
     prometheus.register_default(settings.store_url)
     check_auth_once_parsed(settings.flower_allow_no_auth)
 
