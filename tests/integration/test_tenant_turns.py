@@ -1,5 +1,6 @@
-"""Fair turns between tenants (issue 20 item 2): at equal priority, tenants with waiting jobs
-take turns in the broker; an optional cap on each tenant's running jobs.
+"""Fair shares between tenants (issue 20 item 2): at equal priority, the tenant with the least
+recent usage takes next in the broker, then tenants take turns; an optional cap on each
+tenant's running jobs.
 
 Real worker processes, real Redis, the SDK against the simulator. As in test_priority: with
 one job at a time (LMQ_CONCURRENCY=1) a slow first job keeps the worker busy while the
@@ -97,13 +98,12 @@ def test_a_small_tenant_takes_turns_with_a_big_backlog(
     assert queue_length(broker, LLM) == 0
 
 
-def test_the_tenant_with_fewer_running_jobs_takes_next(
+def test_a_tenant_with_less_recent_usage_takes_next(
         worker_factory, lmq_env, redis_url, simulator, queue):  # type: ignore[no-untyped-def]
     """Fair share, not exact turns: `big` runs a long job on worker a; on worker b, `small`
-    (none running) takes before `big`, though big's jobs are older and neither has had a
-    turn (exact turns: big0, small0, big1, small1). Whatever the order in which b's
-    finished jobs are released, small1 starts before big1 (big runs one more than small
-    until then)."""
+    (no recent take, none running) takes before `big`, though big's jobs are older and
+    neither has had a turn on their list (exact turns: big0, small0, big1, small1). Then
+    small1 still starts before big1: big has taken one job more."""
     env = {**lmq_env, "LMQ_CONCURRENCY": "1"}
     worker_factory(LLM, env)
     simulator.admin.set_timing(decode_tokens_per_s=30)
@@ -136,8 +136,9 @@ def test_priority_wins_over_turns(worker_factory, lmq_env, redis_url, simulator,
     _waiting(redis_url, 8)
     simulator.admin.clear_faults()
     queue.cancel(blocker.id)
-    assert _start_order(handles) == ["big-high0", "big-high1", "big-normal0", "small0",
-                                     "big-normal1", "small1", "big-normal2", "small-low0"]
+    # big's two high jobs count as its recent usage: small's normal jobs go first
+    assert _start_order(handles) == ["big-high0", "big-high1", "small0", "small1",
+                                     "big-normal0", "big-normal1", "big-normal2", "small-low0"]
 
 
 def test_aging_still_lifts_a_tenants_old_low_job(
@@ -263,6 +264,33 @@ def test_the_take_script_rotates_tenants_and_skips_capped_ones(redis_url: str) -
     client.srem(keys.tenant_running("big"), "big-0")  # big-0 finished
     assert [take(cap=1), take()] == ["big-1", "big-2"]
     assert take() is None and client.zcard(keys.tenant_turns(base)) == 0
+
+
+def test_the_take_script_favours_the_tenant_with_less_recent_usage(redis_url: str) -> None:
+    """The script alone: `big` took three jobs, then `small` one; with both waiting, small
+    takes again (one recent take against three), though big's turn is the earlier
+    (exact turns would take big's); once small has taken three too, big (its takes are
+    older, so count a little less) and small take turns."""
+    client = redis.Redis.from_url(redis_url)
+    base = priority_list("lmq.usage-test", 0)
+
+    def push(tenant: str, n: int) -> None:
+        entry = json.dumps({"headers": {"lmq_enqueued_at": n, "lmq_tenant": tenant},
+                            "properties": {"delivery_tag": f"{tenant}-{n}"}})
+        client.lpush(tenant_list(base, tenant), entry)
+        client.zadd(keys.tenant_turns(base), {tenant: 0}, nx=True)
+
+    def take() -> str:
+        return str(json.loads(_take_script(client, [base])[1])["properties"]["delivery_tag"])
+
+    for n in range(3):
+        push("big", n)
+    assert [take(), take(), take()] == ["big-0", "big-1", "big-2"]
+    push("small", 3)
+    assert take() == "small-3"
+    for n in range(4, 8):
+        push("big" if n % 2 else "small", n)
+    assert [take(), take(), take(), take()] == ["small-4", "small-6", "big-5", "big-7"]
 
 
 def _take_script(client: redis.Redis, lists: list[str]) -> Any:

@@ -54,16 +54,34 @@ from typing import Any
 from workers import keys
 from workers.celery_config import TENANT_HEADER, message_tenant, tenant_list
 
+# How fast a tenant's past takes stop counting against it (module docstring): long enough
+# that a burst of a big tenant's takes still counts when a small tenant arrives, short
+# enough that a tenant that arrives with a backlog catches up with an established one
+# within about that time.
+USAGE_HALF_LIFE_S = 10
+
 # KEYS: the n priority lists in the order to try, their n `popping` lists, their n turns
 # sets, then the turn counter. ARGV: aging cutoff (epoch s, 0: none), running cap (0: none),
 # the running sets' key prefix, TENANT_SEP, then the n priority levels (0 = high).
 # Returns {index (0-based), entry}; {-1} if jobs wait but every one's tenant is at its cap;
 # nil if nothing waits.
-TAKE_SCRIPT = """
+TAKE_SCRIPT = f"local HALF_LIFE = {USAGE_HALF_LIFE_S}\n" + """
 local n = (#KEYS - 1) / 3
 local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local running, sep = ARGV[3], ARGV[4]
 local capped = false
+local usage_key = KEYS[3 * n + 1] .. ':usage'
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+-- A tenant's recent takes, each counting half as much every HALF_LIFE seconds.
+local function usage(tenant)
+  local raw = redis.call('HGET', usage_key, tenant)
+  if not raw then return 0 end
+  local used, at = string.match(raw, '^(%S+) (%S+)$')
+  if not used then return 0 end
+  return tonumber(used) * 2 ^ (-(now - tonumber(at)) / HALF_LIFE)
+end
 
 -- A header's value in a raw entry: a plain search for its key (the body before the headers
 -- is base64, so no quote there; a pattern search from the start cost ~8 us per 1.3 KB
@@ -78,8 +96,18 @@ local function enqueued_at(entry)
   return tonumber(header(entry, '"lmq_enqueued_at":', '^ *([0-9.eE+-]+)'))
 end
 
--- Whose turn it is on priority list i: {list, tenant, running, score}, and the enqueue
--- time of the oldest tail of any takeable tenant there.
+-- Whether a tenant whose key is a = {usage, running, last turn, tail's enqueue time} goes
+-- before one whose key is b: the least recent usage (fair share), then the fewest running,
+-- then the earlier last turn, then the older tail (an unknown one never wins a tie).
+local function before(a, b)
+  for k = 1, 3 do
+    if a[k] ~= b[k] then return a[k] < b[k] end
+  end
+  return a[4] ~= nil and b[4] ~= nil and a[4] < b[4]
+end
+
+-- Whose turn it is on priority list i: {list, tenant, key}, and the enqueue time of the
+-- oldest tail of any takeable tenant there.
 local function turn(i)
   local turns = KEYS[2 * n + i]
   local tenants = {{'', 0}}  -- the jobs without a tenant: always looked at
@@ -88,7 +116,7 @@ local function turn(i)
     if scored[j] == '' then tenants[1][2] = tonumber(scored[j + 1])
     else tenants[#tenants + 1] = {scored[j], tonumber(scored[j + 1])} end
   end
-  local pick, pick_t, oldest = nil, nil, nil
+  local pick, oldest = nil, nil
   for _, tenant in ipairs(tenants) do
     local list = KEYS[i]
     if tenant[1] ~= '' then list = list .. sep .. tenant[1] end
@@ -102,12 +130,8 @@ local function turn(i)
       else
         local t = enqueued_at(tail)
         if t and (oldest == nil or t < oldest) then oldest = t end
-        -- fewest running first (max-min fair share), then the earlier last turn, then
-        -- the older tail
-        if pick == nil or busy < pick[3] or (busy == pick[3] and (tenant[2] < pick[4]
-            or (tenant[2] == pick[4] and t and pick_t and t < pick_t))) then
-          pick, pick_t = {list, tenant[1], busy, tenant[2]}, t
-        end
+        local key = {usage(tenant[1]), busy, tenant[2], t}
+        if pick == nil or before(key, pick[3]) then pick = {list, tenant[1], key} end
       end
     end
   end
@@ -139,6 +163,7 @@ if best == nil then
 end
 local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
 redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
+redis.call('HSET', usage_key, best[2], string.format('%.6f %.6f', best[3][1] + 1, now))
 -- Counted under the tenant its header names, as every release reads it (the same as the
 -- list's, unless someone pushed the entry elsewhere by hand: then never a leak).
 local tag = header(entry, '"delivery_tag":', '^ *"([^"]+)"')
