@@ -14,14 +14,15 @@ One worker (4 threads, the simulator's 4 slots) on a private Redis and simulator
   priority), the time from their submission until the last of them finished, vs the same
   jobs on the idle worker (its time alone), in alternating rounds (alone, behind, alone,
   ...; the small tenant's time is 0.1-0.3 s, so many rounds); the ratio is the median of
-  the rounds', with its range. Goal: <= 2x (fair turns, `workers.delivery.tenant_turns`;
-  without them it is the whole backlog's time). After each round the rest of the backlog
+  the rounds', with its range. Goal: <= 2x (fair share, `workers.delivery.tenant_turns`;
+  without it it is the whole backlog's time). After each round the rest of the backlog
   is deleted from the broker, not drained, and the next round waits for an idle worker.
   Also printed: the small tenant's share of the jobs started from its first start to its
-  last (exact turns: 10 of 19, 0.53). With these 16-token jobs the worker's CPU, not its
-  slots, paces its takes on a 2-core machine, so half the takes is about twice the time
-  alone (measured 2.12x at share 0.53, issue 20); with jobs that keep the slots the bound,
-  alone takes 3 rounds of 4 jobs and the shared case about 5.
+  last (1 when it takes every take, about half with exact turns). With these 16-token
+  jobs the worker's CPU, not its slots, paces its takes on a 2-core machine, so half the
+  takes was about twice the time alone (exact turns and fewest-running both measured
+  ~2.1x at share 0.53, issue 20); fair share by recent usage gives the small tenant every
+  take, so what is left is the big jobs the worker already holds.
 
 Every round starts on an idle worker (nothing waiting, taken or unacknowledged), and a
 round's end is the last job's `finished_at` as the worker stored it, so how often this

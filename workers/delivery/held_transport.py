@@ -15,7 +15,7 @@ How an entry is taken, without a busy loop:
   queue, each with one list per tenant): `tenant_turns.TAKE_SCRIPT` moves the oldest
   entry of the most urgent priority list (high, normal, low; one whose oldest entry waited
   past LMQ_PRIORITY_AGING_S counts one level higher), from the tenant whose turn it is
-  there: the fewest jobs running, then turns (`workers.delivery.tenant_turns`);
+  there: the least recent usage, then turns (`workers.delivery.tenant_turns`);
 * nothing to take (or every waiting job's tenant at LMQ_TENANT_MAX_RUNNING): BLPOP on the
   queues' bells (`workers.keys.bell`) for at most `MULTI_LIST_WAIT_S`, then the script
   again. Producers push a bell token with the jobs they queue (`producers.publisher.ring`),

@@ -13,29 +13,36 @@ in the worker (`HeldChannel._put`, `_do_restore_message`), the janitor's restore
 
 The take (`TAKE_SCRIPT`). For each priority list it may take from, the tenant whose turn
 it is, among the tenants whose list is not empty and who are under LMQ_TENANT_MAX_RUNNING
-(a tenant found empty leaves the turns): the one with the fewest jobs running or held
-(taken, not finished: its `lmq:tenant-running:<tenant>` set, across every queue and
-priority), then the lowest score, then the oldest tail. That is max-min fair share, as in
-Slurm's or YARN's fair schedulers: a tenant that arrives while another's backlog fills
-every slot takes every take until it runs as many jobs as the other, instead of every
-other take (exact turns, the rule before, gave a newcomer half the takes from zero, so 10
-jobs behind 10,000 took about twice their time alone). Tenants with equal counts still
-alternate (the score). Between the priority lists, the rule the held transport always had:
-the most urgent level, one level higher when the oldest entry of any takeable tenant there
-waited past LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns,
-and aging lifts a whole priority level, while within it tenants still take turns (aging
-per tenant would let a big tenant's aged backlog jump a small tenant's fresh jobs). The
-script then moves the tenant's oldest entry into `popping`, gives the tenant score =
-INCR(counter) (its turn is over), and adds the entry's delivery tag to `lmq:tenant-
-running:<tenant>` (the tenant of its `lmq_tenant` header, which every release reads too).
-All in one script: no job is taken out and put back to reorder them. The script reads and
-writes keys it derives from its KEYS (tenant lists, running sets): fine on a standalone
-Redis (kombu's transport supports nothing else), not on Redis Cluster. Its cost is one
-LINDEX and one SCARD per tenant with waiting jobs per take, on the priority lists that can
-still win (a list more than one level less urgent than the best found so far cannot: aging
-lifts one level), and a plain search for each header it reads (measured, the script alone
-on real Redis, three lists of 1.3 KB entries, a loaded 2-core machine: ~50 us a take;
-pattern searches from each entry's start made it ~100 us).
+(a tenant found empty leaves the turns): the one with the least recent usage, then the
+fewest jobs running or held (taken, not finished: its `lmq:tenant-running:<tenant>` set,
+across every queue and priority), then the lowest score, then the oldest tail. Usage is
+fair share as Slurm's fair-share factor counts it: each take adds 1 to the tenant's usage,
+which halves every USAGE_HALF_LIFE_S (the hash `<turn counter>:usage`, tenant -> "usage
+time", the time Redis's). So a tenant that arrives while another's backlog fills the pool
+takes every take until its recent takes catch up with the other's: 10 jobs behind 10,000
+go first. Exact turns (the rule before) gave a newcomer every other take, and so did
+fewest-running alone (max-min over the jobs running now: both at about half the slots):
+measured 2.1x the small tenant's time alone either way, 1.2x with usage (`ops/bench`
+priority). Two tenants with backlogs end up alternating (the one whose takes are older
+counts a little less), and a big tenant arriving after another has run for a while takes
+alone for up to about a half-life before they alternate.
+
+Between the priority lists, the rule the held transport always had: the most urgent level,
+one level higher when the oldest entry of any takeable tenant there waited past
+LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns, and aging
+lifts a whole priority level, while within it tenants still take turns (aging per tenant
+would let a big tenant's aged backlog jump a small tenant's fresh jobs). The script then
+moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(counter)
+(its turn is over), adds 1 to its usage, and adds the entry's delivery tag to
+`lmq:tenant-running:<tenant>` (the tenant of its `lmq_tenant` header, which every release
+reads too). All in one script: no job is taken out and put back to reorder them. The
+script reads and writes keys it derives from its KEYS (tenant lists, running sets, usage): fine
+on a standalone Redis (kombu's transport supports nothing else), not on Redis Cluster. Its
+cost is one LINDEX, one SCARD and one HGET per tenant with waiting jobs per take, on the
+priority lists that can still win (a list more than one level less urgent than the best
+found so far cannot: aging lifts one level), and a plain search for each header it reads
+(measured, the script alone on real Redis, three lists of 1.3 KB entries, a loaded 2-core
+machine: ~50 us a take; pattern searches from each entry's start made it ~100 us).
 
 The running sets. `lmq:tenant-running:<tenant>` holds the tags taken and not yet finished,
 for every tenant (the jobs without one under the empty tenant), cap or none.
