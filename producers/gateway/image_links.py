@@ -13,9 +13,10 @@ deadline. File paths and file:// URLs are never read for a remote caller.
 A link is a request the gateway makes on the caller's behalf from inside the network (SSRF):
 unless `LMQ_GATEWAY_FETCH_PRIVATE_IMAGES` is on, a host that resolves to a loopback,
 private, link-local, multicast or reserved address is refused, checked again at every
-redirect hop (redirects are followed here, not by httpx, for that). Left open: a DNS name
-that resolves to a public address when checked and a private one when httpx connects a
-moment later (rebinding); filter egress where that matters.
+redirect hop (redirects are followed here, not by httpx, for that). The download then
+connects to the very address that was checked, with the name kept in the Host header and
+as the TLS server name (SNI and the certificate's check): if httpx resolved the name again,
+a second DNS answer could point at 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024  # OpenAI's limit for one image in a request
 FETCH_TIMEOUT_S = 10.0  # connect, and between bytes; the whole download has DOWNLOAD_S
 DOWNLOAD_S = 30.0
 MAX_REDIRECTS = 3
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def client() -> httpx.AsyncClient:
@@ -87,26 +89,42 @@ async def _follow(http: httpx.AsyncClient, where: str, url: str,
     """Download `url`, following up to MAX_REDIRECTS redirects, each hop's host checked."""
     hop = httpx.URL(url)
     for _ in range(MAX_REDIRECTS + 1):
-        if not private_ok:
-            await _check_public(where, url, hop)
-        async with http.stream("GET", hop) as reply:
+        if private_ok:
+            request = http.build_request("GET", hop)
+        else:
+            request = _to_address(http, hop, await _check_public(where, url, hop))
+        reply = await http.send(request, stream=True)
+        try:
             if reply.is_redirect and "location" in reply.headers:
-                hop = hop.join(reply.headers["location"])
+                hop = hop.join(reply.headers["location"])  # relative to the name, not the IP
                 if hop.scheme not in ("http", "https"):
                     raise _refused(where, url, f"redirected to a {hop.scheme} URL")
                 continue
             return await _download(where, url, reply)
+        finally:
+            await reply.aclose()
     raise _refused(where, url, f"more than {MAX_REDIRECTS} redirects")
 
 
-async def _check_public(where: str, url: str, hop: httpx.URL) -> None:
-    """Refuse a host any of whose addresses is internal (a name may have several)."""
+def _to_address(http: httpx.AsyncClient, hop: httpx.URL, address: Address) -> httpx.Request:
+    """A GET of `hop` sent to `address` itself, as if by name: the Host header and the TLS
+    server name (`sni_hostname`, which httpcore also verifies the certificate against) are
+    the URL's. No lookup happens after the check, so no second answer is ever used."""
+    return http.build_request("GET", hop.copy_with(host=str(address)),
+                              headers={"Host": hop.netloc.decode("ascii")},
+                              extensions={"sni_hostname": hop.raw_host.decode("ascii")})
+
+
+async def _check_public(where: str, url: str, hop: httpx.URL) -> Address:
+    """The address to connect to; refuses a host any of whose addresses is internal (a name
+    may have several, and the connection must not pick another one than was checked)."""
     port = hop.port or (443 if hop.scheme == "https" else 80)
     try:
         found = await asyncio.get_running_loop().getaddrinfo(hop.host, port,
                                                              type=socket.SOCK_STREAM)
     except OSError as exc:
         raise _refused(where, url, f"cannot resolve {hop.host}: {exc}") from None
+    addresses = []
     for *_, sockaddr in found:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -115,14 +133,20 @@ async def _check_public(where: str, url: str, hop: httpx.URL) -> None:
             raise _refused(where, url, f"{hop.host} resolves to {address}, a {kind} "
                            "address; the gateway fetches images from public addresses "
                            "only (LMQ_GATEWAY_FETCH_PRIVATE_IMAGES=true allows others)")
+        addresses.append(address)
+    if not addresses:
+        raise _refused(where, url, f"cannot resolve {hop.host}: no address")
+    return addresses[0]
 
 
-def _internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _internal(address: Address) -> str | None:
     """What kind of non-public address this is, or None for a public one."""
     for kind, flag in (("loopback", address.is_loopback), ("link-local", address.is_link_local),
                        ("multicast", address.is_multicast),
                        ("unspecified", address.is_unspecified),  # 0.0.0.0 is private too
-                       ("private", address.is_private), ("reserved", address.is_reserved)):
+                       ("private", address.is_private), ("reserved", address.is_reserved),
+                       # e.g. 100.64.0.0/10, carrier-grade NAT: neither private nor public
+                       ("non-global", not address.is_global)):
         if flag:
             return kind
     return None

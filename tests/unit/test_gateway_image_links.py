@@ -16,6 +16,7 @@ from producers.gateway.image_links import _check_public
     ("127.0.0.1", "loopback"), ("10.1.2.3", "private"), ("192.168.0.9", "private"),
     ("169.254.169.254", "link-local"), ("224.0.0.1", "multicast"), ("0.0.0.0", "unspecified"),
     ("[::1]", "loopback"), ("[fe80::1]", "link-local"), ("[::ffff:127.0.0.1]", "loopback"),
+    ("100.64.0.1", "non-global"),
 ])
 def test_internal_addresses_are_refused_naming_the_kind(host: str, kind: str) -> None:
     url = f"http://{host}/cat.png"
