@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from producers.gateway import batches, errors, files, inference
 from producers.gateway.auth import KeyRing, parse_api_keys
 from producers.gateway.batch_advancer import BatchAdvancer
+from producers.gateway.host_guard import LoopbackHostOnly
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
 from workers.prometheus import pool_registry
 from workers.settings import Settings, get_settings
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible HTTP API over the lmstudio-queue pool.",
                   lifespan=lifespan)
     errors.install(app)
+    if not keyring.enabled:  # no key stops a DNS-rebound browser page: its Host does
+        app.add_middleware(LoopbackHostOnly)
     for module in (inference, files, batches):
         app.include_router(module.router)
     registry = pool_registry(settings.store_url)

@@ -76,6 +76,13 @@ def test_models_lists_what_live_workers_serve(client: openai.OpenAI) -> None:
         client.models.retrieve("gpt-4o")
 
 
+def test_with_keys_any_host_name_reaches_the_gateway(base_url: str) -> None:
+    """The Host guard is for the no-key mode only: with keys, a key lets a request in."""
+    health = httpx.get(base_url.removesuffix("/v1") + "/health", timeout=5,
+                       headers={"Host": "gateway.example:8000"})
+    assert health.status_code == 200, health.text
+
+
 def test_chat_completion_with_stats(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=CHAT, messages=[{"role": "system", "content": "Be brief."},

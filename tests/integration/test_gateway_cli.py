@@ -52,6 +52,16 @@ def test_serve_without_keys_says_so_and_listens_on_loopback(redis_url: str,
         assert f"http://127.0.0.1:{port}/v1" in said
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).json()
         assert models == {"object": "list", "data": []}  # no key needed, no worker yet
+        # DNS rebinding: a browser page whose domain now resolves to 127.0.0.1 sends its
+        # own name as Host; only loopback names are answered without keys.
+        assert httpx.get(f"http://localhost:{port}/health", timeout=5).status_code == 200
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.evil.test"):
+            refused = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5,
+                                headers={"Host": host})
+            assert refused.status_code == 400, host
+            error = refused.json()["error"]
+            assert error["code"] == "host_not_allowed", error
+            assert "127.0.0.1 or localhost only" in error["message"]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
