@@ -23,14 +23,15 @@ from producers.batch import _store
 from producers.batch._output import error_line, output_line
 from producers.batch._request import BatchRequest, LineError, parse_line
 from producers.batch._store import BatchNotFoundError
-from producers.batch._validate import Validation, parse_model_map, validate_file
+from producers.batch._validate import Validation, check_sizes, parse_model_map, validate_file
 from producers.cancellation import job_states
 from producers.job_building import check_deadlines, check_priority
 from workers.error import ModelNotServedError
 
 __all__ = [
     "BatchInvalidError", "BatchNotFoundError", "BatchRequest", "LineError", "ResultCounts",
-    "Validation", "cancel", "parse_model_map", "parse_line", "status", "submit_file",
+    "Validation", "cancel", "check_sizes", "parse_model_map", "parse_line", "status",
+    "submit_file",
     "completion_window_s", "submit_requests", "validate_file", "write_results",
 ]
 
@@ -58,6 +59,7 @@ def submit_file(queue: Any, path: Path, model_map: dict[str, str] | None = None,
                 expires_s: float | None = None) -> tuple[str, Validation]:
     """Validate every line, then record and enqueue all requests; nothing on any error."""
     validation = validate_file(path, model_map)
+    check_sizes(validation, queue.settings)
     if not validation.ok:
         raise BatchInvalidError(validation.report(), validation)
     batch_id = submit_requests(queue, validation.requests, source=str(path),
@@ -69,9 +71,12 @@ def submit_file(queue: Any, path: Path, model_map: dict[str, str] | None = None,
 def submit_requests(queue: Any, reqs: list[BatchRequest], *, source: str,
                     enqueue_anyway: bool = False, priority: str = "low",
                     expires_s: float | None = None) -> str:
-    """Record and enqueue requests already validated (the gateway's /v1/batches); batch
-    files are bulk work, so their jobs are low priority unless `priority` says otherwise.
-    `expires_s` (the batch's completion window): a job not started by then never runs."""
+    """Record and enqueue requests already validated: every line by `validate_file` (its
+    config through the SDK's schema) and `check_sizes`, so they are sent as they are, not
+    checked again (`submit_many(checked=True)`: a second check of 10,000 configs cost about
+    as long as the first). Batch files are bulk work, so their jobs are low priority unless
+    `priority` says otherwise. `expires_s` (the batch's completion window): a job not
+    started by then never runs."""
     batch_id = new_batch_id()
     check_priority(priority)  # fail before recording anything
     check_deadlines(expires_s=expires_s)
@@ -81,7 +86,8 @@ def submit_requests(queue: Any, reqs: list[BatchRequest], *, source: str,
     _store.record(queue.store_client, batch_id, reqs, job_ids, source=source,
                   ttl_s=queue.settings.result_expires_s)
     queue.submit_many([r.job for r in reqs], batch_id=batch_id, job_ids=job_ids,
-                      enqueue_anyway=True, priority=priority, expires_s=expires_s)
+                      enqueue_anyway=True, priority=priority, expires_s=expires_s,
+                      checked=True)
     return batch_id
 
 

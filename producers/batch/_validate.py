@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from producers.batch._request import BatchRequest, LineError, parse_line
+from producers.job_building import check_limits
+from workers.error import InvalidJobError
+from workers.settings import Settings
 
 MAX_SHOWN_ERRORS = 50
 
@@ -48,6 +51,21 @@ def validate_file(path: Path, model_map: dict[str, str] | None = None) -> Valida
             first_line[request.custom_id] = number
             result.requests.append(request)
     return result
+
+
+def check_sizes(validation: Validation, settings: Settings) -> None:
+    """The size limits `JobQueue.submit` checks (LMQ_MAX_PROMPT_CHARS, LMQ_MAX_EMBED_TEXTS),
+    as errors of their lines: with them, the requests need no check at submit (`checked`)."""
+    kept = []
+    for request in validation.requests:
+        try:
+            check_limits(request.job, settings)
+        except InvalidJobError as exc:
+            validation.errors.append((request.line, str(exc)))
+        else:
+            kept.append(request)
+    validation.requests = kept
+    validation.errors.sort()
 
 
 def parse_model_map(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -20,12 +20,11 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-from producers.batch import BatchRequest, Validation, validate_file
+from producers.batch import BatchRequest, Validation, check_sizes, validate_file
 from producers.gateway import tool_choice
 from producers.gateway.errors import ApiError, bad_request
-from producers.job_building import JOB_FOR_KIND, check_limits
+from producers.job_building import JOB_FOR_KIND
 from workers.contract import ChatJob
-from workers.error import InvalidJobError
 from workers.settings import Settings
 
 FORMAT = 1  # of the packed requests: a file stored with another format is checked again
@@ -44,7 +43,7 @@ def validated(content: bytes, settings: Settings) -> Validation:
             raise bad_request("the file is not UTF-8 text (JSONL)", "file") from None
     if b'"tool_choice"' in content:
         _apply_tool_choices(validation, content)
-    _check_limits(validation, settings)
+    check_sizes(validation, settings)
     return validation
 
 
@@ -61,19 +60,6 @@ def _apply_tool_choices(validation: Validation, content: bytes) -> None:
             kept.append(replace(request, job=tool_choice.apply(request.job, choice)))
         except ApiError as exc:
             validation.errors.append((request.line, f"body.{exc.message}"))
-    validation.requests = kept
-    validation.errors.sort()
-
-
-def _check_limits(validation: Validation, settings: Settings) -> None:
-    kept = []
-    for request in validation.requests:
-        try:
-            check_limits(request.job, settings)
-        except InvalidJobError as exc:
-            validation.errors.append((request.line, str(exc)))
-        else:
-            kept.append(request)
     validation.requests = kept
     validation.errors.sort()
 

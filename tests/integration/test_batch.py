@@ -82,14 +82,21 @@ def test_submit_and_results_in_openai_format(workers, lmq_env, tmp_path):  # typ
 
 def test_bad_lines_are_reported_and_nothing_is_enqueued(workers, lmq_env, redis_url, tmp_path):  # type: ignore[no-untyped-def]
     path = tmp_path / "bad.jsonl"
+    long = request("long", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "x" * 300}]})
     path.write_text("\n".join([chat("a", 4), "{oops", chat("a", 4),
-                               request("x", "/v1/embeddings", {"model": EMBED, "input": []})]))
-    done = lmq("batch", "submit", str(path), env=lmq_env, check=False)
+                               request("x", "/v1/embeddings", {"model": EMBED, "input": []}),
+                               long]))
+    done = lmq("batch", "submit", str(path), env={**lmq_env, "LMQ_MAX_PROMPT_CHARS": "200"},
+               check=False)
     assert done.returncode == 2
     assert "nothing enqueued" in done.stderr
     assert "line 2: not valid JSON" in done.stderr
     assert "line 3: duplicate custom_id 'a' (first on line 1)" in done.stderr
     assert "line 4: body.input" in done.stderr
+    # The size limits are checked with the lines (the jobs are not checked again at submit)
+    assert "line 5: the prompt has " in done.stderr
+    assert "more than the limit of 200 (LMQ_MAX_PROMPT_CHARS)" in done.stderr
     client = redis.Redis.from_url(redis_url)
     assert not client.keys("lmq:batch:*")
     assert client.llen(f"lmq.{LLM}") == 0 and client.llen(f"lmq.{EMBED}") == 0
