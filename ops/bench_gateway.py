@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The gateway (`lmq serve`) against `JobQueue`, the Python API it is built on.
 
-    .venv/bin/python ops/bench_gateway.py [--jobs 200] [--concurrency 4] [--rounds 2]
+    .venv/bin/python ops/bench_gateway.py [--jobs 200] [--concurrency 4] [--rounds 4]
 
 (a) chat jobs/s and per-request latency through the gateway with the `openai` async client
     vs `JobQueue.achat` + `aresult` at the same concurrency, in alternating rounds (goals:
@@ -124,24 +124,33 @@ async def through_gateway(base_url: str, texts: list[str],
 
 def compare(queue: JobQueue, base_url: str, jobs: int, concurrency: int,
             rounds: int) -> dict[str, Any]:
-    """Alternating rounds; the throughput ratio is the median of the rounds' ratios."""
+    """Alternating rounds, each arm going first in every other round (so a drift of the
+    machine's load favours neither); the throughput ratio is the median of the rounds'
+    ratios and the added p50 the median of the rounds' p50 differences, each a same-round
+    comparison."""
     texts = prompts(jobs)
     asyncio.run(through_gateway(base_url, texts[:concurrency * 2], concurrency))  # warm up
-    rows: dict[str, list[Any]] = {"gateway": [], "queue": [], "ratio": []}
-    lat: dict[str, list[float]] = {"gateway": [], "queue": []}
-    for _ in range(rounds):
-        gw_rate, gw_lat = asyncio.run(through_gateway(base_url, texts, concurrency))
-        q_rate, q_lat = asyncio.run(through_queue(queue, texts, concurrency))
+    asyncio.run(through_queue(queue, texts[:concurrency * 2], concurrency))
+    rows: dict[str, list[float]] = {"gateway": [], "queue": [], "ratio": [], "added_ms": [],
+                                    "p50_gateway_ms": [], "p50_queue_ms": []}
+    for number in range(rounds):
+        arms = [("gateway", lambda: through_gateway(base_url, texts, concurrency)),
+                ("queue", lambda: through_queue(queue, texts, concurrency))]
+        measured = {name: asyncio.run(run()) for name, run in
+                    (arms if number % 2 == 0 else arms[::-1])}
+        (gw_rate, gw_lat), (q_rate, q_lat) = measured["gateway"], measured["queue"]
+        p50_gw, p50_q = 1000 * statistics.median(gw_lat), 1000 * statistics.median(q_lat)
         rows["gateway"].append(gw_rate)
         rows["queue"].append(q_rate)
         rows["ratio"].append(gw_rate / q_rate)
-        lat["gateway"] += gw_lat
-        lat["queue"] += q_lat
-    return {"gateway": statistics.median(rows["gateway"]),
-            "queue": statistics.median(rows["queue"]),
-            "ratio": statistics.median(rows["ratio"]),
-            "p50_gateway_ms": 1000 * statistics.median(lat["gateway"]),
-            "p50_queue_ms": 1000 * statistics.median(lat["queue"])}
+        rows["p50_gateway_ms"].append(p50_gw)
+        rows["p50_queue_ms"].append(p50_q)
+        rows["added_ms"].append(p50_gw - p50_q)
+    summary: dict[str, Any] = {name: statistics.median(values)
+                               for name, values in rows.items()}
+    summary["rounds"] = rows
+    summary["load"] = os.getloadavg()
+    return summary
 
 
 async def _first_content(client: openai.AsyncOpenAI, text: str) -> tuple[float, float]:
@@ -226,7 +235,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-lines", type=int, default=10_000)
     args = parser.parse_args()
     for figure in measure(args.jobs, args.concurrency, args.batch_lines, print,

@@ -22,6 +22,7 @@ from producers.gateway.sse import job_events
 from producers.gateway.state import Gateway, GatewayDep, TenantDep
 from producers.gateway.translate import job_request
 from producers.gateway.waiting import ClientGone, result_unless_gone
+from producers.job_building import check_limits
 from producers.job_handle import JobHandle
 from workers.contract import Job
 from workers.error import JobCancelledError
@@ -68,13 +69,16 @@ class EmbeddingBody(_OpenAIBody):
 
 def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
     gw.access.check(job.model)
-    # enqueue_anyway: checked just above, with 404 vs 503. The key names the job's tenant
-    # and its priority (someone waits on an HTTP answer: the key's default, normal unless
-    # it says otherwise). Without keys there is no tenant to name: the job gets
-    # LMQ_TENANT's, as any producer's (none by default).
+    # checked=True: `translate` built the job through the SDK's config schema already, so
+    # it is not checked a second time at submit; the size limits are the one check left.
+    # enqueue_anyway: checked just above, with 404 vs 503. The key names the
+    # job's tenant and its priority (someone waits on an HTTP answer: the key's default,
+    # normal unless it says otherwise). Without keys there is no tenant to name: the job
+    # gets LMQ_TENANT's, as any producer's (none by default).
+    check_limits(job, gw.settings)
     tenant = None if owner is LOCAL else owner.name
-    return gw.queue.submit(job, enqueue_anyway=True, priority=owner.priority,
-                           tenant=tenant, job_id=job_id)
+    return gw.queue.submit_many([job], enqueue_anyway=True, priority=owner.priority,
+                                tenant=tenant, job_ids=[job_id], checked=True)[0]
 
 
 async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
@@ -87,7 +91,8 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
     job_id = str(uuid.uuid4())
     # Subscribed to the result before the job exists, so its final state arrives as a
     # message and is never read back (a streamed answer reads the fragments first and the
-    # result only once they ended: no need).
+    # result only once they ended: no need). Measured against subscribing while the job is
+    # sent and reading the key once: no gain within the noise, and one more round trip.
     watch = None if asked.stream else await gw.results.subscribe(job_id)
     try:
         handle = await asyncio.to_thread(_submit, gw, asked.job, owner, job_id)
