@@ -30,6 +30,12 @@ PRIORITY_SEP = "\x06\x16"
 # Priority list + TENANT_SEP + tenant names that tenant's list. Not kombu's: kombu only
 # ever sees the priority lists themselves, which hold the jobs without a tenant.
 TENANT_SEP = "\x06\x17"
+# How fast a tenant's past takes stop counting against it in the take's fair share
+# (`workers.delivery.tenant_turns`; a job's position models the same): long enough that a
+# burst of a big tenant's takes still counts when a small tenant arrives, short enough that
+# a tenant that arrives with a backlog catches up with an established one within about that
+# time. Here, not there, so producers read it too.
+USAGE_HALF_LIFE_S = 10
 
 
 def priority_list(queue: str, step: int) -> str:

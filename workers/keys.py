@@ -73,6 +73,13 @@ def turn_counter() -> str:
     return f"{KEY_PREFIX}turn"
 
 
+def turn_usage() -> str:
+    """Hash of each tenant's recent usage, tenant -> "<usage> <at>" (epoch s, Redis's clock):
+    the take script's fair share (`workers.delivery.tenant_turns`, which derives it from
+    the turn counter's key and the broker's prefix)."""
+    return f"{turn_counter()}:usage"
+
+
 def tenant_running(tenant: str | None) -> str:
     """Set of the delivery tags of a tenant's jobs taken and not yet acknowledged or put
     back (no tenant: `lmq:tenant-running:`), for LMQ_TENANT_MAX_RUNNING."""

@@ -337,3 +337,33 @@ def test_the_take_script_ages_a_level_past_a_fresher_more_urgent_one(redis_url: 
     taken = [json.loads(_take_script(client, lists)[1])["properties"]["delivery_tag"]
              for _ in lists]
     assert taken == ["normal", "high", "low"]
+
+
+def test_the_take_script_keeps_the_usage_hash_small(redis_url: str) -> None:
+    """The usage hash expires some half-lives after the last take, and fields whose usage
+    has decayed below 0.01 go: a tenant gone for good (one of 4 fields sampled at random by
+    each take: after 80 takes still there once in ~10^10 runs) and one whose list is read
+    again."""
+    from workers.celery_config import USAGE_HALF_LIFE_S
+    from workers.delivery.tenant_turns import USAGE_KEPT_HALF_LIVES
+
+    client = redis.Redis.from_url(redis_url)
+    base = priority_list("lmq.usage-trim-test", 0)
+    usage = keys.turn_usage()
+    now = float(client.time()[0])
+    old = f"5 {now - 10 * USAGE_HALF_LIFE_S}"  # 5 takes, 10 half-lives ago: ~0.005
+    client.hset(usage, mapping={"gone": old, "back": old, "recent": f"1 {now}"})
+    for n in range(81):
+        tenant = "back" if n == 0 else "big"
+        client.lpush(tenant_list(base, tenant), json.dumps(
+            {"headers": {"lmq_enqueued_at": n, "lmq_tenant": tenant},
+             "properties": {"delivery_tag": f"{tenant}-{n}"}}))
+        client.zadd(keys.tenant_turns(base), {tenant: 0}, nx=True)
+    taken = [json.loads(_take_script(client, [base])[1])["properties"]["delivery_tag"]
+             for _ in range(81)]
+    assert taken[0] == "back-0"  # its old usage counts as none, as big's: its tail is older
+    fields = client.hgetall(usage)
+    assert b"gone" not in fields and b"recent" in fields
+    assert fields[b"back"].startswith(b"1.000000 ")  # read, dropped, then its one take
+    kept_ms = USAGE_HALF_LIFE_S * USAGE_KEPT_HALF_LIVES * 1000
+    assert 0 < client.pttl(usage) <= kept_ms

@@ -17,15 +17,18 @@ it is, among the tenants whose list is not empty and who are under LMQ_TENANT_MA
 fewest jobs running or held (taken, not finished: its `lmq:tenant-running:<tenant>` set,
 across every queue and priority), then the lowest score, then the oldest tail. Usage is
 fair share as Slurm's fair-share factor counts it: each take adds 1 to the tenant's usage,
-which halves every USAGE_HALF_LIFE_S (the hash `<turn counter>:usage`, tenant -> "usage
-time", the time Redis's). So a tenant that arrives while another's backlog fills the pool
-takes every take until its recent takes catch up with the other's: 10 jobs behind 10,000
-go first. Exact turns (the rule before) gave a newcomer every other take, and so did
-fewest-running alone (max-min over the jobs running now: both at about half the slots):
-measured 2.1x the small tenant's time alone either way, 1.2x with usage (`ops/bench`
-priority). Two tenants with backlogs end up alternating (the one whose takes are older
-counts a little less), and a big tenant arriving after another has run for a while takes
-alone for up to about a half-life before they alternate.
+which halves every USAGE_HALF_LIFE_S (`workers.celery_config`; the hash
+`workers.keys.turn_usage`, tenant -> "usage time", the time Redis's). So a tenant that
+arrives while another's backlog fills the pool takes every take until its recent takes
+catch up with the other's: 10 jobs behind 10,000 go first. Exact turns (the rule before)
+gave a newcomer every other take, and so did fewest-running alone (max-min over the jobs
+running now: both at about half the slots): measured 2.1x the small tenant's time alone
+either way, 1.2x with usage (`ops/bench` priority). Two tenants with backlogs end up
+alternating (the one whose takes are older counts a little less), and a big tenant arriving
+after another has run for a while takes alone for up to about a half-life before they
+alternate. The hash stays small: a usage read below 0.01 counts as none and its field is
+dropped, each take also reads one field at random (so tenants gone for good go too), and
+the hash expires USAGE_KEPT_HALF_LIVES half-lives after the last take.
 
 Between the priority lists, the rule the held transport always had: the most urgent level,
 one level higher when the oldest entry of any takeable tenant there waited past
@@ -59,20 +62,19 @@ import re
 from typing import Any
 
 from workers import keys
-from workers.celery_config import TENANT_HEADER, message_tenant, tenant_list
+from workers.celery_config import TENANT_HEADER, USAGE_HALF_LIFE_S, message_tenant, tenant_list
 
-# How fast a tenant's past takes stop counting against it (module docstring): long enough
-# that a burst of a big tenant's takes still counts when a small tenant arrives, short
-# enough that a tenant that arrives with a backlog catches up with an established one
-# within about that time.
-USAGE_HALF_LIFE_S = 10
+# Usage hash lifetime after the last take, in half-lives: by then any usage counts
+# 2^-20 of what it was (below 0.01 even after 1000 takes a second).
+USAGE_KEPT_HALF_LIVES = 20
 
 # KEYS: the n priority lists in the order to try, their n `popping` lists, their n turns
 # sets, then the turn counter. ARGV: aging cutoff (epoch s, 0: none), running cap (0: none),
 # the running sets' key prefix, TENANT_SEP, then the n priority levels (0 = high).
 # Returns {index (0-based), entry}; {-1} if jobs wait but every one's tenant is at its cap;
 # nil if nothing waits.
-TAKE_SCRIPT = f"local HALF_LIFE = {USAGE_HALF_LIFE_S}\n" + """
+TAKE_SCRIPT = (f"local HALF_LIFE = {USAGE_HALF_LIFE_S}\n"
+               f"local KEPT_MS = {USAGE_HALF_LIFE_S * USAGE_KEPT_HALF_LIVES * 1000}\n") + """
 local n = (#KEYS - 1) / 3
 local cutoff, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local running, sep = ARGV[3], ARGV[4]
@@ -81,13 +83,18 @@ local usage_key = KEYS[3 * n + 1] .. ':usage'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 
--- A tenant's recent takes, each counting half as much every HALF_LIFE seconds.
-local function usage(tenant)
-  local raw = redis.call('HGET', usage_key, tenant)
+-- A tenant's recent takes, each counting half as much every HALF_LIFE seconds; below 0.01
+-- (or unreadable) they count as none and the field goes, so the hash stays small.
+local function usage(tenant, raw)
   if not raw then return 0 end
   local used, at = string.match(raw, '^(%S+) (%S+)$')
-  if not used then return 0 end
-  return tonumber(used) * 2 ^ (-(now - tonumber(at)) / HALF_LIFE)
+  local value = 0
+  if used then value = (tonumber(used) or 0) * 2 ^ (-(now - (tonumber(at) or 0)) / HALF_LIFE) end
+  if value < 0.01 then
+    redis.call('HDEL', usage_key, tenant)
+    return 0
+  end
+  return value
 end
 
 -- A header's value in a raw entry: a plain search for its key (the body before the headers
@@ -137,7 +144,8 @@ local function turn(i)
       else
         local t = enqueued_at(tail)
         if t and (oldest == nil or t < oldest) then oldest = t end
-        local key = {usage(tenant[1]), busy, tenant[2], t}
+        local used = usage(tenant[1], redis.call('HGET', usage_key, tenant[1]))
+        local key = {used, busy, tenant[2], t}
         if pick == nil or before(key, pick[3]) then pick = {list, tenant[1], key} end
       end
     end
@@ -171,6 +179,10 @@ end
 local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
 redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
 redis.call('HSET', usage_key, best[2], string.format('%.6f %.6f', best[3][1] + 1, now))
+-- One field at random too: a tenant that never comes back is never read above.
+local sample = redis.call('HRANDFIELD', usage_key, 1, 'WITHVALUES')
+if sample[1] then usage(sample[1], sample[2]) end
+redis.call('PEXPIRE', usage_key, KEPT_MS)  -- an idle pool's hash goes
 -- Counted under the tenant its header names, as every release reads it (the same as the
 -- list's, unless someone pushed the entry elsewhere by hand: then never a leak).
 local tag = header(entry, '"delivery_tag":', '^ *"([^"]+)"')
