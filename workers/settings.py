@@ -50,8 +50,10 @@ class Settings(BaseSettings):
 
     tenant: str | None = Field(
         None, description="The tenant label of the jobs this process submits when a call "
-        "names none. At equal priority, tenants with waiting jobs take turns (jobs without "
-        "a tenant are one tenant of their own). Turns: Redis broker only."
+        "names none. At equal priority, workers take next from the tenant with the least "
+        "recent usage (fair share: its recent takes, older ones counting less), so one "
+        "tenant's backlog does not hold another's few jobs behind it; jobs without a tenant "
+        "are one tenant of their own. Redis broker only."
     )
     tenant_max_running: int | None = Field(
         None, ge=1, description="Worker: at most this many jobs of one tenant run at once "
