@@ -187,7 +187,8 @@ class _JobBase(_Contract):
         "per priority); a job waiting longer than LMQ_PRIORITY_AGING_S counts one higher.")
     tenant: str | None = Field(
         None, pattern=TENANT_PATTERN, description="Who the job is for (e.g. an API key's "
-        "tenant). At equal priority, tenants with waiting jobs take turns (Redis broker).")
+        "tenant). At equal priority, the tenant with the least recent usage takes next "
+        "(fair share, Redis broker).")
     expires_s: float | None = Field(
         None, gt=0, description="A job not started within this many seconds of submitted_at "
         "never runs: it fails with JobExpiredError.")
