@@ -4,16 +4,16 @@ With no LMQ_API_KEYS the gateway listens on 127.0.0.1 and asks no key, so a web 
 in a browser on the same machine could still reach it: its own domain re-resolved to
 127.0.0.1 (DNS rebinding) makes the browser send that page's requests to the gateway as
 same-origin ones. They carry the page's domain in their Host header, which the browser does
-not let the page change, so the gateway answers only Host 127.0.0.1 or localhost then (with
-keys, a key is what lets a request in, and any name may reach the gateway).
+not let the page change, so the gateway then answers only a loopback Host: localhost or a
+loopback address such as 127.0.0.1 or [::1] (with keys, a key is what lets a request in,
+and any name may reach the gateway).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
-
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost"})
 
 
 def host_name(header: str) -> str:
@@ -22,6 +22,16 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header.partition("]")[0] + "]"
     return header.rpartition(":")[0] if ":" in header else header
+
+
+def is_loopback_host(name: str) -> bool:
+    """localhost, or a loopback address literal ("127.0.0.1", "[::1]"); never a domain."""
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LoopbackHostOnly:
@@ -35,7 +45,7 @@ class LoopbackHostOnly:
         if scope["type"] == "http":
             header = next((value.decode("latin-1") for name, value in scope["headers"]
                            if name == b"host"), "")
-            if host_name(header) not in LOOPBACK_NAMES:
+            if not is_loopback_host(host_name(header)):
                 await _refuse(header, send)
                 return
         await self.app(scope, receive, send)
@@ -43,7 +53,7 @@ class LoopbackHostOnly:
 
 async def _refuse(header: str, send: Any) -> None:
     message = (f"Host {header!r} refused: with no LMQ_API_KEYS the gateway answers requests "
-               "to 127.0.0.1 or localhost only (a guard against DNS rebinding); use one of "
+               "to localhost or a loopback address only (a guard against DNS rebinding); use one of "
                "those, or set LMQ_API_KEYS to serve other names")
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
                                  "param": None, "code": "host_not_allowed"}}).encode()

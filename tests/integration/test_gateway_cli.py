@@ -61,7 +61,7 @@ def test_serve_without_keys_says_so_and_listens_on_loopback(redis_url: str,
             assert refused.status_code == 400, host
             error = refused.json()["error"]
             assert error["code"] == "host_not_allowed", error
-            assert "127.0.0.1 or localhost only" in error["message"]
+            assert "localhost or a loopback address only" in error["message"]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
