@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from producers.flower_process import FlowerProcess
+
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[object]:
@@ -14,3 +16,12 @@ def sim() -> Iterator[object]:
 
     with running_simulator(in_process=False) as running:
         yield running
+
+
+@pytest.fixture()
+def flowers() -> Iterator[list[FlowerProcess]]:
+    """The Flower processes a test starts (`tests.e2e.support.start_flower`), stopped after it."""
+    started: list[FlowerProcess] = []
+    yield started
+    for flower in started:
+        flower.stop()

@@ -3,8 +3,6 @@ tenants' lists (`workers.flower.broker`). Real Flower, a real worker, the simula
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -14,14 +12,6 @@ from tests.support.wait import wait_until
 from workers.contract import queue_name
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def flowers() -> Iterator[list[FlowerProcess]]:
-    started: list[FlowerProcess] = []
-    yield started
-    for flower in started:
-        flower.stop()
 
 
 def _lengths(flower: FlowerProcess) -> dict[str, int]:

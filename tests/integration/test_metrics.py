@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from producers.flower_process import FlowerProcess, free_port
+from producers.flower_process import free_port
 from tests.e2e.support import (
     EMBED_MODEL,
     MODEL,
@@ -26,14 +26,6 @@ from tests.support.wait import wait_until
 from workers.metrics import read_model_metrics
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture()
-def flowers() -> Iterator[list[FlowerProcess]]:
-    started: list[FlowerProcess] = []
-    yield started
-    for flower in started:
-        flower.stop()
 
 
 @pytest.fixture()

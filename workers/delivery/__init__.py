@@ -1,7 +1,7 @@
 """Delivery: how a job reaches a worker thread and how its outcome goes back to Redis.
 
 The Celery pool whose terminate cancels (`pool`), kombu's Redis transport that leases the
-jobs a worker holds (`held_transport`), taking them by priority and tenant turns with an
+jobs a worker holds (`held_transport`), taking them by priority and tenants' fair share with an
 optional per-tenant running cap (`tenant_turns`), and the janitor that queues a dead
 worker's jobs again (`redelivery`), malformed entries set aside (`dead_letter`), the
 STARTED state and stored results of redelivered jobs (`result_store`), and the watcher that
