@@ -53,8 +53,8 @@ class LoopbackHostOnly:
 
 async def _refuse(header: str, send: Any) -> None:
     message = (f"Host {header!r} refused: with no LMQ_API_KEYS the gateway answers requests "
-               "to localhost or a loopback address only (a guard against DNS rebinding); use one of "
-               "those, or set LMQ_API_KEYS to serve other names")
+               "to localhost or a loopback address only (a guard against DNS rebinding); "
+               "use one of those, or set LMQ_API_KEYS to serve other names")
     body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
                                  "param": None, "code": "host_not_allowed"}}).encode()
     await send({"type": "http.response.start", "status": 400,

@@ -43,7 +43,7 @@ def test_every_wait_hears_its_result_across_killed_connections(redis_url: str) -
                                              return_exceptions=True)
                 assert all(h is True for h in heard), heard
                 seen.append((killed, sum(w.data == b"SUCCESS" for w in waits), len(keys)))
-                for key, wait in zip(keys, waits):
+                for key, wait in zip(keys, waits, strict=True):
                     feed.unwatch(key, wait)
         finally:
             await feed.aclose()
