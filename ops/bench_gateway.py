@@ -5,7 +5,10 @@
 
 (a) chat jobs/s and per-request latency through the gateway with the `openai` async client
     vs `JobQueue.achat` + `aresult` at the same concurrency, in alternating rounds (goals:
-    >= 0.95x throughput, < 5 ms added p50 latency);
+    >= 0.95x throughput, < 5 ms added p50 latency); in the same rounds, the HTTP floor:
+    the `openai` client against a uvicorn + FastAPI server that only waits as long as a
+    job takes vs that wait in-process (`ops.benchlib.http_floor`), what the client and
+    server stack alone add on this machine;
 (b) streaming: the client's time to the first content chunk vs the job's own time to first
     token (queue wait + LM Studio's time to first token, from the same request's lmq_stats),
     and vs `JobHandle.astream()`'s first text (the same fragment stream, without HTTP);
