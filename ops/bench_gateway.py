@@ -61,16 +61,35 @@ def _free_port() -> int:
 @contextmanager
 def gateway_process(redis_url: str, timeout_s: float = 60) -> Iterator[str]:
     """`lmq serve` on a free loopback port (no keys: 127.0.0.1); yields its /v1 URL."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMQ_")}
     env.update(LMQ_BROKER_URL=redis_url, LMQ_RESULT_BACKEND=redis_url)
-    proc = subprocess.Popen([LMQ, "serve", "--port", str(port)], env=env,
+    with _serving("lmq serve", [LMQ, "serve", "--port"], env, timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def floor_process(timeout_s: float = 60) -> Iterator[str]:
+    """The HTTP floor's server (`ops.benchlib.http_floor`) under uvicorn as `lmq serve` runs
+    (log level info: an access line per request) on a free loopback port; its /v1 URL."""
+    argv = [sys.executable, "-m", "uvicorn", "ops.benchlib.http_floor:app", "--host",
+            "127.0.0.1", "--log-level", "info", "--port"]
+    with _serving("the HTTP floor server", argv, {**os.environ, "PYTHONPATH": str(ROOT)},
+                  timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def _serving(name: str, argv: list[str], env: dict[str, str],
+             timeout_s: float) -> Iterator[str]:
+    """Run `argv` + a free port until its /health answers; yield its /v1 URL; stop it."""
+    port = _free_port()
+    proc = subprocess.Popen([*argv, str(port)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout_s
         while not _answers(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"lmq serve did not start (exit {proc.poll()})")
+                raise RuntimeError(f"{name} did not start (exit {proc.poll()})")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}/v1"
     finally:

@@ -9,7 +9,6 @@ from typing import Any
 
 from ops import bench_gateway
 from ops.benchlib.figure import Figure
-from ops.benchlib.http_floor import floor_process
 from ops.benchlib.stack import CHAT, stack
 from producers.local_pool import local_pool
 
@@ -21,7 +20,7 @@ def measure(jobs: int, concurrency: int, batch_lines: int, say: Any,
     with stack(timing) as parts, \
             local_pool(parts.redis_url, parts.host, [CHAT], extra_env=env) as pool, \
             bench_gateway.gateway_process(parts.redis_url) as base_url, \
-            floor_process(bench_gateway._free_port(), bench_gateway._answers) as floor_url:
+            bench_gateway.floor_process() as floor_url:
         say(f"gateway vs JobQueue: {jobs} chat jobs, concurrency {concurrency}, "
             f"{rounds} alternating rounds, with the HTTP floor")
         chat = bench_gateway.compare(pool.queue, base_url, jobs, concurrency, rounds,
@@ -30,7 +29,7 @@ def measure(jobs: int, concurrency: int, batch_lines: int, say: Any,
             + _each(chat["rounds"]["queue"]) + "; added p50 ms "
             + _each(chat["rounds"]["added_ms"]) + "; HTTP floor added p50 ms "
             + _each(chat["rounds"]["floor_added_ms"]) + ", throughput "
-            + _each(chat["rounds"]["floor_ratio"]) + "; load average "
+            + _each(chat["rounds"]["floor_ratio"], 3) + "; load average "
             + _each(chat["load"]))
         say(f"gateway streaming: {stream_requests} requests, first content vs job TTFT")
         stream = bench_gateway.streaming(base_url, pool.queue, stream_requests)
@@ -77,5 +76,5 @@ def measure(jobs: int, concurrency: int, batch_lines: int, say: Any,
     ]
 
 
-def _each(values: Any) -> str:
-    return ", ".join(f"{value:.1f}" for value in values)
+def _each(values: Any, decimals: int = 1) -> str:
+    return ", ".join(f"{value:.{decimals}f}" for value in values)
