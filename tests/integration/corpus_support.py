@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,17 @@ def lmq(*args: str, env: dict[str, str], timeout_s: float = 120.0,
 
 
 def lmq_popen(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The CLI in the background, with Ctrl-C's default meaning (tests send it SIGINT)."""
     return subprocess.Popen([*LMQ, *args], cwd=ROOT,
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """SIGINT back to its default in the child before exec. A process inherits an ignored
+    SIGINT (a shell ignores it in jobs started with `&`: CI started that way), and Python
+    then installs no KeyboardInterrupt handler: the CLI would not see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def rows(path: Path) -> list[dict[str, object]]:
