@@ -73,8 +73,7 @@ def floor_process(timeout_s: float = 60) -> Iterator[str]:
     (log level info: an access line per request) on a free loopback port; its /v1 URL."""
     argv = [sys.executable, "-m", "uvicorn", "ops.benchlib.http_floor:app", "--host",
             "127.0.0.1", "--log-level", "info", "--port"]
-    with _serving("the HTTP floor server", argv, {**os.environ, "PYTHONPATH": str(ROOT)},
-                  timeout_s) as url:
+    with _serving("the HTTP floor server", argv, dict(os.environ), timeout_s) as url:
         yield url
 
 
@@ -163,14 +162,14 @@ async def in_process_sleep(jobs: int, concurrency: int,
     return await _bounded([lambda: asyncio.sleep(delay_s)] * jobs, concurrency)
 
 
-def compare(queue: JobQueue, base_url: str, jobs: int, concurrency: int,
-            rounds: int, floor_url: str | None = None) -> dict[str, Any]:
+def compare(queue: JobQueue, base_url: str, floor_url: str, jobs: int, concurrency: int,
+            rounds: int) -> dict[str, Any]:
     """Alternating rounds, each arm going first in every other round (so a drift of the
     machine's load favours neither); the throughput ratio is the median of the rounds'
     ratios and the added p50 the median of the rounds' p50 differences, each a same-round
     comparison.
 
-    With `floor_url`, each round also measures the HTTP floor: the `openai` client against
+    Each round also measures the HTTP floor (`floor_url`): the `openai` client against
     a server that only waits as long as a job takes (the warm-up's JobQueue p50) vs the
     same wait in this process: what the client and uvicorn + FastAPI add on this machine
     before any gateway work."""
@@ -178,17 +177,15 @@ def compare(queue: JobQueue, base_url: str, jobs: int, concurrency: int,
     asyncio.run(through_gateway(base_url, texts[:concurrency * 2], concurrency))  # warm up
     _, warm = asyncio.run(through_queue(queue, texts[:concurrency * 4], concurrency))
     job_s = statistics.median(warm)
+    asyncio.run(through_floor(floor_url, concurrency * 2, concurrency, job_s))  # warm up
     rows: dict[str, list[float]] = {"gateway": [], "queue": [], "ratio": [], "added_ms": [],
-                                    "p50_gateway_ms": [], "p50_queue_ms": []}
-    if floor_url:
-        asyncio.run(through_floor(floor_url, concurrency * 2, concurrency, job_s))  # warm up
-        rows.update(floor_ratio=[], floor_added_ms=[])
+                                    "p50_gateway_ms": [], "p50_queue_ms": [],
+                                    "floor_ratio": [], "floor_added_ms": []}
     for number in range(rounds):
         arms = [("gateway", lambda: through_gateway(base_url, texts, concurrency)),
-                ("queue", lambda: through_queue(queue, texts, concurrency))]
-        if floor_url:
-            arms += [("floor", lambda: through_floor(floor_url, jobs, concurrency, job_s)),
-                     ("sleep", lambda: in_process_sleep(jobs, concurrency, job_s))]
+                ("queue", lambda: through_queue(queue, texts, concurrency)),
+                ("floor", lambda: through_floor(floor_url, jobs, concurrency, job_s)),
+                ("sleep", lambda: in_process_sleep(jobs, concurrency, job_s))]
         measured = {name: asyncio.run(run()) for name, run in
                     (arms if number % 2 == 0 else arms[::-1])}
         (gw_rate, gw_lat), (q_rate, q_lat) = measured["gateway"], measured["queue"]
@@ -199,11 +196,10 @@ def compare(queue: JobQueue, base_url: str, jobs: int, concurrency: int,
         rows["p50_gateway_ms"].append(p50_gw)
         rows["p50_queue_ms"].append(p50_q)
         rows["added_ms"].append(p50_gw - p50_q)
-        if floor_url:
-            (f_rate, f_lat), (s_rate, s_lat) = measured["floor"], measured["sleep"]
-            rows["floor_ratio"].append(f_rate / s_rate)
-            rows["floor_added_ms"].append(1000 * (statistics.median(f_lat)
-                                                  - statistics.median(s_lat)))
+        (f_rate, f_lat), (s_rate, s_lat) = measured["floor"], measured["sleep"]
+        rows["floor_ratio"].append(f_rate / s_rate)
+        rows["floor_added_ms"].append(1000 * (statistics.median(f_lat)
+                                              - statistics.median(s_lat)))
     summary: dict[str, Any] = {name: statistics.median(values)
                                for name, values in rows.items()}
     summary["rounds"] = rows
