@@ -14,6 +14,7 @@ import click
 
 from producers.cli._context import CliConfig
 from producers.cli._failure import failure_line
+from producers.cli._signals import Terminated, sigterm_interrupts
 
 # Modules that define click commands on `main`; each adds itself with @main.command().
 COMMAND_MODULES: tuple[str, ...] = (
@@ -32,13 +33,18 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 class LmqGroup(click.Group):
-    """Turns every failure (bad job, unknown model, Redis down, a bug, ...) into one line."""
+    """Turns every failure (bad job, unknown model, Redis down, a bug, ...) into one line;
+    SIGTERM ends a command as Ctrl-C does, with its cleanup (`_signals`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigterm_interrupts():
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except Terminated:
+            click.echo("terminated", err=True)
+            raise click.exceptions.Exit(Terminated.exit_code) from None
         except Exception as exc:  # noqa: BLE001 - a bug too is one line (and a traceback file)
             raise click.ClickException(failure_line(exc)) from None
 

@@ -11,6 +11,7 @@ import click
 
 from producers.cli import main
 from producers.cli._context import cli_settings, echo_json
+from producers.cli._signals import Terminated
 from workers.celery_config import PRIORITIES
 
 
@@ -63,10 +64,11 @@ def embed_corpus_command(paths: tuple[str, ...], model: str, out: Path, fmt: str
     try:
         summary = embed_corpus(list(paths), model=model, out=out, settings=cli_settings(),
                                fmt=fmt, overlap_tokens=overlap, **options)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished chunks are kept; run the same command with "
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (systemd, docker stop)
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        click.echo(f"\n{how}: finished chunks are kept; run the same command with "
                    "--resume to continue", err=True)
-        sys.exit(130)
+        sys.exit(stop.exit_code if isinstance(stop, Terminated) else 130)
     except (StateExistsError, StateMismatchError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -96,7 +96,8 @@ def test_jsonl_output_and_unicode_offsets(embed_worker, lmq_env, tmp_path):  # t
     assert abs(np.linalg.norm(lines[0]["vector"]) - 1.0) < 1e-3
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM],
+                         ids=["sigkill", "sigint", "sigterm"])
 def test_interrupted_run_resumes_to_the_same_output(
         embed_worker, lmq_env, tmp_path, sig):  # type: ignore[no-untyped-def]
     corpus = make_corpus(tmp_path, long_paragraphs=150)
@@ -114,6 +115,9 @@ def test_interrupted_run_resumes_to_the_same_output(
     assert run.returncode != 0 and not out.exists()
     if sig == signal.SIGINT:
         assert run.returncode == 130 and "--resume" in stderr
+    if sig == signal.SIGTERM:  # systemd, docker stop: the same cleanup as Ctrl-C
+        assert run.returncode == 143 and "terminated" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
     finished_before = len(list(parts.glob("*.arrow")))
 
     refused = lmq(*embed_args(corpus, out, *small_jobs), env=lmq_env, check=False)
