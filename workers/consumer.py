@@ -1,4 +1,5 @@
-"""The worker's consumer: Celery's, with a Gossip step that survives losing Redis (issue 23).
+"""The worker's consumer: Celery's, with task events sent in batches (`workers.task_events`)
+and a Gossip step that survives losing Redis (issue 23).
 
 When the broker connection drops, Celery's consumer closes it and sets `c.connection =
 None` (`Consumer.on_connection_error_after_connected`), then restarts its bootsteps. Gossip,
@@ -21,6 +22,9 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.gossip import Gossip as CeleryGossip
+from kombu.common import ignore_errors
+
+from workers.task_events import EventFlusher
 
 log = logging.getLogger("workers.consumer")
 
@@ -61,10 +65,26 @@ def _unreachable(connection: Any, channel: Any, call: Any) -> BaseException | No
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # celery is untyped
-    """Celery's consumer with `Gossip` above in place of Celery's (`worker_consumer`)."""
+    """Celery's consumer with `Gossip` above in place of Celery's, and task events flushed
+    in batches (`worker_consumer`)."""
 
     class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc]
         default_steps = [
             f"{__name__}:Gossip" if step == _CELERY_GOSSIP else step
             for step in CeleryConsumer.Blueprint.default_steps
         ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._event_flusher = EventFlusher(self.hub, self._flush_events) if self.hub else None
+
+    def on_send_event_buffered(self) -> None:
+        if self._event_flusher is not None:
+            self._event_flusher.on_buffered()
+
+    def shutdown(self) -> None:
+        """Send what is still buffered (a batch waits up to `FLUSH_INTERVAL_S`) before the
+        Events step closes the dispatcher."""
+        if self.event_dispatcher:
+            ignore_errors(self, self.event_dispatcher.flush)
+        super().shutdown()
