@@ -163,17 +163,29 @@ class Recorder:
         One round trip (`FINISH_SCRIPT`): with `stopped`, the job also leaves the running
         hash; `outcome` None only does that.
         """
+        counted = self.finish_script()(*self.finish_call(model, job_id, outcome, result,
+                                                         stopped=stopped))
+        return bool(counted)
+
+    def finish_script(self) -> Any:
+        """`FINISH_SCRIPT`, registered with this recorder's client."""
+        if self._finish is None:
+            self._finish = self.client.register_script(FINISH_SCRIPT)
+        return self._finish
+
+    @staticmethod
+    def finish_call(model: str, job_id: str, outcome: str | None,
+                    result: Mapping[str, Any] | None = None, *, stopped: bool = False
+                    ) -> tuple[list[str], list[str | float]]:
+        """KEYS and ARGV of `FINISH_SCRIPT` for `finished` (also sent along with a job's
+        final state: `workers.delivery.job_finish`)."""
         increments: list[str | float] = [] if outcome is None else ["i", outcome, 1]
         if outcome == "succeeded":  # histograms describe completed jobs only
             increments += _increments(result)
-        if self._finish is None:
-            self._finish = self.client.register_script(FINISH_SCRIPT)
-        counted = self._finish(
-            keys=[running_key(model), counted_key(job_id), keys.metrics(model), MODELS_KEY,
-                  finished_key(model)],
-            args=["1" if stopped else "0", job_id, outcome or "", COUNTED_TTL_S, model,
-                  *increments])
-        return bool(counted)
+        return ([running_key(model), counted_key(job_id), keys.metrics(model), MODELS_KEY,
+                 finished_key(model)],
+                ["1" if stopped else "0", job_id, outcome or "", COUNTED_TTL_S, model,
+                 *increments])
 
     def forget_worker(self, model: str, worker: str) -> None:
         """Drop the running entries of a worker that shuts down."""
@@ -296,6 +308,45 @@ def running_entry(task: Any, task_id: str, args: Any) -> list[str]:
     return [running_key(model), MODELS_KEY, model, task_id, task.request.hostname or "?"]
 
 
+class FinishRider:
+    """A job's outcome, counted in the round trip that stores its final state
+    (`workers.delivery.job_finish`); `on_postrun` then skips the job."""
+
+    def __init__(self, model: str, job_id: str) -> None:
+        self.model = model
+        self.job_id = job_id
+
+    def add(self, batch: Any, state: str, result: Any) -> None:
+        outcome, counted = outcome_of(state, result)
+        recorder = _get_recorder()
+        batch.script(recorder.finish_script(),
+                     *recorder.finish_call(self.model, self.job_id, outcome, counted,
+                                           stopped=True))
+        with _lock:
+            _rode_with_state.add(self.job_id)
+
+    def send_alone(self, state: str | None) -> None:
+        """Nothing here: `on_postrun` counts a job whose outcome did not ride."""
+
+
+_rode_with_state: set[str] = set()
+
+
+def _rode(job_id: str) -> bool:
+    """True (once) if the job's outcome was counted with its final state."""
+    with _lock:
+        if job_id in _rode_with_state:
+            _rode_with_state.discard(job_id)
+            return True
+    return False
+
+
+def finish_rider(task_id: str, task: Any, args: Any) -> FinishRider | None:
+    """The rider counting this job's outcome, for a job with a model."""
+    model = job_model(args, task.request)
+    return FinishRider(model, task_id) if model else None
+
+
 @_safely
 def on_prerun(task_id: str, task: Any, args: Any = None, **_: Any) -> None:
     if started_elsewhere(task):
@@ -315,7 +366,7 @@ def on_postrun(
     **_: Any,
 ) -> None:
     model = job_model(args, task.request)
-    if not model:
+    if not model or _rode(task_id):
         return
     if state == "IGNORED":  # the task stored its own end state (e.g. REVOKED): read it
         meta = task.backend.get_task_meta(task_id, cache=False)

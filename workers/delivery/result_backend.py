@@ -14,6 +14,9 @@ job cancelled while it ran stores its REVOKED with the partial result over a REV
 stored for it before). Other states (STARTED, PROGRESS, FAILURE, RETRY) are overwritten
 as Celery does.
 
+The writes that end a job (its stream's end, its metrics) ride in the final state's round
+trip (`workers.delivery.job_finish`).
+
 Selected by `workers.celery` for redis:// and rediss:// result backends (the worker,
 Flower and `celery -A workers ...`); producers build their own app with Celery's backend.
 """
@@ -25,6 +28,8 @@ from typing import Any
 from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
+
+from workers.delivery import job_finish
 
 # KEYS: the result key. ARGV: the encoded meta, its expiry in seconds (0: none), its state.
 STORE_SCRIPT = """
@@ -69,14 +74,21 @@ class StateScriptBackend(RedisBackend):  # type: ignore[misc]  # celery is untyp
             raise BackendStoreError("value too large for Redis backend", state=state,
                                     task_id=task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
+        riders = (job_finish.take(meta["task_id"])
+                  if state in states.READY_STATES and job_finish.shares_result_redis() else [])
         self.ensure(self._run_store, (self.get_key_for_task(task_id), value,
-                                      int(expires or 0), state))
+                                      int(expires or 0), state, riders, result))
         return result
 
-    def _run_store(self, key: Any, value: Any, expires_s: int, state: str) -> Any:
+    def _run_store(self, key: Any, value: Any, expires_s: int, state: str,
+                   riders: list[job_finish.Rider], result: Any) -> Any:
         if self._store_script is None:
             self._store_script = self.client.register_script(STORE_SCRIPT)
-        return self._store_script(keys=[key], args=[value, expires_s, state])
+        store = (self._store_script, [key], [value, expires_s, state])
+        if not riders:
+            return self._store_script(keys=store[1], args=store[2])
+        sending, riders[:] = list(riders), []  # a retry after a lost connection: state only
+        return job_finish.send(self.client, store, sending, state, result)
 
 
 def backend_class(result_backend: str | None) -> type | None:

@@ -19,7 +19,8 @@ End states:
   reason in its `JobCancelledError`.
 * FAILURE: any other error (bad job, LM Studio error); never retried by Celery. Bad jobs
   fail before anything reaches a prediction.
-The fragment stream always gets its `{"end": state}` entry.
+The fragment stream always gets its `{"end": state}` entry; a job that returns a result
+sends it in the round trip that stores its final state (`workers.delivery.job_finish`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 
 from workers.contract import RESULT_FOR_KIND
+from workers.delivery import job_finish
 from workers.delivery.result_store import next_attempt, take_attempt, take_revoked, take_stored
 from workers.error import InvalidJobError, JobCancelledError, JobExpiredError, LMStudioLostError
 from workers.jobs.context import JobContext
@@ -130,7 +132,7 @@ def _run(task: Any, ctx: JobContext, job: Any,
     checked = RESULT_FOR_KIND[result["kind"]].model_validate(result).model_dump(mode="json")
     if _was_revoked(ctx):
         _revoked(task, ctx, checked)
-    ctx.progress.stream.end(states.SUCCESS)
+    job_finish.ride(ctx.job_id, job_finish.StreamEnd(ctx.progress.stream))  # with the result
     return checked
 
 

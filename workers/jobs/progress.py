@@ -71,9 +71,7 @@ class FragmentStream:
             self._buffer.append(text)
 
     def flush(self, *extra: dict[str, str]) -> None:
-        with self._lock:
-            entries = [{"t": "".join(self._buffer)}] if self._buffer else []
-            self._buffer = []
+        entries = self._take_buffer()
         entries.extend(extra)
         if entries:
             self._write(entries)
@@ -86,15 +84,30 @@ class FragmentStream:
     def end(self, state: str) -> None:
         self.flush({"end": state})
 
+    def end_into(self, pipe: Any, state: str) -> None:
+        """Queue what `end(state)` writes on `pipe`, another client's pipeline to the same
+        Redis (the job's final state goes with it: `workers.delivery.job_finish`)."""
+        if not self._broken:
+            self._queue(pipe, self._take_buffer() + [{"end": state}])
+
+    def _take_buffer(self) -> list[dict[str, str]]:
+        with self._lock:
+            entries = [{"t": "".join(self._buffer)}] if self._buffer else []
+            self._buffer = []
+        return entries
+
+    def _queue(self, pipe: Any, entries: list[dict[str, str]]) -> None:
+        for entry in entries:
+            pipe.xadd(self._key, entry)
+        pipe.expire(self._key, STREAM_TTL_S)
+
     def _write(self, entries: list[dict[str, str]]) -> None:
         if self._broken:
             return
         assert self._client is not None
         try:
             pipe = self._client.pipeline(transaction=False)
-            for entry in entries:
-                pipe.xadd(self._key, entry)  # type: ignore[arg-type]
-            pipe.expire(self._key, STREAM_TTL_S)
+            self._queue(pipe, entries)
             pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._broken = True
