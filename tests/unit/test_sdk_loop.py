@@ -28,20 +28,6 @@ def test_coroutines_run_on_the_loop_thread_not_the_caller(sdk_loop: SdkLoop) -> 
     assert not sdk_loop.in_loop()
 
 
-def test_the_loop_thread_declares_asyncio_to_anyio_and_only_there(sdk_loop: SdkLoop) -> None:
-    """anyio (under the SDK's websocket) asks sniffio which library runs at every receive;
-    the loop's thread answers without sniffing. The callers' threads are untouched."""
-    import anyio
-    import sniffio
-
-    async def library() -> str:
-        await anyio.sleep(0)  # anyio works on the loop as before
-        return str(sniffio.thread_local.name)
-
-    assert sdk_loop.run(library()) == "asyncio"
-    assert sniffio.thread_local.name is None
-
-
 def test_messages_keep_the_wait_alive_and_silence_ends_it(sdk_loop: SdkLoop) -> None:
     """Talking every 0.2 s for 1.5 s outlives a 0.6 s timeout (between messages, like the
     sync SDK's); then 0.6 s of silence ends it as LMStudioUnavailableError."""

@@ -20,8 +20,6 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import sniffio
-
 T = TypeVar("T")
 
 _STOP_TIMEOUT_S = 5.0
@@ -40,10 +38,6 @@ class SdkLoop:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        # This thread only ever runs asyncio: say so, as sniffio lets an event loop's thread
-        # do. anyio (under the SDK's websocket, httpx-ws) asks which library runs several
-        # times per message, and sniffio otherwise finds out by calling asyncio.current_task().
-        sniffio.thread_local.name = "asyncio"
         self.loop.call_soon(started.set)
         self.loop.run_forever()
 
