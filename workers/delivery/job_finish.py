@@ -30,14 +30,13 @@ from celery import signals
 from redis.exceptions import NoScriptError
 
 from workers.contract import TASK_NAMES
+from workers.delivery import result_store
 
 log = logging.getLogger(__name__)
 
 _local = threading.local()
 # Set by `connect`: (job id, task, args) -> a rider each job gets when it starts, or None.
 _rider_makers: list[Callable[[str, Any, Any], Rider | None]] = []
-
-
 # Scripts this process loaded into Redis: a script's first EVALSHA in a pipeline would
 # fail NOSCRIPT, and its resend would land after the writes queued behind it.
 _loaded: set[str] = set()
@@ -86,14 +85,6 @@ def take(job_id: str) -> list[Rider]:
     return riders.pop(job_id, [])
 
 
-def shares_result_redis() -> bool:
-    """True when our keys live in the result backend's Redis (riders can go with it)."""
-    from workers.settings import get_settings
-
-    settings = get_settings()
-    return settings.store_url == settings.backend_url
-
-
 def send(client: redis.Redis, store: Any, riders: list[Rider], state: str,
          result: Any) -> Any:
     """Run `store` (script, keys, args: the final state's write) with the riders after it,
@@ -132,7 +123,7 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None,
                **_: Any) -> None:
     if task is None or task_id is None or task.name not in TASK_NAMES:
         return
-    if shares_result_redis():
+    if result_store.shares_result_redis():
         for make in _rider_makers:
             rider = make(task_id, task, args)
             if rider is not None:

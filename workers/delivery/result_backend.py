@@ -29,7 +29,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 
-from workers.delivery import job_finish
+from workers.delivery import job_finish, result_store
 
 # KEYS: the result key. ARGV: the encoded meta, its expiry in seconds (0: none), its state.
 STORE_SCRIPT = """
@@ -75,7 +75,7 @@ class StateScriptBackend(RedisBackend):  # type: ignore[misc]  # celery is untyp
                                     task_id=task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
         riders = (job_finish.take(meta["task_id"])
-                  if state in states.READY_STATES and job_finish.shares_result_redis() else [])
+                  if state in states.READY_STATES and result_store.shares_result_redis() else [])
         self.ensure(self._run_store, (self.get_key_for_task(task_id), value,
                                       int(expires or 0), state, riders, result))
         return result

@@ -161,12 +161,14 @@ def _running_entry(task: Any, task_id: str, args: Any) -> list[str]:
     entry together; a killed worker's running entries are dropped when a worker with its
     hostname starts again, as before. A job that does not run (result stored, revoked)
     gets no running entry: its `task_postrun` HDEL finds nothing, as it may anyway."""
-    if _running_entry_of is None or not _same_redis():
+    if _running_entry_of is None or not shares_result_redis():
         return []
     return _running_entry_of(task, task_id, args)
 
 
-def _same_redis() -> bool:
+def shares_result_redis() -> bool:
+    """True when our keys live in the result backend's Redis (LMQ_REDIS_URL unset or
+    equal): writes to both can share a round trip."""
     from workers.settings import get_settings
 
     settings = get_settings()
@@ -177,7 +179,7 @@ def started_with_running(task: Any) -> bool:
     """True for a task whose running entry the start script writes (`_running_entry`)."""
     return (_running_entry_of is not None and task.name in TASK_NAMES
             and hasattr(task.backend, "client")
-            and hasattr(task.backend, "get_key_for_task") and _same_redis())
+            and hasattr(task.backend, "get_key_for_task") and shares_result_redis())
 
 
 def _start_in_redis(task: Any, task_id: str, args: Any = None) -> None:
