@@ -51,3 +51,14 @@ def test_messages_keep_the_wait_alive_and_silence_ends_it(sdk_loop: SdkLoop) -> 
 def test_stop_ends_the_thread(sdk_loop: SdkLoop) -> None:
     sdk_loop.stop()
     assert not sdk_loop._thread.is_alive()
+
+
+def test_the_loop_is_uvloops_where_it_is_installed(sdk_loop: SdkLoop) -> None:
+    """The SDK's messages are read on libuv's loop (less CPU per message), asyncio's where
+    uvloop is missing (Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        assert type(sdk_loop.loop).__module__.startswith("asyncio")
+    else:
+        assert isinstance(sdk_loop.loop, uvloop.Loop)
