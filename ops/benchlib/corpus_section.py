@@ -16,7 +16,7 @@ pool switched between them at run time:
 Then, with the local models installed, the same comparison on a real embedding model
 (`ops/bench_corpus_real.py`: multilingual-e5-small on the simulator's real engine, Celery's
 docs as the corpus, 512-token chunks; `REAL_ENGINE_MB` of it in both modes: this CPU embeds
-~1.5 such chunks/s, so the 1 MB that `--full` used to take ran ~20 min per side and round).
+~1.4 such chunks/s, so the 1 MB that `--full` used to take ran ~20 min per side and round).
 
 Then the issue's other two goals, measured by the same `ops/bench_corpus.py` code (no peer:
 their ratio is to the goal): a `batch_lines` OpenAI batch file validated, recorded and
@@ -39,7 +39,7 @@ from workers.settings import Settings
 
 THREADS = [4, 8, 16]
 ROUNDS = 3
-REAL_ENGINE_MB = 0.05  # ~90 chunks: ~1 min per side and round on e5-small here
+REAL_ENGINE_MB = 0.05  # 41 chunks: ~30 s per side and round on e5-small here
 BATCH_GOAL_S = 10.0  # a 10,000-line batch file validated and enqueued
 MEMORY_GOAL_MB = 500.0  # peak producer RSS embedding a 1 GB corpus
 PROFILES = ("lmstudio", "stress")
