@@ -9,6 +9,7 @@ import redis
 from celery.result import AsyncResult
 
 from tests.integration.test_worker_support import (
+    EMBED,
     LLM,
     client_app,
     fragment_entries,
@@ -19,7 +20,13 @@ from tests.integration.test_worker_support import (
 )
 from tests.support.services import ping_worker
 from tests.support.wait import wait_until
-from workers.contract import ChatJob, ChatResult, CompletionJob
+from workers.contract import (
+    ChatJob,
+    ChatResult,
+    CompletionJob,
+    EmbeddingJob,
+    EmbeddingResult,
+)
 from workers.error import ContextOverflowError, InvalidJobError, LMStudioUnavailableError
 from workers.lifecycle import EXIT_CONFIG
 
@@ -74,6 +81,27 @@ def test_dropped_connection_mid_job_reconnects_and_completes(
     # The worker keeps serving on the reconnected socket.
     again = send(app, CompletionJob(model=LLM, prompt="and again", config={"max_tokens": 5}))
     assert again.get(timeout=30)["stats"]["predicted_tokens_count"] == 5
+
+
+def test_embedding_job_outlives_lm_studio_restarting_mid_job(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    """The texts run on the SDK loop; those left when the socket dropped go through the
+    calls that reconnect and retry: every text embedded once in the result, in order."""
+    env = {**lmq_env, "LMQ_JOB_RETRY_BACKOFF_S": "0.3", "LMQ_JOB_MAX_RETRIES": "4"}
+    worker = worker_factory(EMBED, env)
+    simulator.admin.set_faults(delay_s=0.05, delay_endpoints=["embedString"])
+    texts = [f"passage {i} about queues and workers" for i in range(60)]
+    app = client_app(redis_url)
+    handle = send(app, EmbeddingJob(model=EMBED, texts=texts))
+    wait_until(lambda: len(rpc_calls(simulator, "embedString")) >= 10, timeout=60,
+               message="some texts embedded before the restart")
+    simulator.admin.restart(down_s=0.5)  # closes every socket mid-job
+    result = EmbeddingResult.model_validate(handle.get(timeout=120))
+    assert result.completed == 60 and not result.cancelled
+    assert "reconnected to LM Studio" in worker.log_tail(300)
+    again = EmbeddingResult.model_validate(
+        send(app, EmbeddingJob(model=EMBED, texts=texts)).get(timeout=60))
+    assert result.vectors == again.vectors  # each text's own vector, in its place
 
 
 def test_retries_are_bounded_then_the_job_fails_unavailable(

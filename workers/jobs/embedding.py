@@ -2,9 +2,11 @@
 
 The SDK's `embed(list)` sends one RPC per string, one after another. Here up to
 `LMQ_EMBED_CONCURRENCY` texts are in flight at once (count tokens, check the context length,
-embed), submitted in order. A cancel stops submitting; texts already in flight finish, so
-what is kept is exactly the first `completed` texts (a partial EmbeddingResult with
-`cancelled=True`).
+embed), submitted in order, all on the worker's SDK loop (`workers.lmstudio.loop`): the job
+thread hands the whole job over and waits, reporting progress. A cancel stops submitting;
+texts already in flight finish, so what is kept is exactly the first `completed` texts (a
+partial EmbeddingResult with `cancelled=True`). When LM Studio goes away mid-job, the texts
+left run from threads whose calls reconnect and retry (`workers.jobs.context.with_retries`).
 
 Token counts. By default (`exact_token_counts=True`) LM Studio counts every text (one more
 RPC per text) and a text over the context fails with ContextOverflowError. "Over" leaves room
@@ -27,8 +29,9 @@ largest CPU cost of an embedding worker).
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import itertools
+import concurrent.futures
 import sys
 import threading
 from array import array
@@ -36,7 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from workers.contract import EMBEDDING_SPECIAL_TOKENS, EmbeddingJob
-from workers.error import ContextOverflowError, InvalidJobError
+from workers.error import ContextOverflowError, InvalidJobError, LMStudioUnavailableError
 from workers.jobs.context import JobContext, with_retries
 from workers.jobs.prompt_bound import text_bound
 
@@ -65,19 +68,61 @@ def run_embedding(ctx: JobContext, job: EmbeddingJob) -> dict[str, Any]:
 
 
 def _embed_all(ctx: JobContext, job: EmbeddingJob, done: list[Item | None]) -> None:
-    """`width` threads each take the next text, in order, until none is left, the job is
-    cancelled or a text failed; what a thread took, it finishes (so `done` fills a prefix).
-    (Threads that take their own next text rather than an executor's future per text: the
-    worker's CPU per text fell from 0.79-0.84 ms to 0.69-0.74 ms against the simulator.)"""
-    texts = job.texts
-    width = max(1, min(ctx.settings.embed_concurrency, len(texts)))
-    taken = itertools.count()  # next() on it is atomic: each index goes to one thread
+    """The texts on the SDK loop, `width` at a time: the job thread crosses to the loop once
+    per job, not once or twice per text (a count and an embed), as the SDK's sync client and
+    this worker's earlier threads did. If LM Studio went away meanwhile, the texts left go
+    through `_embed_in_threads`, whose calls reconnect and retry (`with_retries`)."""
+    width = max(1, min(ctx.settings.embed_concurrency, len(job.texts)))
+    future = ctx.session.loop.submit(_embed_on_loop(ctx, job, done, width))
+    while True:
+        try:
+            failure = future.result(ctx.settings.cancel_poll_s)
+            break
+        except concurrent.futures.TimeoutError:
+            ctx.progress.items(sum(item is not None for item in done), len(done))
+    if isinstance(failure, LMStudioUnavailableError):
+        _embed_in_threads(ctx, job, done, width)
+    elif failure is not None:
+        raise failure
+
+
+async def _embed_on_loop(ctx: JobContext, job: EmbeddingJob, done: list[Item | None],
+                         width: int) -> Exception | None:
+    """`width` lanes each take the next text, in order, until none is left, the job is
+    cancelled or a text failed; what a lane took, it finishes (so `done` fills a prefix).
+    The first failure is returned, not raised: the job thread decides what it means."""
+    order = iter(range(len(job.texts)))
+    failed: list[Exception] = []
+
+    async def lane() -> None:
+        while not failed and not ctx.token.is_requested():
+            index = next(order, None)
+            if index is None:
+                return
+            try:
+                text = job.texts[index]
+                known = _known_tokens(ctx, job, index)
+                tokens, counted = known or (
+                    _checked(ctx, index, await ctx.session.acount_tokens(text)), True)
+                done[index] = _item(job, await ctx.session.aembed(text), tokens, counted)
+            except Exception as exc:  # noqa: BLE001 - handed to the job thread
+                failed.append(exc)
+
+    await asyncio.gather(*(lane() for _ in range(width)))
+    return failed[0] if failed else None
+
+
+def _embed_in_threads(ctx: JobContext, job: EmbeddingJob, done: list[Item | None],
+                      width: int) -> None:
+    """The texts not done yet, `width` threads each taking the next one in order, every
+    call reconnecting and retrying when LM Studio is unavailable (`with_retries`)."""
+    taken = iter([index for index, item in enumerate(done) if item is None])
     failed: list[BaseException] = []
 
     def embed_in_order() -> None:
         while not failed and not ctx.token.is_requested():
-            index = next(taken)
-            if index >= len(texts):
+            index = next(taken, None)  # a list iterator's next is atomic: one thread each
+            if index is None:
                 return
             try:
                 done[index] = _embed_one(ctx, job, index)
@@ -91,7 +136,7 @@ def _embed_all(ctx: JobContext, job: EmbeddingJob, done: list[Item | None]) -> N
     for thread in threads:
         while thread.is_alive():
             thread.join(ctx.settings.cancel_poll_s)
-            ctx.progress.items(sum(item is not None for item in done), len(texts))
+            ctx.progress.items(sum(item is not None for item in done), len(done))
     if failed:
         raise failed[0]
 
@@ -100,13 +145,16 @@ def _embed_one(ctx: JobContext, job: EmbeddingJob, index: int) -> Item:
     text = job.texts[index]
 
     def attempt() -> Item:
-        given = job.token_counts[index] if job.token_counts else None
-        tokens, counted = _tokens(ctx, index, text, job.exact_token_counts, given)
-        vector = ctx.session.embed(text)
-        return (float32_base64(vector) if job.encoding_format == "base64" else vector,
-                tokens, counted)
+        tokens, counted = _known_tokens(ctx, job, index) or (
+            _checked(ctx, index, ctx.session.count_tokens(text)), True)
+        return _item(job, ctx.session.embed(text), tokens, counted)
 
     return with_retries(ctx, attempt)
+
+
+def _item(job: EmbeddingJob, vector: list[float], tokens: int, counted: bool) -> Item:
+    return (float32_base64(vector) if job.encoding_format == "base64" else vector,
+            tokens, counted)
 
 
 def float32_base64(vector: Sequence[float]) -> str:
@@ -121,24 +169,36 @@ def _dimension(vector: list[float] | str) -> int:
     return len(base64.b64decode(vector)) // 4 if isinstance(vector, str) else len(vector)
 
 
-def _tokens(ctx: JobContext, index: int, text: str, exact: bool,
-            given: int | None = None) -> tuple[int, bool]:
-    """(tokens, exact?): the job's exact count if it has one, else the local bound when
-    allowed and within the context, else counted."""
-    assert ctx.session.model is not None
-    context = ctx.session.model.context_length
-    room = context - EMBEDDING_SPECIAL_TOKENS  # the engine's start/end tokens: see contract
-    bound = None if exact or given is not None else text_bound(ctx.session.overhead, text)
-    if bound is not None and bound <= room:
-        return bound, False
-    tokens = ctx.session.count_tokens(text) if given is None else given
-    if tokens > room:  # LM Studio would embed it cut to the context, silently: refuse it
+def _known_tokens(ctx: JobContext, job: EmbeddingJob, index: int) -> tuple[int, bool] | None:
+    """(tokens, exact?) of texts[index] without asking LM Studio: the job's exact count,
+    else the local bound when allowed and within the context; None: LM Studio counts it."""
+    given = job.token_counts[index] if job.token_counts else None
+    if given is not None:
+        return _checked(ctx, index, given), True
+    if job.exact_token_counts:
+        return None
+    bound = text_bound(ctx.session.overhead, job.texts[index])
+    return (bound, False) if bound is not None and bound <= _room(ctx) else None
+
+
+def _checked(ctx: JobContext, index: int, tokens: int) -> int:
+    """An exact count, refused when over the context (LM Studio would embed the text cut
+    to the context, silently)."""
+    if tokens > _room(ctx):
+        assert ctx.session.model is not None
         raise ContextOverflowError(
-            f"texts[{index}] has {tokens} tokens, over the context length {context} of "
-            f"{ctx.session.model.key} once the model adds its {EMBEDDING_SPECIAL_TOKENS} "
-            f"special tokens (LM Studio would embed it truncated): split it"
+            f"texts[{index}] has {tokens} tokens, over the context length "
+            f"{ctx.session.model.context_length} of {ctx.session.model.key} once the model "
+            f"adds its {EMBEDDING_SPECIAL_TOKENS} special tokens (LM Studio would embed it "
+            f"truncated): split it"
         )
-    return tokens, True
+    return tokens
+
+
+def _room(ctx: JobContext) -> int:
+    """Tokens a text may have: the context less the engine's start/end tokens (contract)."""
+    assert ctx.session.model is not None
+    return ctx.session.model.context_length - EMBEDDING_SPECIAL_TOKENS
 
 
 def _check_job(ctx: JobContext, job: EmbeddingJob) -> None:

@@ -122,14 +122,14 @@ class Session:
     def call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run the SDK coroutine `make()` on the loop, waiting at most `timeout_s` for
         LM Studio; SDK errors mapped (from a job thread: one hop there and back)."""
-        timeout_s = self.timeout_s
+        return self.loop.run(self.on_loop(what, make))
 
-        async def bounded() -> T:
-            async with quiet_timeout(timeout_s):
-                return await make()
-
+    async def on_loop(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        """`call` for code already on the loop: `make()` awaited, at most `timeout_s`
+        without a message from LM Studio, SDK errors mapped."""
         with sdk_errors(what):
-            return self.loop.run(bounded())
+            async with quiet_timeout(self.timeout_s):
+                return await make()
 
     def downloaded(self) -> list[DownloadedModel]:
         listing = self.call("list downloaded models", lambda: self._client.list_downloaded_models())
@@ -315,6 +315,16 @@ class Session:
     def embed(self, text: str) -> list[float]:
         handle = self.handle
         return list(self.call("embed", lambda: handle.embed(text)))
+
+    async def aembed(self, text: str) -> list[float]:
+        """`embed` on the loop (`workers.jobs.embedding` runs a job's texts there)."""
+        handle = self.handle
+        return list(await self.on_loop("embed", lambda: handle.embed(text)))
+
+    async def acount_tokens(self, text: str) -> int:
+        """`count_tokens` on the loop."""
+        handle = self.handle
+        return int(await self.on_loop("count tokens", lambda: handle.count_tokens(text)))
 
     # --- recovery -----------------------------------------------------------------------
 
