@@ -35,7 +35,14 @@ from kombu import Queue
 from workers import metrics
 from workers.celery_config import celery_config
 from workers.contract import queue_name
-from workers.delivery import job_finish, redelivery, result_backend, result_store, revoke_store
+from workers.delivery import (
+    finish_ack,
+    job_finish,
+    redelivery,
+    result_backend,
+    result_store,
+    revoke_store,
+)
 from workers.flower import config as flower_config
 from workers.settings import Settings, get_settings
 
@@ -79,8 +86,9 @@ def create_app(settings: Settings | None = None) -> Celery:
                          dispatch_uid="lmq-revoke-store")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")
-    # A job's metrics and stream end ride in the round trip of its final state.
-    job_finish.connect(metrics.finish_rider)
+    # A job's metrics, stream end and (on success) broker ack ride in the round trip of
+    # its final state.
+    job_finish.connect(metrics.finish_rider, finish_ack.rider)
     metrics.connect(started_by=result_store.started_with_running)
     flower_config.install_if_flower(celery_app)
     return celery_app

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -90,3 +93,63 @@ def test_with_our_keys_in_another_redis_each_write_goes_on_its_own(
                timeout=10, message="the job counted in LMQ_REDIS_URL")
     assert not redis.Redis.from_url(lmq_env["LMQ_BROKER_URL"]).exists(
         keys.fragment_stream(handle.id))
+
+
+def _monitored(client: redis.Redis, run: Callable[[], None]) -> list[dict[str, Any]]:
+    """Redis's MONITOR feed while `run()` runs."""
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        with client.monitor() as monitor:
+            for command in monitor.listen():
+                seen.append(command)
+                if done.is_set() and command["command"] == "PING":
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)  # MONITOR on before the jobs
+    run()
+    done.set()
+
+    def stopped() -> bool:
+        client.ping()  # the listener stops at a PING once `done`
+        return not listener.is_alive()
+
+    wait_until(stopped, timeout=10, message="the monitor to stop")
+    return seen
+
+
+def test_a_job_that_succeeded_is_acknowledged_in_the_round_trip_of_its_result(
+        lmq_env, simulator, worker_factory):  # type: ignore[no-untyped-def]
+    worker_factory(MODEL, lmq_env)
+    queue = job_queue(lmq_env)
+    queue.chat(MODEL, "warm up", config={"max_tokens": 8}).result(timeout=60)
+    client = redis.Redis.from_url(lmq_env["LMQ_BROKER_URL"])
+
+    def run() -> None:
+        for i in range(5):
+            queue.chat(MODEL, f"ack {i}", config={"max_tokens": 8}).result(timeout=60)
+
+    seen = _monitored(client, run)
+    storing = {c["client_port"] for c in seen
+               if c["command"].startswith("EVALSHA") and "celery-task-meta-" in c["command"]}
+    acks = [c for c in seen if c["command"].startswith("HDEL unacked ")]
+    assert len(acks) == 5, [c["command"] for c in acks]  # once each: Celery's ack wrote none
+    assert {c["client_port"] for c in acks} <= storing  # from the result's own connection
+    assert client.hlen("unacked") == 0 and client.zcard("unacked_index") == 0
+
+
+def test_with_the_results_in_another_redis_celery_acknowledges_as_before(
+        lmq_env, redis_url, simulator, worker_factory):  # type: ignore[no-untyped-def]
+    results = redis_url.rsplit("/", 1)[0] + "/6"
+    redis.Redis.from_url(results).flushdb()
+    env = {**lmq_env, "LMQ_RESULT_BACKEND": results}
+    worker_factory(MODEL, env)
+    queue = job_queue(env)
+    for i in range(3):
+        assert queue.chat(MODEL, f"elsewhere {i}", config={"max_tokens": 8}).result(timeout=60)
+    broker = redis.Redis.from_url(lmq_env["LMQ_BROKER_URL"])
+    wait_until(lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0,
+               timeout=10, message="every job acknowledged in the broker")

@@ -64,7 +64,7 @@ from workers.celery_config import (
     TENANT_SEP,
     message_tenant,
 )
-from workers.delivery import redelivery, tenant_turns
+from workers.delivery import finish_ack, redelivery, tenant_turns
 from workers.delivery.dead_letter import DeadLetterChannel
 from workers.delivery.tenant_purge import TenantPurgeChannel
 
@@ -136,6 +136,14 @@ class HeldQoS(kombu_redis.QoS):
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
         current.note(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        """kombu's ack; only its local part for a job acknowledged with its result
+        (`workers.delivery.finish_ack`)."""
+        if finish_ack.acked(delivery_tag):
+            virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         """kombu's sweep of `unacked` past the visibility timeout, without the tags workers

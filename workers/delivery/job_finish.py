@@ -49,6 +49,11 @@ class FinishBatch:
     def __init__(self, client: redis.Redis) -> None:
         self.pipe = client.pipeline(transaction=False)
         self._scripts: list[tuple[int, Any, list[Any], list[Any]]] = []
+        self.done: list[Callable[[], None]] = []
+
+    def after(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the batch went through (not if it was lost)."""
+        self.done.append(callback)
 
     def script(self, script: Any, keys: list[Any], args: list[Any]) -> None:
         if script.sha not in _loaded:
@@ -98,6 +103,8 @@ def send(client: redis.Redis, store: Any, riders: list[Rider], state: str,
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("%d write(s) that end a job lost with the connection: %s", len(riders), exc)
         raise  # the backend stores the state again, alone
+    for callback in batch.done:
+        callback()
     if isinstance(replies[0], Exception):
         raise replies[0]
     failed = [reply for reply in replies[1:] if isinstance(reply, Exception)]
