@@ -1,9 +1,12 @@
-"""A take whose reply is lost: Redis moved the job into the worker's `popping` list, then the
-connection dropped before the worker read the reply. The job must run anyway, on the live
-worker that reconnects (not only once that worker dies and a janitor looks)."""
+"""A take whose reply is lost: Redis booked the job under the worker (or moved it into its
+`popping` list), then the connection dropped before the worker read the reply. The job must
+run anyway, on the live worker that reconnects (not only once that worker dies and a
+janitor looks)."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import pytest
@@ -47,5 +50,34 @@ def test_a_take_cut_by_a_dropped_connection_is_queued_again(
         result = queue.handle(job_id).result(timeout=60)
         assert result.stats.predicted_tokens_count == 3
     assert client.llen(popping) == 0
+    assert worker.is_running()
+    assert "queued again" in worker.log_tail(200)
+
+
+def test_a_booked_take_cut_by_a_dropped_connection_is_queued_again(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    worker = worker_factory(LLM, lmq_env)
+    client = redis.Redis.from_url(redis_url)
+    taking = wait_until(lambda: blocked_take(client), timeout=60,
+                        message=lambda: f"the worker blocked on its bell\n{worker.log_tail(20)}")
+    with job_queue(redis_url) as queue:
+        # What a take leaves when its reply is lost: the entry booked under the worker, as
+        # the take script books it (`tenant_turns.TAKE_SCRIPT`).
+        job_id = str(uuid.uuid4())
+        job = make_job("chat", {"model": LLM, "messages": "lost booked reply",
+                                "config": make_config({"max_tokens": 3})})
+        entry = task_message(queue.app, job_id, job)
+        tag = json.loads(entry)["properties"]["delivery_tag"]
+        pipe = client.pipeline()
+        job_registry.add_to_pipeline(pipe, job_id, job, 3600)
+        pipe.hset("unacked", tag, json.dumps([json.loads(entry), "", queue_name(LLM)]))
+        pipe.zadd("unacked_index", {tag: time.time()})
+        pipe.sadd(keys.held(worker.hostname), tag)
+        pipe.execute()
+        client.client_kill_filter(_id=taking["id"])  # the connection drops
+
+        result = queue.handle(job_id).result(timeout=60)
+        assert result.stats.predicted_tokens_count == 3
+    wait_until(lambda: client.hlen("unacked") == 0, timeout=10, message="acknowledged")
     assert worker.is_running()
     assert "queued again" in worker.log_tail(200)

@@ -318,7 +318,7 @@ def test_the_take_script_takes_entries_without_our_headers(redis_url: str) -> No
     for entry in entries:
         client.lpush(base, entry)
     taken = [_take_script(client, [base]) for _ in entries]
-    assert [entry for _, entry in taken] == [e.encode() for e in entries]
+    assert [reply[1] for reply in taken] == [e.encode() for e in entries]
     assert client.smembers(keys.tenant_running(None)) == {b"plain", b"nulls"}
     assert _take_script(client, [base]) is None
 
@@ -367,3 +367,34 @@ def test_the_take_script_keeps_the_usage_hash_small(redis_url: str) -> None:
     assert fields[b"back"].startswith(b"1.000000 ")  # read, dropped, then its one take
     kept_ms = USAGE_HALF_LIFE_S * USAGE_KEPT_HALF_LIVES * 1000
     assert 0 < client.pttl(usage) <= kept_ms
+
+
+def test_the_take_script_books_what_it_takes_and_leaves_what_it_cannot_read(
+        redis_url: str) -> None:
+    """Given kombu's keys and the worker's held set, the script books the entry as kombu's
+    `QoS.append` would: [message, exchange, routing key] under its tag in `unacked` (kombu
+    reads it back with its restore), the tag in `unacked_index` at the worker's clock and
+    in the held set; an entry that is not JSON goes into `popping`, unbooked."""
+    from workers.celery_config import TENANT_SEP
+    from workers.delivery.tenant_turns import TAKE_SCRIPT
+
+    client = redis.Redis.from_url(redis_url)
+    base = priority_list("lmq.book-test", 0)
+    message = {"body": "e30=", "headers": {"lmq_tenant": None},
+               "properties": {"delivery_tag": "tag-1", "delivery_info": {
+                   "exchange": "", "routing_key": "lmq.book-test"}}}
+    client.lpush(base, json.dumps(message))
+    client.lpush(base, "not json")
+    popping, held = "lmq:popping:test|" + base, keys.held("test")
+    keys_ = [base, popping, keys.tenant_turns(base), keys.turn_counter()]
+
+    def take() -> Any:
+        return client.eval(TAKE_SCRIPT, len(keys_), *keys_, "0", 0, keys.tenant_running(None),
+                           TENANT_SEP, 0, "unacked", "unacked_index", held, "1234.5")
+
+    assert take()[2] == 1
+    assert json.loads(client.hget("unacked", "tag-1")) == [message, "", "lmq.book-test"]
+    assert client.zscore("unacked_index", "tag-1") == 1234.5
+    assert client.smembers(held) == {b"tag-1"} and client.llen(popping) == 0
+    assert take()[1:] == [b"not json", 0]
+    assert client.lrange(popping, 0, -1) == [b"not json"] and client.hlen("unacked") == 1

@@ -4,10 +4,12 @@ kombu takes a message with BRPOP and books it in `unacked` in a later round trip
 SIGKILLed between the two had the message only in its memory, and it was lost for good (in
 nothing the janitor or kombu's visibility sweep can see; seen as a job that never started
 while the queue, `unacked` and every held set were empty). So, once the worker's lease is
-up (`workers.delivery.redelivery`), `HeldChannel` moves each entry atomically off its broker list
-into `lmq:popping:<hostname>|<list>`, and `HeldQoS.append` removes it from there in the
-MULTI that books it in `unacked` and in the worker's held set. The janitor pushes a dead
-worker's `popping` entries back on their lists.
+up (`workers.delivery.redelivery`), `HeldChannel` takes each entry off its broker list and
+books it in `unacked` and in the worker's held set in one script (`tenant_turns.TAKE_SCRIPT`):
+`HeldQoS.append` then has nothing left to write. An entry the script cannot read goes into
+`lmq:popping:<hostname>|<list>` instead, and `HeldQoS.append` removes it from there in the
+MULTI that books it (or it is dead-lettered). The janitor puts a dead worker's held tags and
+`popping` entries back on their lists.
 
 How an entry is taken, without a busy loop:
 
@@ -29,12 +31,13 @@ How an entry is taken, without a busy loop:
   decided in Redis, in the one atomic take: no job is taken out and put back to reorder
   them.
 
-A take whose reply is lost (the connection drops just after Redis moved the entry) leaves
-the entry in this live worker's `popping` list, where the janitor would not look until the
-worker dies. So a connection error during a take marks its `popping` lists as possibly
-stranded, and the next take, on the new connection, first pushes them back on their lists
-(`Redelivery.restore_popping`). That is safe: an entry still in `popping` was never booked,
-so it is not running anywhere, and no take of this process is in flight at that moment.
+A take whose reply is lost (the connection drops just after Redis took the entry) leaves
+it booked under this live worker (or in its `popping` list), where the janitor would not
+look until the worker dies. So a connection error during a take or a delivery marks the
+worker's takes as possibly stranded, and the next take, on the new connection, first puts
+back what this worker holds but never received: the tags of its held set it does not know
+and its `popping` entries (`Redelivery.restore_worker`). That is safe: such a job is not
+running anywhere, and no take of this process is in flight at that moment.
 
 With a `global_keyprefix` every key sent here carries it (kombu's prefixing client leaves
 the commands it does not know, such as LREM, unprefixed; SADD it prefixes itself).
@@ -84,9 +87,9 @@ MULTI_LIST_WAIT_S = 0.1
 # EVAL, which also caches the script.
 TAKE_SHA = hashlib.sha1(tenant_turns.TAKE_SCRIPT.encode()).hexdigest()
 
-# `popping` keys of takes cut by a connection error: pushed back before the next take.
-# Module-level because kombu replaces the channel after a connection error.
-_stranded: set[str] = set()
+# Set when a take or a delivery was cut by a connection error: what it took is put back
+# before the next take. Module-level because kombu replaces the channel after such an error.
+_stranded: list[bool] = []
 
 
 @dataclass(frozen=True)
@@ -114,14 +117,20 @@ class HeldQoS(kombu_redis.QoS):
 
     `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
     into this worker's held set (prefixed by kombu's pipe) and the LREM of the entry from
-    the `popping` list it was taken into (its key already prefixed); `restore_by_tag` drops
-    the tag from the held set.
+    the `popping` list it was taken into (its key already prefixed), or nothing but the
+    local bookkeeping for an entry the take script booked; `restore_by_tag` drops the tag
+    from the held set.
     """
 
     def append(self, message: Any, delivery_tag: str) -> None:
         current = redelivery.current()
         if current is None:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        booked, self.channel._booked = getattr(self.channel, "_booked", None), None
+        if booked == delivery_tag:  # the take booked it already (`tenant_turns.TAKE_SCRIPT`)
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+            current.note(delivery_tag)
             return
         delivery = message.delivery_info
         exchange, routing_key = delivery["exchange"], delivery["routing_key"]
@@ -222,6 +231,7 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
 
     QoS = HeldQoS
     _popping: tuple[str, bytes] | None = None  # (popping key, entry) being delivered
+    _booked: str | None = None  # the tag being delivered, booked by the take script
     _take: Take | None = None  # our command in flight (None: kombu's BRPOP, or nothing)
     _shared_client: Any = None  # see conn_or_acquire
 
@@ -268,9 +278,12 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
         aging_s, cap = _settings()
         cutoff = time() - aging_s if aging_s > 0 else 0
         script = ("EVALSHA", TAKE_SHA) if by_sha else ("EVAL", tenant_turns.TAKE_SCRIPT)
+        current = redelivery.current()
+        assert current is not None  # takes are ours only once the lease is up
         self._send(Take("EVAL", sources), *script, len(keys_), *keys_,
                    repr(cutoff), cap or 0, prefix + keys.tenant_running(None), TENANT_SEP,
-                   *(s.level for s in sources))
+                   *(s.level for s in sources), prefix + self.unacked_key,
+                   prefix + self.unacked_index_key, prefix + current.held_key, repr(time()))
 
     def _send_wait(self, sources: list[Source]) -> None:
         """Block on the bells of the sources' queues (a popped token is only a wake-up)."""
@@ -291,15 +304,15 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
         try:
             taken = self._read_taken(take, **options)
             if taken is not None and taken[0] >= 0:
-                index, entry = taken
+                index, entry, booked = taken
                 source = take.sources[index]
                 self._queue_cycle.rotate(source.queue)
-                self._deliver_taken(source, entry)
+                self._deliver_taken(source, entry, booked)
                 return True
         except NoScriptError:  # nothing ran: take again below, with the script's body
             unknown_script = True
         except self.connection_errors:
-            _stranded.update(source.popping_key for source in take.sources)
+            _stranded[:] = [True]
             raise
         finally:
             self._in_poll = None  # type: ignore[assignment]
@@ -312,10 +325,10 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
             self._send_wait(take.sources)
         raise kombu_redis.Empty()  # type: ignore[attr-defined]
 
-    def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes] | None:
-        """(index of the source, entry) from the reply; None if nothing waits (or a bell
-        rang: nothing taken yet); (-1, b"") if jobs wait but their tenants are at their
-        running cap."""
+    def _read_taken(self, take: Take, **options: Any) -> tuple[int, bytes, bool] | None:
+        """(index of the source, entry, booked by the script) from the reply; None if
+        nothing waits (or a bell rang: nothing taken yet); (-1, b"", False) if jobs wait
+        but their tenants are at their running cap."""
         try:
             reply = self.client.parse_response(self.client.connection, take.command, **options)
         except self.connection_errors:
@@ -323,21 +336,41 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
             raise
         if not reply or take.command == "BLPOP":
             return None
-        return (int(reply[0]), reply[1]) if int(reply[0]) >= 0 else (-1, b"")
+        if int(reply[0]) < 0:
+            return -1, b"", False
+        return int(reply[0]), reply[1], len(reply) > 2 and int(reply[2]) == 1
 
-    def _deliver_taken(self, source: Source, entry: bytes) -> None:
-        self._popping = (source.popping_key, entry)
+    def _deliver_taken(self, source: Source, entry: bytes, booked: bool) -> None:
+        tag, tenant = tenant_turns.entry_tag_tenant(entry)
+        if booked:
+            self._booked = tag
+        else:
+            self._popping = (source.popping_key, entry)
         try:
             self._deliver_entry(entry, source.queue)
         finally:
+            if self._booked is not None:  # booked, then not delivered (dead-lettered, ...)
+                self._booked = None
+                self._unbook(tag, tenant)
             if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
                 self._popping = None
-                tag, tenant = tenant_turns.entry_tag_tenant(entry)
                 with self.client.pipeline() as pipe:
                     pipe.lrem(source.popping_key, 1, entry)
                     if tag:
                         tenant_turns.release(pipe, tenant, tag)
                     pipe.execute()
+
+    def _unbook(self, tag: str | None, tenant: str | None) -> None:
+        """Undo the take script's booking of an entry that was not delivered."""
+        current = redelivery.current()
+        if current is None or tag is None:
+            return
+        pipe = current.client.pipeline()  # a plain client: full key names
+        pipe.zrem(current.key(self.unacked_index_key), tag)
+        pipe.hdel(current.key(self.unacked_key), tag)
+        pipe.srem(current.key(current.held_key), tag)
+        tenant_turns.release(pipe, tenant, tag, current.key(""))
+        pipe.execute()
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish, onto the tenant's list for a message with a tenant (a job the
@@ -404,17 +437,19 @@ def _settings() -> tuple[float, int | None]:
 
 
 def _restore_stranded(current: redelivery.Redelivery) -> None:
-    """Push back what takes cut by a connection error left in our `popping` lists.
+    """Put back what takes cut by a connection error left behind: the tags booked under
+    this worker that it never received, and its `popping` entries.
 
-    A key leaves `_stranded` only once restored: if Redis is still down this raises, kombu
+    The mark is cleared only once that is done: if Redis is still down this raises, kombu
     reconnects, and the next take tries again.
     """
-    for key in sorted(_stranded):
-        restored = current.restore_popping(current.hostname, key, check_alive=False)
-        _stranded.discard(key)
-        if restored:
-            log.warning("%d job(s) taken off %s when the broker connection dropped were "
-                        "queued again", restored, key)
+    if not _stranded:
+        return
+    restored = current.restore_worker(current.hostname, check_alive=False)
+    _stranded.clear()
+    if restored:
+        log.warning("%d job(s) taken when the broker connection dropped were queued again",
+                    restored)
 
 
 class Transport(kombu_redis.Transport):

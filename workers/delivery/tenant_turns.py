@@ -35,10 +35,12 @@ one level higher when the oldest entry of any takeable tenant there waited past
 LMQ_PRIORITY_AGING_S, then the older tail. So priority still wins over turns, and aging
 lifts a whole priority level, while within it tenants still take turns (aging per tenant
 would let a big tenant's aged backlog jump a small tenant's fresh jobs). The script then
-moves the tenant's oldest entry into `popping`, gives the tenant score = INCR(counter)
-(its turn is over), adds 1 to its usage, and adds the entry's delivery tag to
-`lmq:tenant-running:<tenant>` (the tenant of its `lmq_tenant` header, which every release
-reads too). All in one script: no job is taken out and put back to reorder them. The
+takes the tenant's oldest entry, gives the tenant score = INCR(counter) (its turn is over),
+adds 1 to its usage, adds the entry's delivery tag to `lmq:tenant-running:<tenant>` (the
+tenant of its `lmq_tenant` header, which every release reads too), and books the entry in
+kombu's `unacked` and the worker's held set, as `HeldQoS.append` would (an entry it cannot
+read goes into `popping` instead: `workers.delivery.held_transport`). All in one script:
+no job is taken out and put back to reorder them, and no booking round trip follows. The
 script reads and writes keys it derives from its KEYS (tenant lists, running sets, usage): fine
 on a standalone Redis (kombu's transport supports nothing else), not on Redis Cluster. Its
 cost is one LINDEX, one SCARD and one HGET per tenant with waiting jobs per take, on the
@@ -70,9 +72,11 @@ USAGE_KEPT_HALF_LIVES = 20
 
 # KEYS: the n priority lists in the order to try, their n `popping` lists, their n turns
 # sets, then the turn counter. ARGV: aging cutoff (epoch s, 0: none), running cap (0: none),
-# the running sets' key prefix, TENANT_SEP, then the n priority levels (0 = high).
-# Returns {index (0-based), entry}; {-1} if jobs wait but every one's tenant is at its cap;
-# nil if nothing waits.
+# the running sets' key prefix, TENANT_SEP, the n priority levels (0 = high), then, to book
+# what it takes (`HeldQoS.append`'s writes), kombu's `unacked` and `unacked_index` keys, the
+# worker's held set and the worker's clock (epoch s).
+# Returns {index (0-based), entry, 1 if booked}; {-1} if jobs wait but every one's tenant is
+# at its cap; nil if nothing waits.
 TAKE_SCRIPT = (f"local HALF_LIFE = {USAGE_HALF_LIFE_S}\n"
                f"local KEPT_MS = {USAGE_HALF_LIFE_S * USAGE_KEPT_HALF_LIVES * 1000}\n") + """
 local n = (#KEYS - 1) / 3
@@ -176,7 +180,7 @@ if best == nil then
   if capped then return {-1} end
   return false
 end
-local entry = redis.call('LMOVE', best[1], KEYS[n + best_i], 'RIGHT', 'LEFT')
+local entry = redis.call('RPOP', best[1])
 redis.call('ZADD', KEYS[2 * n + best_i], redis.call('INCR', KEYS[3 * n + 1]), best[2])
 redis.call('HSET', usage_key, best[2], string.format('%.6f %.6f', best[3][1] + 1, now))
 -- One field at random too: a tenant that never comes back is never read above.
@@ -188,7 +192,26 @@ redis.call('PEXPIRE', usage_key, KEPT_MS)  -- an idle pool's hash goes
 local tag = header(entry, '"delivery_tag":', '^ *"([^"]+)"')
 local labelled = header(entry, '"lmq_tenant":', '^ *"([^"]+)"') or ''
 if tag then redis.call('SADD', running .. labelled, tag) end
-return {best_i - 1, entry}
+-- Booked as kombu books a delivery ([message, exchange, routing key] under its tag in
+-- `unacked`, the tag scored by the worker's clock in `unacked_index`) and leased in the
+-- worker's held set; an entry it cannot read goes into `popping`, for the worker to
+-- dead-letter or book.
+local unacked = ARGV[5 + n]
+if unacked and tag then
+  local ok, message = pcall(cjson.decode, entry)
+  local properties = ok and type(message) == 'table' and message['properties']
+  local info = type(properties) == 'table' and properties['delivery_info']
+  if type(info) == 'table' and type(info['exchange']) == 'string'
+      and type(info['routing_key']) == 'string' and properties['delivery_tag'] == tag then
+    redis.call('ZADD', ARGV[6 + n], ARGV[8 + n], tag)
+    redis.call('HSET', unacked, tag, '[' .. entry .. ',' .. cjson.encode(info['exchange'])
+      .. ',' .. cjson.encode(info['routing_key']) .. ']')
+    redis.call('SADD', ARGV[7 + n], tag)
+    return {best_i - 1, entry, 1}
+  end
+end
+redis.call('LPUSH', KEYS[n + best_i], entry)
+return {best_i - 1, entry, 0}
 """
 
 _TAG = re.compile(r'"delivery_tag": *"([^"]+)"')
