@@ -29,12 +29,18 @@ def blocked_take(client: redis.Redis) -> dict[str, str] | None:
     return next((c for c in client.client_list() if c.get("cmd") == "blpop"), None)
 
 
-def test_a_take_cut_by_a_dropped_connection_is_queued_again(
-        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+def idle_worker(worker_factory, lmq_env, redis_url):  # type: ignore[no-untyped-def]
+    """A worker blocked on its bell: (worker, a Redis client, its consuming connection)."""
     worker = worker_factory(LLM, lmq_env)
     client = redis.Redis.from_url(redis_url)
     taking = wait_until(lambda: blocked_take(client), timeout=60,
                         message=lambda: f"the worker blocked on its bell\n{worker.log_tail(20)}")
+    return worker, client, taking
+
+
+def test_a_take_cut_by_a_dropped_connection_is_queued_again(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    worker, client, taking = idle_worker(worker_factory, lmq_env, redis_url)
     popping = keys.popping(worker.hostname, queue_name(LLM))
     with job_queue(redis_url) as queue:
         # What a take leaves when its reply is lost: the entry in the worker's `popping`.
@@ -56,10 +62,7 @@ def test_a_take_cut_by_a_dropped_connection_is_queued_again(
 
 def test_a_booked_take_cut_by_a_dropped_connection_is_queued_again(
         worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
-    worker = worker_factory(LLM, lmq_env)
-    client = redis.Redis.from_url(redis_url)
-    taking = wait_until(lambda: blocked_take(client), timeout=60,
-                        message=lambda: f"the worker blocked on its bell\n{worker.log_tail(20)}")
+    worker, client, taking = idle_worker(worker_factory, lmq_env, redis_url)
     with job_queue(redis_url) as queue:
         # What a take leaves when its reply is lost: the entry booked under the worker, as
         # the take script books it (`tenant_turns.TAKE_SCRIPT`).
