@@ -43,10 +43,14 @@ class BrokerAck:
     def add(self, batch: FinishBatch, state: str, result: Any) -> None:
         if state != states.SUCCESS:
             return
-        batch.pipe.zrem(self.prefix + self.unacked_index_key, self.tag)
-        batch.pipe.hdel(self.prefix + self.unacked_key, self.tag)
-        tenant_turns.release(batch.pipe, self.tenant, self.tag, key_prefix=self.prefix)
+        self.write(batch.pipe)
         batch.after(self._sent)
+
+    def write(self, pipe: Any) -> None:
+        """The tag out of `unacked`, `unacked_index` and its tenant's running set."""
+        pipe.zrem(self.prefix + self.unacked_index_key, self.tag)
+        pipe.hdel(self.prefix + self.unacked_key, self.tag)
+        tenant_turns.release(pipe, self.tenant, self.tag, key_prefix=self.prefix)
 
     def send_alone(self, state: str | None) -> None:
         """Nothing: Celery's own ack does it."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ TAKE_SHA = hashlib.sha1(tenant_turns.TAKE_SCRIPT.encode()).hexdigest()
 
 # Set when a take or a delivery was cut by a connection error: what it took is put back
 # before the next take. Module-level because kombu replaces the channel after such an error.
-_stranded: list[bool] = []
+_stranded = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,8 @@ class HeldQoS(kombu_redis.QoS):
         if current is None:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
             return
-        booked, self.channel._booked = getattr(self.channel, "_booked", None), None
-        if booked == delivery_tag:  # the take booked it already (`tenant_turns.TAKE_SCRIPT`)
+        booked, self.channel._booked = getattr(self.channel, "_booked", False), False
+        if booked:  # the take booked it already (`tenant_turns.TAKE_SCRIPT`)
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
             current.note(delivery_tag)
             return
@@ -231,7 +232,7 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
 
     QoS = HeldQoS
     _popping: tuple[str, bytes] | None = None  # (popping key, entry) being delivered
-    _booked: str | None = None  # the tag being delivered, booked by the take script
+    _booked = False  # the entry being delivered was booked by the take script
     _take: Take | None = None  # our command in flight (None: kombu's BRPOP, or nothing)
     _shared_client: Any = None  # see conn_or_acquire
 
@@ -312,7 +313,7 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
         except NoScriptError:  # nothing ran: take again below, with the script's body
             unknown_script = True
         except self.connection_errors:
-            _stranded[:] = [True]
+            _stranded.set()
             raise
         finally:
             self._in_poll = None  # type: ignore[assignment]
@@ -338,38 +339,39 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
             return None
         if int(reply[0]) < 0:
             return -1, b"", False
-        return int(reply[0]), reply[1], len(reply) > 2 and int(reply[2]) == 1
+        return int(reply[0]), reply[1], int(reply[2]) == 1
 
     def _deliver_taken(self, source: Source, entry: bytes, booked: bool) -> None:
-        tag, tenant = tenant_turns.entry_tag_tenant(entry)
         if booked:
-            self._booked = tag
+            self._booked = True
         else:
             self._popping = (source.popping_key, entry)
         try:
             self._deliver_entry(entry, source.queue)
         finally:
-            if self._booked is not None:  # booked, then not delivered (dead-lettered, ...)
-                self._booked = None
-                self._unbook(tag, tenant)
+            if self._booked:  # booked, then not delivered (dead-lettered, ...)
+                self._booked = False
+                self._unbook(entry)
             if self._popping is not None:  # not booked (dead-lettered, rejected, ...)
                 self._popping = None
+                tag, tenant = tenant_turns.entry_tag_tenant(entry)
                 with self.client.pipeline() as pipe:
                     pipe.lrem(source.popping_key, 1, entry)
                     if tag:
                         tenant_turns.release(pipe, tenant, tag)
                     pipe.execute()
 
-    def _unbook(self, tag: str | None, tenant: str | None) -> None:
-        """Undo the take script's booking of an entry that was not delivered."""
+    def _unbook(self, entry: bytes) -> None:
+        """Undo the take script's booking of an entry that was not delivered: the writes
+        of an ack (`finish_ack.BrokerAck`), and the tag out of the held set."""
         current = redelivery.current()
+        tag, tenant = tenant_turns.entry_tag_tenant(entry)
         if current is None or tag is None:
             return
         pipe = current.client.pipeline()  # a plain client: full key names
-        pipe.zrem(current.key(self.unacked_index_key), tag)
-        pipe.hdel(current.key(self.unacked_key), tag)
+        finish_ack.BrokerAck(tag, tenant, current.key(""), self.unacked_key,
+                             self.unacked_index_key).write(pipe)
         pipe.srem(current.key(current.held_key), tag)
-        tenant_turns.release(pipe, tenant, tag, current.key(""))
         pipe.execute()
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
@@ -443,7 +445,7 @@ def _restore_stranded(current: redelivery.Redelivery) -> None:
     The mark is cleared only once that is done: if Redis is still down this raises, kombu
     reconnects, and the next take tries again.
     """
-    if not _stranded:
+    if not _stranded.is_set():
         return
     restored = current.restore_worker(current.hostname, check_alive=False)
     _stranded.clear()
