@@ -126,6 +126,25 @@ class StreamEnd:
         self.stream.end(state or "SUCCESS")
 
 
+class ScriptCall:
+    """A script call that ends a hold of the job's (its admission ticket's release,
+    `workers.admission.semaphore.ReleaseCall`: `script`, `keys`, `args`, `run()`)."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+    def add(self, batch: FinishBatch, state: str, result: Any) -> None:
+        batch.script(self.call.script, self.call.keys, self.call.args)
+
+    def send_alone(self, state: str | None) -> None:
+        self.call.run()
+
+
+def can_ride() -> bool:
+    """True when a job's final state is stored where riders can go with it."""
+    return result_store.shares_result_redis()
+
+
 def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None,
                **_: Any) -> None:
     if task is None or task_id is None or task.name not in TASK_NAMES:

@@ -98,10 +98,12 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
     max_output = _check_context(ctx, prompt_tokens, request.max_tokens)
     ctx.progress.phase("admission")
     with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested,
-                        ctx.priority):
+                        ctx.priority) as admitted:
         ctx.progress.phase("prefill")
-        return with_retries(ctx, lambda: _stream_once(ctx, request),
-                            on_retry=ctx.progress.restart)
+        outcome = with_retries(ctx, lambda: _stream_once(ctx, request),
+                               on_retry=ctx.progress.restart)
+        ctx.release_with_result(admitted)
+        return outcome
 
 
 def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
