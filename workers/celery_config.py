@@ -6,10 +6,14 @@ built here once. Nothing here imports tasks or the LM Studio SDK.
 
 from __future__ import annotations
 
+import logging
+from ssl import CERT_NONE
 from typing import Any
 
 from workers.contract import queue_name
 from workers.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Job priorities, most urgent first.
 PRIORITIES = ("high", "normal", "low")
@@ -99,17 +103,31 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-# Every process's transport on a `redis://` broker: kombu's, whose purge also deletes the
+# Every process's transport on a Redis broker: kombu's, whose purge also deletes the
 # tenant lists (`workers.delivery.tenant_purge`; named, not imported: producers only load
 # it when they connect). Workers replace it with the held transport, which purges the same
-# way. Not for `rediss://`: kombu keys its rediss-only ssl default on the transport name.
+# way.
 CLIENT_TRANSPORT = "workers.delivery.tenant_purge:ClientTransport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = ({"broker_transport": CLIENT_TRANSPORT}
-                 if settings.broker_url.startswith("redis://") else {})
-    return {**_common_config(settings), **_priority_config(settings), **transport}
+    return {**_common_config(settings), **_priority_config(settings),
+            **_transport_config(settings)}
+
+
+def _transport_config(settings: Settings) -> dict[str, Any]:
+    """`CLIENT_TRANSPORT` on `redis://` and `rediss://`. On `rediss://` the URL's `ssl_*`
+    query becomes the connection's ssl options whatever the transport class; kombu's one
+    rediss-only default (no ssl options: `ssl_cert_reqs=CERT_NONE`, with a warning) is
+    keyed on the transport's name, which is then ours, so it is set here."""
+    url = settings.broker_url
+    if not is_redis(url):
+        return {}
+    config: dict[str, Any] = {"broker_transport": CLIENT_TRANSPORT}
+    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
+        log.warning("rediss:// broker without ssl_cert_reqs: the certificate is not verified")
+        config["broker_use_ssl"] = {"ssl_cert_reqs": CERT_NONE}
+    return config
 
 
 def _priority_config(settings: Settings) -> dict[str, Any]:

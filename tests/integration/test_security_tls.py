@@ -21,7 +21,10 @@ import redis
 
 from producers.redis_server import find_redis_server, free_port
 from tests.faults.support import LLM, job_queue
+from tests.integration.test_tenant_purge import purge
 from tests.support.services import missing_service
+from workers import keys, waiting
+from workers.contract import queue_name
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 PASSWORD = "tls-pw-0e9a"
@@ -85,3 +88,17 @@ def test_jobs_run_over_tls(tls_redis, worker_factory, simulator):  # type: ignor
         result = queue.chat(LLM, "over tls", config={"max_tokens": 4}).result(timeout=60)
     assert result.stats.predicted_tokens_count == 4
     assert PASSWORD not in worker.log_path.read_text(errors="replace")
+
+
+def test_purge_over_tls_deletes_the_tenants_jobs(tls_redis: str) -> None:
+    with job_queue(tls_redis) as queue:
+        for tenant in ("big", "small", None):
+            queue.chat(LLM, f"{tenant}", config={"max_tokens": 4}, tenant=tenant,
+                       enqueue_anyway=True)
+    broker = redis.Redis.from_url(tls_redis)
+    assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 3
+    out = purge({"LMQ_BROKER_URL": tls_redis, "LMQ_RESULT_BACKEND": tls_redis},
+                "-Q", queue_name(LLM))
+    assert "Purged 3 messages" in out, out
+    assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 0
+    assert not broker.keys(keys.tenant_turns("*"))

@@ -28,7 +28,7 @@ def queue(redis_url: str) -> Iterator[JobQueue]:
         yield started
 
 
-def _purge(env: dict[str, str], *args: str) -> str:
+def purge(env: dict[str, str], *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "purge", "-f",
                            *args], env={**os.environ, **env}, cwd=PROJECT_ROOT, check=True,
                           capture_output=True, text=True, timeout=60)
@@ -43,7 +43,7 @@ def test_purge_deletes_every_tenants_jobs_and_none_runs_later(
               for n in range(2)]
     broker = redis.Redis.from_url(redis_url)
     assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 12
-    out = _purge(lmq_env, "-Q", queue_name(LLM))
+    out = purge(lmq_env, "-Q", queue_name(LLM))
     assert "Purged 12 messages" in out, out
     assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == 0
     assert not broker.keys(keys.tenant_turns("*"))  # no tenant left in any turns
@@ -52,4 +52,4 @@ def test_purge_deletes_every_tenants_jobs_and_none_runs_later(
     assert queue.chat(LLM, "after", config=FAST, tenant="big").result(timeout=60).content
     assert len(predict_channels(simulator)) == 1
     assert {handle.status() for handle in purged} == {"PENDING"}
-    assert "No messages purged" in _purge(lmq_env, "-Q", queue_name(LLM))
+    assert "No messages purged" in purge(lmq_env, "-Q", queue_name(LLM))

@@ -1,4 +1,5 @@
-"""Which broker transport a worker process uses for held-job leases (no network)."""
+"""Which broker transport a process uses: the tenant-purging one everywhere on Redis, and
+in worker processes the one that holds jobs under leases (no network)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from workers.celery_config import CLIENT_TRANSPORT, celery_config
 from workers.delivery import held_transport, redelivery
+from workers.settings import Settings
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -43,3 +46,15 @@ def test_the_held_transport_is_kombus_redis_transport() -> None:
     assert issubclass(held_transport.Transport, kombu_redis.Transport)
     assert held_transport.Transport.driver_type == "redis"
     assert held_transport.Transport.Channel.QoS is held_transport.HeldQoS
+
+
+@pytest.mark.parametrize("url, ssl", [
+    ("redis://h:6379/0", None),
+    ("rediss://h:6380/0?ssl_cert_reqs=required", None),  # the URL's options, as they are
+    ("rediss://h:6380/0", {"ssl_cert_reqs": CERT_NONE}),  # kombu's default for bare rediss
+])
+def test_every_process_on_redis_uses_the_tenant_purging_transport(
+        url: str, ssl: dict[str, object] | None) -> None:
+    config = celery_config(Settings(broker_url=url, result_backend=url))
+    assert config["broker_transport"] == CLIENT_TRANSPORT
+    assert config.get("broker_use_ssl") == ssl

@@ -9,8 +9,9 @@ One script, so a producer's push cannot land between reading the turns set and d
 it (its tenant would then be missing from the turns, its job never taken). Jobs already
 taken by a worker are not touched, as with kombu's purge.
 
-Every process on a `redis://` broker uses `ClientTransport` (`workers.celery_config`);
-workers replace it with the held transport, whose channel purges the same way.
+Every process on a `redis://` or `rediss://` broker uses `ClientTransport`
+(`workers.celery_config`); workers replace it with the held transport, whose channel purges
+the same way.
 """
 
 from __future__ import annotations
