@@ -35,9 +35,6 @@ from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
 CHUNK_JOBS = 500  # jobs per pipeline round trip
-# Wake-up tokens kept per queue (`workers.keys.bell`): one per idle worker is enough, more
-# only cost an extra take-script call each.
-BELL_TOKENS_MAX = 64
 
 
 def broker_list(job: Job) -> str:
@@ -59,11 +56,11 @@ def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
 
 
 def ring(pipe: redis.client.Pipeline, queues: Sequence[str]) -> None:
-    """Wake idle workers of these queues (a token per job, at most BELL_TOKENS_MAX kept):
+    """Wake idle workers of these queues (a token per job, at most keys.BELL_TOKENS_MAX kept):
     they block on the bell, not on a job list (a job may be on any tenant's list)."""
     for queue, jobs in sorted(Counter(queues).items()):
-        pipe.lpush(keys.bell(queue), *["1"] * min(jobs, BELL_TOKENS_MAX))
-        pipe.ltrim(keys.bell(queue), 0, BELL_TOKENS_MAX - 1)
+        pipe.lpush(keys.bell(queue), *["1"] * min(jobs, keys.BELL_TOKENS_MAX))
+        pipe.ltrim(keys.bell(queue), 0, keys.BELL_TOKENS_MAX - 1)
 
 
 def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | None = None,

@@ -86,9 +86,15 @@ def tenant_running(tenant: str | None) -> str:
     return f"{KEY_PREFIX}tenant-running:{tenant or ''}"
 
 
+# Wake-up tokens kept per queue (`bell`): one per idle worker is enough, more only cost an
+# extra take-script call each.
+BELL_TOKENS_MAX = 64
+
+
 def bell(queue: str) -> str:
     """List of wake-up tokens of broker queue `queue`: producers push some with the jobs
-    they queue (bounded), an idle worker blocks on it (BLPOP), then takes by its script."""
+    they queue (at most BELL_TOKENS_MAX kept), an idle worker blocks on it (BLPOP), then
+    takes by its script."""
     return f"{KEY_PREFIX}bell:{queue}"
 
 

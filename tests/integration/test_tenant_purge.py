@@ -1,5 +1,7 @@
-"""`celery -A workers purge` empties the tenants' lists too (issue 20): a purged job never
-runs later. Real Redis, the real `celery` command in a subprocess, then a real worker."""
+"""The transport of every non-worker process: `celery -A workers purge` empties the tenants'
+lists too (issue 20: a purged job never runs later), and a task sent with Celery's API
+rings its queue's bell. Real Redis, the real `celery` command in a subprocess, a real
+worker."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from producers.worker_process import PROJECT_ROOT
 from tests.integration.test_priority import FAST
 from tests.integration.test_worker_support import LLM, predict_channels
 from workers import keys, waiting
-from workers.contract import queue_name
+from workers.contract import TASK_CHAT, ChatJob, queue_name
 from workers.settings import Settings
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -53,3 +55,17 @@ def test_purge_deletes_every_tenants_jobs_and_none_runs_later(
     assert len(predict_channels(simulator)) == 1
     assert {handle.status() for handle in purged} == {"PENDING"}
     assert "No messages purged" in purge(lmq_env, "-Q", queue_name(LLM))
+
+
+def test_a_task_sent_with_celerys_api_rings_its_queues_bell(redis_url, queue):  # type: ignore[no-untyped-def]
+    """`app.send_task` onto a job queue wakes an idle worker as `JobQueue` does: a bell
+    token per job, at most BELL_TOKENS_MAX kept; other queues have no bell."""
+    broker = redis.Redis.from_url(redis_url)
+    job = ChatJob(model=LLM, messages="hello").model_dump(mode="json")
+    sent = keys.BELL_TOKENS_MAX + 6
+    for _ in range(sent):
+        queue.app.send_task(TASK_CHAT, args=(job,), queue=queue_name(LLM))
+    queue.app.send_task(TASK_CHAT, args=(job,), queue="not-a-job-queue")
+    assert broker.llen(keys.bell(queue_name(LLM))) == keys.BELL_TOKENS_MAX
+    assert sum(n for by in waiting.counts(broker, LLM).values() for n in by.values()) == sent
+    assert not broker.exists(keys.bell("not-a-job-queue"))

@@ -1,4 +1,5 @@
-"""Purging a queue empties its tenants' lists too (`celery -A workers purge`).
+"""Purging a queue empties its tenants' lists too (`celery -A workers purge`); a task sent
+onto a job queue with Celery's API rings the queue's bell.
 
 kombu's Redis purge deletes a queue's priority lists. Jobs with a tenant wait on lists of
 their own next to them (`workers.celery_config.tenant_list`), which kombu does not know:
@@ -16,10 +17,13 @@ the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu.transport import redis as kombu_redis
 
 from workers import keys
 from workers.celery_config import TENANT_SEP
+from workers.contract import model_from_queue
 
 # KEYS: the n priority lists of a queue, then their n turns sets. ARGV: TENANT_SEP.
 # Returns the number of jobs deleted.
@@ -53,7 +57,31 @@ class TenantPurgeChannel(kombu_redis.Channel):
             return int(client.eval(PURGE_SCRIPT, len(keys_), *keys_, TENANT_SEP))
 
 
-class ClientTransport(kombu_redis.Transport):
-    """kombu's Redis transport with `TenantPurgeChannel` (every non-worker process)."""
+class ClientChannel(TenantPurgeChannel):
+    """Every non-worker process's channel: it purges tenants' lists, and a publish onto a
+    job queue rings its bell (workers publish with the held transport's own rules)."""
 
-    Channel = TenantPurgeChannel
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish. A task sent with Celery's own API (`app.send_task`) onto a job
+        queue also wakes an idle worker of it (`workers.keys.bell`), as `JobQueue`'s
+        publisher does: else the worker takes it only after its bell wait."""
+        batch = kwargs.get("_publish_batch")  # kombu's batched publish, if one is open
+        super()._put(queue, message, **kwargs)  # type: ignore[no-untyped-call]
+        if model_from_queue(queue) is None:
+            return
+        bell = keys.bell(queue)  # kombu's client prefixes LPUSH's key, not LTRIM's:
+        trim = (self.global_keyprefix + bell, 0, keys.BELL_TOKENS_MAX - 1)
+        if batch is not None:  # after the message, in the batch's pipeline
+            batch.add("lpush", bell, "1")
+            batch.add("ltrim", *trim)
+            return
+        with self.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(bell, "1")
+            pipe.ltrim(*trim)
+            pipe.execute()
+
+
+class ClientTransport(kombu_redis.Transport):
+    """kombu's Redis transport with `ClientChannel` (every non-worker process)."""
+
+    Channel = ClientChannel
