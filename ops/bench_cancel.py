@@ -190,4 +190,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

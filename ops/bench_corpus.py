@@ -421,4 +421,6 @@ def _wait_served(settings: object, timeout_s: float = 60.0) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

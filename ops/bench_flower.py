@@ -158,4 +158,6 @@ def report(args: argparse.Namespace, without: dict, with_flower: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

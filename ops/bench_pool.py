@@ -205,4 +205,6 @@ def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

@@ -291,4 +291,6 @@ def report(args: argparse.Namespace, result: Comparison) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

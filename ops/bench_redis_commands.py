@@ -175,4 +175,6 @@ def report(jobs: int, elapsed: float, before: dict[str, int], after: dict[str, i
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

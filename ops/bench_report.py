@@ -188,4 +188,6 @@ def merged(out_dir: Path, figures: list[figure.Figure], meta: dict[str, Any],
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))

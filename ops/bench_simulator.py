@@ -73,9 +73,15 @@ def measure(host: str, kind: str, seconds: float, procs: int, threads: int) -> f
                for _ in range(procs)]
     for w in workers:
         w.start()
-    results = [out.get(timeout=seconds + 60) for _ in workers]
-    for w in workers:
-        w.join()
+    try:
+        results = [out.get(timeout=seconds + 60) for _ in workers]
+        for w in workers:
+            w.join()
+    finally:  # stopped (Ctrl-C, SIGTERM): no driver outlives the benchmark
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+                w.join(timeout=10)
     return sum(n for n, _ in results) / max(elapsed for _, elapsed in results)
 
 
@@ -103,4 +109,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ops.benchlib.entry import run
+
+    raise SystemExit(run(main))
