@@ -5,7 +5,9 @@ entry of its fragment stream (`workers.jobs.progress`), its final state (the res
 backend's `STORE_SCRIPT`) and its outcome in the metrics (`workers.metrics.FINISH_SCRIPT`).
 Now the job registers the first and the last here as *riders*, and the result backend
 sends them in the pipeline that stores the final state, after it: one round trip. A
-stream reader that sees the end entry finds the result already stored.
+stream reader that sees the end entry finds the result already stored. Two more ride the
+same way: the broker's ack of a job that succeeded (`workers.delivery.finish_ack`) and the
+release of the job's admission slot (`ScriptCall`, `workers.admission.seam.Admitted`).
 
 Riding needs our keys in the result backend's Redis (LMQ_REDIS_URL unset or equal);
 otherwise, and for a job that stores no final state here (requeued, or ended before it
