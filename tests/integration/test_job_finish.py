@@ -8,7 +8,6 @@ than the results (then each write goes on its own, at the end of the task).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -21,7 +20,6 @@ import redis
 from tests.e2e.support import MODEL, job_queue
 from tests.support.wait import wait_until
 from workers import keys
-from workers.admission import lua
 from workers.metrics import read_model_metrics
 
 pytestmark = pytest.mark.slow
@@ -163,15 +161,3 @@ def test_with_the_results_in_another_redis_celery_acknowledges_as_before(
     broker = redis.Redis.from_url(lmq_env["LMQ_BROKER_URL"])
     wait_until(lambda: broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0,
                timeout=10, message="every job acknowledged in the broker")
-
-
-def test_a_job_gives_its_slot_back_in_the_round_trip_of_its_result(
-        lmq_env, simulator, worker_factory):  # type: ignore[no-untyped-def]
-    client, seen, storing = _five_jobs_monitored(lmq_env, worker_factory)
-    release = f"EVALSHA {hashlib.sha1(lua.RELEASE.encode()).hexdigest()} "
-    releases = [c for c in seen if c["command"].startswith(release) and " job:" in c["command"]]
-    assert len(releases) == 5, [c["command"] for c in releases]  # once each
-    assert {c["client_port"] for c in releases} <= storing  # with the result
-    held = {key: client.zrange(key, 0, -1) for key in client.scan_iter("lmq:admission:*:held")}
-    assert held  # the model's load holds its weights
-    assert not [m for members in held.values() for m in members if m.startswith(b"job:")]

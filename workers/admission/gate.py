@@ -40,8 +40,8 @@ import redis
 from workers.admission.estimate import ModelCost
 from workers.admission.instance import InstanceShape, instance_group
 from workers.admission.lookahead import Lookahead
-from workers.admission.seam import Admitted, ModelFacts
-from workers.admission.semaphore import GroupSemaphore, ReleaseCall, Ticket
+from workers.admission.seam import ModelFacts
+from workers.admission.semaphore import GroupSemaphore, Ticket
 from workers.error import AdmissionUnavailableError, DoesNotFitError, JobCancelledError
 
 REDIS_BLIPS = (redis.ConnectionError, redis.TimeoutError)
@@ -196,7 +196,7 @@ class AdmissionGate:
     def admit(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int,
         cancelled: Callable[[], bool], priority: str = "normal",
-    ) -> AbstractContextManager[Admitted]:
+    ) -> AbstractContextManager[None]:
         return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled,
                               priority == "high")
 
@@ -229,21 +229,20 @@ class AdmissionGate:
     def _admitted(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int,
         cancelled: Callable[[], bool], high: bool,
-    ) -> Iterator[Admitted]:
-        admitted = Admitted()
+    ) -> Iterator[None]:
         if self.instance is not None and self.shape is not None:
             with self._instance_admitted(job_id, prompt_tokens, max_output_tokens, cancelled,
-                                         high, admitted):
-                yield admitted
+                                         high):
+                yield
             return
         tokens = self.job_tokens(prompt_tokens, max_output_tokens)
-        with self._host_admitted(job_id, tokens, self.slots, cancelled, admitted, high):
-            yield admitted
+        with self._host_admitted(job_id, tokens, self.slots, cancelled, high):
+            yield
 
     @contextmanager
     def _instance_admitted(
         self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-        cancelled: Callable[[], bool], high: bool, admitted: Admitted,
+        cancelled: Callable[[], bool], high: bool,
     ) -> Iterator[None]:
         """The instance's cells and slot; per-token engines also the host's bytes."""
         assert self.instance is not None and self.shape is not None
@@ -257,38 +256,28 @@ class AdmissionGate:
         ticket = Ticket("job", self.cost.model_key, tokens, self.shape.parallel, label,
                         high=high)
         held = self._acquire(ticket, cancelled, self.instance)
-        ended = False
         try:
             if self.per_token:
-                with self._host_admitted(job_id, tokens, self.shape.parallel, cancelled,
-                                         admitted, high):
+                with self._host_admitted(job_id, tokens, self.shape.parallel, cancelled, high):
                     yield
             else:
                 yield
-            ended = True
         finally:
-            self._release(self.instance, held, admitted.handover if ended else None)
+            self._release(self.instance, held)
 
     @contextmanager
     def _host_admitted(self, job_id: str, tokens: int, slots: int,
-                       cancelled: Callable[[], bool], admitted: Admitted,
-                       high: bool = False) -> Iterator[None]:
+                       cancelled: Callable[[], bool], high: bool = False) -> Iterator[None]:
         nbytes = tokens * self.cost.kv_bytes_per_token
         label = f"job {job_id} ({tokens:,} tokens x {self.cost.kv_bytes_per_token:,} bytes/token)"
         held = self._acquire(Ticket("job", self.cost.model_key, nbytes, slots, label, high=high),
                              cancelled)
-        ended = False
         try:
             yield
-            ended = True
         finally:
-            self._release(self.semaphore, held, admitted.handover if ended else None)
+            self._release(self.semaphore, held)
 
-    def _release(self, semaphore: GroupSemaphore, held: Ticket,
-                 handover: Callable[[ReleaseCall], None] | None = None) -> None:
-        if handover is not None:  # it goes with the job's final state (`Admitted`)
-            handover(semaphore.release_call(held.id))
-            return
+    def _release(self, semaphore: GroupSemaphore, held: Ticket) -> None:
         try:
             semaphore.release(held.id)
         except REDIS_BLIPS as exc:

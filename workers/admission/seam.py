@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from workers.error import JobCancelledError
 
@@ -50,34 +50,15 @@ class ModelFacts:
         return self.engine == "mlx"
 
 
-class Admitted:
-    """What `Gate.admit` yields: the job's hold on its slot (and KV), released when the
-    block ends.
-
-    `release_with(handover)`: a block that then ends normally hands each release to
-    `handover` (a `semaphore.ReleaseCall`) instead of making a round trip for it: the job
-    sends it with its final state (`workers.delivery.job_finish`), so the slot is held
-    until that is stored, a fraction of a millisecond more. A block that raises releases
-    at once.
-    """
-
-    def __init__(self) -> None:
-        self.handover: Callable[[Any], None] | None = None
-
-    def release_with(self, handover: Callable[[Any], None]) -> None:
-        self.handover = handover
-
-
 class Gate(Protocol):
     def before_load(self) -> None:
         """Account the model's weights; raise DoesNotFitError (or wait) if they cannot fit."""
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool], priority: str = "normal",
-              ) -> AbstractContextManager[Admitted]:
-        """Block until the job's KV cache fits and a slot is free; release on exit (or
-        hand the release over: `Admitted`). A "high" job goes before waiting normal and
-        low ones.
+              ) -> AbstractContextManager[None]:
+        """Block until the job's KV cache fits and a slot is free; release on exit. A
+        "high" job goes before waiting normal and low ones.
 
         Raises DoesNotFitError when it can never fit, JobCancelledError if `cancelled()`
         turns true while waiting.
@@ -101,12 +82,12 @@ class NullGate:
         return None
 
     @contextmanager
-    def _admitted(self) -> Iterator[Admitted]:
-        yield Admitted()  # nothing held: nothing to hand over
+    def _admitted(self) -> Iterator[None]:
+        yield
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool], priority: str = "normal",
-              ) -> AbstractContextManager[Admitted]:
+              ) -> AbstractContextManager[None]:
         return self._admitted()
 
     def loaded(self, facts: ModelFacts) -> None:
@@ -152,20 +133,20 @@ class SlotLimit:
 
     def admit(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
               cancelled: Callable[[], bool], priority: str = "normal",
-              ) -> AbstractContextManager[Admitted]:
+              ) -> AbstractContextManager[None]:
         return self._admitted(job_id, prompt_tokens, max_output_tokens, cancelled, priority)
 
     @contextmanager
     def _admitted(self, job_id: str, prompt_tokens: int, max_output_tokens: int,
-                  cancelled: Callable[[], bool], priority: str) -> Iterator[Admitted]:
-        admission = self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled,
-                                    priority)
+                  cancelled: Callable[[], bool], priority: str) -> Iterator[None]:
+        admitted = self.gate.admit(job_id, prompt_tokens, max_output_tokens, cancelled,
+                                   priority)
         if self._slot_first:
-            with self._local_slot(job_id, cancelled), admission as admitted:
-                yield admitted
+            with self._local_slot(job_id, cancelled), admitted:
+                yield
         else:
-            with admission as admitted, self._local_slot(job_id, cancelled):
-                yield admitted
+            with admitted, self._local_slot(job_id, cancelled):
+                yield
 
     @contextmanager
     def _local_slot(self, job_id: str, cancelled: Callable[[], bool]) -> Iterator[None]:

@@ -109,20 +109,6 @@ class Verdict:
         return cls(message, None if expiry_ms < 0 else expiry_ms / 1000, int(reply[2]))
 
 
-@dataclass(frozen=True)
-class ReleaseCall:
-    """A release to run: `run()` now, or its script, keys and args queued in someone's
-    pipeline (a job's final state: `workers.delivery.job_finish`). If that pipeline is
-    lost, nothing renews the tickets any more, and their leases expire within ttl_s."""
-
-    script: Any  # redis-py Script, registered on the semaphore's client
-    keys: list[str]
-    args: list[Any]
-
-    def run(self) -> None:
-        self.script(keys=self.keys, args=self.args)
-
-
 class GroupSemaphore:
     """One process's handle on a group's semaphore; thread-safe."""
 
@@ -192,15 +178,9 @@ class GroupSemaphore:
 
     def release(self, *ticket_ids: str) -> None:
         """Give back held tickets, or withdraw waiting ones."""
-        self.release_call(*ticket_ids).run()
-
-    def release_call(self, *ticket_ids: str) -> ReleaseCall:
-        """`release` as a script call to send later, in a round trip that has to be made
-        anyway (`ReleaseCall`). The tickets are no longer renewed from now on."""
         with self._lock:
             self._live.difference_update(ticket_ids)
-        return ReleaseCall(self._scripts["RELEASE"], [self.prefix],
-                           [self.budget_bytes, self._ttl_ms, self.max_bypass, *ticket_ids])
+        self._run("RELEASE", self.budget_bytes, self._ttl_ms, self.max_bypass, *ticket_ids)
 
     def renew(self) -> list[str]:
         """Extend this process's tickets; returns the ids that had already expired."""

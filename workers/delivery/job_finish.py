@@ -5,9 +5,10 @@ entry of its fragment stream (`workers.jobs.progress`), its final state (the res
 backend's `STORE_SCRIPT`) and its outcome in the metrics (`workers.metrics.FINISH_SCRIPT`).
 Now the job registers the first and the last here as *riders*, and the result backend
 sends them in the pipeline that stores the final state, after it: one round trip. A
-stream reader that sees the end entry finds the result already stored. Two more ride the
-same way: the broker's ack of a job that succeeded (`workers.delivery.finish_ack`) and the
-release of the job's admission slot (`ScriptCall`, `workers.admission.seam.Admitted`).
+stream reader that sees the end entry finds the result already stored. The broker's ack
+of a job that succeeded rides the same way (`workers.delivery.finish_ack`). Not the
+release of its admission slot: held until the result is stored, the slot idled about 2%
+of the time at the LM Studio-like timing (ops/profile-worker-stress.md, 2026-12-06).
 
 Riding needs our keys in the result backend's Redis (LMQ_REDIS_URL unset or equal);
 otherwise, and for a job that stores no final state here (requeued, or ended before it
@@ -126,25 +127,6 @@ class StreamEnd:
 
     def send_alone(self, state: str | None) -> None:
         self.stream.end(state or "SUCCESS")
-
-
-class ScriptCall:
-    """A script call that ends a hold of the job's (its admission ticket's release,
-    `workers.admission.semaphore.ReleaseCall`: `script`, `keys`, `args`, `run()`)."""
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-
-    def add(self, batch: FinishBatch, state: str, result: Any) -> None:
-        batch.script(self.call.script, self.call.keys, self.call.args)
-
-    def send_alone(self, state: str | None) -> None:
-        self.call.run()
-
-
-def can_ride() -> bool:
-    """True when a job's final state is stored where riders can go with it."""
-    return result_store.shares_result_redis()
 
 
 def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None,

@@ -98,12 +98,10 @@ def _predict(ctx: JobContext, request: PredictionRequest, config: PredictionConf
     max_output = _check_context(ctx, prompt_tokens, request.max_tokens)
     ctx.progress.phase("admission")
     with ctx.gate.admit(ctx.job_id, prompt_tokens, max_output, ctx.token.is_requested,
-                        ctx.priority) as admitted:
+                        ctx.priority):
         ctx.progress.phase("prefill")
-        outcome = with_retries(ctx, lambda: _stream_once(ctx, request),
-                               on_retry=ctx.progress.restart)
-        ctx.release_with_result(admitted)
-        return outcome
+        return with_retries(ctx, lambda: _stream_once(ctx, request),
+                            on_retry=ctx.progress.restart)
 
 
 def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:

@@ -8,8 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from workers.admission.seam import Admitted, Gate
-from workers.delivery import job_finish
+from workers.admission.seam import Gate
 from workers.delivery.cancel import CancelToken
 from workers.error import LMStudioLostError, LMStudioUnavailableError
 from workers.jobs.progress import ProgressReporter
@@ -35,14 +34,6 @@ class JobContext:
     gate: Gate
     settings: Settings
     priority: str = "normal"  # the job's: a high one goes first in admission's queue
-
-    def release_with_result(self, admitted: Admitted) -> None:
-        """Let the job's slot go with its final state, in the round trip that stores it
-        (`workers.delivery.job_finish`): one round trip less per job. Where that state is
-        stored elsewhere, the slot goes when the admission block ends, as before."""
-        if job_finish.can_ride():
-            admitted.release_with(
-                lambda call: job_finish.ride(self.job_id, job_finish.ScriptCall(call)))
 
     def result_fields(self, cancelled: bool) -> dict[str, Any]:
         """The fields every result carries (model identity, timing, worker, attempt)."""

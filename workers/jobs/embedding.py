@@ -51,10 +51,9 @@ def run_embedding(ctx: JobContext, job: EmbeddingJob) -> dict[str, Any]:
     total = len(job.texts)
     done: list[Item | None] = [None] * total
     ctx.progress.phase("admission")
-    with ctx.gate.admit(ctx.job_id, 0, 0, ctx.token.is_requested, ctx.priority) as admitted:
+    with ctx.gate.admit(ctx.job_id, 0, 0, ctx.token.is_requested, ctx.priority):
         ctx.progress.items(0, total)
         _embed_all(ctx, job, done)
-        ctx.release_with_result(admitted)
     completed = _prefix(done)
     items = [item for item in done[:completed] if item is not None]
     vectors = [item[0] for item in items]
