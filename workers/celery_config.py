@@ -123,11 +123,17 @@ def _transport_config(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if not is_redis(url):
         return {}
-    config: dict[str, Any] = {"broker_transport": CLIENT_TRANSPORT}
-    if url.startswith("rediss://") and "ssl_cert_reqs" not in url:
-        log.warning("rediss:// broker without ssl_cert_reqs: the certificate is not verified")
-        config["broker_use_ssl"] = {"ssl_cert_reqs": CERT_NONE}
-    return config
+    ssl = bare_rediss_ssl(url)
+    return {"broker_transport": CLIENT_TRANSPORT, **({"broker_use_ssl": ssl} if ssl else {})}
+
+
+def bare_rediss_ssl(broker_url: str) -> dict[str, Any] | None:
+    """kombu's ssl options for a `rediss://` URL that names none (no certificate check,
+    with a warning); None for any other URL. Needed wherever the transport is ours."""
+    if not broker_url.startswith("rediss://") or "ssl_cert_reqs" in broker_url:
+        return None
+    log.warning("rediss:// broker without ssl_cert_reqs: the certificate is not verified")
+    return {"ssl_cert_reqs": CERT_NONE}
 
 
 def _priority_config(settings: Settings) -> dict[str, Any]:

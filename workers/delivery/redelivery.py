@@ -63,14 +63,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from ssl import CERT_NONE
 from typing import Any
 
 import redis
 from kombu.utils.json import loads
 
 from workers import keys
-from workers.celery_config import CLIENT_TRANSPORT, PRIORITY_SEP, message_tenant
+from workers.celery_config import (
+    CLIENT_TRANSPORT,
+    PRIORITY_SEP,
+    bare_rediss_ssl,
+    message_tenant,
+)
 from workers.delivery import tenant_turns
 
 log = logging.getLogger(__name__)
@@ -418,10 +422,9 @@ def use_held_transport(conf: Any = None, **_: Any) -> None:
     if (not url.startswith(("redis://", "rediss://"))
             or conf.broker_transport not in (None, "", CLIENT_TRANSPORT)):
         return
-    if (url.startswith("rediss://") and not getattr(conf, "broker_use_ssl", None)
-            and "ssl_cert_reqs" not in url):
-        log.warning("rediss:// broker without ssl_cert_reqs: the certificate is not verified")
-        conf.broker_use_ssl = {"ssl_cert_reqs": CERT_NONE}
+    ssl = None if getattr(conf, "broker_use_ssl", None) else bare_rediss_ssl(url)
+    if ssl:
+        conf.broker_use_ssl = ssl
     conf.broker_transport = TRANSPORT
 
 
