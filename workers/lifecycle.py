@@ -55,6 +55,7 @@ from celery import bootsteps
 from celery.signals import worker_shutdown
 from celery.worker import state as worker_state
 
+from workers import redis_pool
 from workers.admission import Lookahead, build_gate, thread_count
 from workers.admission.seam import ModelFacts, SlotLimit
 from workers.contract import queue_name
@@ -305,8 +306,8 @@ def _register(client: redis.Redis | None, model: str, hostname: str,
 
 def _redis(settings: Settings) -> redis.Redis | None:
     try:
-        return redis.Redis.from_url(settings.store_url, socket_timeout=10,
-                                    health_check_interval=30)
+        return redis_pool.client(settings.store_url, socket_timeout=10,
+                                 health_check_interval=30)
     except (ValueError, redis.RedisError) as exc:
         log.warning("no Redis for progress streams (%s): %s", settings.store_url, exc)
         return None

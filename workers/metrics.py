@@ -43,7 +43,7 @@ from typing import Any
 import redis
 from celery import signals, states
 
-from workers import celery_config, keys, waiting
+from workers import celery_config, keys, redis_pool, waiting
 from workers.contract import KEY_PREFIX, model_from_queue, queue_name
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ def _get_recorder() -> Recorder:
         if _recorder is None or _recorder_pid != os.getpid():
             from workers.settings import get_settings
 
-            _recorder = Recorder(redis.Redis.from_url(get_settings().store_url))
+            _recorder = Recorder(redis_pool.client(get_settings().store_url))
             _recorder_pid = os.getpid()
         return _recorder
 

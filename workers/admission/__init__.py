@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
+from workers import redis_pool
 from workers.admission.budget import Budget, gpu_budget
 from workers.admission.estimate import ModelCost, model_cost
 from workers.admission.gate import AdmissionGate
@@ -77,7 +76,7 @@ def build_gate(settings: Settings, facts: ModelFacts, lookahead: Lookahead | Non
         return NullGate()
     budget = gpu_budget(settings)
     cost = plan_cost(settings, facts)
-    client = redis.Redis.from_url(settings.store_url)
+    client = redis_pool.client(settings.store_url)
     usable = UNKNOWN_BUDGET if budget.usable_bytes is None else budget.usable_bytes
     semaphore = GroupSemaphore(client, settings.group, usable, settings.lease_ttl_s)
     if not budget.known:

@@ -29,6 +29,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 
+from workers import redis_pool
 from workers.delivery import job_finish, result_store
 
 # KEYS: the result key. ARGV: the encoded meta, its expiry in seconds (0: none), its state.
@@ -61,6 +62,7 @@ class StateScriptBackend(RedisBackend):  # type: ignore[misc]  # celery is untyp
     def __init__(self, *args: Any, url: str | None = None, app: Any = None,
                  **kwargs: Any) -> None:
         # Chosen as the app's backend class, Celery passes no URL: the configured one.
+        kwargs.setdefault("connection_pool", redis_pool.FreshConnectionPool)
         super().__init__(*args, url=url or app.conf.result_backend, app=app, **kwargs)
         self._store_script: Any = None
 
