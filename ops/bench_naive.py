@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from celery import Celery  # noqa: E402
 
+from ops.benchlib import celery_worker  # noqa: E402
 from ops.benchlib.memory import tree_peak_kib  # noqa: E402
 
 TASK = "naive.chat"
@@ -44,30 +43,15 @@ def client_app(redis_url: str) -> Celery:
 @contextmanager
 def naive_worker(redis_url: str, host: str, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A ops.naive_app worker -P prefork`, ready when it answers a ping."""
-    env = {**os.environ, "LMQ_BROKER_URL": redis_url, "LMQ_LMSTUDIO_HOST": host,
-           "PYTHONUNBUFFERED": "1"}
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the worker child writes to it
-        prefix="lmq-naive-", suffix=".log", delete=False)
-    hostname = f"naive-{os.getpid()}-{time.monotonic_ns() % 100000}@lmq"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ops.naive_app", "worker", "-P", "prefork",
-         "-c", str(concurrency), "-Q", QUEUE, "--hostname", hostname, "--loglevel", "WARNING"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     app = client_app(redis_url)
     try:
-        deadline = time.monotonic() + 120
-        while not app.control.ping([hostname], timeout=0.5):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"naive worker did not start: {Path(log.name).read_text()}")
-        yield proc
+        with celery_worker.running(
+                "ops.naive_app",
+                ["-P", "prefork", "-c", str(concurrency), "-Q", QUEUE, "--loglevel", "WARNING"],
+                {"LMQ_BROKER_URL": redis_url, "LMQ_LMSTUDIO_HOST": host}, app, "naive") as proc:
+            yield proc
     finally:
         app.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def send(app: Celery, model: str, prompt: str, max_tokens: int) -> Any:

@@ -16,6 +16,9 @@ Starts a private redis-server and the simulator (replies of 16 tokens) and print
       the pool's own CPU per job decides the ratio (goal >= 0.9, issue 22; a worker is one
       Python process, capped near 1000 / CPU ms per job). Each profile also prints the
       worker's CPU per job against the direct process's (goal <= 1.2x) and the load average.
+      At the stress timing it also prints Celery's floor (`ops.celery_floor_app`): the CPU
+      per task of a stock Celery worker, set up as the pool's, whose tasks only wait as
+      long as a prediction takes: what Celery itself costs a job here.
     Direct and pool runs alternate for `--rounds` rounds; the ratio is the median of the
     rounds' ratios, so load from other processes on a shared machine hits both sides.
     `--admission off` runs the worker without the GPU-memory admission gate (the slot limit
@@ -41,6 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ops.benchlib import celery_floor  # noqa: E402
 from ops.benchlib.cpu import cpu_s  # noqa: E402
 from producers.job_queue import JobQueue  # noqa: E402
 from producers.local_pool import LocalPool, local_pool  # noqa: E402
@@ -179,6 +183,11 @@ def main() -> None:
             report(pool, sim.host, args)
 
 
+def prediction_s(profile: str) -> float:
+    """How long the simulator takes to answer one of (a)'s jobs under `profile`."""
+    return MAX_TOKENS / PROFILES[profile]["decode_tokens_per_s"]
+
+
 def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
     queue, texts = pool.queue, prompts(args.jobs)
     pids = [w.process.pid for w in pool.workers if w.process is not None]
@@ -194,6 +203,14 @@ def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
         print(f"    CPU per job: worker process(es) {c.pool_cpu_ms:.1f} ms, direct SDK process "
               f"{c.direct_cpu_ms:.1f} ms, ratio {c.pool_cpu_ms / c.direct_cpu_ms:.2f} "
               f"(goal <= 1.2); load average {os.getloadavg()[0]:.1f}")
+        if profile == "stress":
+            floor = celery_floor.measure(pool.settings.broker_url, args.concurrency,
+                                         celery_floor.default_threads(args.concurrency),
+                                         prediction_s(profile), args.jobs)
+            print(f"    Celery's floor: a stock Celery worker set up as the pool's, whose "
+                  f"tasks only wait {floor.hold_ms:.0f} ms: {floor.tasks_per_s:.1f} tasks/s, "
+                  f"CPU per task {floor.cpu_ms:.1f} ms ({floor.cpu_ms / c.direct_cpu_ms:.2f}"
+                  " of the direct SDK process's per job)")
     SimulatorAdmin(host).set_timing(**PROFILES["stress"])  # (b) and (c): short jobs
     bulk, naive = enqueue_rates(queue, args.enqueue_jobs)
     print(f"(b) enqueue: submit_many {bulk:.0f} jobs/s ({args.enqueue_jobs} jobs), naive "

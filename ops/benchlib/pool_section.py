@@ -1,5 +1,5 @@
-"""Pool vs direct SDK calls and vs the naive Celery app; enqueue rate; queue overhead;
-worker memory. Reuses `ops/bench_pool.py` and `ops/bench_naive.py`.
+"""Pool vs direct SDK calls, vs Celery's own floor and vs the naive Celery app; enqueue
+rate; queue overhead; worker memory. Reuses `ops/bench_pool.py` and `ops/bench_naive.py`.
 
 The worker runs as users run it: LMQ_SLOTS = `concurrency` predictions at once and its
 default threads (slots + LMQ_PREFETCH_THREADS, which only receive the next jobs), as
@@ -15,6 +15,7 @@ import statistics
 from typing import Any
 
 from ops import bench_naive, bench_pool
+from ops.benchlib import celery_floor
 from ops.benchlib.figure import Figure
 from ops.benchlib.memory import peak_kib
 from ops.benchlib.stack import CHAT, stack
@@ -33,6 +34,10 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any,
             vs_direct = [bench_pool.compare(pool.queue, parts.host, texts, concurrency,
                                             profile, rounds, pids)
                          for profile in bench_pool.PROFILES]
+            stress = vs_direct[list(bench_pool.PROFILES).index("stress")]
+            floor = celery_floor.measure(parts.redis_url, concurrency,
+                                         celery_floor.default_threads(concurrency),
+                                         bench_pool.prediction_s("stress"), jobs)
             # the naive app and (b)/(c) below run on the stress timing compare() ends with
             pooled, _ = bench_pool.through_pool(pool.queue, texts)
             bulk, loop = bench_pool.enqueue_rates(pool.queue, enqueue_jobs)
@@ -56,6 +61,11 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any,
                  c.direct_cpu_ms, "direct SDK process, same jobs (CPU times from /proc, "
                  f"{rounds} alternating rounds)", higher_is_better=False, goal="<= 1.2x")
           for c in vs_direct),
+        Figure(section, f"worker CPU per job, {_timing('stress')}, against Celery's floor",
+               "ms", stress.pool_cpu_ms, floor.cpu_ms,
+               "Celery's floor (a stock Celery worker set up as the pool's, tasks that only "
+               f"wait {floor.hold_ms:.0f} ms; the direct SDK process: "
+               f"{stress.direct_cpu_ms:.1f} ms)", higher_is_better=False),
         Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled,
                naive["jobs_per_s"], f"naive Celery (prefork -c {concurrency}, client per job)"),
         Figure(section, f"enqueue rate, {enqueue_jobs} jobs", "jobs/s", bulk, loop,
