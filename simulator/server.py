@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from http import HTTPStatus
@@ -100,8 +101,16 @@ async def run_forever(host: str, port: int, config: SimConfig | dict[str, Any] |
                       engine: Engine | None = None) -> None:
     sim = Simulator(config, engine)
     await sim.start(host, port)
-    print(f"SIMULATOR_READY {sim.host}:{sim.port} models_dir={sim.state.catalog.models_dir}",
-          flush=True, file=sys.stdout)
+    try:
+        print(f"SIMULATOR_READY {sim.host}:{sim.port} models_dir={sim.state.catalog.models_dir}",
+              flush=True, file=sys.stdout)
+    except BrokenPipeError:  # its starter stopped before reading the line: no one will use it
+        # stdout to /dev/null, or Python's own flush at exit fails on the closed pipe too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError):
+            print("simulator: stopped, the process that started it is gone", file=sys.stderr)
+        await sim.close()
+        return
     stop = asyncio.get_running_loop().create_future()
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.cancel)
