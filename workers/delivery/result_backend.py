@@ -44,13 +44,7 @@ if current then
     end
   end
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
+""" + result_store.WRITE_META + """return 1
 """
 
 SCHEMES = ("redis://", "rediss://")

@@ -48,6 +48,17 @@ from workers.contract import TASK_NAMES
 
 log = logging.getLogger(__name__)
 
+# Lua: store the encoded meta ARGV[1] at KEYS[1] (expiring after ARGV[2] seconds; 0: never)
+# and PUBLISH it on the key's channel, as Celery's Redis backend writes a state.
+WRITE_META = """\
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+"""
+
 START_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 local revoked = redis.call('EXISTS', KEYS[3]) == 1
@@ -66,13 +77,7 @@ end
 if revoked then
   return {-1, ''}
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-local n = redis.call('INCR', KEYS[2])
+""" + WRITE_META + """local n = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if KEYS[4] then
   redis.call('SADD', KEYS[5], ARGV[4])
