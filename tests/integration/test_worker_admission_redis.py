@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -26,11 +27,23 @@ def own_redis(tmp_path) -> Iterator[object]:  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def gate(url: str, retries: int) -> AdmissionGate:
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    semaphore = GroupSemaphore(client, "blip", 8 * GIB, 15.0)
-    return AdmissionGate(semaphore, ModelCost("m", GIB, 1024, "setting", 4096), 4,
-                         retries=retries, backoff_s=0.2)
+@pytest.fixture()
+def gate() -> Iterator[Callable[[str, int], AdmissionGate]]:
+    """Gates on a Redis the test stops; closed afterwards, so that no heartbeat thread goes
+    on renewing leases on a stopped server for the rest of the session."""
+    made: list[AdmissionGate] = []
+
+    def make(url: str, retries: int) -> AdmissionGate:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        semaphore = GroupSemaphore(client, "blip", 8 * GIB, 15.0)
+        made.append(AdmissionGate(semaphore, ModelCost("m", GIB, 1024, "setting", 4096), 4,
+                                  retries=retries, backoff_s=0.2))
+        return made[-1]
+
+    yield make
+    for admission in made:
+        with contextlib.suppress(redis.RedisError):  # the heartbeat stops first
+            admission.close()
 
 
 def admit_once(admission: AdmissionGate) -> None:
@@ -38,7 +51,7 @@ def admit_once(admission: AdmissionGate) -> None:
         pass
 
 
-def test_redis_down_through_the_retries_is_a_transient_error(own_redis) -> None:  # type: ignore[no-untyped-def]
+def test_redis_down_through_the_retries_is_a_transient_error(own_redis, gate) -> None:  # type: ignore[no-untyped-def]
     admission = gate(own_redis.url, retries=2)
     admit_once(admission)  # weights held, Redis fine
     own_redis.stop()
@@ -49,7 +62,7 @@ def test_redis_down_through_the_retries_is_a_transient_error(own_redis) -> None:
     assert str(rebuilt) == str(caught.value)
 
 
-def test_a_redis_restart_during_admission_is_retried(own_redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_redis_restart_during_admission_is_retried(own_redis, gate) -> None:  # type: ignore[no-untyped-def]
     admission = gate(own_redis.url, retries=6)
     admit_once(admission)
     own_redis.restart()  # connections of the client are now dead; data is gone too
