@@ -3,8 +3,9 @@
     LMQ_BROKER_URL=redis://... LMQ_FLOOR_SLOTS=4 \
         celery -A ops.celery_floor_app worker -P threads -c 6 -Q floor
 
-Set up as the pool's worker is (`workers.celery_config`): JSON, late acks, task events for
-Flower, extended results in Redis, STARTED states, one message prefetched per thread.
+Set up as the pool's worker is, with the same settings taken from `workers.celery_config`
+(JSON, late acks, task events for Flower, extended results, STARTED states, one message
+prefetched per thread), on Celery's stock Redis transport and result backend.
 `floor.hold(seconds)` holds one of LMQ_FLOOR_SLOTS places for `seconds`, as a prediction
 holds a slot, using no CPU, and returns a small result. The worker's CPU per task is then
 what Celery itself costs a job on this machine: the part of the pool's CPU per job that no
@@ -21,17 +22,23 @@ from typing import Any
 
 from celery import Celery
 
+from workers.celery_config import celery_config
+from workers.settings import Settings
+
 BROKER_URL = os.environ.get("LMQ_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "floor"
 TASK = "floor.hold"
 
+# The pool worker's own settings for what a task costs Celery (not its transport, backend
+# or queues: those are the floor's stock ones).
+SHARED = ("task_serializer", "result_serializer", "accept_content", "result_accept_content",
+          "result_extended", "task_track_started", "task_acks_late",
+          "task_reject_on_worker_lost", "worker_prefetch_multiplier",
+          "worker_send_task_events", "task_send_sent_event", "worker_hijack_root_logger")
+
 app = Celery("lmq-floor", broker=BROKER_URL, backend=BROKER_URL)
-app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
-                result_accept_content=["json"], result_extended=True, task_track_started=True,
-                task_acks_late=True, task_reject_on_worker_lost=True,
-                worker_prefetch_multiplier=1, worker_send_task_events=True,
-                task_send_sent_event=True, task_default_queue=QUEUE,
-                worker_hijack_root_logger=False)
+_pool = celery_config(Settings(broker_url=BROKER_URL, result_backend=BROKER_URL))
+app.conf.update({name: _pool[name] for name in SHARED}, task_default_queue=QUEUE)
 
 _slots = threading.BoundedSemaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
 

@@ -1,5 +1,5 @@
 """Measure Celery's own floor (`ops.celery_floor_app`): the CPU per task of a stock Celery
-worker, set up as the pool's, running tasks that only wait as long as the pool's jobs ran."""
+worker, set up as the pool's, running tasks that only wait as long as a prediction takes."""
 
 from __future__ import annotations
 
