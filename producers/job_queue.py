@@ -122,6 +122,20 @@ class JobQueue:
         that were checked already, configs against the SDK's schema and sizes against these
         limits (the gateway's batch files, validated at upload), so they are sent as they
         are."""
+        pairs = self.prepare(jobs, enqueue_anyway=enqueue_anyway, batch_id=batch_id,
+                             job_ids=job_ids, priority=priority, expires_s=expires_s,
+                             time_limit_s=time_limit_s, tenant=tenant, checked=checked)
+        self.publisher.publish(pairs)
+        return self.handles(pairs)
+
+    def prepare(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,
+                batch_id: str | None = None, job_ids: Sequence[str] | None = None,
+                priority: str | None = None, expires_s: float | None = None,
+                time_limit_s: float | None = None, tenant: str | None = None,
+                checked: bool = False) -> list[tuple[str, Job]]:
+        """`submit_many`'s checks, and the `(job_id, job)` pairs as they are sent (submit
+        time, priority, deadlines, tenant set): what a publisher takes. `handles(pairs)`
+        once they are sent."""
         check_priority(priority)
         check_tenant(tenant)
         check_tenant(self.settings.tenant)  # LMQ_TENANT, the default
@@ -134,20 +148,22 @@ class JobQueue:
                 check_limits(job, self.settings)
         if not enqueue_anyway:
             self._check_served({job.model for job in valid})
-        now = time.time()
-        update: dict[str, Any] = {"submitted_at": now}
+        update: dict[str, Any] = {"submitted_at": time.time()}
         if batch_id:
             update["batch_id"] = batch_id
         if priority is not None:
             update["priority"] = priority
         update.update(deadlines)
         ids = list(job_ids) if job_ids is not None else [str(uuid.uuid4()) for _ in valid]
-        pairs = [(job_id, job.model_copy(update={**update, "tenant": tenant or job.tenant
-                                                  or self.settings.tenant}))
-                 for job_id, job in zip(ids, valid, strict=True)]
-        self.publisher.publish(pairs)
+        return [(job_id, job.model_copy(update={**update, "tenant": tenant or job.tenant
+                                                 or self.settings.tenant}))
+                for job_id, job in zip(ids, valid, strict=True)]
+
+    def handles(self, pairs: Sequence[tuple[str, Job]]) -> list[JobHandle]:
+        """Handles of sent jobs, each knowing its deadline (no read to learn it)."""
         return [JobHandle(job_id, self, expires_at=job_expiry.expires_at(
-                    {"submitted_at": now, "expires_s": job.expires_s})) for job_id, job in pairs]
+                    {"submitted_at": job.submitted_at, "expires_s": job.expires_s}))
+                for job_id, job in pairs]
 
     @staticmethod
     def _checked(jobs: Iterable[Job | dict[str, Any]]) -> list[Job]:

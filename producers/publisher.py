@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from producers import job_registry
-from producers.sent_events import SentEvents
+from producers.sent_events import SentEvents, SentJob
 from workers import keys
 from workers.celery_config import (
     ENQUEUED_AT_HEADER,
@@ -46,7 +46,7 @@ def _priority_list(job: Job) -> str:
     return model_priority_list(job.model, job.priority)
 
 
-def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
+def push(pipe: Any, job: Job, message: str) -> None:
     """Queue a job's message on its tenant's list, then put the tenant in the list's turns
     (after the push: a take that finds the tenant's list empty drops it from the turns, so
     registering first could strand the job). New tenants join with score 0: next turn."""
@@ -55,7 +55,7 @@ def push(pipe: redis.client.Pipeline, job: Job, message: str) -> None:
         pipe.zadd(keys.tenant_turns(_priority_list(job)), {job.tenant: 0}, nx=True)
 
 
-def ring(pipe: redis.client.Pipeline, queues: Sequence[str]) -> None:
+def ring(pipe: Any, queues: Sequence[str]) -> None:
     """Wake idle workers of these queues (a token per job, at most keys.BELL_TOKENS_MAX kept):
     they block on the bell, not on a job list (a job may be on any tenant's list)."""
     for queue, jobs in sorted(Counter(queues).items()):
@@ -92,6 +92,38 @@ def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | N
     })
 
 
+def queue_chunk(app: Celery, store_pipe: Any, broker_pipe: Any,
+                jobs: Sequence[tuple[str, Job]], ttl_s: int) -> list[SentJob]:
+    """Queue a chunk's commands on a Redis broker's pipelines (redis-py's or its asyncio
+    twin's: the same command API): the registry entries on `store_pipe`, the messages and
+    the bells on `broker_pipe` (the same pipeline when the store is the broker). The caller
+    executes them, the store's first; returns the chunk's `task-sent` events.
+
+    The broker's pipeline is a transaction: a producer that dies mid-send never leaves a
+    job pushed without its tenant in the turns (`push`). Same round trip as a plain one."""
+    record(store_pipe, jobs, ttl_s)
+    events: list[SentJob] = []
+    for job_id, job in jobs:
+        payload = job.model_dump(mode="json")  # made once for the message and the event
+        shown = job_argsrepr(payload)
+        push(broker_pipe, job, task_message(app, job_id, job, payload, shown))
+        events.append((job_id, TASK_FOR_KIND[job.kind], shown, queue_name(job.model)))
+    ring(broker_pipe, [queue_name(job.model) for _, job in jobs])
+    return events
+
+
+def record(pipe: Any, jobs: Sequence[tuple[str, Job]], ttl_s: int) -> None:
+    """The jobs' registry entries and batch membership."""
+    batches: dict[str, list[str]] = {}
+    for job_id, job in jobs:
+        job_registry.add_to_pipeline(pipe, job_id, job, ttl_s)
+        if job.batch_id:
+            batches.setdefault(job.batch_id, []).append(job_id)
+    for batch_id, ids in batches.items():
+        pipe.rpush(keys.batch_jobs(batch_id), *ids)
+        pipe.expire(keys.batch_jobs(batch_id), ttl_s)
+
+
 class Publisher:
     """Pushes (job_id, job) pairs to the broker and records them in the job registry."""
 
@@ -109,9 +141,9 @@ class Publisher:
             self._publish_chunk(jobs[start : start + CHUNK_JOBS])
 
     def _publish_chunk(self, jobs: Sequence[tuple[str, Job]]) -> None:
-        store_pipe = self.store.pipeline(transaction=self.same_server)  # see below
-        self._record(store_pipe, jobs)
+        store_pipe = self.store.pipeline(transaction=self.same_server)  # see queue_chunk
         if not self.raw:
+            record(store_pipe, jobs, self.settings.result_expires_s)
             store_pipe.execute()
             for job_id, job in jobs:
                 payload = job.model_dump(mode="json")
@@ -124,33 +156,15 @@ class Publisher:
                                    argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
         assert self.broker is not None
-        # A transaction: a producer that dies mid-send never leaves a job pushed without
-        # its tenant in the turns (`push`). Same round trip as a plain pipeline.
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
-        events = []
-        for job_id, job in jobs:
-            payload = job.model_dump(mode="json")  # made once for the message and the event
-            shown = job_argsrepr(payload)
-            push(broker_pipe, job, task_message(self.app, job_id, job, payload, shown))
-            events.append((job_id, TASK_FOR_KIND[job.kind], shown, queue_name(job.model)))
-        ring(broker_pipe, [queue_name(job.model) for _, job in jobs])
+        events = queue_chunk(self.app, store_pipe, broker_pipe, jobs,
+                             self.settings.result_expires_s)
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()
         # send_task would have emitted these (one message per chunk: `sent_events`); Flower
         # shows queued jobs from them.
         self.sent_events.send(events)
-
-    def _record(self, pipe: redis.client.Pipeline, jobs: Sequence[tuple[str, Job]]) -> None:
-        ttl_s = self.settings.result_expires_s
-        batches: dict[str, list[str]] = {}
-        for job_id, job in jobs:
-            job_registry.add_to_pipeline(pipe, job_id, job, ttl_s)
-            if job.batch_id:
-                batches.setdefault(job.batch_id, []).append(job_id)
-        for batch_id, ids in batches.items():
-            pipe.rpush(keys.batch_jobs(batch_id), *ids)
-            pipe.expire(keys.batch_jobs(batch_id), ttl_s)
 
     def close(self) -> None:
         self.sent_events.close()

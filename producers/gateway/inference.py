@@ -67,18 +67,23 @@ class EmbeddingBody(_OpenAIBody):
     encoding_format: str | None = None
 
 
-def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
-    gw.access.check(job.model)
+async def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
+    """Queue the job from the event loop: Redis is read in a thread only when the pool
+    access check has nothing recent to go by (every SERVED_TTL_S at most)."""
+    if not gw.access.admits_from_cache(job.model):
+        await asyncio.to_thread(gw.access.check, job.model)
     # checked=True: `translate` built the job through the SDK's config schema already, so
-    # it is not checked a second time at submit; the size limits are the one check left.
+    # it is not checked a second time; the size limits are the one check left.
     # enqueue_anyway: checked just above, with 404 vs 503. The key names the
     # job's tenant and its priority (someone waits on an HTTP answer: the key's default,
     # normal unless it says otherwise). Without keys there is no tenant to name: the job
     # gets LMQ_TENANT's, as any producer's (none by default).
     check_limits(job, gw.settings)
     tenant = None if owner is LOCAL else owner.name
-    return gw.queue.submit_many([job], enqueue_anyway=True, priority=owner.priority,
-                                tenant=tenant, job_ids=[job_id], checked=True)[0]
+    pairs = gw.queue.prepare([job], enqueue_anyway=True, priority=owner.priority,
+                             tenant=tenant, job_ids=[job_id], checked=True)
+    await gw.publisher.publish(pairs)
+    return gw.queue.handles(pairs)[0]
 
 
 async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
@@ -95,7 +100,7 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
     # sent and reading the key once: no gain within the noise, and one more round trip.
     watch = None if asked.stream else await gw.results.subscribe(job_id)
     try:
-        handle = await asyncio.to_thread(_submit, gw, asked.job, owner, job_id)
+        handle = await _submit(gw, asked.job, owner, job_id)
     except BaseException:
         if watch is not None:
             gw.results.drop(watch)

@@ -66,19 +66,36 @@ class PoolAccess:
                                   f"LMQ_MAX_QUEUED={self.settings.max_queued}: retry later",
                                   code="queue_full")
 
+    def admits_from_cache(self, model: str) -> bool:
+        """True when recent reads alone admit a request for `model` (served, its queue far
+        below LMQ_MAX_QUEUED), counting it as `check` would: no Redis read, so the caller
+        can stay on its event loop. False: call `check` (it reads, and may raise)."""
+        served = self._served  # one read: a thread running `check` may replace it
+        fresh = time.monotonic() - self._served_at <= SERVED_TTL_S
+        if not fresh or model not in served:
+            return False
+        return self._broker is None or self._cached_length(model) is not None
+
     def _queue_length(self, model: str) -> int:
         """Jobs waiting for `model`: a recent read plus the jobs this gateway sent since
         (workers taking jobs meanwhile make it an overestimate), read afresh when that is
         older than QUEUE_TTL_S or over half of LMQ_MAX_QUEUED."""
         assert self._broker is not None
-        read, at, sent = self._waiting.get(model, (0, float("-inf"), 0))
-        fresh_enough = time.monotonic() - at < QUEUE_TTL_S
-        if fresh_enough and (read + sent) * 2 <= self.settings.max_queued:
-            self._waiting[model] = (read, at, sent + 1)
-            return read + sent
+        cached = self._cached_length(model)
+        if cached is not None:
+            return cached
         read = queue_length(self._broker, model)
         self._waiting[model] = (read, time.monotonic(), 1)
         return read
+
+    def _cached_length(self, model: str) -> int | None:
+        """The recent read plus this request and those sent since, if fresh and far enough
+        below the limit (the request is counted); else None."""
+        read, at, sent = self._waiting.get(model, (0, float("-inf"), 0))
+        if time.monotonic() - at < QUEUE_TTL_S and (read + sent) * 2 <= self.settings.max_queued:
+            self._waiting[model] = (read, at, sent + 1)
+            return read + sent
+        return None
 
     def _not_served(self, model: str, served: list[str]) -> None:
         names = ", ".join(served) or "none"

@@ -8,6 +8,7 @@ from typing import Annotated
 import httpx
 from fastapi import Depends, Request
 
+from producers.async_publisher import AsyncPublisher
 from producers.gateway import image_links
 from producers.gateway.auth import KeyRing, Tenant
 from producers.gateway.errors import ApiError
@@ -22,6 +23,7 @@ from workers.settings import Settings
 class Gateway:
     settings: Settings
     queue: JobQueue
+    publisher: AsyncPublisher  # the requests' jobs, sent from the event loop
     access: PoolAccess
     keyring: KeyRing
     files: Records
@@ -33,13 +35,14 @@ class Gateway:
     def open(cls, settings: Settings, keyring: KeyRing) -> Gateway:
         queue = JobQueue(settings)
         ttl_s = settings.result_expires_s
-        return cls(settings, queue, PoolAccess(queue), keyring,
+        return cls(settings, queue, AsyncPublisher(queue.publisher), PoolAccess(queue), keyring,
                    Records(queue.store_client, "file", ttl_s),
                    Records(queue.store_client, "batch", ttl_s),
                    Results(queue.app, settings.backend_url), image_links.client())
 
     async def aclose(self) -> None:
         await self.results.aclose()
+        await self.publisher.aclose()
         await self.http.aclose()
         self.access.close()
         self.queue.close()

@@ -555,3 +555,29 @@ def test_a_request_runs_as_a_job_of_the_keys_tenant_and_priority(
     entry = job_registry.lookup(redis.Redis.from_url(pool.settings.store_url), job_id)
     assert entry is not None
     assert (entry["tenant"], entry["priority"]) == ("team-a", "high")  # KEY=team-a:high
+
+
+def test_requests_jobs_are_announced_as_sent_for_flower(base_url: str,
+                                                        pool: LocalPool) -> None:
+    """The gateway publishes from its event loop and sends the `task-sent` events after:
+    every job still gets one (Flower shows it queued), with its shortened arguments and
+    its queue, also when requests arrive together."""
+    from tests.support.event_tap import tapped
+    from workers.contract import TASK_CHAT, queue_name
+
+    async def requests() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0) as aclient:
+            replies = await asyncio.gather(*(aclient.chat.completions.create(
+                model=CHAT, messages=[{"role": "user", "content": f"sent {i}"}], max_tokens=4)
+                for i in range(6)))
+        return [reply.id.removeprefix("chatcmpl-") for reply in replies]
+
+    with tapped(pool.settings.broker_url) as tap:
+        job_ids = asyncio.run(requests())
+        wait_until(lambda: all("task-sent" in tap.seen(job_id) for job_id in job_ids),
+                   timeout=10, message="a task-sent event for every request's job")
+    sent = {e["uuid"]: e for e in tap.events() if e["type"] == "task-sent"}
+    for job_id in job_ids:
+        assert sent[job_id]["name"] == TASK_CHAT
+        assert sent[job_id]["queue"] == queue_name(CHAT)
+        assert "sent " in sent[job_id]["args"]

@@ -1,24 +1,17 @@
 """A worker's task events leave in batches (`workers.task_events`), and none is lost.
 
-The test listens to the event exchange on Redis itself (a pattern subscription, what
-kombu's fanout is there), so it sees each message as Flower's receiver gets it: one
-PUBLISH holds one event, or a `task.multi` list of them.
+The test listens to the event exchange on Redis itself (`tests.support.event_tap`), so it
+sees each message as Flower's receiver gets it.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import redis
 
 from tests.e2e.support import MODEL, job_queue
+from tests.support.event_tap import EventTap, tapped
 from tests.support.wait import wait_until
 from workers.task_events import FLUSH_INTERVAL_S
 
@@ -27,43 +20,10 @@ pytestmark = pytest.mark.slow
 JOB_EVENTS = {"task-received", "task-started", "task-succeeded"}
 
 
-@dataclass
-class EventTap:
-    """Every task event message published on the broker, with when it arrived."""
-
-    messages: list[tuple[float, list[dict[str, Any]]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def events(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [event for _, batch in self.messages for event in batch]
-
-    def seen(self, job_id: str) -> set[str]:
-        return {e["type"] for e in self.events() if e.get("uuid") == job_id}
-
-
 @pytest.fixture()
 def event_tap(redis_url: str) -> Iterator[EventTap]:
-    tap = EventTap()
-    pubsub = redis.Redis.from_url(redis_url).pubsub(ignore_subscribe_messages=True)
-    pubsub.psubscribe("*celeryev/task.*")
-    stop = threading.Event()
-
-    def listen() -> None:
-        while not stop.is_set():
-            message = pubsub.get_message(timeout=0.2)
-            if message is not None:
-                body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
-                with tap.lock:
-                    tap.messages.append((time.monotonic(), body if isinstance(body, list)
-                                         else [body]))
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    yield tap
-    stop.set()
-    listener.join(timeout=5)
-    pubsub.close()
+    with tapped(redis_url) as tap:
+        yield tap
 
 
 def test_every_job_event_arrives_in_at_most_one_message_per_flush_interval(
