@@ -53,8 +53,21 @@ class _ThreadRunner:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._call(self.simulator.close())
+        with contextlib.suppress(Exception):
+            self._call(_cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel the tasks still on the loop (an idle TTL's unload timer, a connection's
+    handler), so none is garbage-collected pending ("Task was destroyed but it is pending")
+    once the loop stops."""
+    current = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not current]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 class _ProcessRunner:
