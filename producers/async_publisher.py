@@ -32,21 +32,22 @@ class AsyncPublisher:
         self._events: list[SentJob] = []
         self._sending: asyncio.Task[None] | None = None
 
-    async def publish(self, jobs: Sequence[tuple[str, Job]]) -> None:
-        """Push `(job_id, job)` pairs made by `JobQueue.prepare` to their queues."""
+    async def publish(self, jobs: Sequence[tuple[str, Job]], *, streamed: bool = False) -> None:
+        """Push `(job_id, job)` pairs made by `JobQueue.prepare` to their queues
+        (`streamed`: as `Publisher.publish`)."""
         if self.broker is None:
-            await asyncio.to_thread(self.sync.publish, jobs)
+            await asyncio.to_thread(lambda: self.sync.publish(jobs, streamed=streamed))
             return
         for start in range(0, len(jobs), CHUNK_JOBS):
-            await self._publish_chunk(jobs[start : start + CHUNK_JOBS])
+            await self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
 
-    async def _publish_chunk(self, jobs: Sequence[tuple[str, Job]]) -> None:
+    async def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
         assert self.broker is not None
         same_server = self.sync.same_server
         store_pipe = self.store.pipeline(transaction=same_server)
         broker_pipe = store_pipe if same_server else self.broker.pipeline(transaction=True)
         events = queue_chunk(self.sync.app, store_pipe, broker_pipe, jobs,
-                             self.sync.settings.result_expires_s)
+                             self.sync.settings.result_expires_s, streamed)
         if broker_pipe is not store_pipe:
             await store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         await broker_pipe.execute()

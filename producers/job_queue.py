@@ -68,29 +68,36 @@ class JobQueue:
              response_format: Any = None, enqueue_anyway: bool = False,
              job_id: str | None = None, batch_id: str | None = None,
              priority: str = "normal", expires_s: float | None = None,
-             time_limit_s: float | None = None, tenant: str | None = None) -> JobHandle:
+             time_limit_s: float | None = None, tenant: str | None = None,
+             streamed: bool = False) -> JobHandle:
         """`config`: the SDK's prediction config; `response_format`: as `respond()` takes it
         (a JSON schema dict or a pydantic model class), the result's `parsed` is filled.
         `priority`: "high", "normal" or "low" (workers take the most urgent job first);
         `expires_s`: never start it later than this after submission (JobExpiredError);
-        `time_limit_s`: cancel it this long after it started (REVOKED, partial result)."""
+        `time_limit_s`: cancel it this long after it started (REVOKED, partial result);
+        `streamed`: you will read its text as it comes (`handle.stream()`): the worker
+        publishes the first fragment as soon as it has it, not at its next flush (50 ms)."""
         job = make_job("chat", {"model": model, "messages": prompt_or_messages,
                                 "system_prompt": system_prompt, "tools": tools,
                                 "config": make_config(config, response_format),
                                 "batch_id": batch_id, "priority": priority,
                                 "expires_s": expires_s, "time_limit_s": time_limit_s})
-        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant)
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant,
+                           streamed=streamed)
 
     def complete(self, model: str, prompt: str, *, config: Config = None,
                  response_format: Any = None, enqueue_anyway: bool = False,
                  job_id: str | None = None, batch_id: str | None = None,
                  priority: str = "normal", expires_s: float | None = None,
-                 time_limit_s: float | None = None, tenant: str | None = None) -> JobHandle:
+                 time_limit_s: float | None = None, tenant: str | None = None,
+                 streamed: bool = False) -> JobHandle:
+        """As `chat`, for a plain-text prompt."""
         job = make_job("completion", {"model": model, "prompt": prompt,
                                       "config": make_config(config, response_format),
                                       "batch_id": batch_id, "priority": priority,
                                       "expires_s": expires_s, "time_limit_s": time_limit_s})
-        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant)
+        return self.submit(job, enqueue_anyway=enqueue_anyway, job_id=job_id, tenant=tenant,
+                           streamed=streamed)
 
     def embed(self, model: str, texts: str | Sequence[str], *, enqueue_anyway: bool = False,
               job_id: str | None = None, batch_id: str | None = None,
@@ -105,27 +112,28 @@ class JobQueue:
     def submit(self, job: Job | dict[str, Any], *, enqueue_anyway: bool = False,
                job_id: str | None = None, priority: str | None = None,
                expires_s: float | None = None, time_limit_s: float | None = None,
-               tenant: str | None = None) -> JobHandle:
+               tenant: str | None = None, streamed: bool = False) -> JobHandle:
         ids = [job_id] if job_id else None
         return self.submit_many([job], enqueue_anyway=enqueue_anyway, job_ids=ids,
                                 priority=priority, expires_s=expires_s,
-                                time_limit_s=time_limit_s, tenant=tenant)[0]
+                                time_limit_s=time_limit_s, tenant=tenant,
+                                streamed=streamed)[0]
 
     def submit_many(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,
                     batch_id: str | None = None, job_ids: Sequence[str] | None = None,
                     priority: str | None = None, expires_s: float | None = None,
-                    time_limit_s: float | None = None,
-                    tenant: str | None = None, checked: bool = False) -> list[JobHandle]:
+                    time_limit_s: float | None = None, tenant: str | None = None,
+                    checked: bool = False, streamed: bool = False) -> list[JobHandle]:
         """Validate every job, then publish them all in pipelined round trips. `priority`,
         `expires_s`, `time_limit_s` and `tenant` (if given) replace each job's own; a job
         with no tenant gets LMQ_TENANT's. `checked=True`: the jobs are contract objects
         that were checked already, configs against the SDK's schema and sizes against these
         limits (the gateway's batch files, validated at upload), so they are sent as they
-        are."""
+        are. `streamed`: as `chat`'s."""
         pairs = self.prepare(jobs, enqueue_anyway=enqueue_anyway, batch_id=batch_id,
                              job_ids=job_ids, priority=priority, expires_s=expires_s,
                              time_limit_s=time_limit_s, tenant=tenant, checked=checked)
-        self.publisher.publish(pairs)
+        self.publisher.publish(pairs, streamed=streamed)
         return self.handles(pairs)
 
     def prepare(self, jobs: Iterable[Job | dict[str, Any]], *, enqueue_anyway: bool = False,

@@ -25,6 +25,7 @@ from workers import keys
 from workers.celery_config import (
     ENQUEUED_AT_HEADER,
     REDIS_PRIORITY_STEP,
+    STREAMED_HEADER,
     TENANT_HEADER,
     message_priority,
     model_priority_list,
@@ -64,7 +65,7 @@ def ring(pipe: Any, queues: Sequence[str]) -> None:
 
 
 def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | None = None,
-                 shown: str | None = None) -> str:
+                 shown: str | None = None, streamed: bool = False) -> str:
     """The JSON string kombu's Redis transport would LPUSH for this task. `payload` (the
     job's JSON dict) and `shown` (its argsrepr) when the caller has made them already."""
     payload = job.model_dump(mode="json") if payload is None else payload
@@ -74,6 +75,8 @@ def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | N
                               argsrepr=f"({shown},)", kwargsrepr="{}")
     msg.headers[ENQUEUED_AT_HEADER] = job.submitted_at
     msg.headers[TENANT_HEADER] = job.tenant
+    if streamed:
+        msg.headers[STREAMED_HEADER] = True
     body = json.dumps(msg.body).encode()
     queue = queue_name(job.model)
     return json.dumps({
@@ -93,7 +96,8 @@ def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | N
 
 
 def queue_chunk(app: Celery, store_pipe: Any, broker_pipe: Any,
-                jobs: Sequence[tuple[str, Job]], ttl_s: int) -> list[SentJob]:
+                jobs: Sequence[tuple[str, Job]], ttl_s: int,
+                streamed: bool = False) -> list[SentJob]:
     """Queue a chunk's commands on a Redis broker's pipelines (redis-py's or its asyncio
     twin's: the same command API): the registry entries on `store_pipe`, the messages and
     the bells on `broker_pipe` (the same pipeline when the store is the broker). The caller
@@ -106,7 +110,7 @@ def queue_chunk(app: Celery, store_pipe: Any, broker_pipe: Any,
     for job_id, job in jobs:
         payload = job.model_dump(mode="json")  # made once for the message and the event
         shown = job_argsrepr(payload)
-        push(broker_pipe, job, task_message(app, job_id, job, payload, shown))
+        push(broker_pipe, job, task_message(app, job_id, job, payload, shown, streamed))
         events.append((job_id, TASK_FOR_KIND[job.kind], shown, queue_name(job.model)))
     ring(broker_pipe, [queue_name(job.model) for _, job in jobs])
     return events
@@ -136,11 +140,13 @@ class Publisher:
         self.same_server = self.raw and settings.broker_url == settings.store_url
         self.sent_events = SentEvents(app)
 
-    def publish(self, jobs: Sequence[tuple[str, Job]]) -> None:
+    def publish(self, jobs: Sequence[tuple[str, Job]], *, streamed: bool = False) -> None:
+        """`streamed`: their producer reads their text as it is generated
+        (`STREAMED_HEADER`)."""
         for start in range(0, len(jobs), CHUNK_JOBS):
-            self._publish_chunk(jobs[start : start + CHUNK_JOBS])
+            self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
 
-    def _publish_chunk(self, jobs: Sequence[tuple[str, Job]]) -> None:
+    def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
         store_pipe = self.store.pipeline(transaction=self.same_server)  # see queue_chunk
         if not self.raw:
             record(store_pipe, jobs, self.settings.result_expires_s)
@@ -152,13 +158,14 @@ class Publisher:
                                    priority=message_priority(job.priority,
                                                              self.settings.broker_url),
                                    headers={ENQUEUED_AT_HEADER: job.submitted_at,
-                                            TENANT_HEADER: job.tenant},
+                                            TENANT_HEADER: job.tenant,
+                                            **({STREAMED_HEADER: True} if streamed else {})},
                                    argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
         assert self.broker is not None
         broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
         events = queue_chunk(self.app, store_pipe, broker_pipe, jobs,
-                             self.settings.result_expires_s)
+                             self.settings.result_expires_s, streamed)
         if broker_pipe is not store_pipe:
             store_pipe.execute()  # registry first: a fast worker never sees an unknown job
         broker_pipe.execute()

@@ -29,6 +29,11 @@ ENQUEUED_AT_HEADER = "lmq_enqueued_at"
 # Message header with the job's tenant label (absent or null: no tenant). On Redis it picks
 # the tenant's broker list (`tenant_list`), and the worker's take gives tenants turns.
 TENANT_HEADER = "lmq_tenant"
+# Message header, true when the producer reads the job's text as it is generated (a stream):
+# the worker then publishes the first fragment as soon as it arrives, not at the next flush
+# (time to first content). A header, not a job field: workers that do not know it run the
+# job all the same.
+STREAMED_HEADER = "lmq_streamed"
 # kombu's Redis transport: queue + PRIORITY_SEP + priority step names a priority list.
 PRIORITY_SEP = "\x06\x16"
 # Priority list + TENANT_SEP + tenant names that tenant's list. Not kombu's: kombu only

@@ -93,6 +93,11 @@ def to_config(opts: dict[str, Any]) -> PredictionConfig:
                         **options.model_dump(exclude_none=True)})
 
 
+def _prints_text(wait: bool, stream: bool, as_json: bool) -> bool:
+    """`finish` prints the text as it comes (the job is sent as streamed)."""
+    return wait and stream and not as_json
+
+
 def finish(handle: JobHandle, *, wait: bool, stream: bool, as_json: bool,
            timeout_s: float | None) -> None:
     """Print what the user asked for: the id, the streamed text, the result."""
@@ -130,7 +135,8 @@ def chat(model: str, prompt: str, system_prompt: str | None, wait: bool, stream:
     with JobQueue(cli_settings()) as queue:
         handle = queue.chat(model, prompt, system_prompt=system_prompt, config=config,
                             enqueue_anyway=enqueue_anyway, priority=priority,
-                            expires_s=expires_s, time_limit_s=time_limit_s)
+                            expires_s=expires_s, time_limit_s=time_limit_s,
+                            streamed=_prints_text(wait, stream, as_json))
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 
@@ -147,7 +153,8 @@ def complete(model: str, prompt: str, wait: bool, stream: bool, as_json: bool,
     with JobQueue(cli_settings()) as queue:
         handle = queue.complete(model, prompt, config=config, enqueue_anyway=enqueue_anyway,
                                 priority=priority, expires_s=expires_s,
-                                time_limit_s=time_limit_s)
+                                time_limit_s=time_limit_s,
+                                streamed=_prints_text(wait, stream, as_json))
         finish(handle, wait=wait, stream=stream, as_json=as_json, timeout_s=timeout_s)
 
 

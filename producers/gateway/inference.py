@@ -67,9 +67,11 @@ class EmbeddingBody(_OpenAIBody):
     encoding_format: str | None = None
 
 
-async def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandle:
+async def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str,
+                  streamed: bool) -> JobHandle:
     """Queue the job from the event loop: Redis is read in a thread only when the pool
-    access check has nothing recent to go by (every SERVED_TTL_S at most)."""
+    access check has nothing recent to go by (every SERVED_TTL_S at most). `streamed`: the
+    answer is a stream (its first text is published as soon as the worker has it)."""
     if not gw.access.admits_from_cache(job.model):
         await asyncio.to_thread(gw.access.check, job.model)
     # checked=True: `translate` built the job through the SDK's config schema already, so
@@ -82,7 +84,7 @@ async def _submit(gw: Gateway, job: Job, owner: Tenant, job_id: str) -> JobHandl
     tenant = None if owner is LOCAL else owner.name
     pairs = gw.queue.prepare([job], enqueue_anyway=True, priority=owner.priority,
                              tenant=tenant, job_ids=[job_id], checked=True)
-    await gw.publisher.publish(pairs)
+    await gw.publisher.publish(pairs, streamed=streamed)
     return gw.queue.handles(pairs)[0]
 
 
@@ -100,7 +102,7 @@ async def answer(request: Request, gw: Gateway, url: str, body: BaseModel,
     # sent and reading the key once: no gain within the noise, and one more round trip.
     watch = None if asked.stream else await gw.results.subscribe(job_id)
     try:
-        handle = await _submit(gw, asked.job, owner, job_id)
+        handle = await _submit(gw, asked.job, owner, job_id, asked.stream)
     except BaseException:
         if watch is not None:
             gw.results.drop(watch)

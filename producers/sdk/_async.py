@@ -46,10 +46,14 @@ class AsyncPredictionStream(StreamOutcome):
         self._plan = plan
 
     async def start(self) -> None:
+        """Send the job, as one whose text is read as it comes."""
+        await self._send(streamed=True)
+
+    async def _send(self, streamed: bool) -> None:
         if self._handle is not None:
             raise lms.LMStudioRuntimeError("Prediction request has already been sent.")
         with translated():
-            self._handle = await asyncio.to_thread(self._plan._submit)
+            self._handle = await asyncio.to_thread(self._plan._submit, streamed)
 
     async def __aiter__(self) -> AsyncIterator[lms.LlmPredictionFragment]:
         if self._error is not None:
@@ -68,6 +72,8 @@ class AsyncPredictionStream(StreamOutcome):
             raise
 
     async def wait_for_result(self) -> lms.PredictionResult:
+        if self._handle is None and self._error is None and self._final is None:
+            await self._send(streamed=self._plan._callbacks.reads_text())
         async for _ in self:
             pass
         return self.result()

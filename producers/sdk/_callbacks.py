@@ -31,6 +31,10 @@ class Callbacks:
     first_token_seen: bool = field(default=False, init=False)
     cancelled: bool = field(default=False, init=False)
 
+    def reads_text(self) -> bool:
+        """A callback takes the text as it comes (the job is then sent as streamed)."""
+        return self.on_prediction_fragment is not None or self.on_first_token is not None
+
     def progress(self, value: float) -> None:
         if self.cancelled or value <= self.progress_seen:
             return

@@ -128,8 +128,9 @@ class LLM(_Handle):
         _no_preset(preset)
         queue = self._client.queue
         return PredictionStream(queue, self.identifier,
-                                lambda: queue.complete(self.identifier, prompt, config=checked,
-                                                       **self._client.job_options),
+                                lambda streamed: queue.complete(
+                                    self.identifier, prompt, config=checked, streamed=streamed,
+                                    **self._client.job_options),
                                 _config.sdk_config(checked), Callbacks(**callbacks))
 
     def complete(self, prompt: str, *, response_format: Any = None,
@@ -152,8 +153,8 @@ class LLM(_Handle):
         queue = self._client.queue
         return PredictionStream(
             queue, self.identifier,
-            lambda: queue.chat(self.identifier, messages, tools=tools, config=config,
-                               **self._client.job_options),
+            lambda streamed: queue.chat(self.identifier, messages, tools=tools, config=config,
+                                        streamed=streamed, **self._client.job_options),
             _config.sdk_config(config), callbacks)
 
 

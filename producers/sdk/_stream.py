@@ -87,8 +87,9 @@ class StreamOutcome:
 class PredictionStream(StreamOutcome):
     """A chat or completion job, iterated as the SDK's fragments."""
 
-    def __init__(self, queue: JobQueue, model_key: str, submit: Callable[[], JobHandle],
+    def __init__(self, queue: JobQueue, model_key: str, submit: Callable[[bool], JobHandle],
                  config: lms.LlmPredictionConfig, callbacks: Callbacks) -> None:
+        """`submit(streamed)` sends the job (`JobQueue.chat`'s `streamed`)."""
         self._queue = queue
         self._model_key = model_key
         self._submit = submit
@@ -99,11 +100,14 @@ class PredictionStream(StreamOutcome):
     # --- the SDK's stream API --------------------------------------------------------
 
     def start(self) -> None:
-        """Send the job."""
+        """Send the job, as one whose text is read as it comes."""
+        self._send(streamed=True)
+
+    def _send(self, streamed: bool) -> None:
         if self._handle is not None:
             raise lms.LMStudioRuntimeError("Prediction request has already been sent.")
         with translated():
-            self._handle = self._submit()
+            self._handle = self._submit(streamed)
 
     def __iter__(self) -> Iterator[lms.LlmPredictionFragment]:
         if self._error is not None:
@@ -121,6 +125,8 @@ class PredictionStream(StreamOutcome):
             raise
 
     def wait_for_result(self) -> lms.PredictionResult:
+        if self._handle is None and self._error is None and self._final is None:
+            self._send(streamed=self._callbacks.reads_text())  # nothing iterates the text
         for _ in self:
             pass
         return self.result()

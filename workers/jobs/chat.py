@@ -114,7 +114,8 @@ def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
                                   callbacks)
     ctx.token.attach(prediction.cancel)  # a cancel before the stream started waits for it
     try:
-        return prediction.wait(ctx.progress.stream.flush, FLUSH_INTERVAL_S)
+        return prediction.wait(ctx.progress.stream.flush, FLUSH_INTERVAL_S,
+                               first_at_once=ctx.streamed)
     finally:
         ctx.token.detach()
 

@@ -34,6 +34,7 @@ class JobContext:
     gate: Gate
     settings: Settings
     priority: str = "normal"  # the job's: a high one goes first in admission's queue
+    streamed: bool = False  # its producer streams the text (STREAMED_HEADER)
 
     def result_fields(self, cancelled: bool) -> dict[str, Any]:
         """The fields every result carries (model identity, timing, worker, attempt)."""

@@ -35,6 +35,7 @@ from celery import states
 from celery.exceptions import Ignore, Reject
 from celery.worker import state as worker_state
 
+from workers.celery_config import STREAMED_HEADER
 from workers.contract import RESULT_FOR_KIND
 from workers.delivery import job_finish
 from workers.delivery.result_store import next_attempt, take_attempt, take_revoked, take_stored
@@ -78,7 +79,8 @@ def execute(task: Any, payload: Any, job_cls: type[J],
             enqueued_at=getattr(job, "submitted_at", None), started_at=ctx_started,
             token=token, progress=ProgressReporter(task, job_id, rt.hostname, rt.redis),
             session=rt.session, gate=rt.gate, settings=rt.settings,
-            priority=getattr(job, "priority", "normal"))
+            priority=getattr(job, "priority", "normal"),
+            streamed=bool(getattr(task.request, STREAMED_HEADER, False)))
         return _run(task, ctx, job, run, rt.outage)
 
 

@@ -23,7 +23,9 @@ worker running the job. Entry fields (all strings):
   whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
   event loop (`buffer()`, no I/O there) and the job thread, waking every
   `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job thread
-  ever writes, so entries keep their order.
+  ever writes, so entries keep their order. A job whose producer streams it
+  (`STREAMED_HEADER`) also gets a flush at its first fragment: the first text is
+  published as it is generated.
 * `{"reset": attempt}`: the connection to LM Studio dropped and the prediction restarts
   from scratch; discard the text read so far.
 * `{"end": state}`: the last entry; state is `SUCCESS`, `REVOKED` or `FAILURE`. Read the

@@ -9,7 +9,9 @@ own `act()` does, the only SDK internal used here.
 
 The job thread waits in `wait(flush, flush_interval_s)` on the coroutine's future: it wakes
 when the prediction ended, and while it runs every `flush_interval_s` to publish what was
-buffered, so Redis writes never block the loop. That is the point of issue 22: no
+buffered, so Redis writes never block the loop. For a job someone streams
+(`first_at_once`) it also wakes at the first fragment, so the first text is published as
+it arrives rather than up to `flush_interval_s` later. That is the point of issue 22: no
 cross-thread hop per websocket message; a short job crosses twice (submit, result), a
 long one once more per flush interval.
 
@@ -79,6 +81,7 @@ class Prediction:
         self._tool_calls: list[dict[str, Any]] = []
         self.cancel_sent = False
         self._future: Any = None
+        self._first_fragment = threading.Event()  # set on the loop when the text begins
 
     @classmethod
     def begin(cls, session: Session, kind: str, payload: Any, config: dict[str, Any],
@@ -90,13 +93,20 @@ class Prediction:
             prediction._run(session.handle, payload, config, callbacks))
         return prediction
 
-    def wait(self, flush: Callable[[], None], flush_interval_s: float) -> Outcome:
+    def wait(self, flush: Callable[[], None], flush_interval_s: float, *,
+             first_at_once: bool = False) -> Outcome:
         """Block the job thread until the prediction ends, calling `flush` every
-        `flush_interval_s` meanwhile.
+        `flush_interval_s` meanwhile, and once at the first fragment if `first_at_once`
+        (someone streams the text: one more write per job, for its first content).
 
         When it ended, the text still buffered is left to the caller: the job's end entry
         publishes it in the same round trip (a short job's whole text in one write).
         """
+        if first_at_once:
+            self._future.add_done_callback(lambda _done: self._first_fragment.set())
+            self._first_fragment.wait()  # the first fragment, or the end (it always comes)
+            if not self._future.done():
+                flush()
         while True:
             try:
                 self._future.exception(flush_interval_s)  # waits; it raises only when not done
@@ -149,6 +159,8 @@ class Prediction:
                     heard()
                     if isinstance(event, PredictionFragmentEvent):
                         on_fragment(event.arg.content, int(event.arg.tokens_count))
+                        if not self._first_fragment.is_set():
+                            self._first_fragment.set()
                     elif isinstance(event, PredictionToolCallEvent):
                         self._tool_calls.append(_tool_call(event.arg, len(self._tool_calls)))
             except BaseException:
