@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -82,6 +83,13 @@ def install(app: FastAPI) -> None:
         code = "not_found" if exc.status_code == 404 else None
         return _json(ApiError(exc.status_code, str(exc.detail), code=code))
 
+    async def redis_down(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, redis.RedisError)
+        first = (str(exc).splitlines() or [""])[0]
+        log.warning("gateway: Redis did not answer: %s: %s", type(exc).__name__, first)
+        return _json(unavailable(f"the pool's Redis did not answer ({type(exc).__name__}: "
+                                 f"{first}); retry later", code="redis_unavailable"))
+
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.error("gateway: unexpected error", exc_info=exc)
         first = (str(exc).splitlines() or [""])[0]
@@ -91,5 +99,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(LmqError, lmq_error)
+    app.add_exception_handler(redis.RedisError, redis_down)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
