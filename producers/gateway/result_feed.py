@@ -74,25 +74,38 @@ class ResultFeed:
         self._chores: set[asyncio.Task[Any]] = set()
         self._sending = asyncio.Lock()  # one writer on the connection at a time
 
-    async def watch(self, key: str) -> Stored:
-        """Woken whenever `key`'s state is stored; subscribed when this returns (if Redis
-        confirmed within CONFIRM_S: `subscribed`)."""
+    async def watch(self, key: str, *, confirm: bool = True) -> Stored:
+        """Woken whenever `key`'s state is stored. When this returns the SUBSCRIBE has been
+        sent, and with `confirm` Redis confirmed it (if within CONFIRM_S: `subscribed`);
+        without, `confirmed(key, stored)` waits for that later."""
         channel = key.encode()
         stored = Stored()
         waits = self._waits.setdefault(channel, set())
         waits.add(stored)
         if len(waits) == 1:
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmed[channel] = confirmed
+            self._confirmed[channel] = asyncio.get_running_loop().create_future()
             try:
                 await self._subscribe(channel)
-                await asyncio.wait({confirmed}, timeout=CONFIRM_S)
             except BaseException:  # cancelled while subscribing: leave nothing behind
+                self.unwatch(key, stored)
+                raise
+        if confirm:
+            await self.confirmed(key, stored)
+        return stored
+
+    async def confirmed(self, key: str, stored: Stored) -> None:
+        """Wait at most CONFIRM_S for Redis to confirm `key`'s subscription, then set
+        `stored.subscribed` (False: the wait reads the key instead of trusting messages)."""
+        channel = key.encode()
+        confirmed = self._confirmed.get(channel)
+        if confirmed is not None and not confirmed.done():
+            try:
+                await asyncio.wait({confirmed}, timeout=CONFIRM_S)
+            except BaseException:
                 self.unwatch(key, stored)
                 raise
         confirmed_now = self._confirmed.get(channel)
         stored.subscribed = confirmed_now is not None and confirmed_now.done()
-        return stored
 
     def unwatch(self, key: str, stored: Stored) -> None:
         """No await (safe in a cancelled wait's `finally`): the unsubscribe is sent later."""

@@ -38,7 +38,8 @@ class Gateway:
         return cls(settings, queue, AsyncPublisher(queue.publisher), PoolAccess(queue), keyring,
                    Records(queue.store_client, "file", ttl_s),
                    Records(queue.store_client, "batch", ttl_s),
-                   Results(queue.app, settings.backend_url), image_links.client())
+                   Results(queue.app, settings.backend_url, settings.broker_url),
+                   image_links.client())
 
     async def aclose(self) -> None:
         await self.results.aclose()

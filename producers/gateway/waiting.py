@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.connection import parse_url
 from starlette.requests import Request
 
 from producers import result_wait
@@ -43,16 +44,26 @@ class Results:
     (`ResultFeed`): a request opens no connection of its own (`JobHandle.aresult` opens a
     client and a pub/sub connection per wait, which a long-lived server need not pay)."""
 
-    def __init__(self, app: Celery, url: str) -> None:
+    def __init__(self, app: Celery, url: str, broker_url: str | None = None) -> None:
         self.app = app
         self.client = aioredis.Redis.from_url(url, client_name="lmq-gateway")
         self.feed = ResultFeed(url, client_name="lmq-gateway")  # its own connection
+        # The results live on the broker's Redis server: a SUBSCRIBE sent before a job's
+        # push runs no later than the event-loop turn that takes the push, so before any
+        # state of the job can be published (a worker must take the job first). Its
+        # confirmation can then be awaited after the job is sent.
+        self.on_broker_server = (broker_url is not None and broker_url.startswith(REDIS_SCHEMES)
+                                 and _server(url) == _server(broker_url))
 
-    async def subscribe(self, job_id: str) -> Watch:
+    async def subscribe(self, job_id: str, *, confirm: bool = True) -> Watch:
         """Subscribe to a job's result before sending the job; `of(handle, watch)` then
-        waits without reading the key (the final state comes as the message)."""
+        waits without reading the key (the final state comes as the message). Without
+        `confirm` only the SUBSCRIBE is sent: call `confirmed(watch)` once the job is."""
         key = result_wait.result_key(self.app, job_id)
-        return Watch(key, await self.feed.watch(key), early=True)
+        return Watch(key, await self.feed.watch(key, confirm=confirm), early=True)
+
+    async def confirmed(self, watch: Watch) -> None:
+        await self.feed.confirmed(watch.key, watch.stored)
 
     def drop(self, watch: Watch) -> None:
         """The job was never sent (or is waited on otherwise): unsubscribe."""
@@ -108,6 +119,15 @@ class Results:
     async def aclose(self) -> None:
         await self.feed.aclose()
         await self.client.aclose()
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _server(url: str) -> tuple[object, ...]:
+    """The Redis server a URL names (any database)."""
+    found = parse_url(url)
+    return (found.get("host"), found.get("port", 6379), found.get("path"))
 
 
 async def result_unless_gone(request: Request, handle: JobHandle, results: Results,
