@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from producers.publisher import CHUNK_JOBS, Publisher, queue_chunk
+from producers.publisher import CHUNK_JOBS, Publisher, chunk_pipelines, queue_chunk
 from producers.sent_events import SentJob
 from workers.contract import Job
 
@@ -42,10 +42,8 @@ class AsyncPublisher:
             await self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
 
     async def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
-        assert self.broker is not None
-        same_server = self.sync.same_server
-        store_pipe = self.store.pipeline(transaction=same_server)
-        broker_pipe = store_pipe if same_server else self.broker.pipeline(transaction=True)
+        store_pipe, broker_pipe = chunk_pipelines(self.store, self.broker,
+                                                  self.sync.same_server)
         events = queue_chunk(self.sync.app, store_pipe, broker_pipe, jobs,
                              self.sync.settings.result_expires_s, streamed)
         if broker_pipe is not store_pipe:

@@ -95,6 +95,14 @@ def task_message(app: Celery, job_id: str, job: Job, payload: dict[str, Any] | N
     })
 
 
+def chunk_pipelines(store: Any, broker: Any, same_server: bool) -> tuple[Any, Any]:
+    """The pipelines a chunk is queued on (`queue_chunk`), from the store's and the broker's
+    clients (redis-py's or its asyncio twin's): one transaction when they are one Redis;
+    else the store's plain and the broker's a transaction (see `queue_chunk`)."""
+    store_pipe = store.pipeline(transaction=same_server)
+    return store_pipe, store_pipe if same_server else broker.pipeline(transaction=True)
+
+
 def queue_chunk(app: Celery, store_pipe: Any, broker_pipe: Any,
                 jobs: Sequence[tuple[str, Job]], ttl_s: int,
                 streamed: bool = False) -> list[SentJob]:
@@ -147,8 +155,8 @@ class Publisher:
             self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
 
     def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
-        store_pipe = self.store.pipeline(transaction=self.same_server)  # see queue_chunk
         if not self.raw:
+            store_pipe = self.store.pipeline(transaction=False)
             record(store_pipe, jobs, self.settings.result_expires_s)
             store_pipe.execute()
             for job_id, job in jobs:
@@ -162,8 +170,7 @@ class Publisher:
                                             **({STREAMED_HEADER: True} if streamed else {})},
                                    argsrepr=f"({job_argsrepr(payload)},)", kwargsrepr="{}")
             return
-        assert self.broker is not None
-        broker_pipe = store_pipe if self.same_server else self.broker.pipeline(transaction=True)
+        store_pipe, broker_pipe = chunk_pipelines(self.store, self.broker, self.same_server)
         events = queue_chunk(self.app, store_pipe, broker_pipe, jobs,
                              self.settings.result_expires_s, streamed)
         if broker_pipe is not store_pipe:

@@ -9,11 +9,11 @@ own `act()` does, the only SDK internal used here.
 
 The job thread waits in `wait(flush, flush_interval_s)` on the coroutine's future: it wakes
 when the prediction ended, and while it runs every `flush_interval_s` to publish what was
-buffered, so Redis writes never block the loop. For a job someone streams
-(`first_at_once`) it also wakes at the first fragment, so the first text is published as
-it arrives rather than up to `flush_interval_s` later. That is the point of issue 22: no
+buffered, so Redis writes never block the loop. That is the point of issue 22: no
 cross-thread hop per websocket message; a short job crosses twice (submit, result), a
-long one once more per flush interval.
+long one once more per flush interval. For a job someone streams (`first_at_once`) the
+thread also wakes at the first fragment, so the first text is published as it arrives
+rather than up to `flush_interval_s` later.
 
 `cancel()` may be called from any thread (the cancel watcher, a time limit): it asks the
 loop to send `cancel` to the server, which answers with `success` (stop reason
