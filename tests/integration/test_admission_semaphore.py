@@ -358,3 +358,45 @@ def test_unknown_host_memory_admits_by_slots_only(
     sem.release(held[0].id)
     third.thread.join(timeout=10)
     assert order == ["third"] and third.error is None
+
+
+def blpops(client: redis.Redis) -> int:
+    stats = client.info("commandstats").get("cmdstat_blpop", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+def test_own_release_hands_the_slot_over_without_blpop(
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+    """A worker whose jobs outnumber its slots: the waiter takes its verdict from the
+    reply of this process's release, not from a BLPOP round trip of its own."""
+    sem = make_sem(budget=10_000)
+    held = [sem.acquire(job(10, slots=2)) for _ in range(2)]
+    before = blpops(client)
+    order: list[str] = []
+    waiter = Waiter(sem, job(10, slots=2, label="next"), order)
+    wait_until(lambda: waiting(client) == 1, timeout=5)
+    sem.release(held[0].id)
+    wait_until(lambda: order == ["next"], timeout=5)
+    assert blpops(client) == before
+    assert waiter.held is not None
+    sem.release(held[1].id, waiter.held.id)
+
+
+def test_waiter_behind_another_workers_ticket_waits_for_its_release(
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+    """The slot this process frees goes to another worker's earlier ticket: this process's
+    waiter then waits in Redis, and that worker's release admits it."""
+    mine, theirs = make_sem(budget=10_000), make_sem(budget=10_000)
+    held = [mine.acquire(job(10, slots=2)) for _ in range(2)]
+    order: list[str] = []
+    first = Waiter(theirs, job(10, slots=2, label="theirs"), order)
+    wait_until(lambda: waiting(client) == 1, timeout=5)
+    second = Waiter(mine, job(10, slots=2, label="mine"), order)
+    wait_until(lambda: waiting(client) == 2, timeout=5)
+    mine.release(held[0].id)
+    wait_until(lambda: order == ["theirs"], timeout=5)
+    assert first.held is not None
+    theirs.release(first.held.id)
+    wait_until(lambda: order == ["theirs", "mine"], timeout=5)
+    assert second.held is not None
+    mine.release(held[1].id, second.held.id)
