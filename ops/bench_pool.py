@@ -18,7 +18,11 @@ Starts a private redis-server and the simulator (replies of 16 tokens) and print
       worker's CPU per job against the direct process's (goal <= 1.2x) and the load average.
       At the stress timing it also prints Celery's floor (`ops.celery_floor_app`): the CPU
       per task of a stock Celery worker, set up as the pool's, whose tasks only wait as
-      long as a prediction takes: what Celery itself costs a job here.
+      long as a prediction takes: what Celery itself costs a job here; and the Celery + SDK
+      floor (`floor.predict`): the same stock worker whose task only runs the prediction
+      with the SDK as the pool's worker does (its `AsyncClient` on one event loop),
+      alternating with direct SDK rounds: the best a Celery worker that runs the SDK this
+      way reaches here, before any of lmstudio-queue's own work per job.
     Direct and pool runs alternate for `--rounds` rounds; the ratio is the median of the
     rounds' ratios, so load from other processes on a shared machine hits both sides.
     `--admission off` runs the worker without the GPU-memory admission gate (the slot limit
@@ -112,6 +116,27 @@ def compare(queue: JobQueue, host: str, texts: list[str], concurrency: int, prof
         pool_cpu += sum(cpu_s(pid) for pid in worker_pids) - before
     jobs = rounds * (len(texts) + 1)  # + each side's warm-up job
     result.direct_cpu_ms, result.pool_cpu_ms = 1000 * direct_cpu / jobs, 1000 * pool_cpu / jobs
+    return result
+
+
+def versus_sdk_floor(redis_url: str, host: str, texts: list[str], concurrency: int,
+                     rounds: int) -> Comparison:
+    """Direct SDK calls and the Celery + SDK floor (`floor.predict`), alternating rounds at
+    the stress timing; `pooled` and `pool_cpu_ms` are the floor's."""
+    SimulatorAdmin(host).set_timing(**PROFILES["stress"])
+    result = Comparison("stress", [], [], 0.0, 0.0)
+    direct_cpu = floor_cpu = 0.0
+    with celery_floor.floor_worker(redis_url, concurrency,
+                                   celery_floor.default_threads(concurrency)) as worker:
+        for _ in range(rounds):
+            before = cpu_s(os.getpid())
+            result.direct.append(direct_sdk(host, texts, concurrency))
+            direct_cpu += cpu_s(os.getpid()) - before
+            floor = worker.predict(host, CHAT, texts, MAX_TOKENS)
+            result.pooled.append(floor.tasks_per_s)
+            floor_cpu += floor.cpu_ms * len(texts) / 1000
+    jobs = rounds * len(texts)
+    result.direct_cpu_ms, result.pool_cpu_ms = 1000 * direct_cpu / jobs, 1000 * floor_cpu / jobs
     return result
 
 
@@ -211,6 +236,15 @@ def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
                   f"tasks only wait {floor.hold_ms:.0f} ms: {floor.tasks_per_s:.1f} tasks/s, "
                   f"CPU per task {floor.cpu_ms:.1f} ms ({floor.cpu_ms / c.direct_cpu_ms:.2f}"
                   " of the direct SDK process's per job)")
+            sdk = versus_sdk_floor(pool.settings.broker_url, host, texts, args.concurrency,
+                                   args.rounds)
+            rates = "/".join(f"{x:.1f}" for x in sdk.pooled)
+            print(f"    Celery + SDK floor: the same stock worker whose task only runs the "
+                  f"prediction as the pool's worker does: {rates} jobs/s, direct SDK "
+                  f"{'/'.join(f'{x:.1f}' for x in sdk.direct)} jobs/s, "
+                  f"ratio {sdk.ratio:.2f}; CPU per job {sdk.pool_cpu_ms:.1f} ms, direct "
+                  f"{sdk.direct_cpu_ms:.1f} ms ({sdk.pool_cpu_ms / sdk.direct_cpu_ms:.2f}); the "
+                  f"pool's worker spent {c.pool_cpu_ms / sdk.pool_cpu_ms:.2f}x the floor's")
     SimulatorAdmin(host).set_timing(**PROFILES["stress"])  # (b) and (c): short jobs
     bulk, naive = enqueue_rates(queue, args.enqueue_jobs)
     print(f"(b) enqueue: submit_many {bulk:.0f} jobs/s ({args.enqueue_jobs} jobs), naive "

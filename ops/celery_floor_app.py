@@ -1,4 +1,5 @@
-"""Celery's own floor under the pool benchmark: a stock Celery worker whose task only waits.
+"""Floors under the pool benchmark: a stock Celery worker whose task only waits, or only
+runs the prediction.
 
     LMQ_BROKER_URL=redis://... LMQ_FLOOR_SLOTS=4 \
         celery -A ops.celery_floor_app worker -P threads -c 6 -Q floor
@@ -9,8 +10,14 @@ prefetched per thread), on Celery's stock Redis transport and result backend.
 `floor.hold(seconds)` holds one of LMQ_FLOOR_SLOTS places for `seconds`, as a prediction
 holds a slot, using no CPU, and returns a small result. The worker's CPU per task is then
 what Celery itself costs a job on this machine: the part of the pool's CPU per job that no
-change to lmstudio-queue's own code can remove (`ops/bench_pool.py` prints it). Not used by
-anything but the benchmarks.
+change to lmstudio-queue's own code can remove (`ops/bench_pool.py` prints it).
+`floor.predict(host, model, text, max_tokens)` runs the prediction as the pool's worker
+does, and nothing else: the SDK's `AsyncClient`, one per process on its own event loop
+(`workers.lmstudio.loop.SdkLoop`), the stream consumed there, at most LMQ_FLOOR_SLOTS at
+once. Its CPU per job and throughput are then the best a Celery worker that runs the SDK
+this way can do, before any of lmstudio-queue's own per-job work (admission, start and
+result scripts, progress, cancel watch, validation). Not used by anything but the
+benchmarks.
 """
 
 from __future__ import annotations
@@ -20,14 +27,17 @@ import threading
 import time
 from typing import Any
 
+import lmstudio as lms
 from celery import Celery
 
 from workers.celery_config import celery_config
+from workers.lmstudio.loop import SdkLoop
 from workers.settings import Settings
 
 BROKER_URL = os.environ.get("LMQ_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "floor"
 TASK = "floor.hold"
+PREDICT_TASK = "floor.predict"
 
 # The pool worker's own settings for what a task costs Celery (not its transport, backend
 # or queues: those are the floor's stock ones).
@@ -49,3 +59,38 @@ def hold(seconds: float) -> dict[str, Any]:
         time.sleep(seconds)
     return {"kind": "chat", "content": "a reply of sixteen tokens " * 3,
             "stats": {"predicted_tokens_count": 16, "stop_reason": "maxPredictedTokensReached"}}
+
+
+_sdk: tuple[SdkLoop, Any] | None = None
+_sdk_lock = threading.Lock()
+
+
+def _model(host: str, model_key: str) -> tuple[SdkLoop, Any]:
+    """The process's one loop and the model's handle on its one AsyncClient."""
+    global _sdk
+    with _sdk_lock:
+        if _sdk is None:
+            loop = SdkLoop("floor-sdk-loop")
+            _sdk = loop, loop.run(_open(host, model_key))
+        return _sdk
+
+
+async def _open(host: str, model_key: str) -> Any:
+    client = lms.AsyncClient(host)
+    await client.__aenter__()  # closed with the process
+    return await client.llm.model(model_key)
+
+
+async def _respond(model: Any, text: str, max_tokens: int) -> dict[str, Any]:
+    stream = await model.respond_stream(text, config={"maxTokens": max_tokens})
+    async for _fragment in stream:
+        pass
+    result = stream.result()
+    return {"kind": "chat", "content": result.content, "stats": result.stats.to_dict()}
+
+
+@app.task(name=PREDICT_TASK)
+def predict(host: str, model_key: str, text: str, max_tokens: int) -> dict[str, Any]:
+    loop, model = _model(host, model_key)
+    with _slots:
+        return loop.submit(_respond(model, text, max_tokens)).result()

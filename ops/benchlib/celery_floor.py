@@ -1,17 +1,21 @@
-"""Measure Celery's own floor (`ops.celery_floor_app`): the CPU per task of a stock Celery
-worker, set up as the pool's, running tasks that only wait as long as a prediction takes."""
+"""Measure the floors of `ops.celery_floor_app`: the CPU per task of a stock Celery worker,
+set up as the pool's, running tasks that only wait as long as a prediction takes
+(`measure`), or that only run the prediction with the SDK as the pool's worker does
+(`FloorWorker.predict`)."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from celery import Celery
 
 from ops.benchlib import celery_worker
 from ops.benchlib.cpu import cpu_s
-from ops.celery_floor_app import QUEUE, TASK
+from ops.celery_floor_app import PREDICT_TASK, QUEUE, TASK
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,34 @@ class Floor:
 
 def measure(redis_url: str, slots: int, threads: int, hold_s: float, tasks: int) -> Floor:
     """Run `tasks` tasks through a floor worker with `threads` threads, `slots` at once."""
+    with floor_worker(redis_url, slots, threads) as worker:
+        floor = worker.run(TASK, [(hold_s,)] * tasks)
+    return Floor(floor.tasks_per_s, floor.cpu_ms, 1000 * hold_s)
+
+
+@dataclass(frozen=True)
+class FloorWorker:
+    client: Celery
+    pid: int
+
+    def run(self, task: str, arguments: list[tuple[object, ...]]) -> Floor:
+        """One task per argument tuple, all sent at once (after one to warm up)."""
+        self.client.send_task(task, args=arguments[0], queue=QUEUE).get(timeout=60)
+        before, started = cpu_s(self.pid), time.perf_counter()
+        handles = [self.client.send_task(task, args=one, queue=QUEUE) for one in arguments]
+        for handle in handles:
+            handle.get(timeout=600)
+        elapsed, cpu = time.perf_counter() - started, cpu_s(self.pid) - before
+        return Floor(len(arguments) / elapsed, 1000 * cpu / len(arguments), 0.0)
+
+    def predict(self, host: str, model_key: str, texts: list[str], max_tokens: int) -> Floor:
+        """A chat prediction per text (`floor.predict`)."""
+        return self.run(PREDICT_TASK, [(host, model_key, text, max_tokens) for text in texts])
+
+
+@contextmanager
+def floor_worker(redis_url: str, slots: int, threads: int) -> Iterator[FloorWorker]:
+    """A floor worker with `threads` threads, `slots` tasks holding or predicting at once."""
     client = Celery("lmq-floor-client", broker=redis_url, backend=redis_url)
     client.conf.update(task_serializer="json", result_serializer="json",
                        accept_content=["json"])
@@ -30,16 +62,9 @@ def measure(redis_url: str, slots: int, threads: int, hold_s: float, tasks: int)
     args = ["-P", "threads", "-c", str(threads), "-Q", QUEUE, "--loglevel", "INFO"]
     try:
         with celery_worker.running("ops.celery_floor_app", args, env, client, "floor") as proc:
-            client.send_task(TASK, args=(hold_s,), queue=QUEUE).get(timeout=60)  # warm up
-            before, started = cpu_s(proc.pid), time.perf_counter()
-            handles = [client.send_task(TASK, args=(hold_s,), queue=QUEUE)
-                       for _ in range(tasks)]
-            for handle in handles:
-                handle.get(timeout=600)
-            elapsed, cpu = time.perf_counter() - started, cpu_s(proc.pid) - before
+            yield FloorWorker(client, proc.pid)
     finally:
         client.close()
-    return Floor(tasks / elapsed, 1000 * cpu / tasks, 1000 * hold_s)
 
 
 def default_threads(slots: int) -> int:

@@ -1,5 +1,6 @@
-"""Pool vs direct SDK calls, vs Celery's own floor and vs the naive Celery app; enqueue
-rate; queue overhead; worker memory. Reuses `ops/bench_pool.py` and `ops/bench_naive.py`.
+"""Pool vs direct SDK calls, vs Celery's own floor, vs the Celery + SDK floor and vs the
+naive Celery app; enqueue rate; queue overhead; worker memory. Reuses `ops/bench_pool.py`
+and `ops/bench_naive.py`.
 
 The worker runs as users run it: LMQ_SLOTS = `concurrency` predictions at once and its
 default threads (slots + LMQ_PREFETCH_THREADS, which only receive the next jobs), as
@@ -38,6 +39,8 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any,
             floor = celery_floor.measure(parts.redis_url, concurrency,
                                          celery_floor.default_threads(concurrency),
                                          bench_pool.prediction_s("stress"), jobs)
+            sdk_floor = bench_pool.versus_sdk_floor(parts.redis_url, parts.host, texts,
+                                                    concurrency, rounds)
             # the naive app and (b)/(c) below run on the stress timing compare() ends with
             pooled, _ = bench_pool.through_pool(pool.queue, texts)
             bulk, loop = bench_pool.enqueue_rates(pool.queue, enqueue_jobs)
@@ -66,6 +69,18 @@ def measure(jobs: int, concurrency: int, enqueue_jobs: int, say: Any,
                "Celery's floor (a stock Celery worker set up as the pool's, tasks that only "
                f"wait {floor.hold_ms:.0f} ms; the direct SDK process: "
                f"{stress.direct_cpu_ms:.1f} ms)", higher_is_better=False),
+        Figure(section, f"Celery + SDK floor: chat throughput, {jobs} jobs, "
+               f"{_timing('stress')}", "jobs/s", statistics.median(sdk_floor.pooled),
+               statistics.median(sdk_floor.direct),
+               f"direct SDK, {concurrency} threads (ratio: median of {rounds} alternating "
+               "rounds; the floor: a stock Celery worker set up as the pool's whose task only "
+               "runs the prediction as the pool's worker does, the SDK's AsyncClient on one "
+               f"event loop; CPU/job floor {sdk_floor.pool_cpu_ms:.1f} ms, direct "
+               f"{sdk_floor.direct_cpu_ms:.1f} ms)", paired_ratio=sdk_floor.ratio),
+        Figure(section, f"worker CPU per job, {_timing('stress')}, against the Celery + SDK "
+               "floor", "ms", stress.pool_cpu_ms, sdk_floor.pool_cpu_ms,
+               "the Celery + SDK floor's (above; lmstudio-queue's own work per job is the "
+               "difference)", higher_is_better=False),
         Figure(section, f"chat throughput, {jobs} jobs", "jobs/s", pooled,
                naive["jobs_per_s"], f"naive Celery (prefork -c {concurrency}, client per job)"),
         Figure(section, f"enqueue rate, {enqueue_jobs} jobs", "jobs/s", bulk, loop,
