@@ -360,43 +360,61 @@ def test_unknown_host_memory_admits_by_slots_only(
     assert order == ["third"] and third.error is None
 
 
-def blpops(client: redis.Redis) -> int:
-    stats = client.info("commandstats").get("cmdstat_blpop", {})
-    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+def counting_blpops(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The BLPOPs sent through `client` from now on (each still goes to Redis)."""
+    calls: list[object] = []
+    real = client.blpop
+
+    def blpop(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(client, "blpop", blpop)
+    return calls
 
 
 def test_own_release_hands_the_slot_over_without_blpop(
-        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker whose jobs outnumber its slots: the waiter takes its verdict from the
     reply of this process's release, not from a BLPOP round trip of its own."""
     sem = make_sem(budget=10_000)
     held = [sem.acquire(job(10, slots=2)) for _ in range(2)]
-    before = blpops(client)
+    blpops = counting_blpops(client, monkeypatch)
     order: list[str] = []
     waiter = Waiter(sem, job(10, slots=2, label="next"), order)
     wait_until(lambda: waiting(client) == 1, timeout=5)
     sem.release(held[0].id)
     wait_until(lambda: order == ["next"], timeout=5)
-    assert blpops(client) == before
+    assert blpops == []
     assert waiter.held is not None
     sem.release(held[1].id, waiter.held.id)
 
 
 def test_waiter_behind_another_workers_ticket_waits_for_its_release(
-        make_sem: Callable[..., GroupSemaphore], client: redis.Redis) -> None:
+        make_sem: Callable[..., GroupSemaphore], client: redis.Redis, redis_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The slot this process frees goes to another worker's earlier ticket: this process's
-    waiter then waits in Redis, and that worker's release admits it."""
-    mine, theirs = make_sem(budget=10_000), make_sem(budget=10_000)
-    held = [mine.acquire(job(10, slots=2)) for _ in range(2)]
-    order: list[str] = []
-    first = Waiter(theirs, job(10, slots=2, label="theirs"), order)
-    wait_until(lambda: waiting(client) == 1, timeout=5)
-    second = Waiter(mine, job(10, slots=2, label="mine"), order)
-    wait_until(lambda: waiting(client) == 2, timeout=5)
-    mine.release(held[0].id)
-    wait_until(lambda: order == ["theirs"], timeout=5)
-    assert first.held is not None
-    theirs.release(first.held.id)
-    wait_until(lambda: order == ["theirs", "mine"], timeout=5)
-    assert second.held is not None
-    mine.release(held[1].id, second.held.id)
+    waiter then waits in Redis (BLPOP), and that worker's release admits it."""
+    own = redis.Redis.from_url(redis_url)  # this process's connection, apart from theirs
+    mine, theirs = GroupSemaphore(own, GROUP, 10_000, 15.0), make_sem(budget=10_000)
+    try:
+        held = [mine.acquire(job(10, slots=2)) for _ in range(2)]
+        order: list[str] = []
+        first = Waiter(theirs, job(10, slots=2, label="theirs"), order)
+        wait_until(lambda: waiting(client) == 1, timeout=5)
+        blpops = counting_blpops(own, monkeypatch)
+        second = Waiter(mine, job(10, slots=2, label="mine"), order)
+        wait_until(lambda: waiting(client) == 2, timeout=5)
+        assert blpops == []  # its own process holds both slots: it waits for their release
+        mine.release(held[0].id)
+        wait_until(lambda: order == ["theirs"], timeout=5)
+        wait_until(lambda: len(blpops) > 0, timeout=5)
+        assert first.held is not None
+        theirs.release(first.held.id)
+        wait_until(lambda: order == ["theirs", "mine"], timeout=5)
+        assert second.held is not None
+        mine.release(held[1].id, second.held.id)
+    finally:
+        mine.close()
+        own.close()
