@@ -134,8 +134,13 @@ def test_interrupted_run_resumes_to_the_same_output(
 def test_a_worker_killed_during_the_run_loses_no_chunk(
         worker_factory, lmq_env, simulator, tmp_path):  # type: ignore[no-untyped-def]
     simulator.admin.set_timing(embedding_latency_s=0.05)
-    doomed = worker_factory(EMBED, lmq_env)
-    worker_factory(EMBED, lmq_env)
+    # The dead worker's admission slots come back when its leases expire: within the
+    # CLI's 3 x 4 s of --job-timeout, not at the default 15 s (with the 4 jobs in flight
+    # all on the doomed worker, it held every slot of the model and the survivor could
+    # run none of the retries in time: seen once in a CI run).
+    workers_env = {**lmq_env, "LMQ_LEASE_TTL_S": "3"}
+    doomed = worker_factory(EMBED, workers_env)
+    worker_factory(EMBED, workers_env)
     corpus = make_corpus(tmp_path, long_paragraphs=120)
     out = tmp_path / "c.parquet"
     parts = Path(f"{out}.lmq-state") / "parts"
