@@ -4,11 +4,6 @@ Every script takes the group's key prefix as KEYS[1] and derives its keys from i
 wake lists are per ticket, so they cannot all be declared up front; a Redis Cluster would
 need a hash tag in the group name). Time is Redis's own clock (`TIME`), so workers on
 hosts with skewed clocks agree on lease expiry.
-
-ACQUIRE, POLL and RELEASE reply `{verdict, next expiry ms, free bytes, id, message, ...}`:
-after the caller's own verdict, every ticket the script admitted or refused with what it
-pushed to that ticket's wake list, so the process that released a slot can hand the verdict
-to its own waiter without the waiter's BLPOP (`semaphore`).
 """
 
 from __future__ import annotations
@@ -92,9 +87,7 @@ local function take(u, t, id, now)
 end
 
 -- Admit waiting tickets in queue order: high first, then arrival (semaphore.py's docstring).
--- Each verdict pushed is also appended to `told` (id, message), when given.
-local function grant(budget, max_bypass, ttl_ms, now, told)
-  told = told or {}
+local function grant(budget, max_bypass, ttl_ms, now)
   local u = usage()
   local waiting_for_memory = {}
   local held_back = false
@@ -109,18 +102,13 @@ local function grant(budget, max_bypass, ttl_ms, now, told)
       local need = t.b
       if t.k == 'load' then need = math.max(0, t.b - (u.weights[t.m] or 0)) end
       if t.k == 'job' and need > room then
-        local no = 'no|' .. need .. '|' .. room .. '|' .. budget .. '|' .. u.weights_total
-        notify(id, no, ttl_ms)
-        table.insert(told, id)
-        table.insert(told, no)
+        notify(id, 'no|' .. need .. '|' .. room .. '|' .. budget .. '|' .. u.weights_total, ttl_ms)
         drop(id)
       else
         local slot_ok = t.k == 'load' or (u.slots[t.m] or 0) < t.s
         if need <= free and slot_ok and not held_back then
           take(u, t, id, now)
           notify(id, 'ok', ttl_ms)
-          table.insert(told, id)
-          table.insert(told, 'ok')
           for _, earlier in ipairs(waiting_for_memory) do
             redis.call('HINCRBY', BYPASS, earlier, 1)
           end
@@ -145,8 +133,7 @@ local function next_expiry_in(now)
 end
 
 local function settle(id, budget, max_bypass, ttl_ms, now)
-  local told = {}
-  local free = grant(budget, max_bypass, ttl_ms, now, told)
+  local free = grant(budget, max_bypass, ttl_ms, now)
   local msg = false
   if id ~= '' then msg = redis.call('LPOP', wake_key(id)) end
   if not msg then
@@ -156,9 +143,7 @@ local function settle(id, budget, max_bypass, ttl_ms, now)
       msg = 'wait'
     end
   end
-  local reply = {msg, next_expiry_in(now), free}
-  for _, v in ipairs(told) do table.insert(reply, v) end
-  return reply
+  return {msg, next_expiry_in(now), free}
 end
 """
 

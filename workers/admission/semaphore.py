@@ -40,12 +40,7 @@ and those waiting here must not keep a later high job behind them):
 
 Waiting does not spin: a waiter blocks in BLPOP on its own wake list, which whoever frees
 capacity pushes to. It wakes on its own only to check `cancelled()` (every
-`cancel_check_s`) and when the earliest lease is due to expire. A waiter whose model's
-slots are all held by its own process can only be admitted when one of those is released,
-by a script this process runs: that script's reply carries the verdicts it pushed, and the
-waiter takes its own from there (`_LocalWakes`), one BLPOP round trip fewer per job in a
-worker whose jobs outnumber its slots. It stays queued in Redis all the same, in the same
-order, for every worker and `lmq gpu` to see.
+`cancel_check_s`) and when the earliest lease is due to expire.
 
 Rule 3 works only on the tickets that have reached this queue. A worker holds a few jobs
 (its threads); when all of them wait for memory, the small jobs behind them in the broker
@@ -55,16 +50,14 @@ it is given is held while the ticket waits having found too little free memory.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -94,32 +87,11 @@ class Ticket:
     high: bool = False  # a high-priority job: queued ahead of normal and low ones
 
     def with_id(self) -> Ticket:
-        return replace(self, id=f"{self.kind}:{self.model}:{_ticket_ids.next()}")
+        ident = f"{self.kind}:{self.model}:{uuid.uuid4().hex}"
+        return replace(self, id=ident)
 
     def info_json(self) -> str:
         return json.dumps({"k": self.kind, "m": self.model, "b": self.nbytes, "s": self.slots})
-
-
-class _TicketIds:
-    """Ids unique across processes: a random prefix per process and a counter (uuid4 per
-    ticket read the OS's random source, a system call that gives up the GIL, per job)."""
-
-    def __init__(self) -> None:
-        self._pid = -1
-        self._prefix = ""
-        self._counter = itertools.count()
-
-    def next(self) -> str:
-        if self._pid != os.getpid():  # a forked child draws its own prefix
-            self._pid, self._prefix = os.getpid(), uuid.uuid4().hex
-        return f"{self._prefix}-{next(self._counter)}"
-
-
-_ticket_ids = _TicketIds()
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 @dataclass(frozen=True)
@@ -132,38 +104,9 @@ class Verdict:
 
     @classmethod
     def parse(cls, reply: list[Any]) -> Verdict:
+        message = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         expiry_ms = int(reply[1])
-        return cls(_text(reply[0]), None if expiry_ms < 0 else expiry_ms / 1000, int(reply[2]))
-
-
-@dataclass
-class _Wake:
-    message: str | None = None  # the verdict a script of this process pushed, if any
-
-
-@dataclass
-class _LocalWakes:
-    """This process's waiting tickets and admitted jobs, so that a waiter whose model's
-    slots this process holds all of waits for the verdict its releases hand over instead
-    of in BLPOP (module docstring). `changed` is notified at every release and hand-over."""
-
-    changed: threading.Condition
-    waiting: dict[str, _Wake] = field(default_factory=dict)  # ticket id -> its verdict
-    held_jobs: dict[str, str] = field(default_factory=dict)  # admitted job id -> its model
-
-    def slot_bound(self, ticket: Ticket) -> bool:
-        """True when only a release of this process can free a slot for `ticket`."""
-        if ticket.kind != "job" or ticket.slots <= 0:
-            return False
-        held = sum(1 for model in self.held_jobs.values() if model == ticket.model)
-        return held >= ticket.slots
-
-    def hand_over(self, told: Sequence[Any]) -> None:
-        """Give this process's waiters the verdicts a script reply says it pushed."""
-        for raw_id, raw_message in zip(told[::2], told[1::2], strict=True):
-            wake = self.waiting.get(_text(raw_id))
-            if wake is not None:
-                wake.message = _text(raw_message)
+        return cls(message, None if expiry_ms < 0 else expiry_ms / 1000, int(reply[2]))
 
 
 class GroupSemaphore:
@@ -192,7 +135,6 @@ class GroupSemaphore:
         }
         self._live: set[str] = set()
         self._lock = threading.Lock()
-        self._local = _LocalWakes(threading.Condition(self._lock))
         self._heartbeat: Heartbeat | None = None
         self._closed = False
         self.last_free_bytes: int | None = None  # group's free bytes at the latest verdict
@@ -211,8 +153,6 @@ class GroupSemaphore:
         self.start_heartbeat()
         with self._lock:
             self._live.add(ticket.id)
-            if ticket.kind == "job":  # before the script: a release may admit it at once
-                self._local.waiting[ticket.id] = _Wake()
         reply = self._run(
             "ACQUIRE",
             ticket.id,
@@ -222,19 +162,11 @@ class GroupSemaphore:
             self.max_bypass,
             "1" if ticket.high else "0",
         )
-        return self._noted(self._told(reply))
+        return self._noted(Verdict.parse(reply))
 
     def _poll(self, ticket_id: str) -> Verdict:
         reply = self._run("POLL", ticket_id, self.budget_bytes, self._ttl_ms, self.max_bypass)
-        return self._noted(self._told(reply))
-
-    def _told(self, reply: list[Any]) -> Verdict:
-        """The caller's verdict; the others the script pushed go to this process's waiters."""
-        if len(reply) > 3:
-            with self._local.changed:
-                self._local.hand_over(reply[3:])
-                self._local.changed.notify_all()
-        return Verdict.parse(reply)
+        return self._noted(Verdict.parse(reply))
 
     @property
     def budget_known(self) -> bool:
@@ -248,14 +180,7 @@ class GroupSemaphore:
         """Give back held tickets, or withdraw waiting ones."""
         with self._lock:
             self._live.difference_update(ticket_ids)
-        try:  # the slots count as held until the verdicts they free are handed over
-            self._told(self._run("RELEASE", self.budget_bytes, self._ttl_ms, self.max_bypass,
-                                 *ticket_ids))
-        finally:
-            with self._local.changed:
-                for ticket_id in ticket_ids:
-                    self._local.held_jobs.pop(ticket_id, None)
-                self._local.changed.notify_all()
+        self._run("RELEASE", self.budget_bytes, self._ttl_ms, self.max_bypass, *ticket_ids)
 
     def renew(self) -> list[str]:
         """Extend this process's tickets; returns the ids that had already expired."""
@@ -282,33 +207,26 @@ class GroupSemaphore:
         waits for a slot only, nor when the budget is unknown).
         """
         ticket = ticket.with_id()
-        try:
-            verdict = self._enqueue(ticket)
-            if verdict.message == "wait" and not wait:
-                self.release(ticket.id)
-                raise DoesNotFitError(self._busy_message(ticket, verdict))
-            is_short = (short is not None and verdict.message == "wait" and self.budget_known
-                        and ticket.nbytes > verdict.free_bytes)
-            try:
-                with short() if is_short and short is not None else nullcontext():
-                    while verdict.message in ("wait", "lost"):
-                        if verdict.message == "lost":  # expired while waiting: queue again
-                            ticket, verdict = self._requeue(ticket)
-                        else:
-                            verdict = self._wait_once(ticket, verdict, cancelled)
-            except BaseException:
-                self.release(ticket.id)
-                raise
-            if verdict.message == "ok":
-                if ticket.kind == "job":
-                    with self._lock:
-                        self._local.held_jobs[ticket.id] = ticket.model
-                return ticket
+        verdict = self._enqueue(ticket)
+        if verdict.message == "wait" and not wait:
             self.release(ticket.id)
-            raise DoesNotFitError(self._verdict_message(ticket, verdict))
-        finally:
-            with self._lock:
-                self._local.waiting.pop(ticket.id, None)
+            raise DoesNotFitError(self._busy_message(ticket, verdict))
+        is_short = (short is not None and verdict.message == "wait" and self.budget_known
+                    and ticket.nbytes > verdict.free_bytes)
+        try:
+            with short() if is_short and short is not None else nullcontext():
+                while verdict.message in ("wait", "lost"):
+                    if verdict.message == "lost":  # expired while waiting: queue again
+                        ticket, verdict = self._requeue(ticket)
+                    else:
+                        verdict = self._wait_once(ticket, verdict, cancelled)
+        except BaseException:
+            self.release(ticket.id)
+            raise
+        if verdict.message == "ok":
+            return ticket
+        self.release(ticket.id)
+        raise DoesNotFitError(self._verdict_message(ticket, verdict))
 
     def _requeue(self, ticket: Ticket) -> tuple[Ticket, Verdict]:
         """A waiting ticket expired (Redis or this process stalled past the TTL, or close())."""
@@ -318,8 +236,6 @@ class GroupSemaphore:
                 "down; the job will run again elsewhere"
             )
         log.warning("admission ticket %s expired while waiting; queueing again", ticket.id)
-        with self._lock:
-            self._local.waiting.pop(ticket.id, None)
         ticket = ticket.with_id()
         return ticket, self._enqueue(ticket)
 
@@ -336,31 +252,12 @@ class GroupSemaphore:
                     f"{ticket.label or ticket.id} cancelled while waiting for GPU memory", None
                 )
             timeout_s = min(self.cancel_check_s, max(MIN_WAKE_S, deadline - time.monotonic()))
-            waited_here, message = self._handed_over(ticket, timeout_s)
-            if not waited_here:
-                item = self.client.blpop([wake], timeout=timeout_s)
-                message = None if item is None else _text(item[1])
-            if message is not None:
+            item = self.client.blpop([wake], timeout=timeout_s)
+            if item is not None:
+                message = item[1].decode() if isinstance(item[1], bytes) else str(item[1])
                 return Verdict(message, verdict.next_expiry_s, verdict.free_bytes)
             if time.monotonic() >= deadline:
                 return self._poll(ticket.id)
-
-    def _handed_over(self, ticket: Ticket, timeout_s: float) -> tuple[bool, str | None]:
-        """(True, the verdict a script of this process handed `ticket`, or None after
-        `timeout_s`) while only a release of this process can admit it; (False, None) when
-        it must wait in BLPOP, where a release by another process pushes its verdict."""
-        end = time.monotonic() + timeout_s
-        with self._local.changed:
-            while True:
-                wake = self._local.waiting.get(ticket.id)
-                if wake is not None and wake.message is not None:
-                    return True, wake.message
-                if wake is None or not self._local.slot_bound(ticket):
-                    return False, None
-                left = end - time.monotonic()
-                if left <= 0:
-                    return True, None
-                self._local.changed.wait(left)
 
     def _verdict_message(self, ticket: Ticket, verdict: Verdict) -> str:
         _, need, room, budget, weights = verdict.message.split("|")
@@ -392,11 +289,8 @@ class GroupSemaphore:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-        with self._local.changed:
+        with self._lock:
             live = sorted(self._live)
-            for wake in self._local.waiting.values():  # this process's waiters raise at once
-                wake.message = wake.message or "lost"
-            self._local.changed.notify_all()
         if live:
             self.release(*live)
             with self.client.pipeline(transaction=False) as pipe:
