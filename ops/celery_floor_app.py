@@ -22,6 +22,7 @@ benchmarks.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -29,7 +30,9 @@ from typing import Any
 
 import lmstudio as lms
 from celery import Celery
+from celery.concurrency.base import BasePool, apply_target
 
+from workers import green
 from workers.celery_config import celery_config
 from workers.lmstudio.loop import SdkLoop
 from workers.settings import Settings
@@ -49,6 +52,8 @@ SHARED = ("task_serializer", "result_serializer", "accept_content", "result_acce
 app = Celery("lmq-floor", broker=BROKER_URL, backend=BROKER_URL)
 _pool = celery_config(Settings(broker_url=BROKER_URL, result_backend=BROKER_URL))
 app.conf.update({name: _pool[name] for name in SHARED}, task_default_queue=QUEUE)
+if os.environ.get("LMQ_FLOOR_POOL") == "greenlets":
+    app.conf.worker_pool = "ops.celery_floor_app:GreenletPool"
 
 _slots = threading.BoundedSemaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
 
@@ -63,14 +68,44 @@ def hold(seconds: float) -> dict[str, Any]:
 
 _sdk: tuple[SdkLoop, Any] | None = None
 _sdk_lock = threading.Lock()
+_loop: SdkLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _the_loop() -> SdkLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = SdkLoop("floor-sdk-loop")
+        return _loop
+
+
+class GreenletPool(BasePool):
+    """Task bodies as greenlets on the SDK loop (`workers.green`)."""
+
+    body_can_be_buffer = True
+    signal_safe = False
+
+    def on_start(self) -> None:
+        self.runner = green.GreenletRunner(_the_loop().loop, self.limit)
+
+    def on_apply(self, target: Any, args: Any = None, kwargs: Any = None,
+                 callback: Any = None, accept_callback: Any = None, **_: Any) -> None:
+        self.runner.spawn(apply_target, target, args, kwargs, callback, accept_callback)
 
 
 def _model(host: str, model_key: str) -> tuple[SdkLoop, Any]:
     """The process's one loop and the model's handle on its one AsyncClient."""
     global _sdk
+    if green.in_job_greenlet():
+        if _sdk is None:
+            handle = green.await_(_open(host, model_key))
+            if _sdk is None:
+                _sdk = _the_loop(), handle
+        return _sdk
     with _sdk_lock:
         if _sdk is None:
-            loop = SdkLoop("floor-sdk-loop")
+            loop = _the_loop()
             _sdk = loop, loop.run(_open(host, model_key))
         return _sdk
 
@@ -89,8 +124,21 @@ async def _respond(model: Any, text: str, max_tokens: int) -> dict[str, Any]:
     return {"kind": "chat", "content": result.content, "stats": result.stats.to_dict()}
 
 
+_async_slots: asyncio.Semaphore | None = None
+
+
+async def _respond_limited(model: Any, text: str, max_tokens: int) -> dict[str, Any]:
+    global _async_slots
+    if _async_slots is None:
+        _async_slots = asyncio.Semaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
+    async with _async_slots:
+        return await _respond(model, text, max_tokens)
+
+
 @app.task(name=PREDICT_TASK)
 def predict(host: str, model_key: str, text: str, max_tokens: int) -> dict[str, Any]:
     loop, model = _model(host, model_key)
+    if green.in_job_greenlet():
+        return green.await_(_respond_limited(model, text, max_tokens))
     with _slots:
         return loop.submit(_respond(model, text, max_tokens)).result()

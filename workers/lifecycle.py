@@ -93,6 +93,9 @@ class LMStudioStep(bootsteps.StartStopStep):
         lookahead = Lookahead(settings.admission_lookahead if settings.admission else 0,
                               lambda extra: _set_extra_prefetch(parent, extra))
         rt = start_runtime(parent.hostname, app=parent.app, lookahead=lookahead)
+        attach = getattr(parent.pool, "attach", None)  # not with `-P threads`
+        if attach is not None:
+            attach(rt.session.loop.loop)  # the jobs run on the SDK loop from now on
         _size_pool(parent, rt.threads, lookahead.limit)
 
 

@@ -53,13 +53,15 @@ class FloorWorker:
 
 
 @contextmanager
-def floor_worker(redis_url: str, slots: int, threads: int) -> Iterator[FloorWorker]:
+def floor_worker(redis_url: str, slots: int, threads: int,
+                 pool: str = "threads") -> Iterator[FloorWorker]:
     """A floor worker with `threads` threads, `slots` tasks holding or predicting at once."""
     client = Celery("lmq-floor-client", broker=redis_url, backend=redis_url)
     client.conf.update(task_serializer="json", result_serializer="json",
                        accept_content=["json"])
-    env = {"LMQ_BROKER_URL": redis_url, "LMQ_FLOOR_SLOTS": str(slots)}
-    args = ["-P", "threads", "-c", str(threads), "-Q", QUEUE, "--loglevel", "INFO"]
+    env = {"LMQ_BROKER_URL": redis_url, "LMQ_FLOOR_SLOTS": str(slots), "LMQ_FLOOR_POOL": pool}
+    chosen = ["-P", "threads"] if pool == "threads" else []
+    args = [*chosen, "-c", str(threads), "-Q", QUEUE, "--loglevel", "INFO"]
     try:
         with celery_worker.running("ops.celery_floor_app", args, env, client, "floor") as proc:
             yield FloorWorker(client, proc.pid)

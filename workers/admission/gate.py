@@ -37,6 +37,7 @@ from dataclasses import replace
 
 import redis
 
+from workers import green
 from workers.admission.estimate import ModelCost
 from workers.admission.instance import InstanceShape, instance_group
 from workers.admission.lookahead import Lookahead
@@ -50,6 +51,8 @@ POLL_S = 0.05
 
 def _wait_cancellable(delay_s: float, cancelled: Callable[[], bool]) -> bool:
     """Sleep `delay_s`; True as soon as `cancelled()` turns true."""
+    if green.in_job_greenlet():
+        return green.blocking(_wait_cancellable, delay_s, cancelled)
     deadline = time.monotonic() + delay_s
     while time.monotonic() < deadline:
         if cancelled():

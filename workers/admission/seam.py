@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from workers import green
 from workers.error import JobCancelledError
 
 SLOT_POLL_S = 0.05  # how often a job waiting for a slot checks for its cancel
@@ -150,7 +151,8 @@ class SlotLimit:
 
     @contextmanager
     def _local_slot(self, job_id: str, cancelled: Callable[[], bool]) -> Iterator[None]:
-        while not self._free.acquire(timeout=SLOT_POLL_S):
+        while not (self._free.acquire(blocking=False)
+                   or green.blocking(self._free.acquire, True, SLOT_POLL_S)):
             if cancelled():
                 raise JobCancelledError(f"job {job_id} cancelled while waiting for a slot", None)
         try:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from workers import green
 from workers.admission.seam import Gate
 from workers.delivery.cancel import CancelToken
 from workers.error import LMStudioLostError, LMStudioUnavailableError
@@ -78,7 +79,7 @@ def with_retries(ctx: JobContext, call: Callable[[], T], *, on_retry: Callable[[
                 ) from exc
             log.warning("job %s: %s; retry %d/%d in %.1fs", ctx.job_id, exc, retry + 1,
                         ctx.settings.job_max_retries, delay_s)
-        if ctx.token.requested.wait(delay_s):
+        if green.blocking(ctx.token.requested.wait, delay_s):
             raise LMStudioUnavailableError(f"job {ctx.job_id}: cancelled while reconnecting")
         delay_s *= 2
         if not _reconnects(ctx, generation):

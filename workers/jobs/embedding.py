@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import sys
 import threading
 from array import array
 from collections.abc import Sequence
 from typing import Any
 
+from workers import green
 from workers.contract import EMBEDDING_SPECIAL_TOKENS, EmbeddingJob
 from workers.error import ContextOverflowError, InvalidJobError, LMStudioUnavailableError
 from workers.jobs.context import JobContext, with_retries
@@ -74,14 +74,11 @@ def _embed_all(ctx: JobContext, job: EmbeddingJob, done: list[Item | None]) -> N
     through `_embed_in_threads`, whose calls reconnect and retry (`with_retries`)."""
     width = max(1, min(ctx.settings.embed_concurrency, len(job.texts)))
     future = ctx.session.loop.submit(_embed_on_loop(ctx, job, done, width))
-    while True:
-        try:
-            failure = future.result(ctx.settings.cancel_poll_s)
-            break
-        except concurrent.futures.TimeoutError:
-            ctx.progress.items(sum(item is not None for item in done), len(done))
+    while not green.wait_future(future, ctx.settings.cancel_poll_s):
+        ctx.progress.items(sum(item is not None for item in done), len(done))
+    failure = future.result()
     if isinstance(failure, LMStudioUnavailableError):
-        _embed_in_threads(ctx, job, done, width)
+        green.blocking(_embed_in_threads, ctx, job, done, width)
     elif failure is not None:
         raise failure
 

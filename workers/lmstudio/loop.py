@@ -7,9 +7,10 @@ timing (ops/profile-worker-stress.md). With the `AsyncClient` on this loop, the 
 are consumed where they arrive; a job thread only crosses over twice per call (submit the
 coroutine, take its result), plus at most one wake-up per fragment flush interval.
 
-One `SdkLoop` per worker process, a daemon thread named `lmq-sdk-loop`. Job threads call
-`run(coro)` (submit and wait) or `submit(coro)` (a concurrent future); everything that
-touches the client runs on this thread.
+One `SdkLoop` per worker process, a daemon thread named `lmq-sdk-loop`. The jobs run on
+it too, as greenlets (`workers.delivery.pool`, `workers.green`); they and other
+threads call `run(coro)` (submit and wait) or `submit(coro)` (a concurrent future);
+everything that touches the client runs on this thread.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from workers import green
 
 T = TypeVar("T")
 
@@ -59,10 +62,13 @@ class SdkLoop:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the loop and wait for its result (from any other thread).
 
+        From a job greenlet on this loop (`workers.green`) it is awaited there.
         No timeout here: the coroutines bound their own waits (`Session` wraps each call
         in LMQ_SDK_TIMEOUT_S between messages), so a cancelled wait never leaves a call
         running on the loop.
         """
+        if green.in_job_greenlet():
+            return green.await_(coro)
         if self.in_loop():
             raise RuntimeError("SdkLoop.run() called from the loop's own thread")
         return self.submit(coro).result()

@@ -39,6 +39,7 @@ from typing import Any
 from lmstudio.json_api import PredictionFragmentEvent, PredictionToolCallEvent
 
 from workers.contract import PredictionStats
+from workers.green import wait_future
 from workers.lmstudio.sdk_call import quiet_timeout, sdk_errors
 from workers.lmstudio.session import Session
 
@@ -81,7 +82,8 @@ class Prediction:
         self._tool_calls: list[dict[str, Any]] = []
         self.cancel_sent = False
         self._future: Any = None
-        self._first_fragment = threading.Event()  # set on the loop when the text begins
+        # Done on the loop when the text begins (or the prediction ended without any).
+        self._first_fragment: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     @classmethod
     def begin(cls, session: Session, kind: str, payload: Any, config: dict[str, Any],
@@ -103,19 +105,19 @@ class Prediction:
         publishes it in the same round trip (a short job's whole text in one write).
         """
         if first_at_once:
-            self._future.add_done_callback(lambda _done: self._first_fragment.set())
-            self._first_fragment.wait()  # the first fragment, or the end (it always comes)
+            self._future.add_done_callback(lambda _done: self._text_began())
+            wait_future(self._first_fragment, None)  # the first fragment, or the end
             if not self._future.done():
                 flush()
-        while True:
-            try:
-                self._future.exception(flush_interval_s)  # waits; it raises only when not done
-                break
-            except concurrent.futures.TimeoutError:  # (not mapped: it is no SDK timeout)
-                flush()
+        while not wait_future(self._future, flush_interval_s):
+            flush()
         with sdk_errors(self._what):
             outcome: Outcome = self._future.result()
         return outcome
+
+    def _text_began(self) -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # already began
+            self._first_fragment.set_result(None)
 
     def cancel(self) -> bool:
         """Ask the server to stop; True if a cancel was asked for (any thread, idempotent)."""
@@ -159,8 +161,8 @@ class Prediction:
                     heard()
                     if isinstance(event, PredictionFragmentEvent):
                         on_fragment(event.arg.content, int(event.arg.tokens_count))
-                        if not self._first_fragment.is_set():
-                            self._first_fragment.set()
+                        if not self._first_fragment.done():
+                            self._text_began()
                     elif isinstance(event, PredictionToolCallEvent):
                         self._tool_calls.append(_tool_call(event.arg, len(self._tool_calls)))
             except BaseException:

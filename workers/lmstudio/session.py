@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import lmstudio as lms
 
+from workers import green
 from workers.error import InvalidJobError, LmqError, LMStudioUnavailableError
 from workers.lmstudio.loop import SdkLoop
 from workers.lmstudio.sdk_call import one_line, quiet_timeout, sdk_errors
@@ -331,9 +332,12 @@ class Session:
     def recover(self, seen_generation: int) -> None:
         """After LMStudioUnavailableError: reconnect the model's namespace if it is dead.
 
-        Safe with other threads: only the first caller per generation reconnects.
+        Safe with other threads: only the first caller per generation reconnects (a job
+        greenlet calls it in a thread: the lock may be held across the reconnect).
         Raises LMStudioUnavailableError if LM Studio cannot be reached now.
         """
+        if green.in_job_greenlet():
+            return green.blocking(self.recover, seen_generation)
         with self._lock:
             if self.generation != seen_generation or self.model is None:
                 return
