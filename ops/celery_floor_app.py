@@ -2,13 +2,15 @@
 runs the prediction.
 
     LMQ_BROKER_URL=redis://... LMQ_FLOOR_SLOTS=4 \
-        celery -A ops.celery_floor_app worker -P threads -c 6 -Q floor
+        celery -A ops.celery_floor_app worker -c 6 -Q floor
 
 Set up as the pool's worker is, with the same settings taken from `workers.celery_config`
 (JSON, late acks, task events for Flower, extended results, STARTED states, one message
-prefetched per thread), on Celery's stock Redis transport and result backend.
-`floor.hold(seconds)` holds one of LMQ_FLOOR_SLOTS places for `seconds`, as a prediction
-holds a slot, using no CPU, and returns a small result. The worker's CPU per task is then
+prefetched per job) and the worker's pool (`workers.delivery.pool`: each task a greenlet
+on the process's one SDK event loop; LMQ_FLOOR_POOL=threads: Celery's threads pool, each
+task a thread that hops to the loop), on Celery's stock Redis transport and result backend.
+`floor.hold(seconds)` holds one of LMQ_FLOOR_SLOTS places for `seconds` on the loop, as a
+prediction holds a slot, using no CPU, and returns a small result. The worker's CPU per task is then
 what Celery itself costs a job on this machine: the part of the pool's CPU per job that no
 change to lmstudio-queue's own code can remove (`ops/bench_pool.py` prints it).
 `floor.predict(host, model, text, max_tokens)` runs the prediction as the pool's worker
@@ -25,14 +27,12 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import lmstudio as lms
-from celery import Celery
-from celery.concurrency.base import BasePool, apply_target
+from celery import Celery, bootsteps
 
-from workers import green
 from workers.celery_config import celery_config
 from workers.lmstudio.loop import SdkLoop
 from workers.settings import Settings
@@ -40,6 +40,7 @@ from workers.settings import Settings
 BROKER_URL = os.environ.get("LMQ_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = "floor"
 TASK = "floor.hold"
+T = TypeVar("T")
 PREDICT_TASK = "floor.predict"
 
 # The pool worker's own settings for what a task costs Celery (not its transport, backend
@@ -52,24 +53,13 @@ SHARED = ("task_serializer", "result_serializer", "accept_content", "result_acce
 app = Celery("lmq-floor", broker=BROKER_URL, backend=BROKER_URL)
 _pool = celery_config(Settings(broker_url=BROKER_URL, result_backend=BROKER_URL))
 app.conf.update({name: _pool[name] for name in SHARED}, task_default_queue=QUEUE)
-if os.environ.get("LMQ_FLOOR_POOL") == "greenlets":
-    app.conf.worker_pool = "ops.celery_floor_app:GreenletPool"
+if os.environ.get("LMQ_FLOOR_POOL", "greenlets") == "greenlets":
+    app.conf.worker_pool = "workers.delivery.pool:TaskPool"  # the worker's: jobs on the loop
 
-_slots = threading.BoundedSemaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
-
-
-@app.task(name=TASK)
-def hold(seconds: float) -> dict[str, Any]:
-    with _slots:
-        time.sleep(seconds)
-    return {"kind": "chat", "content": "a reply of sixteen tokens " * 3,
-            "stats": {"predicted_tokens_count": 16, "stop_reason": "maxPredictedTokensReached"}}
-
-
-_sdk: tuple[SdkLoop, Any] | None = None
-_sdk_lock = threading.Lock()
 _loop: SdkLoop | None = None
 _loop_lock = threading.Lock()
+_slots: asyncio.Semaphore | None = None  # (loop only)
+_model: Any = None  # the model's handle on the process's one AsyncClient (loop only)
 
 
 def _the_loop() -> SdkLoop:
@@ -80,65 +70,48 @@ def _the_loop() -> SdkLoop:
         return _loop
 
 
-class GreenletPool(BasePool):
-    """Task bodies as greenlets on the SDK loop (`workers.green`)."""
+class AttachLoop(bootsteps.StartStopStep):
+    """Give the worker's pool its loop, as the LM Studio step does in the pool's worker."""
 
-    body_can_be_buffer = True
-    signal_safe = False
+    requires = ("celery.worker.components:Pool",)
 
-    def on_start(self) -> None:
-        self.runner = green.GreenletRunner(_the_loop().loop, self.limit)
-
-    def on_apply(self, target: Any, args: Any = None, kwargs: Any = None,
-                 callback: Any = None, accept_callback: Any = None, **_: Any) -> None:
-        self.runner.spawn(apply_target, target, args, kwargs, callback, accept_callback)
+    def start(self, parent: Any) -> None:
+        attach = getattr(parent.pool, "attach", None)
+        if attach is not None:
+            attach(_the_loop().loop)
 
 
-def _model(host: str, model_key: str) -> tuple[SdkLoop, Any]:
-    """The process's one loop and the model's handle on its one AsyncClient."""
-    global _sdk
-    if green.in_job_greenlet():
-        if _sdk is None:
-            handle = green.await_(_open(host, model_key))
-            if _sdk is None:
-                _sdk = _the_loop(), handle
-        return _sdk
-    with _sdk_lock:
-        if _sdk is None:
-            loop = _the_loop()
-            _sdk = loop, loop.run(_open(host, model_key))
-        return _sdk
+app.steps["worker"].add(AttachLoop)
 
 
-async def _open(host: str, model_key: str) -> Any:
-    client = lms.AsyncClient(host)
-    await client.__aenter__()  # closed with the process
-    return await client.llm.model(model_key)
+async def _in_slot(work: Awaitable[T]) -> T:
+    global _slots
+    if _slots is None:
+        _slots = asyncio.Semaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
+    async with _slots:
+        return await work
 
 
-async def _respond(model: Any, text: str, max_tokens: int) -> dict[str, Any]:
-    stream = await model.respond_stream(text, config={"maxTokens": max_tokens})
+@app.task(name=TASK)
+def hold(seconds: float) -> dict[str, Any]:
+    _the_loop().run(_in_slot(asyncio.sleep(seconds)))
+    return {"kind": "chat", "content": "a reply of sixteen tokens " * 3,
+            "stats": {"predicted_tokens_count": 16, "stop_reason": "maxPredictedTokensReached"}}
+
+
+async def _respond(host: str, model_key: str, text: str, max_tokens: int) -> dict[str, Any]:
+    global _model
+    if _model is None:
+        client = lms.AsyncClient(host)
+        await client.__aenter__()  # closed with the process
+        _model = await client.llm.model(model_key)
+    stream = await _model.respond_stream(text, config={"maxTokens": max_tokens})
     async for _fragment in stream:
         pass
     result = stream.result()
     return {"kind": "chat", "content": result.content, "stats": result.stats.to_dict()}
 
 
-_async_slots: asyncio.Semaphore | None = None
-
-
-async def _respond_limited(model: Any, text: str, max_tokens: int) -> dict[str, Any]:
-    global _async_slots
-    if _async_slots is None:
-        _async_slots = asyncio.Semaphore(int(os.environ.get("LMQ_FLOOR_SLOTS", "4")))
-    async with _async_slots:
-        return await _respond(model, text, max_tokens)
-
-
 @app.task(name=PREDICT_TASK)
 def predict(host: str, model_key: str, text: str, max_tokens: int) -> dict[str, Any]:
-    loop, model = _model(host, model_key)
-    if green.in_job_greenlet():
-        return green.await_(_respond_limited(model, text, max_tokens))
-    with _slots:
-        return loop.submit(_respond(model, text, max_tokens)).result()
+    return _the_loop().run(_in_slot(_respond(host, model_key, text, max_tokens)))

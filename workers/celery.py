@@ -2,8 +2,9 @@
 
 Configured from `workers.celery_config` (shared with producers) plus worker settings:
 
-* pool: `workers.delivery.pool:TaskPool` (Celery's threads pool whose terminate triggers our cancel
-  path), selected through `worker_pool`, so `celery -A workers worker` needs no `-P`;
+* pool: `workers.delivery.pool:TaskPool` (each job a greenlet on the worker's SDK loop;
+  terminate triggers our cancel path), selected through `worker_pool`, so
+  `celery -A workers worker` needs no `-P`;
 * concurrency: LMQ_CONCURRENCY, else LMQ_SLOTS (the model's concurrent predictions) plus
   LMQ_PREFETCH_THREADS: with acks_late and prefetch 1 per thread, the extra threads receive
   the next jobs while the slots predict, so Celery's messaging overlaps with predictions;

@@ -52,6 +52,8 @@ def await_(awaitable: Awaitable[T]) -> T:
     """From a job greenlet: wait for `awaitable` on the loop, without blocking it."""
     current = greenlet.getcurrent()
     if not isinstance(current, JobGreenlet):
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()  # never awaited: say so once, here, not as a warning later
         raise RuntimeError("await_() called outside a job greenlet")
     return current.parent.switch(awaitable)  # type: ignore[no-any-return]
 
@@ -75,6 +77,26 @@ def wait_future(future: concurrent.futures.Future[Any], timeout_s: float | None)
     waited = asyncio.wrap_future(future)
     await_(asyncio.wait([waited], timeout=timeout_s))
     return future.done()
+
+
+def wait_readable(fd: int, timeout_s: float | None) -> None:
+    """From a job greenlet: let the loop run until `fd` has data to read (or `timeout_s`
+    passed: the read that follows then times out as it would have)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, _set_done, ready)
+    timer = loop.call_later(timeout_s, _set_done, ready) if timeout_s is not None else None
+    try:
+        await_(ready)
+    finally:
+        loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class GreenletRunner:

@@ -32,7 +32,8 @@ the worker consumes no job until LM Studio serves its model. At start it:
    budget cannot hold LMQ_SLOTS short jobs (`workers.admission.thread_count`): the
    group's semaphore admits each job by its own KV. The pool gets LMQ_ADMISSION_LOOKAHEAD
    threads more, for the jobs the worker takes while its jobs wait for KV
-   (`workers.admission.lookahead`: the prefetch grows by one per such job);
+   (`workers.admission.lookahead`: the prefetch grows by one per such job). From here the
+   pool runs its jobs as greenlets on the SDK loop (`workers.delivery.pool`);
 8. registers the worker as serving its model (`workers.served_registry`), so producers'
    served check is one Redis read.
 
@@ -173,8 +174,8 @@ def _size_pool(worker: Any, threads: int, lookahead: int = 0) -> None:
     add_threads = getattr(pool, "add_threads", None)
     if lookahead and add_threads is not None:
         add_threads(lookahead)
-    log.info("%d worker threads (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch), and up to "
-             "%d more while jobs wait for KV (LMQ_ADMISSION_LOOKAHEAD)", threads,
+    log.info("%d jobs at once in the pool (LMQ_CONCURRENCY, else LMQ_SLOTS + %d prefetch), and "
+             "up to %d more while jobs wait for KV (LMQ_ADMISSION_LOOKAHEAD)", threads,
              get_settings().prefetch_threads, lookahead)
 
 
@@ -309,7 +310,7 @@ def _register(client: redis.Redis | None, model: str, hostname: str,
 
 def _redis(settings: Settings) -> redis.Redis | None:
     try:
-        return redis_pool.client(settings.store_url, socket_timeout=10,
+        return redis_pool.client(settings.store_url, yields=True, socket_timeout=10,
                                  health_check_interval=30)
     except (ValueError, redis.RedisError) as exc:
         log.warning("no Redis for progress streams (%s): %s", settings.store_url, exc)

@@ -247,7 +247,7 @@ def _get_recorder() -> Recorder:
         if _recorder is None or _recorder_pid != os.getpid():
             from workers.settings import get_settings
 
-            _recorder = Recorder(redis_pool.client(get_settings().store_url))
+            _recorder = Recorder(redis_pool.client(get_settings().store_url, yields=True))
             _recorder_pid = os.getpid()
         return _recorder
 

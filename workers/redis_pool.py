@@ -15,11 +15,15 @@ as a blip (admission retries in place; progress, start and metrics writes log an
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
 import weakref
 from typing import Any
 
 import redis
+
+from workers import green
 
 FRESH_S = 1.0  # a connection handed back this recently is not probed
 
@@ -43,6 +47,58 @@ class FreshConnectionPool(redis.ConnectionPool):
         super().ensure_connection(connection)
 
 
-def client(url: str, **kwargs: Any) -> redis.Redis:
-    """`redis.Redis.from_url(url, **kwargs)` on a `FreshConnectionPool`."""
-    return redis.Redis.from_pool(FreshConnectionPool.from_url(url, **kwargs))
+class YieldingConnectionPool(FreshConnectionPool):
+    """A `FreshConnectionPool` whose connections, in a job greenlet, wait for a reply on the
+    SDK loop (`_YieldingReads`): the worker's clients that jobs use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        base = self.connection_class
+        self.connection_class = type(f"Yielding{base.__name__}", (_YieldingReads, base), {})
+
+
+def client(url: str, *, yields: bool = False, **kwargs: Any) -> redis.Redis:
+    """`redis.Redis.from_url(url, **kwargs)` on a `FreshConnectionPool`; with `yields`, a
+    job greenlet waiting for a reply lets the SDK loop run meanwhile (`reads_yield`)."""
+    pool_class = YieldingConnectionPool if yields else FreshConnectionPool
+    return redis.Redis.from_pool(pool_class.from_url(url, **kwargs))
+
+
+def reads_yield(client: redis.Redis) -> bool:
+    """Whether `client`'s replies are awaited without blocking the SDK loop in a job
+    greenlet: a BLPOP on it may wait for a job on the same loop."""
+    return issubclass(client.connection_pool.connection_class, _YieldingReads)
+
+
+class _YieldingReads:
+    """A connection whose reads, in a job greenlet (`workers.green`), let the worker's SDK
+    loop run until the reply is there, rather than blocking the loop's thread for the
+    round trip, or for a BLPOP's whole wait. Not over TLS: an SSL socket may hold
+    decrypted data its file descriptor does not show (those block as before)."""
+
+    def _connect(self) -> Any:
+        sock = super()._connect()  # type: ignore[misc]
+        return sock if isinstance(sock, ssl.SSLSocket) else _GreenSocket(sock)
+
+
+class _GreenSocket:
+    """A socket whose blocking reads wait for data on the SDK loop (in a job greenlet)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def recv(self, *args: Any) -> bytes:
+        self._wait_readable()
+        return self._sock.recv(*args)
+
+    def recv_into(self, *args: Any) -> int:
+        self._wait_readable()
+        return self._sock.recv_into(*args)
+
+    def _wait_readable(self) -> None:
+        timeout_s = self._sock.gettimeout()
+        if timeout_s != 0 and green.in_job_greenlet():  # 0: redis-py's probe, no wait
+            green.wait_readable(self._sock.fileno(), timeout_s)

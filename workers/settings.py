@@ -116,12 +116,13 @@ class Settings(BaseSettings):
         "prompt through LM Studio."
     )
     concurrency: int | None = Field(
-        None, description="Worker threads; when unset, LMQ_SLOTS plus LMQ_PREFETCH_THREADS "
-        "(GPU memory is enforced per job by admission, not by fewer threads)."
+        None, description="Jobs a worker runs at once (each a greenlet on its SDK loop); when "
+        "unset, LMQ_SLOTS plus LMQ_PREFETCH_THREADS (GPU memory is enforced per job by "
+        "admission, not by fewer jobs)."
     )
     prefetch_threads: int = Field(
-        2, ge=0, description="Threads beyond the slots: they receive the next jobs while the "
-        "slots predict (predictions stay at most LMQ_SLOTS per worker)."
+        2, ge=0, description="Jobs at once beyond the slots: they receive the next jobs while "
+        "the slots predict (predictions stay at most LMQ_SLOTS per worker)."
     )
 
     # --- GPU-memory-aware admission ------------------------------------------------------

@@ -54,8 +54,9 @@ class FloorWorker:
 
 @contextmanager
 def floor_worker(redis_url: str, slots: int, threads: int,
-                 pool: str = "threads") -> Iterator[FloorWorker]:
-    """A floor worker with `threads` threads, `slots` tasks holding or predicting at once."""
+                 pool: str = "greenlets") -> Iterator[FloorWorker]:
+    """A floor worker running `threads` tasks at once, `slots` of them holding or predicting;
+    `pool`: "greenlets" (the pool worker's pool) or "threads" (Celery's)."""
     client = Celery("lmq-floor-client", broker=redis_url, backend=redis_url)
     client.conf.update(task_serializer="json", result_serializer="json",
                        accept_content=["json"])

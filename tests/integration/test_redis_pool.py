@@ -78,3 +78,39 @@ def test_the_client_takes_redis_py_url_options(redis_url, url_tail):
     client = redis_pool.client(redis_url + url_tail, health_check_interval=30)
     assert client.ping() is True
     client.close()
+
+
+def test_a_yielding_client_waits_for_a_blpop_on_the_loop(redis_url):
+    """Two jobs on one loop: one in a BLPOP on a yielding client, the other pushing what it
+    waits for. Over a blocking client the BLPOP would hold the loop's thread and the push
+    would come only after its timeout."""
+    import asyncio
+    import concurrent.futures
+
+    from workers import green
+    from workers.lmstudio.loop import SdkLoop
+
+    yielding = redis_pool.client(redis_url, yields=True)
+    assert redis_pool.reads_yield(yielding)
+    assert not redis_pool.reads_yield(redis_pool.client(redis_url))
+    got: list[Any] = []
+
+    def waiter() -> None:
+        got.append(yielding.blpop(["wake"], timeout=5))
+
+    def pusher() -> None:
+        green.await_(asyncio.sleep(0.1))
+        yielding.rpush("wake", "ok")
+
+    loop = SdkLoop(name="test-yielding-loop")
+    try:
+        runner = green.GreenletRunner(loop.loop, 2)
+        started = time.monotonic()
+        ended = [runner.spawn(waiter), runner.spawn(pusher)]
+        concurrent.futures.wait(ended, 10)
+        assert got == [(b"wake", b"ok")]
+        assert time.monotonic() - started < 2
+    finally:
+        loop.stop()
+    yielding.set("k", "v")  # outside a greenlet it is an ordinary client
+    assert yielding.get("k") == b"v"

@@ -28,7 +28,7 @@ def test_the_pool_is_slots_plus_prefetch_whatever_the_budget(
         gpu_memory, worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
     worker = worker_factory(LLM, {**lmq_env, "LMQ_GPU_MEMORY": gpu_memory, "LMQ_SLOTS": "4",
                                   "LMQ_PREFETCH_THREADS": "2"})
-    wait_until(lambda: "6 worker threads" in worker.log_tail(200), timeout=30,
+    wait_until(lambda: "6 jobs at once in the pool" in worker.log_tail(200), timeout=30,
                message=lambda: worker.log_tail(30))
     app = client_app(redis_url)
     assert pool_max_concurrency(app, worker.hostname) == 4 + 2

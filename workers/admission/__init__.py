@@ -76,7 +76,7 @@ def build_gate(settings: Settings, facts: ModelFacts, lookahead: Lookahead | Non
         return NullGate()
     budget = gpu_budget(settings)
     cost = plan_cost(settings, facts)
-    client = redis_pool.client(settings.store_url)
+    client = redis_pool.client(settings.store_url, yields=True)
     usable = UNKNOWN_BUDGET if budget.usable_bytes is None else budget.usable_bytes
     semaphore = GroupSemaphore(client, settings.group, usable, settings.lease_ttl_s)
     if not budget.known:

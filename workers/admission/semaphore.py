@@ -62,7 +62,7 @@ from typing import Any
 
 import redis
 
-from workers import green, keys
+from workers import green, keys, redis_pool
 from workers.admission import lua
 from workers.error import AdmissionClosedError, DoesNotFitError, JobCancelledError
 
@@ -252,7 +252,9 @@ class GroupSemaphore:
                     f"{ticket.label or ticket.id} cancelled while waiting for GPU memory", None
                 )
             timeout_s = min(self.cancel_check_s, max(MIN_WAKE_S, deadline - time.monotonic()))
-            item = green.blocking(self.client.blpop, [wake], timeout_s)
+            item = (self.client.blpop([wake], timeout=timeout_s)
+                    if redis_pool.reads_yield(self.client)  # waits on the loop
+                    else green.blocking(self.client.blpop, [wake], timeout_s))
             if item is not None:
                 message = item[1].decode() if isinstance(item[1], bytes) else str(item[1])
                 return Verdict(message, verdict.next_expiry_s, verdict.free_bytes)

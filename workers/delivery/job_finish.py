@@ -13,8 +13,9 @@ of the time at the LM Studio-like timing (ops/profile-worker-stress.md, 2026-12-
 Riding needs our keys in the result backend's Redis (LMQ_REDIS_URL unset or equal);
 otherwise, and for a job that stores no final state here (requeued, or ended before it
 ran), `task_postrun` sends what is left on its own: a stream end in its own round trip, and
-the metrics as `workers.metrics.on_postrun` always did. Riders are per thread: Celery stores
-a task's final state in the thread that ran it, right after it returned or raised.
+the metrics as `workers.metrics.on_postrun` always did. Riders are kept per thread and job
+id: Celery stores a task's final state in the thread (and greenlet) that ran it, right
+after it returned or raised.
 
 A rider's write never fails the job: an error is logged, as the writes it replaces did. If
 the pipeline itself fails (Redis lost mid-write), Celery retries storing the state alone;

@@ -56,7 +56,7 @@ class StateScriptBackend(RedisBackend):  # type: ignore[misc]  # celery is untyp
     def __init__(self, *args: Any, url: str | None = None, app: Any = None,
                  **kwargs: Any) -> None:
         # Chosen as the app's backend class, Celery passes no URL: the configured one.
-        kwargs.setdefault("connection_pool", redis_pool.FreshConnectionPool)
+        kwargs.setdefault("connection_pool", redis_pool.YieldingConnectionPool)
         super().__init__(*args, url=url or app.conf.result_backend, app=app, **kwargs)
         self._store_script: Any = None
 

@@ -21,8 +21,8 @@ worker running the job. Entry fields (all strings):
   what arrived in the last `FLUSH_INTERVAL_S`, written with one pipelined XADD + EXPIRE, so
   entries do not map 1:1 to tokens. A short job writes its
   whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
-  event loop (`buffer()`, no I/O there) and the job thread, waking every
-  `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job thread
+  event loop (`buffer()`, no I/O there) and the job, waking every
+  `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job
   ever writes, so entries keep their order. A job whose producer streams it
   (`STREAMED_HEADER`) also gets a flush at its first fragment: the first text is
   published as it is generated.

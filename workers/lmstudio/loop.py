@@ -4,8 +4,8 @@ Why a loop of our own: the SDK's sync `lms.Client` runs its websocket on a backg
 event loop and hands every received message (each prediction fragment) to the waiting
 job thread, one cross-thread wake-up per message: 23-30% of a worker's CPU at the stress
 timing (ops/profile-worker-stress.md). With the `AsyncClient` on this loop, the messages
-are consumed where they arrive; a job thread only crosses over twice per call (submit the
-coroutine, take its result), plus at most one wake-up per fragment flush interval.
+are consumed where they arrive, and the jobs themselves run here as greenlets: a job
+awaits its SDK calls on this thread, no hop at all.
 
 One `SdkLoop` per worker process, a daemon thread named `lmq-sdk-loop`. The jobs run on
 it too, as greenlets (`workers.delivery.pool`, `workers.green`); they and other

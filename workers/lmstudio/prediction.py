@@ -7,12 +7,12 @@ the loop (it only buffers: no I/O on the loop) and tool-call events are collecte
 1.5's `respond()` ignores them); iterating the private `_iter_events()` is what the SDK's
 own `act()` does, the only SDK internal used here.
 
-The job thread waits in `wait(flush, flush_interval_s)` on the coroutine's future: it wakes
-when the prediction ended, and while it runs every `flush_interval_s` to publish what was
-buffered, so Redis writes never block the loop. That is the point of issue 22: no
-cross-thread hop per websocket message; a short job crosses twice (submit, result), a
-long one once more per flush interval. For a job someone streams (`first_at_once`) the
-thread also wakes at the first fragment, so the first text is published as it arrives
+The job waits in `wait(flush, flush_interval_s)` on the coroutine's future (a job greenlet
+yields to the loop meanwhile, `workers.green`; a thread blocks): it wakes when the
+prediction ended, and while it runs every `flush_interval_s` to publish what was
+buffered. That is the point of issue 22: nothing per websocket message leaves the loop; a
+long job wakes once more per flush interval. For a job someone streams (`first_at_once`)
+the job also wakes at the first fragment, so the first text is published as it arrives
 rather than up to `flush_interval_s` later.
 
 `cancel()` may be called from any thread (the cancel watcher, a time limit): it asks the
@@ -97,7 +97,7 @@ class Prediction:
 
     def wait(self, flush: Callable[[], None], flush_interval_s: float, *,
              first_at_once: bool = False) -> Outcome:
-        """Block the job thread until the prediction ends, calling `flush` every
+        """Wait (the job) until the prediction ends, calling `flush` every
         `flush_interval_s` meanwhile, and once at the first fragment if `first_at_once`
         (someone streams the text: one more write per job, for its first content).
 

@@ -4,9 +4,10 @@ One `Session` per worker process holds one scoped `lms.AsyncClient` to `LMQ_LMST
 (the host is always passed: the SDK never probes port 1234) and a handle to the pinned,
 loaded model. The client lives on the process's one event loop thread (`SdkLoop`, issue
 22): every SDK call runs there, so websocket messages are consumed where they arrive. The
-methods here are for job threads: each submits one coroutine to the loop and waits for
-its result (one cross-thread hop per call, not one per message); predictions stream on
-the loop itself (`workers.lmstudio.prediction`). The async client connects every
+methods here are for jobs: each runs one coroutine on the loop and waits for its result
+(a job greenlet awaits it there; another thread hops over and back: one hop per call,
+not one per message); predictions stream on the loop itself
+(`workers.lmstudio.prediction`). The async client connects every
 namespace when it opens, so there is no lazy-connect race between threads to avoid.
 
 Timeouts: every call here waits at most `Session.timeout_s` (LMQ_SDK_TIMEOUT_S) for its
@@ -122,7 +123,7 @@ class Session:
 
     def call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run the SDK coroutine `make()` on the loop, waiting at most `timeout_s` for
-        LM Studio; SDK errors mapped (from a job thread: one hop there and back)."""
+        LM Studio; SDK errors mapped (from a thread: one hop there and back)."""
         return self.loop.run(self.on_loop(what, make))
 
     async def on_loop(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
