@@ -15,7 +15,9 @@ another greenlet holds, a BLPOP for a verdict a job on this loop sends when it e
 would never end. So the job code waits through this module: `await_` for a coroutine,
 `wait_future` for a concurrent future, `blocking(fn)` for a call that may block (it runs
 in a thread meanwhile); outside a job greenlet (a thread, a test) each simply blocks.
-Short blocking I/O (a Redis round trip) is done in place: it delays the loop that long.
+The Redis clients jobs use wait for their replies on the loop too (`wait_readable`,
+`workers.redis_pool.YieldingConnectionPool`). Other short blocking I/O (a log line, Redis
+over TLS) is done in place: it delays the loop that long.
 """
 
 from __future__ import annotations
