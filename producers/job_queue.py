@@ -76,7 +76,8 @@ class JobQueue:
         `expires_s`: never start it later than this after submission (JobExpiredError);
         `time_limit_s`: cancel it this long after it started (REVOKED, partial result);
         `streamed`: you will read its text as it comes (`handle.stream()`): the worker
-        publishes the first fragment as soon as it has it, not at its next flush (50 ms)."""
+        publishes the first fragment as soon as it has it, then the text every 50 ms
+        (without it, `stream()` still gets all the text, in pieces up to a second old)."""
         job = make_job("chat", {"model": model, "messages": prompt_or_messages,
                                 "system_prompt": system_prompt, "tools": tools,
                                 "config": make_config(config, response_format),

@@ -134,6 +134,23 @@ def test_progress_state_and_fragment_stream(llm_worker, redis_url, simulator):  
     assert len(rpc_calls(simulator, "countTokens")) >= 1
 
 
+def test_a_streamed_job_publishes_its_text_as_it_comes_a_batch_job_in_few_pieces(
+        llm_worker, redis_url, simulator):  # type: ignore[no-untyped-def]
+    simulator.admin.set_timing(decode_tokens_per_s=40)
+    simulator.admin.set_faults(reply_tokens=60)  # 1.5 s of text
+    app = client_app(redis_url)
+    streamed = send(app, ChatJob(model=LLM, messages="Tell me a story"), streamed=True)
+    batch = send(app, ChatJob(model=LLM, messages="Tell me a story too"))
+    texts = {}
+    for name, handle in (("streamed", streamed), ("batch", batch)):
+        result = ChatResult.model_validate(final(handle).get(timeout=5))
+        entries = fragment_entries(redis_url, handle.id)
+        assert "".join(e.get("t", "") for e in entries) == result.content  # all of it
+        texts[name] = [e for e in entries if "t" in e]
+    assert len(texts["streamed"]) >= 10  # every 50 ms
+    assert 1 <= len(texts["batch"]) <= 3  # every second, and the rest with the end entry
+
+
 def _max_in_flight(sim, endpoint: str) -> int:  # type: ignore[no-untyped-def]
     open_calls, peak = set(), 0
     for entry in sim.admin.log():

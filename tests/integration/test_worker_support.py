@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
-from workers.celery_config import celery_config
+from workers.celery_config import STREAMED_HEADER, celery_config
 from workers.contract import TASK_FOR_KIND, queue_name
 from workers.settings import Settings
 
@@ -30,13 +30,16 @@ def client_app(redis_url: str, **settings: Any) -> Celery:
     return app
 
 
-def send(app: Celery, job: Any, *, task_id: str | None = None) -> AsyncResult:
-    """Send a contract job (or a raw dict with 'kind' and 'model') to its model's queue."""
+def send(app: Celery, job: Any, *, task_id: str | None = None,
+         streamed: bool = False) -> AsyncResult:
+    """Send a contract job (or a raw dict with 'kind' and 'model') to its model's queue;
+    `streamed`: as a producer that reads its text as it comes."""
     payload = job if isinstance(job, dict) else job.model_dump(mode="json")
     if not isinstance(job, dict) and payload.get("submitted_at") is None:
         payload["submitted_at"] = time.time()
     return app.send_task(TASK_FOR_KIND[payload["kind"]], args=[payload],
-                         queue=queue_name(payload["model"]), task_id=task_id or str(uuid.uuid4()))
+                         queue=queue_name(payload["model"]), task_id=task_id or str(uuid.uuid4()),
+                         headers={STREAMED_HEADER: True} if streamed else None)
 
 
 def predict_channels(sim: Any) -> list[dict[str, Any]]:

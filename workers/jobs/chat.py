@@ -10,8 +10,8 @@ Order of a prediction job:
 3. `with gate.admit(job_id, prompt_tokens, max_tokens, cancelled):`
 4. start the prediction on the worker's SDK loop (`workers.lmstudio.prediction`), attach its
    `cancel()` to the job's cancel token; fragments are buffered by the progress reporter on
-   the loop and published from this thread every FLUSH_INTERVAL_S; a dropped connection
-   restarts it
+   the loop and published by the job every `flush_interval_s` (sooner for a job someone
+   streams); a dropped connection restarts it
    (bounded retries).
 A cancelled prediction returns normally with the partial text (stop reason userStopped):
 `execution` turns that into the REVOKED state.
@@ -29,7 +29,7 @@ from workers.error import ContextOverflowError, InvalidJobError, JobCancelledErr
 from workers.jobs.chat_history import build_history, prompt_chars, raw_tools, tool_definitions
 from workers.jobs.context import JobContext, with_retries
 from workers.jobs.predict_config import sdk_prediction_config, seed_note
-from workers.jobs.progress import FLUSH_INTERVAL_S
+from workers.jobs.progress import flush_interval_s
 from workers.jobs.prompt_bound import chat_bound, text_bound
 from workers.lmstudio.images import has_images, with_uploaded_images
 from workers.lmstudio.prediction import Callbacks, Outcome, Prediction
@@ -114,7 +114,7 @@ def _stream_once(ctx: JobContext, request: PredictionRequest) -> Outcome:
                                   callbacks)
     ctx.token.attach(prediction.cancel)  # a cancel before the stream started waits for it
     try:
-        return prediction.wait(ctx.progress.stream.flush, FLUSH_INTERVAL_S,
+        return prediction.wait(ctx.progress.stream.flush, flush_interval_s(ctx.streamed),
                                first_at_once=ctx.streamed)
     finally:
         ctx.token.detach()

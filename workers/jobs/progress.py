@@ -18,14 +18,16 @@ never lands after the final state.
 worker running the job. Entry fields (all strings):
 
 * `{"t": text}`: the next piece of generated text. Fragments are batched: one entry holds
-  what arrived in the last `FLUSH_INTERVAL_S`, written with one pipelined XADD + EXPIRE, so
-  entries do not map 1:1 to tokens. A short job writes its
-  whole text and the end entry in one round trip. Predictions buffer fragments on the SDK's
-  event loop (`buffer()`, no I/O there) and the job, waking every
-  `FLUSH_INTERVAL_S` while the prediction runs, writes them (`flush()`): only the job
-  ever writes, so entries keep their order. A job whose producer streams it
-  (`STREAMED_HEADER`) also gets a flush at its first fragment: the first text is
-  published as it is generated.
+  what arrived since the last flush, written with one pipelined XADD + EXPIRE, so entries
+  do not map 1:1 to tokens. A short job writes its whole text and the end entry in one
+  round trip. Predictions buffer fragments on the SDK's event loop (`buffer()`, no I/O
+  there) and the job, waking every `flush_interval_s(streamed)` while the prediction
+  runs, writes them (`flush()`): only the job ever writes, so entries keep their order.
+  A job whose producer streams it (`STREAMED_HEADER`) is flushed every
+  `FLUSH_INTERVAL_S`, and at its first fragment: the text is published as it is
+  generated. Any other job (a batch job: nobody said they would read it as it comes) is
+  flushed every `UNSTREAMED_FLUSH_INTERVAL_S`: a late `stream()` still gets all of it,
+  in pieces up to that old, and a long batch job makes one write a second, not twenty.
 * `{"reset": attempt}`: the connection to LM Studio dropped and the prediction restarts
   from scratch; discard the text read so far.
 * `{"end": state}`: the last entry; state is `SUCCESS`, `REVOKED` or `FAILURE`. Read the
@@ -51,8 +53,14 @@ from workers.contract import PROGRESS, JobProgress
 log = logging.getLogger(__name__)
 
 STATE_INTERVAL_S = 0.1  # at most 10 PROGRESS writes per second per job
-FLUSH_INTERVAL_S = 0.05  # fragments wait at most this long before they are published
+FLUSH_INTERVAL_S = 0.05  # a streamed job's fragments wait at most this long to be published
+UNSTREAMED_FLUSH_INTERVAL_S = 1.0  # and those of a job nobody said they would stream
 STREAM_TTL_S = 3600
+
+
+def flush_interval_s(streamed: bool) -> float:
+    """How often a running job publishes its buffered text."""
+    return FLUSH_INTERVAL_S if streamed else UNSTREAMED_FLUSH_INTERVAL_S
 
 
 class FragmentStream:

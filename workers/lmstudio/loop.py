@@ -39,6 +39,19 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _declare_asyncio_to_sniffio() -> None:
+    """Only asyncio runs on this thread: say so to sniffio where it is installed. anyio
+    (under the SDK's websocket) asks it several times per message; else it sniffs with
+    `asyncio.current_task()` each time: 0.4 us a call here, 0.05 us declared (up to 7%
+    of the loop's py-spy samples at the LM Studio-like timing). Without sniffio, anyio
+    asks `asyncio.get_running_loop()` instead (0.15 us)."""
+    try:
+        import sniffio
+    except ImportError:
+        return
+    sniffio.thread_local.name = "asyncio"
+
+
 class SdkLoop:
     """An asyncio event loop running in its own daemon thread."""
 
@@ -52,6 +65,7 @@ class SdkLoop:
 
     def _run(self, started: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
+        _declare_asyncio_to_sniffio()
         self.loop.call_soon(started.set)
         self.loop.run_forever()
 
