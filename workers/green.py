@@ -13,7 +13,7 @@ reason: sync code on top of an event loop.
 A job greenlet must not block the loop's thread for long: a wait for another job (a slot
 another greenlet holds, a BLPOP for a verdict a job on this loop sends when it ends)
 would never end. So the job code waits through this module: `await_` for a coroutine,
-`wait_future` for a concurrent future, `blocking(fn)` for a call that may block (it runs
+`wait_future` for a future, `blocking(fn)` for a call that may block (it runs
 in a thread meanwhile); outside a job greenlet (a thread, a test) each simply blocks.
 The Redis clients jobs use wait for their replies on the loop too (`wait_readable`,
 `workers.redis_pool.YieldingConnectionPool`). Other short blocking I/O (a log line, Redis
@@ -40,6 +40,10 @@ T = TypeVar("T")
 # backoff), started on demand; jobs waiting at once are bounded by the pool's limit.
 _WAIT_THREADS = 256
 _waiters = concurrent.futures.ThreadPoolExecutor(_WAIT_THREADS, thread_name_prefix="lmq-wait")
+
+
+# What a job may wait for: a concurrent future, or from a job greenlet an asyncio one.
+AnyFuture = concurrent.futures.Future[T] | asyncio.Future[T]
 
 
 class JobGreenlet(greenlet.greenlet):
@@ -69,15 +73,16 @@ def blocking(func: Callable[..., T], *args: Any) -> T:
     return await_(loop.run_in_executor(_waiters, functools.partial(func, *args)))
 
 
-def wait_future(future: concurrent.futures.Future[Any], timeout_s: float | None) -> bool:
-    """Wait up to `timeout_s` (None: no limit) for `future`; True if it is done."""
+def wait_future(future: AnyFuture[Any], timeout_s: float | None) -> bool:
+    """Wait up to `timeout_s` (None: no limit) for `future`; True if it is done. An
+    asyncio future only from a job greenlet on its loop (as `SdkLoop.submit` gives one)."""
     if future.done():
         return True
     if not in_job_greenlet():
+        assert isinstance(future, concurrent.futures.Future)
         done, _ = concurrent.futures.wait([future], timeout_s)
         return bool(done)
-    waited = asyncio.wrap_future(future)
-    await_(asyncio.wait([waited], timeout=timeout_s))
+    await_(asyncio.wait([asyncio.wrap_future(future)], timeout=timeout_s))  # asyncio's: as is
     return future.done()
 
 

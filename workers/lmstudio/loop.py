@@ -16,7 +16,6 @@ everything that touches the client runs on this thread.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -69,8 +68,12 @@ class SdkLoop:
         self.loop.call_soon(started.set)
         self.loop.run_forever()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule `coro` on the loop; its future (thread-safe)."""
+    def submit(self, coro: Coroutine[Any, Any, T]) -> green.AnyFuture[T]:
+        """Schedule `coro` on the loop; its future (thread-safe). From a job greenlet, on
+        the loop's own thread, that is the task itself: no hand-over through the loop's
+        wake-up pipe to start it, nor to tell the job it ended (`green.wait_future`)."""
+        if green.in_job_greenlet():
+            return self.loop.create_task(coro)
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
