@@ -82,7 +82,8 @@ def wait_future(future: AnyFuture[Any], timeout_s: float | None) -> bool:
         assert isinstance(future, concurrent.futures.Future)
         done, _ = concurrent.futures.wait([future], timeout_s)
         return bool(done)
-    await_(asyncio.wait([asyncio.wrap_future(future)], timeout=timeout_s))  # asyncio's: as is
+    # wrap_future hands an asyncio future back as it is
+    await_(asyncio.wait([asyncio.wrap_future(future)], timeout=timeout_s))
     return future.done()
 
 

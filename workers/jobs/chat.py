@@ -11,8 +11,7 @@ Order of a prediction job:
 4. start the prediction on the worker's SDK loop (`workers.lmstudio.prediction`), attach its
    `cancel()` to the job's cancel token; fragments are buffered by the progress reporter on
    the loop and published by the job every `flush_interval_s` (sooner for a job someone
-   streams); a dropped connection restarts it
-   (bounded retries).
+   streams); a dropped connection restarts it (bounded retries).
 A cancelled prediction returns normally with the partial text (stop reason userStopped):
 `execution` turns that into the REVOKED state.
 """
