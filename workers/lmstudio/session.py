@@ -35,6 +35,7 @@ import lmstudio as lms
 
 from workers import green
 from workers.error import InvalidJobError, LmqError, LMStudioUnavailableError
+from workers.lmstudio import ws_json
 from workers.lmstudio.loop import SdkLoop
 from workers.lmstudio.sdk_call import one_line, quiet_timeout, sdk_errors
 
@@ -94,6 +95,7 @@ class Session:
     def open(self) -> None:
         """Open the client on a new loop (HTTP probe + websockets); LMStudioUnavailableError
         if LM Studio is down."""
+        ws_json.install()  # LM Studio's messages decoded by msgspec (ws_json says why)
         loop = SdkLoop()
         try:
             with sdk_errors(f"connect to LM Studio at {self.host}"):
