@@ -95,3 +95,25 @@ def test_live_workers_jobs_are_left_alone(worker_factory, lmq_env, redis_url, si
     assert result.worker == first.hostname and result.attempt == 1
     assert len(predict_channels(simulator)) == 1  # never restored while its worker lived
     assert "stopped renewing" not in second.log_tail(200)
+
+
+def test_a_finished_jobs_tag_leaves_the_held_set_with_its_ack(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    """Not at the next heartbeat (every 15 s with this lease): acknowledged with its result
+    (a success) or by Celery's ack (a failure), the tag leaves the held set in that write."""
+    env = {**lmq_env, "LMQ_HOLD_LEASE_S": "60", "LMQ_MAX_PROMPT_CHARS": "200"}
+    worker = worker_factory(LLM, env)
+    app = client_app(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    held = keys.held(worker.hostname)
+    simulator.admin.set_timing(decode_tokens_per_s=20)
+    simulator.admin.set_faults(reply_tokens=40)  # ~2 s: seen held while it runs
+    handle = send(app, ChatJob(model=LLM, messages="held while it runs"))
+    wait_until(lambda: client.scard(held) == 1, timeout=30, message="the running job held")
+    ChatResult.model_validate(handle.get(timeout=60))
+    assert client.scard(held) == 0  # gone in the round trip that stored the result
+    failing = send(app, ChatJob(model=LLM, messages="x" * 500))  # over LMQ_MAX_PROMPT_CHARS
+    with pytest.raises(Exception, match="LMQ_MAX_PROMPT_CHARS"):
+        failing.get(timeout=60)
+    wait_until(lambda: unacked(redis_url) == 0 and client.scard(held) == 0, timeout=5,
+               message="the failed job acknowledged and out of the held set")

@@ -39,6 +39,7 @@ class BrokerAck:
     prefix: str  # the broker's global_keyprefix
     unacked_key: str
     unacked_index_key: str
+    held_key: str  # this worker's held set (`redelivery`), its full name
 
     def add(self, batch: FinishBatch, state: str, result: Any) -> None:
         if state != states.SUCCESS:
@@ -47,10 +48,12 @@ class BrokerAck:
         batch.after(self._sent)
 
     def write(self, pipe: Any) -> None:
-        """The tag out of `unacked`, `unacked_index` and its tenant's running set."""
+        """The tag out of `unacked`, `unacked_index`, its tenant's running set and this
+        worker's held set."""
         pipe.zrem(self.prefix + self.unacked_index_key, self.tag)
         pipe.hdel(self.prefix + self.unacked_key, self.tag)
         tenant_turns.release(pipe, self.tenant, self.tag, key_prefix=self.prefix)
+        pipe.srem(self.held_key, self.tag)
 
     def send_alone(self, state: str | None) -> None:
         """Nothing: Celery's own ack does it."""
@@ -73,7 +76,8 @@ def rider(task_id: str, task: Any, args: Any) -> BrokerAck | None:
     tenant = getattr(task.request, TENANT_HEADER, None)
     channel = current.channel
     return BrokerAck(str(tag), tenant if isinstance(tenant, str) and tenant else None,
-                     channel.global_keyprefix, channel.unacked_key, channel.unacked_index_key)
+                     channel.global_keyprefix, channel.unacked_key, channel.unacked_index_key,
+                     current.key(current.held_key))
 
 
 def acked(tag: str) -> bool:

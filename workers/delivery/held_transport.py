@@ -119,8 +119,10 @@ class HeldQoS(kombu_redis.QoS):
     `append` is kombu 5.x's `QoS.append` (ZADD unacked_index, HSET unacked) plus the SADD
     into this worker's held set (prefixed by kombu's pipe) and the LREM of the entry from
     the `popping` list it was taken into (its key already prefixed), or nothing but the
-    local bookkeeping for an entry the take script booked; `restore_by_tag` drops the tag
-    from the held set.
+    local bookkeeping for an entry the take script booked. Whatever takes the tag out of
+    `unacked` (an ack, a reject, a restore) takes it out of the held set in the same pipe
+    (`_remove_from_indices`), and this process forgets it (`Redelivery.forget`): the
+    heartbeat then has only the running jobs' tags to check.
     """
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -152,8 +154,9 @@ class HeldQoS(kombu_redis.QoS):
         (`workers.delivery.finish_ack`)."""
         if finish_ack.acked(delivery_tag):
             virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-            return
-        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        else:
+            super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+        _forget(delivery_tag)
 
     def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
         """kombu's sweep of `unacked` past the visibility timeout, without the tags workers
@@ -189,11 +192,15 @@ class HeldQoS(kombu_redis.QoS):
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's removal of a tag from `unacked` (on ack, reject and restore), also from
-        its tenant's running set (`workers.delivery.tenant_turns`), in the same pipe."""
+        its tenant's running set (`workers.delivery.tenant_turns`) and from this worker's
+        held set, in the same pipe."""
         pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
         message = self._delivered.get(delivery_tag)
         tenant = tenant_turns.headers_tenant(getattr(message, "headers", None))
         tenant_turns.release(pipe, tenant, delivery_tag)
+        current = redelivery.current()
+        if current is not None:
+            pipe.srem(current.held_key, delivery_tag)
         return pipe
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
@@ -212,8 +219,7 @@ class HeldQoS(kombu_redis.QoS):
         def restore(pipe: Any) -> None:
             payload = pipe.hget(self.unacked_key, tag)
             pipe.multi()
-            self._remove_from_indices(tag, pipe)
-            pipe.srem(current.held_key, tag)
+            self._remove_from_indices(tag, pipe)  # out of the held set too
             if payload:
                 message, exchange, routing_key = loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]
                 tenant_turns.release(pipe, message_tenant(message), tag)
@@ -221,6 +227,7 @@ class HeldQoS(kombu_redis.QoS):
 
         with self.channel.conn_or_acquire(client) as conn:
             conn.transaction(restore, self.unacked_key)
+        current.forget(tag)
 
 
 class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
@@ -370,9 +377,9 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
             return
         pipe = current.client.pipeline()  # a plain client: full key names
         finish_ack.BrokerAck(tag, tenant, current.key(""), self.unacked_key,
-                             self.unacked_index_key).write(pipe)
-        pipe.srem(current.key(current.held_key), tag)
+                             self.unacked_index_key, current.key(current.held_key)).write(pipe)
         pipe.execute()
+        current.forget(tag)
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         """kombu's publish, onto the tenant's list for a message with a tenant (a job the
@@ -458,3 +465,10 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with `HeldChannel` (the worker's `broker_transport`)."""
 
     Channel = HeldChannel
+
+
+def _forget(tag: str) -> None:
+    """This process no longer holds `tag` (`Redelivery.forget`), if it leases at all."""
+    current = redelivery.current()
+    if current is not None:
+        current.forget(tag)

@@ -25,7 +25,8 @@ The fix. Every worker leases what it holds:
 * **lease** — a heartbeat thread sets `lmq:alive:<hostname>` with a TTL of
   `LMQ_HOLD_LEASE_S` every quarter of it (from start-up, before any job is received), adds
   the hostname to `lmq:held-workers`, and drops from its held set the tags that have left
-  `unacked` (acknowledged, or restored);
+  `unacked` otherwise than through this process (an ack, a reject or a restore of its own
+  takes the tag out of the held set in the same pipe, and out of the heartbeat's list);
 * **janitor** — on every beat, for every worker in `lmq:held-workers` whose lease key is
   gone, its `popping` entries are pushed back verbatim, and each tag still in its held set
   and in `unacked` is moved back to its queue as kombu's `QoS.restore_by_tag` does it
@@ -200,6 +201,12 @@ class Redelivery:
             self._tags.add(tag)
         return not known
 
+    def forget(self, tag: str) -> None:
+        """`tag` left `unacked` and this worker's held set (acknowledged, rejected or
+        restored by this process, `HeldQoS`): nothing for the heartbeat to check."""
+        with self._lock:
+            self._tags.discard(tag)
+
     def record(self, tag: str) -> None:
         """Lease a received message (unless the transport already did)."""
         if self.note(tag):
@@ -224,7 +231,8 @@ class Redelivery:
             log.debug("closing the redelivery connection: %s", exc)
 
     def _prune(self) -> None:
-        """Forget tags that left `unacked` (acknowledged or restored)."""
+        """Forget tags that left `unacked` by another way than this process's ack, reject
+        or restore (which forget theirs at once): the tags of running jobs are checked."""
         with self._lock:
             tags = list(self._tags)
         if not tags:
