@@ -15,7 +15,7 @@ chat jobs, waits until each one's predict channel has streamed a few fragments, 
 
 Peer, measured in the same run: `PredictionStream.cancel()` called directly on the SDK
 (same simulator, same machine): the floor for the transport. The queue path's extra cost is
-Celery's revoke broadcast plus the watcher's poll (LMQ_CANCEL_POLL_S).
+Celery's revoke broadcast and the watcher it wakes.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from workers import metrics
 from workers.celery_config import celery_config
 from workers.contract import queue_name
 from workers.delivery import (
+    cancel,
     finish_ack,
     job_finish,
     redelivery,
@@ -82,8 +83,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     # held jobs in its own bookkeeping.
     celeryd_init.connect(redelivery.use_held_transport, weak=False,
                          dispatch_uid="lmq-held-transport")
-    # Worker processes: a revoke this worker hears is stored in Redis for later workers.
-    celeryd_init.connect(lambda **_: revoke_store.install(), weak=False,
+    # Worker processes: a revoke this worker hears is stored in Redis for later workers,
+    # and the cancel watcher checks its running jobs at once.
+    celeryd_init.connect(lambda **_: revoke_store.install(on_heard=cancel.wake), weak=False,
                          dispatch_uid="lmq-revoke-store")
     task_received.connect(redelivery.record, weak=False, dispatch_uid="lmq-held-record")
     worker_shutdown.connect(redelivery.stop, weak=False, dispatch_uid="lmq-held-stop")

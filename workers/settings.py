@@ -161,7 +161,8 @@ class Settings(BaseSettings):
 
     # --- Cancellation and Flower ---------------------------------------------------------
     cancel_poll_s: float = Field(
-        0.02, description="How often running jobs are checked against the revoked set."
+        0.5, description="How often running jobs are checked against the revoked set when "
+        "nothing wakes the check: a revoke the worker hears wakes it at once."
     )
     flower_basic_auth: SecretStr | None = Field(
         None, description="Flower basic auth, user:password[,user2:password2]. Flower refuses "

@@ -112,6 +112,23 @@ def test_revoke_cancels_running_prediction(how, worker_factory, lmq_env, redis_u
     assert len(predict_channels(simulator)) == 1  # not redelivered
 
 
+def test_a_heard_revoke_wakes_the_watcher_without_waiting_for_its_poll(
+        worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
+    """The watcher's poll is a backstop (here a minute): the revoke command wakes it."""
+    worker_factory(LLM, {**lmq_env, "LMQ_CANCEL_POLL_S": "60"})
+    _slow_replies(simulator)
+    app = client_app(redis_url)
+    handle = send(app, ChatJob(model=LLM, messages="Write a long essay"))
+    _generating(simulator)
+    time.sleep(0.5)  # the watcher asleep in its poll, not still in its first check
+    revoked_at = time.time()
+    app.control.revoke(handle.id)
+    _cancelled(app, handle, redis_url)
+    channel = predict_channels(simulator)[0]
+    assert channel["cancel_t"] is not None
+    assert channel["cancel_t"] - revoked_at < CANCEL_LATENCY_LIMIT_S
+
+
 def test_revoke_during_prompt_processing(worker_factory, lmq_env, redis_url, simulator):  # type: ignore[no-untyped-def]
     worker_factory(LLM, lmq_env)
     simulator.admin.set_faults(slow_prefill_s=20)

@@ -18,6 +18,7 @@ until the job's result expires:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker import control
@@ -37,15 +38,20 @@ def store(client: Any, job_ids: list[str], ttl_s: int) -> None:
     pipe.execute()
 
 
-def install() -> None:
-    """Wrap the worker's `revoke` control command so that what it hears is stored (once)."""
+def install(on_heard: Callable[[], object] = lambda: None) -> None:
+    """Wrap the worker's `revoke` control command so that what it hears is stored (once);
+    `on_heard()` is called once Celery's revoked set has the ids (the cancel watcher's
+    `wake`: a running job's cancel need not wait for its next poll)."""
     celery_revoke = control.Panel.data["revoke"]
     if getattr(celery_revoke, "lmq_stored", False):
         return
 
     def revoke(state: Any, task_id: Any, *args: Any, **kwargs: Any) -> Any:
         _store_heard(state, [task_id] if isinstance(task_id, str) else list(task_id))
-        return celery_revoke(state, task_id, *args, **kwargs)
+        try:
+            return celery_revoke(state, task_id, *args, **kwargs)
+        finally:
+            on_heard()
 
     revoke.lmq_stored = True  # type: ignore[attr-defined]
     control.Panel.data["revoke"] = revoke
