@@ -305,6 +305,31 @@ def _take_script(client: redis.Redis, lists: list[str]) -> Any:
                        keys.tenant_running(None), TENANT_SEP, *range(len(lists)))
 
 
+def test_a_take_that_finds_nothing_drops_the_bells_leftover_tokens(redis_url: str) -> None:
+    """A token per job queued, used up only by takes that find nothing: once the backlog
+    is gone, the take that finds nothing drops them, so an idle worker then blocks on its
+    bell instead of running a take and a BLPOP per token left. A take that finds a job
+    leaves them (other idle workers of the queue may be waiting on them)."""
+    from workers.celery_config import TENANT_SEP
+    from workers.delivery.tenant_turns import TAKE_SCRIPT
+
+    client = redis.Redis.from_url(redis_url)
+    base = priority_list("lmq.bell-test", 0)
+    bell, held = keys.bell("lmq.bell-test"), keys.held("test")
+    keys_ = [base, "lmq:popping:test|" + base, keys.tenant_turns(base), keys.turn_counter()]
+
+    def take() -> Any:
+        return client.eval(TAKE_SCRIPT, len(keys_), *keys_, "0", 0, keys.tenant_running(None),
+                           TENANT_SEP, 0, "unacked", "unacked_index", held, "1234.5", bell)
+
+    client.lpush(base, "job-1")
+    client.lpush(bell, *["1"] * 5)
+    assert take()[1] == b"job-1"
+    assert client.llen(bell) == 5
+    assert take() is None
+    assert not client.exists(bell)
+
+
 def test_the_take_script_takes_entries_without_our_headers(redis_url: str) -> None:
     """Entries a plain kombu publish makes (no lmq_enqueued_at or lmq_tenant header), one
     whose headers are null, and one that is not even JSON are taken (oldest first), and a

@@ -18,9 +18,10 @@ How an entry is taken, without a busy loop:
   entry of the most urgent priority list (high, normal, low; one whose oldest entry waited
   past LMQ_PRIORITY_AGING_S counts one level higher), from the tenant whose turn it is
   there: the least recent usage, then turns (`workers.delivery.tenant_turns`);
-* nothing to take (or every waiting job's tenant at LMQ_TENANT_MAX_RUNNING): BLPOP on the
-  queues' bells (`workers.keys.bell`) for at most `MULTI_LIST_WAIT_S`, then the script
-  again. Producers push a bell token with the jobs they queue (`producers.publisher.ring`),
+* nothing to take (or every waiting job's tenant at LMQ_TENANT_MAX_RUNNING): the script
+  drops the tokens left on the queues' bells (`workers.keys.bell`), and the worker BLPOPs
+  on them for at most `MULTI_LIST_WAIT_S`, then runs the script again. Producers push a
+  bell token with the jobs they queue (`producers.publisher.ring`),
   and so do the worker's and the janitor's restores and re-publishes (`tenant_turns.ring`),
   so a job is taken as soon as it arrives, whatever its priority or tenant list; one
   queued without a token (a plain kombu publish such as `send_task` from another app, a
@@ -291,12 +292,15 @@ class HeldChannel(DeadLetterChannel, TenantPurgeChannel):
         self._send(Take("EVAL", sources), *script, len(keys_), *keys_,
                    repr(cutoff), cap or 0, prefix + keys.tenant_running(None), TENANT_SEP,
                    *(s.level for s in sources), prefix + self.unacked_key,
-                   prefix + self.unacked_index_key, prefix + current.held_key, repr(time()))
+                   prefix + self.unacked_index_key, prefix + current.held_key, repr(time()),
+                   *self._bells(sources))
 
     def _send_wait(self, sources: list[Source]) -> None:
         """Block on the bells of the sources' queues (a popped token is only a wake-up)."""
-        bells = sorted({self.global_keyprefix + keys.bell(s.queue) for s in sources})
-        self._send(Take("BLPOP", sources), "BLPOP", *bells, MULTI_LIST_WAIT_S)
+        self._send(Take("BLPOP", sources), "BLPOP", *self._bells(sources), MULTI_LIST_WAIT_S)
+
+    def _bells(self, sources: list[Source]) -> list[str]:
+        return sorted({self.global_keyprefix + keys.bell(s.queue) for s in sources})
 
     def _send(self, take: Take, *command: Any) -> None:
         self._take = take

@@ -74,9 +74,12 @@ USAGE_KEPT_HALF_LIVES = 20
 # sets, then the turn counter. ARGV: aging cutoff (epoch s, 0: none), running cap (0: none),
 # the running sets' key prefix, TENANT_SEP, the n priority levels (0 = high), then, to book
 # what it takes (`HeldQoS.append`'s writes), kombu's `unacked` and `unacked_index` keys, the
-# worker's held set and the worker's clock (epoch s).
+# worker's held set and the worker's clock (epoch s), then the queues' bells.
 # Returns {index (0-based), entry, 1 if booked}; {-1} if jobs wait but every one's tenant is
-# at its cap; nil if nothing waits.
+# at its cap; nil if nothing waits. With nothing to take it drops the bells' tokens: they
+# only wake a worker for jobs that were there, and a worker whose take finds nothing waits
+# on the bells next (one token left over per job taken from a backlog cost a take and a
+# BLPOP each once the queue drained: up to `keys.BELL_TOKENS_MAX` per burst).
 TAKE_SCRIPT = (f"local HALF_LIFE = {USAGE_HALF_LIFE_S}\n"
                f"local KEPT_MS = {USAGE_HALF_LIFE_S * USAGE_KEPT_HALF_LIVES * 1000}\n") + """
 local n = (#KEYS - 1) / 3
@@ -177,6 +180,7 @@ for i = 1, n do
   end
 end
 if best == nil then
+  for b = 9 + n, #ARGV do redis.call('DEL', ARGV[b]) end  -- stale wake-ups (see above)
   if capped then return {-1} end
   return false
 end
