@@ -41,6 +41,7 @@ from workers import green
 from workers.contract import EMBEDDING_SPECIAL_TOKENS, EmbeddingJob
 from workers.error import ContextOverflowError, InvalidJobError, LMStudioUnavailableError
 from workers.jobs.context import JobContext, with_retries
+from workers.jobs.progress import STATE_INTERVAL_S
 from workers.jobs.prompt_bound import text_bound
 
 Item = tuple[list[float] | str, int, bool]  # (vector or its base64, tokens, count is exact)
@@ -74,7 +75,8 @@ def _embed_all(ctx: JobContext, job: EmbeddingJob, done: list[Item | None]) -> N
     through `_embed_in_threads`, whose calls reconnect and retry (`with_retries`)."""
     width = max(1, min(ctx.settings.embed_concurrency, len(job.texts)))
     future = ctx.session.loop.submit(_embed_on_loop(ctx, job, done, width))
-    while not green.wait_future(future, ctx.settings.cancel_poll_s):
+    # Progress at the cadence its writer stores it (a cancel reaches the lanes' token).
+    while not green.wait_future(future, STATE_INTERVAL_S):
         ctx.progress.items(sum(item is not None for item in done), len(done))
     failure = future.result()
     if isinstance(failure, LMStudioUnavailableError):
@@ -132,7 +134,7 @@ def _embed_in_threads(ctx: JobContext, job: EmbeddingJob, done: list[Item | None
         thread.start()
     for thread in threads:
         while thread.is_alive():
-            thread.join(ctx.settings.cancel_poll_s)
+            thread.join(STATE_INTERVAL_S)
             ctx.progress.items(sum(item is not None for item in done), len(done))
     if failed:
         raise failed[0]
