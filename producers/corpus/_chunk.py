@@ -3,9 +3,11 @@
 Token counts come from a `TokenCounter` (the embedding model's tokenizer through LM Studio
 in production), spent so that there is never a round trip per sentence. Two modes:
 
-* calibrated (default, fast): a window of up to 64 paragraphs is counted exactly in ONE
-  call; each paragraph's (and sentence's) count is a local estimate (words and
-  punctuation) scaled by that window's exact/estimate ratio. Approximation: a chunk's count
+* calibrated (default, fast): each window of up to 256 paragraphs has ONE exact count, of
+  a sample of its paragraphs drawn across it, about `CALIBRATION_TOKENS` in all (a count
+  costs LM Studio's tokenizer, and both ends of the websocket, per byte and per call);
+  each paragraph's (and sentence's) count is a local estimate (words and punctuation)
+  scaled by that sample's exact/estimate ratio. Approximation: a chunk's count
   can differ from its estimate by a few percent, so `chunk_tokens` is a target. The hard
   limit is the model's context: a chunk whose estimate is above 3/4 of the context is
   counted exactly and split if over, and every worker refuses a text over the context
@@ -39,6 +41,7 @@ than the context with them is embedded truncated (workers.contract says why and 
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,7 +52,7 @@ from typing import Protocol, TypeVar
 from workers.contract import EMBEDDING_SPECIAL_TOKENS
 
 _SENTENCE_RE = re.compile(r".*?(?:[.!?。！？]+[\"')\]]*\s+|\n|$)", re.S)
-_WINDOW_BLOCKS = 64
+_WINDOW_BLOCKS = 256
 _WINDOWS_AHEAD = 4  # windows whose scale counts are in flight while one is chunked
 _GROUPS_PER_CHECK = 16  # chunks checked with one batch of exact counts
 _CHECKS_AHEAD = 4  # such batches in flight while one is used
@@ -59,6 +62,7 @@ _ESTIMATE_RE = re.compile(r"\w+|[^\w\s]")
 _LONG_WORD_RE = re.compile(r"\w{8,}")  # the \w+ pieces of _ESTIMATE_RE that are 8+ long
 VERIFY_ABOVE_CONTEXT = 0.75  # calibrated mode: chunks estimated above this are counted
 NEAR_CONTEXT_TOKENS = 64  # calibrated mode: and chunks with more UTF-8 bytes than context - this
+CALIBRATION_TOKENS = 512  # calibrated mode: estimated tokens of a window's counted sample
 
 
 Span = tuple[int, str, int, bool]  # (start, text, tokens, tokens counted exactly)
@@ -152,7 +156,9 @@ class Chunker:
         if self.exact:
             return self._submit_exact(raws)
         estimates = [estimate_tokens(raw) for raw in raws]  # for the scale and each block
-        text, total = "".join(raws).strip(), sum(estimates)
+        sample = _calibration_sample(estimates)
+        text = "".join(raws[i] for i in sample).strip()
+        total = sum(estimates[i] for i in sample)
         scale = self._submit([text]) if total and text else None
 
         def counts() -> list[int]:  # called in window order: the scale is the window's
@@ -319,6 +325,18 @@ def _ahead(items: Iterator[tuple[T, Callable[[], R]]], depth: int) -> Iterator[t
     while waiting:
         first, result = waiting.popleft()
         yield first, result()
+
+
+def _calibration_sample(estimates: list[int]) -> list[int]:
+    """The window's paragraphs to count: about `CALIBRATION_TOKENS` estimated in all (every
+    paragraph of a smaller window), drawn at random across it, so that no pattern of the
+    text (prose and code in turn, say) lines up with the draw; seeded by the estimates, so
+    the same text always gives the same chunks (a resumed run depends on it)."""
+    total = sum(estimates)
+    wanted = min(len(estimates), math.ceil(len(estimates) * CALIBRATION_TOKENS / max(total, 1)))
+    if wanted >= len(estimates):
+        return list(range(len(estimates)))
+    return sorted(random.Random(total).sample(range(len(estimates)), wanted))
 
 
 def _joined(units: list[Unit]) -> str:

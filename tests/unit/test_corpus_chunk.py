@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Sequence
 
 import pytest
@@ -104,9 +105,43 @@ def test_calibrated_mode_scales_estimates_with_one_count_per_window() -> None:
     text = "\n\n".join(f"Sentence {i} one. Sentence {i} two." for i in range(300))
     counter = SkewedCounter()
     chunks = list(Chunker(counter, ChunkSpec(40, 0), 2048).chunks("d", split_paragraphs(text)))
-    assert counter.calls <= 300 // 64 + 1  # one exact count per window of 64 paragraphs
+    assert counter.calls <= 300 // 256 + 1  # one exact count per window of 256 paragraphs
     truth = [2 * len(TOKEN_RE.findall(c.text)) for c in chunks]
     assert max(truth) <= 40 and min(truth) > 20  # the doubled counts were learnt
+
+
+class RecordingCounter(WordCounter):
+    """Counts like `WordCounter`, but a paragraph marked "code" makes three times the tokens
+    the local estimate expects (code and prose tokenize differently); keeps what it counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counted: list[str] = []
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        self.counted += texts
+        super().count_many(texts)
+        return [sum(len(TOKEN_RE.findall(p)) * (3 if p.startswith("code") else 1)
+                    for p in text.split("\n\n")) for text in texts]
+
+
+def test_calibrated_mode_counts_a_sample_of_each_window_not_all_of_it() -> None:
+    """Prose and code paragraphs in turn: a sample of ~CALIBRATION_TOKENS per window learns
+    the window's mixed ratio (a draw of every other paragraph would see only one kind)."""
+    paragraphs = [f"{'code' if i % 2 else 'prose'} {i} " + "alpha beta gamma. " * 8
+                  for i in range(2000)]
+    counter = RecordingCounter()
+    chunker = Chunker(counter, ChunkSpec(400, 0), 4096)
+    chunks = list(chunker.chunks("d", split_paragraphs("\n\n".join(paragraphs))))
+    corpus_tokens = sum(len(TOKEN_RE.findall(p)) for p in paragraphs)
+    counted = sum(len(TOKEN_RE.findall(t)) for t in counter.counted)
+    assert counter.calls <= 2000 // 256 + 1
+    assert counted < corpus_tokens / 4  # ~512 of each window's ~7,000
+    truth = [counter.count_many([c.text])[0] for c in chunks[:-1]]  # the last one is short
+    assert 0.8 * 400 < statistics.mean(truth) <= 1.1 * 400  # the mix (2x) was learnt
+    again = list(Chunker(RecordingCounter(), ChunkSpec(400, 0), 4096).chunks(
+        "d", split_paragraphs("\n\n".join(paragraphs))))
+    assert again == chunks  # the same sample every time: a resumed run plans the same chunks
 
 
 def test_calibrated_mode_counts_chunks_near_the_context_exactly() -> None:
