@@ -3,13 +3,16 @@
 1. Throughput: `embed_corpus` through the pool (real Redis, real worker processes, the
    simulator in its own process) vs the best direct-SDK baseline on the same chunk texts:
    one process, one `lmstudio.Client`, concurrent `embed` calls from N threads (the best N
-   of --direct-threads, chosen again every round). Pool and peer run in --rounds
-   alternating rounds (this machine is shared: ranges are printed, and the ratio is the
-   median of the rounds' ratios). Both are measured warm: the direct baseline connects and
-   embeds once before its clock starts; the pool runs once on a small corpus first (this
-   process's imports), and then every timed run includes all of `embed_corpus`: connecting,
-   chunking, dispatch, output. The pool uses embed_corpus's defaults but for the chunking
-   (--chunk-tokens 256, no overlap: the texts both sides embed). Goal: ratio >= 0.9.
+   of --direct-threads, picked once on `PICK_TEXTS` of the texts before the rounds: a
+   round that timed every N and kept the best gave the peer the luckiest of three runs
+   against the pool's one, on a machine whose runs differ by up to 15%). Pool and peer run in
+   --rounds alternating rounds, one timed run each (this machine is shared: ranges are
+   printed, and the ratio is the median of the rounds' ratios). Both are measured warm:
+   the direct baseline connects and embeds once before its clock starts; the pool runs
+   once on a small corpus first (this process's imports), and then every timed run
+   includes all of `embed_corpus`: connecting, chunking, dispatch, output. The pool uses
+   embed_corpus's defaults but for the chunking (--chunk-tokens 256, no overlap: the texts
+   both sides embed). Goals: ratio >= 0.9 (`lmstudio`), >= 0.95 (`stress`: issue 22).
    Two simulator timing profiles (--profile), both with 4 embedding slots:
    * `lmstudio` (default): LM Studio is the bottleneck. An embedString holds its slot for
      2 ms + tokens / 16,000 tokens/s, so the simulated GPU embeds at most 64k tokens/s
@@ -70,6 +73,7 @@ PROFILES: dict[str, dict[str, float | int]] = {
 }
 PROFILE_CORPUS_MB = {"lmstudio": 3.0, "stress": 5.0}
 SIM_CONFIG = {"timing": PROFILES["stress"]}
+PICK_TEXTS = 1_000  # texts the direct peer's thread counts are tried on, once per comparison
 
 
 def runtime_timing(profile: str) -> dict[str, float | int]:
@@ -142,8 +146,8 @@ class Comparison:
     chunks: int = 0
     tokens: int = 0
     pool: list[float] = field(default_factory=list)  # chunks/s, one per round
-    direct: list[float] = field(default_factory=list)  # best of the thread counts
-    threads: list[int] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)  # at the thread count picked
+    threads: int = 0  # the direct peer's thread count (`pick_threads`)
     # CPU seconds and chunks embedded, summed over the rounds: the pool's (this process,
     # the producer, plus the worker processes) and the direct baseline's (this process).
     pool_cpu_s: float = 0.0
@@ -162,14 +166,14 @@ class Comparison:
 
     @property
     def direct_cpu_ms(self) -> float:
-        """CPU per chunk of the direct baseline (every thread count tried), in ms."""
+        """CPU per chunk of the direct baseline (its timed runs), in ms."""
         return 1000 * self.direct_cpu_s / max(1, self.direct_chunks)
 
     def lines(self) -> list[str]:
         pairs = ", ".join(f"{_rate(p)}/{_rate(d)}" for p, d in zip(self.pool, self.direct,
                                                                     strict=True))
         return [f"  pool chunks/s {spread(self.pool)}; direct {spread(self.direct)} "
-                f"(best threads per round {self.threads}); rounds pool/direct: {pairs}"]
+                f"({self.threads} threads); rounds pool/direct: {pairs}"]
 
 
 def spread(values: list[float]) -> str:
@@ -208,13 +212,21 @@ def compare(corpus: Path, work: Path, settings: object, host: str, rounds: int,
         found.chunks, found.tokens = len(texts), summary.tokens  # type: ignore[attr-defined]
         found.pool_chunks += len(texts)
         found.pool.append(len(texts) / elapsed)
+        found.threads = found.threads or pick_threads(host, texts, threads, model)
         before = cpu(me)
-        rate, best = direct_baseline(host, texts, threads, model)
+        rate, _ = direct_baseline(host, texts, [found.threads], model)
         found.direct_cpu_s += cpu(me) - before
-        found.direct_chunks += len(texts) * len(threads) + 1  # + its warm-up embed
+        found.direct_chunks += len(texts) + 1  # + its warm-up embed
         found.direct.append(rate)
-        found.threads.append(best)
     return found
+
+
+def pick_threads(host: str, texts: list[str], threads: list[int], model: str = EMBED) -> int:
+    """The direct peer's fastest thread count on (up to) `PICK_TEXTS` of the texts."""
+    if len(threads) == 1:
+        return threads[0]
+    print(f"  picking the direct peer's thread count on {min(len(texts), PICK_TEXTS)} texts:")
+    return direct_baseline(host, texts[:PICK_TEXTS], threads, model)[1]
 
 
 def bench_throughput(args: argparse.Namespace, work: Path, settings: object,
@@ -228,8 +240,9 @@ def bench_throughput(args: argparse.Namespace, work: Path, settings: object,
     print(f"corpus {args.corpus_mb} MB -> {found.chunks} chunks, {found.tokens:,} tokens; "
           f"{args.workers} worker(s), embed_corpus {options or 'defaults'}")
     print("\n".join(found.lines()))
+    goal = "0.95" if args.profile == "stress" else "0.9"
     print(f"THROUGHPUT [{args.profile}] ratio pool / best direct = {found.ratio:.2f} (median "
-          f"of {args.rounds} rounds' ratios; goal >= 0.9)")
+          f"of {args.rounds} rounds' ratios; goal >= {goal})")
 
 
 @dataclass

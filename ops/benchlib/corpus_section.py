@@ -1,7 +1,8 @@
 """Corpus embedding throughput, reusing `ops/bench_corpus.py`: `embed_corpus` through the
 pool (chunking included, its defaults but 256-token chunks) vs the best direct-SDK `embed()`
-baseline on the same chunk texts (one client, N threads, the best N every round), in
-alternating rounds of the same run; the ratio is the median of the rounds' ratios.
+baseline on the same chunk texts (one client, N threads, the best N picked once before the
+rounds: `bench_corpus.pick_threads`), in alternating rounds of the same run, one timed run
+per side and round; the ratio is the median of the rounds' ratios.
 
 Two figures, one per simulator timing profile (`bench_corpus.PROFILES`), one simulator and
 pool switched between them at run time:
@@ -144,7 +145,8 @@ def figure(profile: str, corpus_mb: float, found: bench_corpus.Comparison) -> Fi
              else "stress timing (2 ms per call)")
     return Figure("corpus", f"embed_corpus, {corpus_mb:g} MB ({found.chunks} chunks), {label}",
                   "chunks/s", statistics.median(found.pool), statistics.median(found.direct),
-                  f"direct SDK embed(), best of {THREADS} threads (ratio: median of "
+                  f"direct SDK embed(), {found.threads} threads (the fastest of {THREADS}, "
+                  f"picked before the rounds) (ratio: median of "
                   f"{len(found.pool)} alternating rounds; pool {bench_corpus.spread(found.pool)}"
                   f", direct {bench_corpus.spread(found.direct)}; CPU/chunk pool "
                   f"{found.pool_cpu_ms:.2f} ms, direct {found.direct_cpu_ms:.2f} ms)",
