@@ -87,7 +87,8 @@ class JobHandle:
         BadJobError, JobFailedError, JobExpiredError (no worker started it before its
         `expires_s`: it then never runs), or JobTimeoutError after `timeout` seconds."""
         meta = result_wait.wait_meta(self._queue.app, self._queue.backend_client, self._id,
-                                     timeout, self.expires_at())
+                                     timeout, self.expires_at(),
+                                     self._queue.subscriptions)
         return result_or_raise(self._id, meta["status"], meta.get("result"))
 
     def cancel(self) -> CancelOutcome:

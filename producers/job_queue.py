@@ -28,7 +28,7 @@ from producers.outcome import payload_of
 from producers.publisher import Publisher
 from producers.queue_position import JobPosition
 from producers.redis_server import redis_answers
-from producers.result_wait import decode_meta, result_key
+from producers.result_wait import Subscriptions, decode_meta, result_key
 from producers.served_models import ServedModels
 from producers.settings_view import mask_url
 from workers.contract import ChatJob, CompletionJob, EmbeddingJob, Job, queue_name
@@ -47,6 +47,7 @@ class JobQueue:
         self.settings = settings or get_settings()
         self.app = producer_app(self.settings)
         self.backend_client = redis.Redis.from_url(self.settings.backend_url)
+        self.subscriptions = Subscriptions(self.backend_client)  # handles' result waits
         self.store_client = redis.Redis.from_url(self.settings.store_url)
         self._served = ServedModels(self.app, broker_check=self._broker_answers,
                                     registry=self.store_client)
@@ -291,6 +292,7 @@ class JobQueue:
     def close(self) -> None:
         if self._publisher is not None:
             self._publisher.close()
+        self.subscriptions.close()
         self.backend_client.close()
         self.store_client.close()
         self.app.close()
