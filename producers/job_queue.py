@@ -237,10 +237,17 @@ class JobQueue:
         for start in range(0, len(job_ids), 1000):
             chunk = list(job_ids[start : start + 1000])
             raws = self.backend_client.mget([result_key(self.app, job_id) for job_id in chunk])
-            for job_id, raw in zip(chunk, raws, strict=True):
-                meta = decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
-                found[job_id] = (meta["status"], payload_of(job_id, meta["status"],
-                                                            meta.get("result")))
+            found.update(self.decode_results(dict(zip(chunk, raws, strict=True))))
+        return found
+
+    def decode_results(self, raws: dict[str, bytes | None]) -> dict[str, tuple[str, Any]]:
+        """id -> (state, payload), as `fetch_results`, of stored values read elsewhere
+        (the values the result backend publishes as it stores them)."""
+        found: dict[str, tuple[str, Any]] = {}
+        for job_id, raw in raws.items():
+            meta = decode_meta(self.app, raw) or {"status": states.PENDING, "result": None}
+            found[job_id] = (meta["status"], payload_of(job_id, meta["status"],
+                                                        meta.get("result")))
         return found
 
     def position(self, job_id: str) -> JobPosition | None:

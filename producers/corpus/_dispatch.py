@@ -157,7 +157,7 @@ class Dispatcher:
                     wait_s: float) -> Flight | None:
         while (plan := next_plan(wait_s)) is not None:
             part = part_path(self.state, plan, 0, len(plan.items))
-            if part.exists():
+            if self.state.written_before(part):
                 self._resumed(plan.index, len(plan.items), part)
                 continue
             pieces = resumed_pieces(self.state, plan)
@@ -204,7 +204,7 @@ class Dispatcher:
             self.flights[job_id] = flight
 
     def _poll(self) -> None:
-        found = self.queue.fetch_results(list(self.flights))
+        found = self._states()
         finished = 0
         now = time.monotonic()
         self._check_served(found)
@@ -225,6 +225,15 @@ class Dispatcher:
         self._poll_s = POLL_MIN_S if finished else min(self._poll_s * 1.5, POLL_MAX_S)
         if not finished:
             self._signals.wait(self._wait_s())
+
+    def _states(self) -> dict[str, tuple[str, Any]]:
+        """(state, payload) of every job in flight: a SUCCESS its job published as it stored
+        it (`_signal`), else what one MGET reads."""
+        published = self.queue.decode_results(self._signals.published())
+        done = {job_id: found for job_id, found in published.items()
+                if found[0] == states.SUCCESS and job_id in self.flights}
+        read = self.queue.fetch_results([job_id for job_id in self.flights if job_id not in done])
+        return {**read, **done}
 
     def _expire(self, flight: Flight) -> tuple[str, Any]:
         """End a job still unstarted past its deadline; (state, payload) as it now stands."""
