@@ -128,20 +128,20 @@ def wait_meta(app: Celery, client: redis.Redis, job_id: str, timeout_s: float | 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     if subscriptions is None:
         with _own_subscription(client, key) as pubsub:
-            return _wait_on(pubsub, app, client, job_id, deadline, timeout_s, expires_at)
+            return _wait_on(pubsub, app, client, job_id, key, deadline, timeout_s, expires_at)
     try:
         with subscriptions.watching(key) as pubsub:
-            return _wait_on(pubsub, app, client, job_id, deadline, timeout_s, expires_at)
+            return _wait_on(pubsub, app, client, job_id, key, deadline, timeout_s, expires_at)
     except redis.ConnectionError:  # a kept connection Redis closed (a restart): a new one
         with subscriptions.watching(key) as pubsub:
-            return _wait_on(pubsub, app, client, job_id, deadline, timeout_s, expires_at)
+            return _wait_on(pubsub, app, client, job_id, key, deadline, timeout_s, expires_at)
 
 
-def _wait_on(pubsub: Any, app: Celery, client: redis.Redis, job_id: str,
+def _wait_on(pubsub: Any, app: Celery, client: redis.Redis, job_id: str, key: str,
              deadline: float | None, timeout_s: float | None,
              expires_at: float | None) -> dict[str, Any]:
-    """Read the state, woken by `pubsub` (subscribed to its channel), until it is final."""
-    key = result_key(app, job_id)
+    """Read the state at `key`, woken by `pubsub` (subscribed to its channel), until it is
+    final."""
     while True:
         meta = decode_meta(app, client.get(key))
         if _unstarted(meta) and job_expiry.is_past(expires_at):
