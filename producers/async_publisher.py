@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from producers.publisher import CHUNK_JOBS, Publisher, chunk_pipelines, queue_chunk
+from producers.publisher import Publisher, chunk_pipelines, chunks, queue_chunk
 from producers.sent_events import SentJob
 from workers.contract import Job
 
@@ -38,8 +38,8 @@ class AsyncPublisher:
         if self.broker is None:
             await asyncio.to_thread(lambda: self.sync.publish(jobs, streamed=streamed))
             return
-        for start in range(0, len(jobs), CHUNK_JOBS):
-            await self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
+        for chunk in chunks(jobs):
+            await self._publish_chunk(chunk, streamed)
 
     async def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
         store_pipe, broker_pipe = chunk_pipelines(self.store, self.broker,

@@ -13,8 +13,8 @@ import base64
 import json
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
@@ -35,7 +35,21 @@ from workers.contract import TASK_FOR_KIND, Job, queue_name
 from workers.settings import Settings
 from workers.task_display import argsrepr as job_argsrepr
 
-CHUNK_JOBS = 500  # jobs per pipeline round trip
+T = TypeVar("T")
+
+CHUNK_JOBS = 500  # jobs per pipeline round trip, at most
+FIRST_CHUNK_JOBS = 8  # the first round trip's: workers start on them while the rest are built
+
+
+def chunks(jobs: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`jobs` in round trips of 8, 16, 32, ... up to CHUNK_JOBS jobs. One chunk of 400 jobs
+    took ~55 ms to build and send here, and no worker could start before all of it was
+    sent; a first chunk of 8 is in the queue ~1 ms after the jobs were checked, and the
+    doubling keeps the round trips few (7 for 1,000 jobs)."""
+    start, size = 0, FIRST_CHUNK_JOBS
+    while start < len(jobs):
+        yield jobs[start : start + size]
+        start, size = start + size, min(2 * size, CHUNK_JOBS)
 
 
 def broker_list(job: Job) -> str:
@@ -151,8 +165,8 @@ class Publisher:
     def publish(self, jobs: Sequence[tuple[str, Job]], *, streamed: bool = False) -> None:
         """`streamed`: their producer reads their text as it is generated
         (`STREAMED_HEADER`)."""
-        for start in range(0, len(jobs), CHUNK_JOBS):
-            self._publish_chunk(jobs[start : start + CHUNK_JOBS], streamed)
+        for chunk in chunks(jobs):
+            self._publish_chunk(chunk, streamed)
 
     def _publish_chunk(self, jobs: Sequence[tuple[str, Job]], streamed: bool) -> None:
         if not self.raw:
