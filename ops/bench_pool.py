@@ -43,7 +43,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,14 +73,30 @@ class Comparison:
     """Pool vs direct SDK for one timing profile, over alternating rounds."""
 
     profile: str
-    direct: list[float]  # jobs/s per round
-    pooled: list[float]
-    direct_cpu_ms: float  # CPU per job: the direct process / the worker process(es)
-    pool_cpu_ms: float
+    direct: list[float] = field(default_factory=list)  # jobs/s per round
+    pooled: list[float] = field(default_factory=list)
+    # CPU per job per round: the direct process / the worker process(es)
+    direct_cpu: list[float] = field(default_factory=list)
+    pool_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return statistics.median(p / d for p, d in zip(self.pooled, self.direct, strict=True))
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The median of the rounds' CPU ratios: each pairs two neighbouring runs, so the
+        machine's drift over the rounds (1.5x here between minutes) cancels out."""
+        return statistics.median(p / d for p, d in zip(self.pool_cpu, self.direct_cpu,
+                                                         strict=True))
+
+    @property
+    def direct_cpu_ms(self) -> float:
+        return statistics.median(self.direct_cpu)
+
+    @property
+    def pool_cpu_ms(self) -> float:
+        return statistics.median(self.pool_cpu)
 
 
 def prompts(n: int) -> list[str]:
@@ -105,17 +121,15 @@ def compare(queue: JobQueue, host: str, texts: list[str], concurrency: int, prof
             rounds: int, worker_pids: list[int]) -> Comparison:
     """Direct and pool throughput of the same jobs under one timing profile, alternating."""
     SimulatorAdmin(host).set_timing(**PROFILES[profile])
-    result = Comparison(profile, [], [], 0.0, 0.0)
-    direct_cpu = pool_cpu = 0.0
+    result = Comparison(profile)
+    jobs = len(texts) + 1  # + each side's warm-up job
     for _ in range(rounds):
         before = cpu_s(os.getpid())
         result.direct.append(direct_sdk(host, texts, concurrency))
-        direct_cpu += cpu_s(os.getpid()) - before
+        result.direct_cpu.append(1000 * (cpu_s(os.getpid()) - before) / jobs)
         before = sum(cpu_s(pid) for pid in worker_pids)
         result.pooled.append(through_pool(queue, texts)[0])
-        pool_cpu += sum(cpu_s(pid) for pid in worker_pids) - before
-    jobs = rounds * (len(texts) + 1)  # + each side's warm-up job
-    result.direct_cpu_ms, result.pool_cpu_ms = 1000 * direct_cpu / jobs, 1000 * pool_cpu / jobs
+        result.pool_cpu.append(1000 * (sum(cpu_s(pid) for pid in worker_pids) - before) / jobs)
     return result
 
 
@@ -124,19 +138,16 @@ def versus_sdk_floor(redis_url: str, host: str, texts: list[str], concurrency: i
     """Direct SDK calls and the Celery + SDK floor (`floor.predict`), alternating rounds at
     the stress timing; `pooled` and `pool_cpu_ms` are the floor's."""
     SimulatorAdmin(host).set_timing(**PROFILES["stress"])
-    result = Comparison("stress", [], [], 0.0, 0.0)
-    direct_cpu = floor_cpu = 0.0
+    result = Comparison("stress")
     with celery_floor.floor_worker(redis_url, concurrency,
                                    celery_floor.default_threads(concurrency)) as worker:
         for _ in range(rounds):
             before = cpu_s(os.getpid())
             result.direct.append(direct_sdk(host, texts, concurrency))
-            direct_cpu += cpu_s(os.getpid()) - before
+            result.direct_cpu.append(1000 * (cpu_s(os.getpid()) - before) / (len(texts) + 1))
             floor = worker.predict(host, CHAT, texts, MAX_TOKENS)
             result.pooled.append(floor.tasks_per_s)
-            floor_cpu += floor.cpu_ms * len(texts) / 1000
-    jobs = rounds * len(texts)
-    result.direct_cpu_ms, result.pool_cpu_ms = 1000 * direct_cpu / jobs, 1000 * floor_cpu / jobs
+            result.pool_cpu.append(floor.cpu_ms)
     return result
 
 
@@ -225,9 +236,9 @@ def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
               f"worker process(es), {args.rounds} rounds): pool "
               f"{'/'.join(f'{x:.1f}' for x in c.pooled)} jobs/s, direct SDK "
               f"{'/'.join(f'{x:.1f}' for x in c.direct)} jobs/s, ratio {c.ratio:.2f}{goal}")
-        print(f"    CPU per job: worker process(es) {c.pool_cpu_ms:.1f} ms, direct SDK process "
-              f"{c.direct_cpu_ms:.1f} ms, ratio {c.pool_cpu_ms / c.direct_cpu_ms:.2f} "
-              f"(goal <= 1.2); load average {os.getloadavg()[0]:.1f}")
+        print(f"    CPU per job (median of the rounds): worker process(es) {c.pool_cpu_ms:.1f} ms, "
+              f"direct SDK process {c.direct_cpu_ms:.1f} ms, ratio {c.cpu_ratio:.2f} (median of "
+              f"the rounds' ratios; goal <= 1.2); load average {os.getloadavg()[0]:.1f}")
         if profile == "stress":
             floor = celery_floor.measure(pool.settings.broker_url, args.concurrency,
                                          celery_floor.default_threads(args.concurrency),
@@ -243,7 +254,7 @@ def report(pool: LocalPool, host: str, args: argparse.Namespace) -> None:
                   f"prediction as the pool's worker does: {rates} jobs/s, direct SDK "
                   f"{'/'.join(f'{x:.1f}' for x in sdk.direct)} jobs/s, "
                   f"ratio {sdk.ratio:.2f}; CPU per job {sdk.pool_cpu_ms:.1f} ms, direct "
-                  f"{sdk.direct_cpu_ms:.1f} ms ({sdk.pool_cpu_ms / sdk.direct_cpu_ms:.2f}); the "
+                  f"{sdk.direct_cpu_ms:.1f} ms ({sdk.cpu_ratio:.2f}); the "
                   f"pool's worker spent {c.pool_cpu_ms / sdk.pool_cpu_ms:.2f}x the floor's")
     SimulatorAdmin(host).set_timing(**PROFILES["stress"])  # (b) and (c): short jobs
     bulk, naive = enqueue_rates(queue, args.enqueue_jobs)

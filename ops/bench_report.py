@@ -61,13 +61,13 @@ from ops.benchlib import figure  # noqa: E402
 
 SECTIONS = ("pool", "slots", "cancel", "corpus", "scale", "admission", "flower", "simulator",
             "real-engine", "gateway", "priority")
-QUICK = {"jobs": 200, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
+QUICK = {"jobs": 200, "pool_rounds": 2, "enqueue_jobs": 2000, "jobs_per_slot": 4, "cancels": 20,
          "corpus_mb": 1, "batch_lines": 10000, "memory_mb": 20, "sizes": "100,300",
          "admission_jobs": 64, "gguf_gib": 8,
          "flower_jobs": 2000, "flower_max_tasks": 1000, "simulator_s": 5,
          "engine_jobs": 12, "engine_rounds": 6, "priority_backlog": 1000,
          "priority_arrivals": 10, "tenant_big": 1000, "tenant_small": 10}
-FULL = {"jobs": 1000, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
+FULL = {"jobs": 1000, "pool_rounds": 5, "enqueue_jobs": 10000, "jobs_per_slot": 12, "cancels": 200,
         "corpus_mb": 20, "batch_lines": 10000, "memory_mb": 1024, "sizes": "100,1000,10000",
         "admission_jobs": 256, "gguf_gib": 8,
         "flower_jobs": 20000, "flower_max_tasks": 10000, "simulator_s": 20,
@@ -114,7 +114,8 @@ def run_section(name: str, args: argparse.Namespace) -> list[figure.Figure]:
     dependency of one section cannot stop the others, and run it."""
     a = args
     runners: dict[str, Callable[[Any], list[figure.Figure]]] = {
-        "pool": lambda m: m.measure(a.jobs, a.concurrency, a.enqueue_jobs, say),
+        "pool": lambda m: m.measure(a.jobs, a.concurrency, a.enqueue_jobs, say,
+                                    a.pool_rounds),
         "slots": lambda m: m.measure(a.jobs_per_slot, say),
         "cancel": lambda m: m.measure(a.cancels, say),
         "corpus": lambda m: m.measure(a.corpus_mb, a.batch_lines, a.memory_mb, say),
