@@ -15,6 +15,7 @@ from producers import cancellation, job_expiry, job_registry, queue_position
 from producers.cancellation import BulkCancel, CancelOutcome
 from producers.celery_app import producer_app
 from producers.job_building import (
+    CheckedConfigs,
     check_deadlines,
     check_limits,
     check_priority,
@@ -150,7 +151,8 @@ class JobQueue:
         check_tenant(tenant)
         check_tenant(self.settings.tenant)  # LMQ_TENANT, the default
         deadlines = check_deadlines(expires_s=expires_s, time_limit_s=time_limit_s)
-        valid = self._checked(jobs) if checked else [coerce_job(job) for job in jobs]
+        configs = CheckedConfigs()
+        valid = self._checked(jobs) if checked else [coerce_job(job, configs) for job in jobs]
         if job_ids is not None and len(job_ids) != len(valid):
             raise InvalidJobError(f"{len(job_ids)} job ids for {len(valid)} jobs")
         if not checked:

@@ -10,7 +10,7 @@ from celery import states
 from celery.exceptions import TaskRevokedError
 
 from producers.celery_app import producer_app
-from producers.job_building import check_limits, make_config, make_job
+from producers.job_building import CheckedConfigs, check_limits, coerce_job, make_config, make_job
 from producers.outcome import as_job_error, payload_of, result_or_raise
 from producers.publisher import task_message
 from producers.served_models import models_from_queues
@@ -22,6 +22,26 @@ from workers.settings import Settings
 def test_bad_config_names_the_field() -> None:
     with pytest.raises(InvalidJobError, match=r"temperature: expected `float` >= 0.0"):
         make_config({"temperature": -1})
+
+
+def test_a_submission_checks_each_distinct_config_once() -> None:
+    configs = CheckedConfigs()
+    first = coerce_job({"model": "m", "messages": "a", "config": {"max_tokens": 16}}, configs)
+    second = coerce_job({"model": "m", "messages": "b", "config": {"max_tokens": 16}}, configs)
+    assert second.config is first.config and first.config == make_config({"maxTokens": 16})
+    # Told apart by type as well as value: 1.0 and True are not 1
+    assert configs.check({"temperature": 1}) is not configs.check({"temperature": 1.0})
+    assert "false" in configs.check({"maxTokens": False}).model_dump_json()
+    assert "false" not in configs.check({"maxTokens": 0}).model_dump_json()
+    assert configs.check({"stopStrings": ["x"]}) is configs.check({"stopStrings": ["x"]})
+    # A config the memo cannot key (an SDK object) is checked as before
+    from lmstudio import LlmPredictionConfig
+
+    sdk = configs.check(LlmPredictionConfig(max_tokens=5))
+    assert sdk == make_config({"maxTokens": 5})
+    for _ in range(2):  # a bad config is never kept: each job with it fails
+        with pytest.raises(InvalidJobError, match="temperature"):
+            configs.check({"temperature": -1})
 
 
 def test_empty_prompt_and_unknown_kind_are_clear() -> None:
