@@ -42,6 +42,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,34 +121,42 @@ def direct_sdk(host: str, texts: list[str], concurrency: int) -> float:
 def compare(queue: JobQueue, host: str, texts: list[str], concurrency: int, profile: str,
             rounds: int, worker_pids: list[int]) -> Comparison:
     """Direct and pool throughput of the same jobs under one timing profile, alternating."""
-    SimulatorAdmin(host).set_timing(**PROFILES[profile])
-    result = Comparison(profile)
-    jobs = len(texts) + 1  # + each side's warm-up job
-    for _ in range(rounds):
-        before = cpu_s(os.getpid())
-        result.direct.append(direct_sdk(host, texts, concurrency))
-        result.direct_cpu.append(1000 * (cpu_s(os.getpid()) - before) / jobs)
+    jobs = len(texts) + 1  # + the warm-up job
+
+    def pool_round() -> tuple[float, float]:
         before = sum(cpu_s(pid) for pid in worker_pids)
-        result.pooled.append(through_pool(queue, texts)[0])
-        result.pool_cpu.append(1000 * (sum(cpu_s(pid) for pid in worker_pids) - before) / jobs)
-    return result
+        rate = through_pool(queue, texts)[0]
+        return rate, 1000 * (sum(cpu_s(pid) for pid in worker_pids) - before) / jobs
+
+    return alternate(host, texts, concurrency, profile, rounds, pool_round)
 
 
 def versus_sdk_floor(redis_url: str, host: str, texts: list[str], concurrency: int,
                      rounds: int) -> Comparison:
     """Direct SDK calls and the Celery + SDK floor (`floor.predict`), alternating rounds at
-    the stress timing; `pooled` and `pool_cpu_ms` are the floor's."""
-    SimulatorAdmin(host).set_timing(**PROFILES["stress"])
-    result = Comparison("stress")
+    the stress timing; `pooled` and `pool_cpu` are the floor's."""
     with celery_floor.floor_worker(redis_url, concurrency,
                                    celery_floor.default_threads(concurrency)) as worker:
-        for _ in range(rounds):
-            before = cpu_s(os.getpid())
-            result.direct.append(direct_sdk(host, texts, concurrency))
-            result.direct_cpu.append(1000 * (cpu_s(os.getpid()) - before) / (len(texts) + 1))
+        def floor_round() -> tuple[float, float]:
             floor = worker.predict(host, CHAT, texts, MAX_TOKENS)
-            result.pooled.append(floor.tasks_per_s)
-            result.pool_cpu.append(floor.cpu_ms)
+            return floor.tasks_per_s, floor.cpu_ms
+
+        return alternate(host, texts, concurrency, "stress", rounds, floor_round)
+
+
+def alternate(host: str, texts: list[str], concurrency: int, profile: str, rounds: int,
+              other_round: Callable[[], tuple[float, float]]) -> Comparison:
+    """`rounds` rounds of direct SDK calls, each followed by `other_round()` ((jobs/s, CPU
+    ms per job) of the same jobs another way), under one timing profile."""
+    SimulatorAdmin(host).set_timing(**PROFILES[profile])
+    result = Comparison(profile)
+    for _ in range(rounds):
+        before = cpu_s(os.getpid())
+        result.direct.append(direct_sdk(host, texts, concurrency))
+        result.direct_cpu.append(1000 * (cpu_s(os.getpid()) - before) / (len(texts) + 1))
+        rate, cpu_ms = other_round()
+        result.pooled.append(rate)
+        result.pool_cpu.append(cpu_ms)
     return result
 
 
