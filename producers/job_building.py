@@ -89,14 +89,15 @@ def _value_key(value: Any) -> Hashable:
 
 
 def make_job(kind: str, fields: dict[str, Any], configs: CheckedConfigs | None = None) -> Job:
-    """Validate `fields` as a job of `kind` (chat, completion, embedding); `configs`: the
-    submission's checked configs, when it has more than one job."""
+    """Validate `fields` as a job of `kind` (chat, completion, embedding); `configs`: its
+    submission's configs checked so far (`JobQueue.prepare`)."""
     cls = JOB_FOR_KIND.get(kind)
     if cls is None:
         raise InvalidJobError(f"unknown job kind {kind!r}: use one of {sorted(JOB_FOR_KIND)}")
     if kind != "embedding" and fields.get("config") is not None:
         config = fields["config"]
-        fields = {**fields, "config": configs.check(config) if configs else make_config(config)}
+        fields = {**fields, "config": configs.check(config) if configs is not None
+                                 else make_config(config)}
     if kind == "chat" and fields.get("messages") is not None:
         from producers.chat_input import chat_messages  # the SDK, with the first job
 
@@ -111,7 +112,8 @@ def coerce_job(job: Job | dict[str, Any], configs: CheckedConfigs | None = None)
     """Accept a contract object or a plain dict with a `kind` (default chat)."""
     if isinstance(job, ChatJob | CompletionJob):
         # Built by hand: its config has not met the SDK's schema yet.
-        config = configs.check(job.config) if configs else make_config(job.config)
+        config = (configs.check(job.config) if configs is not None
+                  else make_config(job.config))
         return job.model_copy(update={"config": config})
     if isinstance(job, EmbeddingJob):
         return job
