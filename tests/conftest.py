@@ -26,6 +26,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture()
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for a test that stops, restarts or watches it whole
+    (MONITOR). Modules that need it set up otherwise define their own `own_redis`."""
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """A clean database on the session's private redis-server."""
     import redis

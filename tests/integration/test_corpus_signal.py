@@ -17,19 +17,17 @@ from producers.corpus._progress import Progress
 from producers.corpus._state import RunState
 from producers.corpus._writer import OrderedOutput
 from producers.job_queue import JobQueue
+from producers.redis_server import RedisServer
 from producers.result_wait import result_key
-from tests.support.services import start_redis
 from workers.settings import Settings
 
 
 @pytest.fixture()
-def queue() -> Iterator[JobQueue]:
-    server = start_redis()
-    q = JobQueue(Settings(broker_url=server.url, result_backend=server.url,
+def queue(own_redis: RedisServer) -> Iterator[JobQueue]:
+    q = JobQueue(Settings(broker_url=own_redis.url, result_backend=own_redis.url,
                           lmstudio_host="127.0.0.1:1"))
     yield q
     q.close()
-    server.stop()
 
 
 @pytest.fixture()

@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from producers.job_queue import JobQueue
 from producers.publisher import CHUNK_JOBS, FIRST_CHUNK_JOBS, broker_list, chunks
 from producers.redis_server import RedisServer
-from tests.support.services import start_redis
 from workers.contract import ChatJob
 from workers.settings import Settings
 
 MODEL = "no-worker-serves-this"
-
-
-@pytest.fixture()
-def own_redis() -> Iterator[RedisServer]:
-    server = start_redis()
-    yield server
-    server.stop()
 
 
 def test_chunks_double_from_the_first_up_to_the_cap() -> None:

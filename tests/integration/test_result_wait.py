@@ -18,16 +18,8 @@ from producers import result_wait
 from producers.job_queue import JobQueue
 from producers.redis_server import RedisServer
 from producers.result_wait import wait_meta
-from tests.support.services import start_redis
 from workers.error import JobTimeoutError
 from workers.settings import Settings
-
-
-@pytest.fixture()
-def own_redis() -> Iterator[RedisServer]:
-    server = start_redis()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()
